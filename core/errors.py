@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can cause and fix."""
+
+
+class PlaygroundError(Exception):
+    """A user-fixable problem: the message says what went wrong and what to do.
+
+    Pages show it with ``st.error``; the command line prints it on one line and
+    exits non-zero. Anything else escaping ``core`` is a bug.
+    """
