@@ -1,0 +1,467 @@
+"""Datasets as uint8 tensors, and batches made on the training device.
+
+Images are decoded once (and cached on disk), then every epoch is pure tensor
+work: a seeded permutation, a gather, a random crop and flip on the whole
+batch, and normalization. No per-sample PIL work or DataLoader workers in the
+training loop, which is both faster and one less thing to crash
+(airbench's approach).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import socket
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import PlaygroundError
+from core.images import IMAGE_EXTENSIONS, open_image, prepare_image
+
+DATA_DIR = Path(os.environ.get("PLAYGROUND_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_DATASET_BYTES = 6 * 1024**3  # decoded uint8 pixels kept in memory
+DOWNLOAD_TIMEOUT_S = 20
+SHAPES_CLASSES = ("circle", "ring", "square", "triangle", "star", "cross", "stripes", "checker", "dots", "crescent")
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass
+class Dataset:
+    spec: str
+    classes: list[str]
+    train: Split
+    test: Split
+    skipped: int = 0  # unreadable files left out
+    has_test_split: bool = True  # False: `test` was carved out of one folder by a seeded split
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean/std of the training images in [0, 1], for normalization."""
+        x = self.train.images[: 20000].double() / 255
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def describe_spec(spec: str) -> str:
+    kind, _, arg = spec.partition(":")
+    return {"cifar10": "CIFAR-10 (torchvision)", "shapes": "Shapes (generated offline)"}.get(kind, f"Image folder {arg}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None,
+                 test_fraction: float = 0.1, download: bool = True) -> Dataset:
+    """Parse a data SPEC (`cifar10`, `shapes`, `imagefolder:PATH`) and load it as tensors."""
+    data_dir = Path(data_dir or DATA_DIR)
+    kind, _, arg = spec.partition(":")
+    if kind == "shapes":
+        n_train = int(arg) if arg.isdigit() else 12000
+        return shapes_dataset(n_train=n_train, n_test=2000, seed=seed)
+    if kind == "cifar10":
+        return cifar10_dataset(data_dir, download=download)
+    if kind == "imagefolder":
+        if not arg:
+            raise PlaygroundError("imagefolder needs a path: imagefolder:/path/to/folder_or.zip")
+        return imagefolder_dataset(Path(arg).expanduser(), image_size=image_size, seed=seed,
+                                   test_fraction=test_fraction, cache_dir=data_dir / "cache")
+    raise PlaygroundError(f"Unknown data spec {spec!r}; use cifar10, shapes, or imagefolder:PATH.")
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _shape_masks(label: int, u: np.ndarray, v: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Boolean masks of one class in rotated, centred coordinates (u, v) with radius r."""
+    rho2 = u**2 + v**2
+    disk = rho2 <= r**2
+    if label == 0:  # circle
+        return disk
+    if label == 1:  # ring
+        return disk & (rho2 >= (0.55 * r) ** 2)
+    if label == 2:  # square
+        return (np.abs(u) <= 0.8 * r) & (np.abs(v) <= 0.8 * r)
+    if label == 3:  # triangle: three half-planes
+        inside = np.ones_like(disk)
+        for k in range(3):
+            a = np.pi / 2 + 2 * np.pi * k / 3
+            inside &= u * np.cos(a) + v * np.sin(a) <= 0.5 * r
+        return inside
+    if label == 4:  # five-pointed star
+        phi = np.arctan2(v, u)
+        return np.sqrt(rho2) <= r * (0.6 + 0.4 * np.cos(5 * phi))
+    if label == 5:  # cross
+        return ((np.abs(u) <= 0.3 * r) & (np.abs(v) <= r)) | ((np.abs(v) <= 0.3 * r) & (np.abs(u) <= r))
+    if label == 6:  # stripes in a disk
+        return disk & (np.floor(u / (0.4 * r)) % 2 == 0)
+    if label == 7:  # checkerboard square
+        p = 0.45 * r
+        return (np.abs(u) <= 0.9 * r) & (np.abs(v) <= 0.9 * r) & ((np.floor(u / p) + np.floor(v / p)) % 2 == 0)
+    if label == 8:  # four dots
+        out = np.zeros_like(disk)
+        for k in range(4):
+            a = np.pi / 2 * k
+            out |= (u - 0.6 * r * np.cos(a)) ** 2 + (v - 0.6 * r * np.sin(a)) ** 2 <= (0.3 * r) ** 2
+        return out
+    if label == 9:  # crescent
+        return disk & ((u - 0.45 * r) ** 2 + v**2 > (0.85 * r) ** 2)
+    raise AssertionError(label)
+
+
+def _render_shapes(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Draw one shape per label with random colour, size, position, rotation and noise.
+
+    Drawn at 2x resolution and averaged down, so edges are anti-aliased like photos.
+    """
+    n, ss = len(labels), 2 * size
+    r = rng.uniform(0.2, 0.42, n) * ss
+    cx = rng.uniform(r, ss - r)
+    cy = rng.uniform(r, ss - r)
+    theta = rng.uniform(0, 2 * np.pi, n)
+    grid = np.arange(ss) + 0.5
+    x = grid[None, None, :] - cx[:, None, None]
+    y = grid[None, :, None] - cy[:, None, None]
+    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    u, v = x * cos + y * sin, -x * sin + y * cos
+    mask = np.zeros((n, ss, ss), dtype=bool)
+    for label in range(len(SHAPES_CLASSES)):
+        idx = np.nonzero(labels == label)[0]
+        if len(idx):
+            mask[idx] = _shape_masks(label, u[idx], v[idx], r[idx, None, None])
+    alpha = mask.reshape(n, size, 2, size, 2).mean(axis=(2, 4))[:, None]  # (n, 1, size, size)
+    bg = rng.uniform(0, 255, (n, 3, 1, 1))
+    fg = rng.uniform(0, 255, (n, 3, 1, 1))
+    too_close = np.abs(fg - bg).sum(axis=1, keepdims=True) < 180
+    fg = np.where(too_close, 255 - bg, fg)
+    img = alpha * fg + (1 - alpha) * bg
+    img += rng.normal(0, rng.uniform(2, 14, (n, 1, 1, 1)), img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=4)
+def shapes_dataset(n_train: int = 12000, n_test: int = 2000, seed: int = 0) -> Dataset:
+    """Ten classes of 32x32 shapes, generated offline and identical for a given seed.
+
+    The test split comes from a different random stream than the training split
+    for every seed, so no test image is a copy of a training image.
+    """
+    out = []
+    for n, stream in ((n_train, 0), (n_test, 1)):
+        rng = np.random.default_rng([seed, stream])
+        labels = np.arange(n) % len(SHAPES_CLASSES)
+        rng.shuffle(labels)
+        chunks = [_render_shapes(labels[i:i + 2000], rng) for i in range(0, n, 2000)]
+        out.append(Split(torch.from_numpy(np.concatenate(chunks)), torch.from_numpy(labels).long()))
+    return Dataset("shapes", list(SHAPES_CLASSES), out[0], out[1])
+
+
+# --------------------------------------------------------------------------- cifar10
+
+
+def download_cifar10(data_dir: str | os.PathLike | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Download and unpack CIFAR-10 into data_dir (torchvision's layout), with progress and a bounded timeout."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    root = Path(data_dir or DATA_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / CIFAR10.filename
+    if not check_integrity(str(archive), CIFAR10.tgz_md5):
+        partial = archive.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(CIFAR10.url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(partial, "wb") as f:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            partial.unlink(missing_ok=True)
+            raise PlaygroundError(f"Could not download CIFAR-10 ({getattr(exc, 'reason', exc)}). If this machine is offline, "
+                                  f"use the `shapes` dataset or `imagefolder:PATH`, or put {CIFAR10.filename} in {root}.") from None
+        os.replace(partial, archive)
+        if not check_integrity(str(archive), CIFAR10.tgz_md5):
+            archive.unlink(missing_ok=True)
+            raise PlaygroundError("The CIFAR-10 download is corrupt (checksum mismatch); try again.")
+    extract_archive(str(archive), str(root))
+    return root
+
+
+def cifar10_available(data_dir: str | os.PathLike | None = None) -> bool:
+    return (Path(data_dir or DATA_DIR) / "cifar-10-batches-py" / "test_batch").exists()
+
+
+def cifar10_dataset(data_dir: Path, download: bool = True) -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    if not cifar10_available(data_dir):
+        if not download:
+            raise PlaygroundError(f"CIFAR-10 is not in {data_dir}; download it first (or use `shapes`).")
+        download_cifar10(data_dir)
+    splits = []
+    for train in (True, False):
+        ds = CIFAR10(str(data_dir), train=train, download=False)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        splits.append(Split(images, torch.tensor(ds.targets, dtype=torch.long)))
+    return Dataset("cifar10", list(CIFAR10(str(data_dir), train=False).classes), splits[0], splits[1])
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "__")))
+
+
+def _resolve_folder(path: Path, cache_dir: Path) -> Path:
+    """A folder to read from: the path itself, or a zip safely extracted into the cache."""
+    if not path.exists():
+        raise PlaygroundError(f"{path} does not exist; give a folder of class folders or a .zip of one.")
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise PlaygroundError(f"{path.name} is neither a folder nor a .zip file.")
+        from core.archive import safe_extract_zip
+
+        stat = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        dest = cache_dir / "extracted" / key
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            safe_extract_zip(path, dest)
+        path = dest
+    # A zip of "myset/train/..." has one wrapping folder; look inside it.
+    while True:
+        children = [c for c in path.iterdir() if not c.name.startswith((".", "__"))]
+        if len(children) == 1 and children[0].is_dir() and not any(_is_image(c) for c in children):
+            path = children[0]
+            continue
+        return path
+
+
+def _folder_layout(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """Splits -> folder, and the class names; `train`+`test`/`val` or only class folders."""
+    names = {d.name.lower(): d for d in _class_dirs(root)}
+    if "train" in names:
+        test = names.get("test") or names.get("val") or names.get("valid") or names.get("validation")
+        splits = {"train": names["train"]} | ({"test": test} if test else {})
+        classes = [d.name for d in _class_dirs(names["train"])]
+    else:
+        splits = {"all": root}
+        classes = [d.name for d in _class_dirs(root)]
+    if not classes:
+        raise PlaygroundError(f"{root} has no class folders; arrange images as {root.name}/<class>/<image> "
+                              "(optionally inside train/ and test/ folders).")
+    return splits, classes
+
+
+def _list_images(split_dir: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        class_dir = split_dir / name
+        if class_dir.is_dir():
+            found = sorted(p for p in class_dir.rglob("*") if p.is_file() and _is_image(p))
+            files += found
+            labels += [label] * len(found)
+    return files, labels
+
+
+def _decode_all(files: list[Path], size: int) -> tuple[torch.Tensor, list[bool]]:
+    """Decode files to (N, 3, size, size) uint8 with a thread pool (PIL releases the GIL while decoding)."""
+    out = torch.zeros(len(files), 3, size, size, dtype=torch.uint8)
+    ok = [False] * len(files)
+
+    def work(i: int) -> None:
+        try:
+            out[i] = prepare_image(open_image(files[i]), size)
+            ok[i] = True
+        except PlaygroundError:
+            pass  # unreadable files are counted and skipped, not fatal
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        list(pool.map(work, range(len(files)), chunksize=256))
+    return out, ok
+
+
+def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path) -> tuple[Split, int]:
+    files, labels = _list_images(split_dir, classes)
+    if not files:
+        raise PlaygroundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {split_dir}.")
+    needed = len(files) * 3 * size * size
+    if needed > MAX_DATASET_BYTES:
+        raise PlaygroundError(f"{len(files)} images at {size}x{size} need {needed / 1024**3:.1f} GB of memory; "
+                              "choose a smaller image size.")
+    fingerprint = hashlib.sha1(f"{split_dir.resolve()}|{size}|{classes}".encode())
+    for f in files:
+        st = f.stat()
+        fingerprint.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    cache = cache_dir / f"{fingerprint.hexdigest()[:20]}.pt"
+    if cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return Split(blob["images"], blob["labels"]), int(blob["skipped"])
+        except Exception:  # a corrupt cache is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+    images, ok = _decode_all(files, size)
+    keep = torch.tensor(ok)
+    split = Split(images[keep].contiguous(), torch.tensor(labels, dtype=torch.long)[keep])
+    skipped = len(files) - int(keep.sum())
+    if len(split) == 0:
+        raise PlaygroundError(f"None of the {len(files)} files in {split_dir} could be read as images.")
+    try:
+        from core.runs import atomic_write_bytes
+        import io
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save({"images": split.images, "labels": split.labels, "skipped": skipped}, buffer)
+        atomic_write_bytes(cache, buffer.getvalue())
+    except OSError:
+        pass  # a read-only data folder only costs a re-decode next time
+    return split, skipped
+
+
+def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test_fraction: float = 0.1,
+                        cache_dir: Path | None = None) -> Dataset:
+    cache_dir = cache_dir or DATA_DIR / "cache"
+    root = _resolve_folder(path, cache_dir)
+    splits, classes = _folder_layout(root)
+    if "all" not in splits:
+        train, skipped = _load_split(splits["train"], classes, image_size, cache_dir)
+        if "test" in splits:
+            test, skipped_test = _load_split(splits["test"], classes, image_size, cache_dir)
+            return Dataset(f"imagefolder:{path}", classes, train, test, skipped + skipped_test, has_test_split=True)
+        everything = train
+    else:
+        everything, skipped = _load_split(splits["all"], classes, image_size, cache_dir)
+    # No test folder: hold out a seeded, stratified fraction of each class.
+    gen = torch.Generator().manual_seed(seed)
+    test_idx = []
+    for label in range(len(classes)):
+        idx = torch.nonzero(everything.labels == label).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_test = max(1, round(len(idx) * test_fraction)) if len(idx) > 1 else 0
+        test_idx.append(idx[:n_test])
+    test_index = torch.cat(test_idx)
+    is_test = torch.zeros(len(everything), dtype=torch.bool)
+    is_test[test_index] = True
+    return Dataset(f"imagefolder:{path}", classes, everything.subset(~is_test), everything.subset(is_test),
+                   skipped, has_test_split=False)
+
+
+def load_eval_split(spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None) -> tuple[Split, list[str]]:
+    """What `core.evaluate` scores: the test/val split when there is one, else every image."""
+    ds = load_dataset(spec, image_size=image_size, seed=seed, data_dir=data_dir)
+    if ds.has_test_split:
+        return ds.test, ds.classes
+    return Split(torch.cat([ds.train.images, ds.test.images]), torch.cat([ds.train.labels, ds.test.labels])), ds.classes
+
+
+# --------------------------------------------------------------------------- batches on the device
+
+
+def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, input_size: int | None = None,
+                    channels_last: bool = True) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalized float, resized to the model's input size.
+
+    Training batches and prediction inputs both go through this function, so
+    what the model sees at inference is exactly what it saw in training
+    (minus the random crop and flip).
+    """
+    x = x.float().div_(255)
+    if input_size is not None and x.shape[-1] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """RandomCrop(size, padding) for a whole batch: each image shifted by up to `padding` pixels, zero-filled."""
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    shift = torch.randint(0, 2 * padding + 1, (2, n, 1, 1), generator=gen, device=x.device)
+    # One flat gather over the padded pixels is far cheaper than 4-D advanced indexing.
+    rows = shift[0] + torch.arange(h, device=x.device)[None, :, None]
+    cols = shift[1] + torch.arange(w, device=x.device)[None, None, :]
+    index = (rows * (w + 2 * padding) + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.flatten(2).gather(2, index).view(n, c, h, w)
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class BatchLoader:
+    """Yields (uint8 images, labels) batches from tensors on the training device.
+
+    The epoch's permutation depends only on (seed, epoch), so a resumed run
+    replays the same batches, and each torchrun rank takes its own shard of it.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device, *, shuffle: bool = True,
+                 augment: bool = False, crop_padding: int = 4, flip: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle, self.augment, self.crop_padding, self.flip = shuffle, augment, crop_padding, flip
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.per_rank = len(self.labels) // world_size if world_size > 1 else len(self.labels)
+        self.drop_last = drop_last and self.per_rank >= batch_size
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.per_rank // self.batch_size
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
+        if self.world_size > 1:
+            # Every rank gets the same number of samples, or DDP would wait forever on the short one.
+            order = order[self.rank: self.per_rank * self.world_size: self.world_size]
+        for step in range(start_step, len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment:
+                if self.crop_padding:
+                    x = random_crop(x, self.crop_padding, gen)
+                if self.flip:
+                    x = random_flip(x, gen)
+            yield x, self.labels[idx]

@@ -1,0 +1,304 @@
+"""The run folder: models/<run-id>/{config.json, metrics.jsonl, checkpoint.pt}.
+
+Every way of training (a thread in the studio, `python -m core.train`, torchrun)
+writes this same folder, and every view reads it, so there is one truth per run.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from core.errors import PlaygroundError
+
+MODELS_DIR = Path(os.environ.get("PLAYGROUND_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+STOP_FILE = "STOP"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FINAL_STATUSES = ("finished", "stopped", "diverged", "failed", "interrupted")
+
+
+def new_run_id(model: str, data: str) -> str:
+    """Sortable by start time, readable, and unique even for two runs started in the same second."""
+    data_name = re.sub(r"[^A-Za-z0-9]+", "-", data.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1])[:24].strip("-")
+    model_name = re.sub(r"[^A-Za-z0-9_]+", "-", model)[:24]
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name}-{data_name or 'data'}-{secrets.token_hex(2)}"
+
+
+def run_path(run_id: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of a run id, refusing ids that could escape the models folder."""
+    if not RUN_ID_PATTERN.match(run_id or "") or ".." in run_id:
+        raise PlaygroundError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-' only).")
+    return Path(root or MODELS_DIR) / run_id
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers and a
+    crash see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic torch.save; a failure (full disk, read-only folder) keeps the previous file intact."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        atomic_write_bytes(Path(path), buffer.getvalue())
+    except OSError as exc:
+        raise PlaygroundError(f"Could not write checkpoint {path} ({exc.strerror or exc}); free disk space or "
+                              "choose a writable folder. The previous checkpoint is unchanged.") from None
+
+
+def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
+    """torch.load that never runs code from the file: tensors and plain values only."""
+    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the uploaded file"
+    data = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return torch.load(data, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise PlaygroundError(f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
+                              f"(a whole pickled model or a file from an unknown source). Save with "
+                              f"torch.save(model.state_dict(), path) or use .safetensors.") from None
+    except FileNotFoundError:
+        raise PlaygroundError(f"{name} does not exist.") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        raise PlaygroundError(f"{name} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]}).") from None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class MetricsWriter:
+    """Appends one JSON object per line; one writer per run (rank 0 of the trainer)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / METRICS_FILE
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        record.setdefault("time", time.time())
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        # Flush per record: readers poll the file and a kill must not lose finished epochs.
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(run_dir: str | os.PathLike, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Records from byte `offset` on, and the offset to continue from.
+
+    A last line without its newline is still being written (or was cut by a
+    crash) and is left for the next read; an unparsable complete line is skipped.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    records = []
+    for line in chunk[:end].splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+    return records, offset + end
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    path: Path
+    config: dict[str, Any]
+    status: str  # running, finished, stopped, diverged, failed, interrupted, created
+    message: str = ""
+    epochs_done: int = 0
+    best_acc: float | None = None
+    last_acc: float | None = None
+    img_per_s: float | None = None
+    started: float | None = None
+    seconds: float | None = None
+    has_checkpoint: bool = False
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def resumable(self) -> bool:
+        return self.has_checkpoint and self.status in ("stopped", "interrupted", "diverged", "failed") and \
+            self.epochs_done < int(self.config.get("epochs", 0))
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise PlaygroundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}).") from None
+    except ValueError:
+        raise PlaygroundError(f"{run_dir}/{CONFIG_FILE} is corrupt.") from None
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Status and headline figures from a run's records."""
+    out: dict[str, Any] = {"status": "created", "message": "", "epochs_done": 0, "best_acc": None,
+                           "last_acc": None, "img_per_s": None, "started": None, "seconds": None, "pid": None, "host": None}
+    for r in records:
+        kind = r.get("kind")
+        if kind == "status":
+            out["status"] = r.get("status", out["status"])
+            out["message"] = r.get("message", "")
+            if r.get("status") == "running":
+                out["pid"], out["host"] = r.get("pid"), r.get("host")
+                out["started"] = out["started"] or r.get("time")
+            if "epochs_done" in r:
+                out["epochs_done"] = r["epochs_done"]
+        elif kind == "epoch":
+            out["epochs_done"] = r.get("epoch", out["epochs_done"])
+            acc = r.get("test_acc")
+            if acc is not None:
+                out["last_acc"] = acc
+                out["best_acc"] = acc if out["best_acc"] is None else max(out["best_acc"], acc)
+            out["img_per_s"] = r.get("img_per_s", out["img_per_s"])
+        if "elapsed" in r:
+            out["seconds"] = r["elapsed"]
+    return out
+
+
+def run_info(run_dir: str | os.PathLike) -> RunInfo:
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    records, _ = read_metrics(run_dir)
+    s = summarize(records)
+    status = s["status"]
+    if status == "running" and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
+        # The process that owned the run is gone (killed, crashed, app restarted).
+        status, s["message"] = "interrupted", "The training process ended without finishing; resume from the last checkpoint."
+    return RunInfo(run_id=run_dir.name, path=run_dir, config=config, status=status, message=s["message"],
+                   epochs_done=s["epochs_done"], best_acc=s["best_acc"], last_acc=s["last_acc"],
+                   img_per_s=s["img_per_s"], started=s["started"], seconds=s["seconds"],
+                   has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(), records=records)
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[RunInfo]:
+    """Every readable run under `root`, newest first; folders that are not runs are ignored."""
+    root = Path(root or MODELS_DIR)
+    if not root.is_dir():
+        return []
+    runs = []
+    for child in root.iterdir():
+        if child.is_dir() and (child / CONFIG_FILE).exists():
+            try:
+                runs.append(run_info(child))
+            except PlaygroundError:
+                continue
+    return sorted(runs, key=lambda r: r.run_id, reverse=True)
+
+
+def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    run_dir = Path(run_dir).resolve()
+    root = Path(root or MODELS_DIR).resolve()
+    if run_dir.parent != root or not (run_dir / CONFIG_FILE).exists():
+        raise PlaygroundError(f"{run_dir} is not a run folder inside {root}; nothing deleted.")
+    if run_info(run_dir).status == "running":
+        raise PlaygroundError("This run is still training; stop it before deleting it.")
+    shutil.rmtree(run_dir)
+
+
+def request_stop(run_dir: str | os.PathLike) -> None:
+    """Ask a trainer in another process to stop: it checks for this file every batch."""
+    (Path(run_dir) / STOP_FILE).touch()
+
+
+# --------------------------------------------------------------------------- checkpoints and exports
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        raise PlaygroundError(f"Run {Path(run_dir).name} has no checkpoint yet (it saves one at the end of each epoch).")
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise PlaygroundError(f"{path} is not a Torch Playground checkpoint.")
+    return ckpt
+
+
+def state_dict_bytes(run_dir: str | os.PathLike) -> bytes:
+    """The recommended export: weights plus what is needed to use them (classes, normalization)."""
+    ckpt = load_checkpoint(run_dir)
+    keep = {k: ckpt[k] for k in ("model", "classes", "normalization", "config", "image_size") if k in ckpt}
+    buffer = io.BytesIO()
+    torch.save(keep, buffer)
+    return buffer.getvalue()
+
+
+def whole_model_bytes(model: torch.nn.Module) -> bytes:
+    """The tutorial's other save style, torch.save(model): a pickle that runs code when
+    loaded, so only load such files from yourself (see load_whole_model)."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
+
+
+def load_whole_model(path: str | os.PathLike, *, allow_unsafe_pickle: bool = False,
+                     root: str | os.PathLike | None = None) -> torch.nn.Module:
+    """Load a whole pickled model, only from the user's own models folder and only after an explicit opt-in."""
+    if not allow_unsafe_pickle:
+        raise PlaygroundError("Loading a whole pickled model can run arbitrary code; opt in explicitly "
+                              "(allow_unsafe_pickle=True) and only for files you saved yourself.")
+    path = Path(path).resolve()
+    root = Path(root or MODELS_DIR).resolve()
+    if root not in path.parents:
+        raise PlaygroundError(f"Whole-model pickles are only loaded from your own models folder ({root}).")
+    model = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(model, torch.nn.Module):
+        raise PlaygroundError(f"{path.name} does not contain a model.")
+    return model
