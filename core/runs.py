@@ -153,7 +153,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # an exited child nobody waited for is a zombie: it answers signals but is dead
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass
@@ -196,7 +200,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if kind == "status":
             out["status"] = r.get("status", out["status"])
             out["message"] = r.get("message", "")
-            if r.get("status") == "running":
+            if r.get("status") in ("running", "queued"):
                 out["pid"], out["host"] = r.get("pid"), r.get("host")
                 out["started"] = out["started"] or r.get("time")
             if "epochs_done" in r:
@@ -219,7 +223,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
     records, _ = read_metrics(run_dir)
     s = summarize(records)
     status = s["status"]
-    if status == "running" and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
+    if status in ("running", "queued") and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
         # The process that owned the run is gone (killed, crashed, app restarted).
         status, s["message"] = "interrupted", "The training process ended without finishing; resume from the last checkpoint."
     return RunInfo(run_id=run_dir.name, path=run_dir, config=config, status=status, message=s["message"],
@@ -248,7 +252,7 @@ def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
     root = Path(root or MODELS_DIR).resolve()
     if run_dir.parent != root or not (run_dir / CONFIG_FILE).exists():
         raise PlaygroundError(f"{run_dir} is not a run folder inside {root}; nothing deleted.")
-    if run_info(run_dir).status == "running":
+    if run_info(run_dir).status in ("running", "queued"):
         raise PlaygroundError("This run is still training; stop it before deleting it.")
     shutil.rmtree(run_dir)
 

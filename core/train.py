@@ -254,70 +254,80 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
 
     run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
-    checkpoint = runs.load_checkpoint(run_dir) if resume else None
-    torch.manual_seed(config.seed)
-
-    # ---- data
-    input_size = config.image_size or preset_input_size(config.model)
-    data_size = input_size if config.data.startswith("imagefolder:") else 32
-    ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-    num_classes = len(ds.classes)
-    pretrained = config.weights is not None and config.model in ("resnet18", "vgg16", "alexnet") and not Path(str(config.weights)).is_file()
-    if checkpoint:
-        mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
-    elif pretrained:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD  # pretrained features expect ImageNet statistics
-    else:
-        mean, std = ds.channel_stats()
-    norm = Normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
-    per_rank_batch = config.batch_size // dist.world_size
-    train_loader = BatchLoader(ds.train, per_rank_batch, device, shuffle=True, augment=config.augment,
-                               crop_padding=config.crop_padding, seed=config.seed, rank=dist.rank, world_size=dist.world_size)
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * config.epochs
-    log_every = config.log_every or max(1, steps_per_epoch // 25)
-
-    # ---- model (built on the CPU, then moved once: the only .to(device) in the loop's life)
-    spec_or_name = config.layers if config.model == "custom" else config.model
-    model = build(spec_or_name, num_classes=num_classes, in_channels=3, weights=None if checkpoint else config.weights,
-                  freeze=config.freeze_backbone, input_size=input_size)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
-    if checkpoint:
-        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
-    elif hasattr(model, "init_from_data"):
-        sample = ds.train.images[:5000].to(device)
-        model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
-    trainable, total = count_parameters(model)
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup))
-    ema = None
-    if config.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-    start_epoch, start_step, global_step = 0, 0, 0
-    if checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if ema is not None and "ema" in checkpoint:
-            ema.load_state_dict(checkpoint["ema"])
-        start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
-        global_step = int(checkpoint.get("global_step", start_epoch * steps_per_epoch + start_step))
-    step_model: nn.Module = model
-    if config.compile:
-        step_model = torch.compile(model)
-    if dist.enabled:
-        step_model = torch.nn.parallel.DistributedDataParallel(
-            step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-    # ---- run folder (rank 0 only)
     writer = None
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
-        if not checkpoint:
+        writer = runs.MetricsWriter(run_dir)
+
+    def emit(record: dict[str, Any]) -> None:
+        record.setdefault("elapsed", round(time.perf_counter() - started, 3))
+        if writer:
+            writer.write(record)
+        if on_record and dist.main:
+            on_record(record)
+
+    try:
+        checkpoint = runs.load_checkpoint(run_dir) if resume else None
+        torch.manual_seed(config.seed)
+
+        # ---- data
+        input_size = config.image_size or preset_input_size(config.model)
+        data_size = input_size if config.data.startswith("imagefolder:") else 32
+        ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
+        num_classes = len(ds.classes)
+        pretrained = config.weights is not None and config.model in ("resnet18", "vgg16", "alexnet") and not Path(str(config.weights)).is_file()
+        if checkpoint:
+            mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
+        elif pretrained:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD  # pretrained features expect ImageNet statistics
+        else:
+            mean, std = ds.channel_stats()
+        norm = Normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
+        per_rank_batch = config.batch_size // dist.world_size
+        train_loader = BatchLoader(ds.train, per_rank_batch, device, shuffle=True, augment=config.augment,
+                                   crop_padding=config.crop_padding, seed=config.seed, rank=dist.rank, world_size=dist.world_size)
+        steps_per_epoch = len(train_loader)
+        total_steps = steps_per_epoch * config.epochs
+        log_every = config.log_every or max(1, steps_per_epoch // 25)
+
+        # ---- model (built on the CPU, then moved once: the only .to(device) in the loop's life)
+        spec_or_name = config.layers if config.model == "custom" else config.model
+        model = build(spec_or_name, num_classes=num_classes, in_channels=3, weights=None if checkpoint else config.weights,
+                      freeze=config.freeze_backbone, input_size=input_size)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        model = model.to(device=device, memory_format=memory_format)
+        if checkpoint:
+            model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
+        elif hasattr(model, "init_from_data"):
+            sample = ds.train.images[:5000].to(device)
+            model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
+        trainable, total = count_parameters(model)
+        optimizer = make_optimizer(model, config)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup))
+        ema = None
+        if config.ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        start_epoch, start_step, global_step = 0, 0, 0
+        if checkpoint:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if ema is not None and "ema" in checkpoint:
+                ema.load_state_dict(checkpoint["ema"])
+            start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
+            global_step = int(checkpoint.get("global_step", start_epoch * steps_per_epoch + start_step))
+        step_model: nn.Module = model
+        if config.compile:
+            step_model = torch.compile(model)
+        if dist.enabled:
+            step_model = torch.nn.parallel.DistributedDataParallel(
+                step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+        # ---- config.json (rank 0 only)
+        if dist.main and not checkpoint:
             runs.write_json(run_dir / runs.CONFIG_FILE, {
                 **config.to_dict(), "run_id": run_dir.name, "created": time.time(),
                 "classes": ds.classes, "num_classes": num_classes, "input_size": input_size, "data_size": data_size,
@@ -330,14 +340,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
                         "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
                         "host": socket.gethostname(), **_versions()},
             })
-        writer = runs.MetricsWriter(run_dir)
-
-    def emit(record: dict[str, Any]) -> None:
-        record.setdefault("elapsed", round(time.perf_counter() - started, 3))
+    except PlaygroundError as exc:
+        emit({"kind": "status", "status": "failed", "message": str(exc), "epochs_done": 0})
         if writer:
-            writer.write(record)
-        if on_record and dist.main:
-            on_record(record)
+            writer.close()
+        raise
 
     def save(epoch: int, step_in_epoch: int, metrics: dict[str, Any] | None = None) -> None:
         if not dist.main:

@@ -1,0 +1,50 @@
+"""Shared fixtures: isolated run folders, and slices of the real CIFAR-10 dev images."""
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_TAR = ROOT.parent / "shared" / "data" / "cifar10-dev.tar.gz"
+
+
+@pytest.fixture
+def models_root(tmp_path, monkeypatch):
+    """A private models/ folder so tests never see (or litter) the user's runs."""
+    from core import runs
+
+    root = tmp_path / "models"
+    root.mkdir()
+    monkeypatch.setattr(runs, "MODELS_DIR", root)
+    monkeypatch.setenv("PLAYGROUND_MODELS_DIR", str(root))
+    monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(tmp_path / "data"))
+    return root
+
+
+def extract_dev_slice(dest: Path, train_per_class: int, test_per_class: int) -> Path:
+    """Extract the first N images per class of each split (one pass over the archive)."""
+    if not DEV_TAR.exists():
+        pytest.skip(f"real CIFAR-10 dev images not found at {DEV_TAR} (only the project's CI machines have them)")
+    wanted = {"train": train_per_class, "test": test_per_class}
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(DEV_TAR) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 3:
+                continue
+            split, cls = parts[-3], parts[-2]
+            if split not in wanted or counts.get((split, cls), 0) >= wanted[split]:
+                continue
+            counts[(split, cls)] = counts.get((split, cls), 0) + 1
+            target = dest / split / cls / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cifar_slice(tmp_path_factory) -> Path:
+    """200 training and 40 test images per class of the real CIFAR-10 dev set."""
+    return extract_dev_slice(tmp_path_factory.mktemp("cifar-slice"), 200, 40)
