@@ -258,6 +258,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
+        if not resume and not (run_dir / runs.CONFIG_FILE).exists():
+            # Provisional, so a run that fails while loading data is still listed with its error.
+            runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
         writer = runs.MetricsWriter(run_dir)
 
     def emit(record: dict[str, Any]) -> None:
