@@ -1,0 +1,126 @@
+"""The command-line contract of DESIGN.md, run as real subprocesses (and killed like real ones)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core import runs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, env_extra: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    done = cli("core.train", "--model", "cifar10_quick", "--data", "shapes:500", "--epochs", "2", "--batch-size", "50",
+               "--seed", "3", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)  # stdout is exactly one JSON document
+    assert set(result) >= {"run_dir", "epochs", "val_acc", "train_img_per_s", "seconds"}
+    assert result["run_dir"] == str(out) and result["epochs"] == 2 and 0 <= result["val_acc"] <= 1
+    assert "epoch 2:" in done.stderr  # progress goes to stderr
+    return out
+
+
+def test_train_then_resume_to_more_epochs_is_a_no_op_when_done(trained_run):
+    done = cli("core.train", "--resume", str(trained_run))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["epochs"] == 2
+
+
+def test_evaluate(trained_run):
+    done = cli("core.evaluate", str(trained_run), "--data", "shapes:500")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["n"] == 2000 and set(result["per_class"]) == {"circle", "ring", "square", "triangle", "star",
+                                                                "cross", "stripes", "checker", "dots", "crescent"}
+    config = json.loads((trained_run / "config.json").read_text())
+    records, _ = runs.read_metrics(trained_run)
+    last_epoch = [r for r in records if r["kind"] == "epoch"][-1]
+    assert result["accuracy"] == pytest.approx(last_epoch["test_acc"])  # same preprocessing as in training
+    assert config["seed"] == 3
+
+
+def test_predict_gives_topk_per_file_and_errors_per_bad_file(trained_run, tmp_path):
+    good = tmp_path / "circle.png"
+    Image.new("RGB", (64, 48), "white").save(good)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    done = cli("core.predict", str(trained_run), str(good), str(bad), str(tmp_path / "missing.png"), "--topk", "3")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [r["file"] for r in result] == [str(good), str(bad), str(tmp_path / "missing.png")]
+    assert len(result[0]["top"]) == 3 and result[0]["top"][0]["prob"] >= result[0]["top"][1]["prob"]
+    assert "error" in result[1] and "error" in result[2]
+    again = json.loads(cli("core.predict", str(trained_run), str(good)).stdout)
+    assert again[0]["top"][0] == result[0]["top"][0]  # deterministic preprocessing
+
+
+@pytest.mark.parametrize("args, message", [
+    (["core.train", "--model", "cifar10_quick"], "--model and --data are required"),
+    (["core.train", "--model", "nope", "--data", "shapes"], "Unknown model 'nope'"),
+    (["core.train", "--model", "cifar10_quick", "--data", "imagefolder:/nope"], "does not exist"),
+    (["core.train", "--model", "custom", "--layers", '[{"type": "Linear"}]', "--data", "shapes:100"], "needs a flat input"),
+    (["core.train", "--resume", "/nonexistent/run"], "is not a run folder"),
+    (["core.evaluate", "/nonexistent/run", "--data", "shapes"], "no checkpoint"),
+    (["core.predict", "/nonexistent/run", "x.png"], "no checkpoint"),
+])
+def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):
+    done = cli(*args, env_extra={"PLAYGROUND_MODELS_DIR": str(tmp_path)})
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and message in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_sigkill_mid_epoch_leaves_a_resumable_run(tmp_path):
+    """Kill -9 the trainer mid-epoch: the folder stays readable and --resume loses at most that epoch."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", "shapes:2000",
+                             "--epochs", "6", "--batch-size", "50", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        records, _ = runs.read_metrics(out)
+        epochs = [r for r in records if r["kind"] == "epoch"]
+        if epochs and any(r["kind"] == "step" and r["epoch"] == 1 for r in records):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    info = runs.run_info(out)
+    assert info.status == "interrupted" and info.resumable and info.epochs_done >= 1
+    done = cli("core.train", "--resume", str(out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["epochs"] == 6
+    records, _ = runs.read_metrics(out)
+    numbers = [r["epoch"] for r in records if r["kind"] == "epoch"]
+    assert numbers[-1] == 6 and sorted(set(numbers)) == [1, 2, 3, 4, 5, 6]
+    assert runs.run_info(out).status == "finished"
+
+
+def test_sigterm_records_interrupted_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", "shapes:2000",
+                             "--epochs", "20", "--batch-size", "50", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    info = runs.run_info(out)
+    assert info.status == "interrupted" and info.has_checkpoint and info.resumable
