@@ -234,7 +234,8 @@ def _versions() -> dict[str, str]:
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     inner = getattr(model, "module", model)  # DDP wraps the model
     inner = getattr(inner, "_orig_mod", inner)  # and torch.compile too
-    return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+    # Contiguous copies: channels_last weights would otherwise leak into exports (safetensors refuses them).
+    return {k: v.detach().cpu().contiguous().clone() for k, v in inner.state_dict().items()}
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
