@@ -453,6 +453,8 @@ class BatchLoader:
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=gen, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
+        # Every rank shares the permutation but draws its own crops and flips.
+        gen.manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.rank + 1)
         if self.world_size > 1:
             # Every rank gets the same number of samples, or DDP would wait forever on the short one.
             order = order[self.rank: self.per_rank * self.world_size: self.world_size]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from core.models import PRESETS, build, count_parameters, preset_input_size
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
+DIST_TIMEOUT_S = int(os.environ.get("PLAYGROUND_DIST_TIMEOUT", 180))
 
 
 @dataclass
@@ -248,7 +250,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(dist.local_rank)
-        torch.distributed.init_process_group(backend)
+        # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
     device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
     dtype = dev.resolve_precision(config.precision, device)
     if dist.enabled and config.batch_size % dist.world_size:
@@ -456,6 +459,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         status, message = "interrupted", "Interrupted; resume from the last checkpoint."
     except PlaygroundError as exc:
         status, message = "failed", str(exc)
+    except torch.distributed.DistError as exc:
+        status = "failed"
+        message = (f"Another training process stopped or stopped answering ({str(exc).splitlines()[0][:200]}); "
+                   "the job was ended. Resume from the last checkpoint.")
     except RuntimeError as exc:
         if not _is_oom(exc):
             emit({"kind": "status", "status": "failed", "message": f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
