@@ -40,6 +40,7 @@ class JobRegistry:
         self._lock = threading.Lock()
 
     def _spawn(self, run_dir: Path, args: list[str]) -> None:
+        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # a stale request must not stop the new process
         log = open(run_dir / "train.log", "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PLAYGROUND_MODELS_DIR": str(self.root)}
         # A new session: Streamlit's reruns and Ctrl+C in its terminal do not reach the trainer.

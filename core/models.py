@@ -189,6 +189,15 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
             allowed = ", ".join(LAYER_OPTIONS[kind]) or "no options"
             raise PlaygroundError(f"{where}: unexpected option {', '.join(sorted(unknown))} (allowed: {allowed}).")
         opts = {**LAYER_OPTIONS[kind], **{k: v for k, v in raw.items() if k != "type" and v is not None}}
+        for key in ("out_channels", "out_features", "kernel_size", "stride", "dilation", "output_size", "padding"):
+            value = opts.get(key)
+            if value is None or (key == "out_features" and value == "num_classes"):
+                continue
+            lowest = 0 if key == "padding" else 1
+            if isinstance(value, float) and value.is_integer():  # table editors hand back 3.0 for 3
+                value = opts[key] = int(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise PlaygroundError(f"{where}: {key} must be a whole number >= {lowest}, not {value!r}.")
         if kind in _FLAT_ONLY and len(shape) != 1:
             raise PlaygroundError(f"{where}: needs a flat input but gets {_shape_str(shape)}; add a Flatten layer before it.")
         if kind in _IMAGE_ONLY and len(shape) != 3:

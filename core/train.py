@@ -261,7 +261,6 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     writer = None
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
         if not resume and not (run_dir / runs.CONFIG_FILE).exists():
             # Provisional, so a run that fails while loading data is still listed with its error.
             runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
@@ -450,6 +449,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         last_eval = evaluate(ema.module if ema is not None else model, ds.test, norm, input_size, device, dtype,
                              tta=config.tta, num_classes=num_classes, dist=dist, channels_last=config.channels_last)
         save(epoch, step, {"test_acc": last_eval["test_acc"]})
+        if dist.main:
+            # Consumed only now: a Stop pressed while the trainer was still starting up is not lost.
+            (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
         message += f"; checkpoint saved at epoch {epoch} step {step}. Resume to continue."
     except FloatingPointError:
         status = "diverged"
