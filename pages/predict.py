@@ -1,0 +1,89 @@
+import streamlit as st
+
+from core import runs
+from core.data import SHAPES_CLASSES
+from core.models import PRESETS
+from studio import arch, predict_view as pv
+from studio.charts import topk_figure
+from studio.state import through_navigation
+from studio.widgets import guard, run_title
+
+through_navigation()  # a direct first visit to /<page> must still get the app's navigation
+
+GALLERY = 12  # images shown in full; the table below has all of them
+
+st.title("Predict")
+st.caption("Show a trained model your own pictures. It sees them exactly as it saw its training images: "
+           "resized, centre-cropped and normalized the same way, with no randomness.")
+
+predictor = None
+source = st.segmented_control("Model", ["run", "upload"], default="run", required=True, key="predict_source",
+                              format_func={"run": "A trained run", "upload": "Upload weights"}.get)
+with guard():
+    if source == "run":
+        ready = [r for r in runs.list_runs() if r.has_checkpoint]
+        if not ready:
+            st.info("No trained runs yet: train one on the Train page (about a minute), or upload weights.")
+            st.page_link("pages/train.py", label="Open Train →")
+        else:
+            ids = [r.run_id for r in ready]
+            wanted = st.session_state.pop("predict_run", None)
+            if wanted in ids:
+                st.session_state["predict_pick"] = wanted
+            default = next((r.run_id for r in ready if r.status == "finished"), ids[0])
+            titles = {r.run_id: f"{r.run_id} · {run_title(r)}" for r in ready}
+            pick = st.selectbox("Run", ids, index=ids.index(st.session_state.get("predict_pick", default))
+                                if st.session_state.get("predict_pick") in ids else ids.index(default),
+                                format_func=titles.get)
+            st.session_state["predict_pick"] = pick
+            predictor = pv.predictor_for_run(runs.MODELS_DIR / pick)
+    else:
+        c = st.columns([2, 2, 1])
+        weights = c[0].file_uploader("Weights (.pt state_dict or .safetensors)", type=pv.WEIGHT_TYPES, key="weights_upload",
+                                     help="Arbitrary pickles (a whole saved model) are refused: they can run code when loaded.")
+        saved = {f"saved: {a['name']}": a for a in arch.saved_architectures()}
+        choice = c[1].selectbox("Architecture the weights belong to", list(PRESETS) + list(saved),
+                                format_func=lambda n: f"{PRESETS[n].title} ({n})" if n in PRESETS else n)
+        size = c[2].number_input("Input size", 0, 512, 0, help="0: the size saved with the weights, else the preset's.")
+        names = st.text_input("Class names, comma-separated (optional)", placeholder=", ".join(SHAPES_CLASSES),
+                              help="Exports from this studio carry their class names; other files need them here.")
+        if weights is not None:
+            model = saved[choice]["layers"] if choice in saved else choice
+            classes = [n.strip() for n in names.split(",") if n.strip()]
+            predictor = pv.predictor_for_upload(weights, model, classes, int(size) or None)
+
+if predictor is not None:
+    st.caption(f"{len(predictor.classes)} classes ({', '.join(predictor.classes[:10])}"
+               f"{', …' if len(predictor.classes) > 10 else ''}) · the model sees {predictor.input_size} x "
+               f"{predictor.input_size} pixels")
+    c = st.columns([4, 1])
+    uploads = c[0].file_uploader("Images", type=pv.IMAGE_TYPES, accept_multiple_files=True, key="images",
+                                 help="JPEG, PNG, WEBP, BMP, GIF or TIFF; one or many.")
+    k = c[1].number_input("Top-k", 1, min(10, len(predictor.classes)), min(5, len(predictor.classes)))
+    files = [(u.name, u.getvalue()) for u in uploads or []]
+    if list(predictor.classes) == list(SHAPES_CLASSES) and st.toggle("Add sample shapes (no picture at hand?)",
+                                                                        key="samples"):
+        files += pv.sample_shapes()
+    if not files:
+        st.info("Upload one or more images to see what the model thinks they are.")
+    else:
+        with guard():
+            results = predictor.predict([b for _, b in files], [n for n, _ in files], k=int(k))
+            for i, ((name, payload), result) in enumerate(list(zip(files, results))[:GALLERY]):
+                with st.container(border=True):
+                    if "error" in result:
+                        st.error(f"**{name}**: {result['error']}", icon=":material/block:")
+                        continue
+                    best = result["top"][0]
+                    st.markdown(f"**{name}** → **{best['label']}** ({best['prob']:.0%})")
+                    left, mid, right = st.columns([2, 2, 5], vertical_alignment="center")
+                    left.image(pv.thumbnail(payload, name), caption="your image")
+                    mid.image(pv.model_view(predictor, payload, name), caption="what the model sees")
+                    right.plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
+            if len(files) > GALLERY:
+                st.caption(f"Showing the first {GALLERY} of {len(files)} images; the table has them all.")
+            if len(files) > 1:
+                table = pv.results_table(results, int(k))
+                st.dataframe(table, hide_index=True)
+                st.download_button("Results as CSV", table.to_csv(index=False).encode(), "predictions.csv", "text/csv",
+                                   icon=":material/download:", on_click="ignore")

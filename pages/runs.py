@@ -1,0 +1,72 @@
+import json
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from core import runs
+from core.curves import curves_of
+from core.train import TrainConfig
+from studio import state
+from studio.charts import compare_figure
+from studio.state import through_navigation
+from studio.widgets import data_name, duration, guard, percent
+
+through_navigation()  # a direct first visit to /<page> must still get the app's navigation
+
+SETTINGS = [f for f in TrainConfig().to_dict() if f not in ("data_dir", "log_every")]
+
+st.title("Runs")
+every = runs.list_runs()
+if not every:
+    st.info("No runs yet: start one on the Train page.")
+    st.page_link("pages/train.py", label="Open Train →")
+    st.stop()
+
+by_id = {r.run_id: r for r in every}
+st.dataframe(pd.DataFrame([{
+    "status": r.status, "run": r.run_id, "model": r.config.get("model"), "data": data_name(str(r.config.get("data", ""))),
+    "best accuracy": r.best_acc, "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
+    "duration": duration(r.seconds), "images/s": r.img_per_s,
+    "started": datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else "",
+} for r in every]), hide_index=True, column_config={
+    "best accuracy": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
+    "images/s": st.column_config.NumberColumn(format="localized"),
+})
+
+st.subheader("Compare")
+with_curves = [r.run_id for r in every if r.records]
+chosen = st.multiselect("Runs to compare", list(by_id), default=with_curves[:3], max_selections=8,
+                        format_func=lambda i: f"{i} · {percent(by_id[i].best_acc)}")
+if chosen:
+    smoothing = st.slider("Smoothing", 0.0, 0.95, 0.6, 0.05, key="compare_smoothing")
+    st.plotly_chart(compare_figure({i: curves_of(by_id[i].records) for i in chosen}, smoothing), key="compare")
+    table = pd.DataFrame({i: {k: json.dumps(by_id[i].config.get(k)) if isinstance(by_id[i].config.get(k), (list, dict))
+                              else by_id[i].config.get(k) for k in SETTINGS} for i in chosen})
+    differ = table[table.astype(str).nunique(axis=1) > 1] if len(chosen) > 1 else table
+    st.markdown("##### Settings that differ" if len(chosen) > 1 else "##### Settings")
+    if differ.empty:
+        st.caption("The selected runs have the same settings (only the seed of chance differs, if that).")
+    else:
+        st.dataframe(differ.astype(str), column_config={"_index": st.column_config.TextColumn("setting")})
+
+st.subheader("Manage")
+pick = st.selectbox("Run", list(by_id), format_func=lambda i: f"{i} · {by_id[i].status}", key="manage_pick")
+info = by_id[pick]
+with st.container(horizontal=True, vertical_alignment="center"):
+    if st.button("Open on the Train page"):
+        state.watch(info.path)
+        st.switch_page("pages/train.py")
+    if info.has_checkpoint:
+        st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(info.path), f"{pick}.pt",
+                           "application/octet-stream", on_click="ignore", icon=":material/download:")
+        st.download_button("metrics.jsonl", lambda: (info.path / runs.METRICS_FILE).read_bytes(),
+                           f"{pick}-metrics.jsonl", "application/json", on_click="ignore", icon=":material/download:")
+    with st.popover("Delete…", icon=":material/delete:"):
+        st.write(f"Delete **{pick}** and its checkpoint? This cannot be undone.")
+        if st.button("Yes, delete it", type="primary"):
+            with guard():
+                runs.delete_run(info.path)
+                state.forget_tail(info.path)
+                st.toast(f"Deleted {pick}.")
+                st.rerun()

@@ -1,0 +1,43 @@
+import streamlit as st
+
+from studio import live, state, train_form
+from studio.state import through_navigation
+from studio.widgets import guard
+
+through_navigation()  # a direct first visit to /<page> must still get the app's navigation
+
+st.title("Train")
+
+watched = state.watched_run()
+training = bool(state.registry().active())
+with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not training):
+    data_col, model_col = st.columns(2, gap="large")
+    with data_col:
+        st.markdown("##### 1 · Data")
+        data = train_form.data_picker()
+    with model_col:
+        st.markdown("##### 2 · Model")
+        model = train_form.model_picker()
+    st.markdown("##### 3 · Hyperparameters")
+    st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
+    overrides = train_form.hyperparameters(model["model"] if model else "custom")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)
+        concurrent = st.checkbox("Allow a second run at the same time", value=False,
+                                 help="Runs share the same cores or GPU, so each gets slower.")
+    if start:
+        with guard():
+            config = train_form.make_config(model, data, overrides)
+            run_dir = state.registry().start(config, allow_concurrent=concurrent)
+            state.watch(run_dir)
+            st.session_state.pop("_live_fig", None)
+            st.rerun()
+
+if watched is None:
+    st.info("No runs yet. The defaults (CIFAR-10 quick on Shapes, 8 epochs) train in about a minute on a laptop CPU: "
+            "press **Start training**.")
+else:
+    st.subheader("Run")
+    shown = live.run_picker(watched)
+    if shown is not None:
+        live.run_panel(shown)

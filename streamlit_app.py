@@ -1,0 +1,24 @@
+"""Torch Playground: `streamlit run streamlit_app.py`.
+
+Only navigation and the device badge live here; each page is a thin file in
+pages/ and everything else is in core/ (the engine) and studio/ (UI helpers).
+"""
+import streamlit as st
+
+from studio.widgets import device_badge
+
+st.set_page_config(page_title="Torch Playground", page_icon=":material/local_fire_department:", layout="wide")
+
+pages = {
+    "Studio": [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/first_steps.py", title="First steps", icon=":material/school:"),
+        st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/table_chart:"),
+    ]
+}
+page = st.navigation(pages)
+device_badge(st.sidebar)
+page.run()

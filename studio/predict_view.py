@@ -1,0 +1,95 @@
+"""Helpers for the Predict page: cached predictors, sample images, result tables."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from core import runs
+from core.data import SHAPES_CLASSES, shapes_dataset
+from core.errors import PlaygroundError
+from core.images import open_image
+from core.predict import Predictor
+
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+WEIGHT_TYPES = ["pt", "pth", "safetensors"]
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def run_predictor(run_dir: str, checkpoint_mtime: float) -> Predictor:
+    # The checkpoint's mtime is part of the key: a resumed run's new weights are picked up.
+    return Predictor.from_run(run_dir)
+
+
+def predictor_for_run(run_dir: Path) -> Predictor:
+    checkpoint = run_dir / runs.CHECKPOINT_FILE
+    if not checkpoint.exists():
+        raise PlaygroundError(f"Run {run_dir.name} has no checkpoint yet (it saves one after each epoch).")
+    return run_predictor(str(run_dir), checkpoint.stat().st_mtime)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the weights…")
+def _uploaded_predictor(digest: str, _payload: bytes, suffix: str, model: str | list[dict], classes: tuple[str, ...],
+                        input_size: int | None) -> Predictor:
+    # from_weights reads a path (the suffix picks safetensors or torch); the file is only needed while loading.
+    fd, tmp = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_payload)
+        return Predictor.from_weights(tmp, model, classes=list(classes) or None, input_size=input_size)
+    finally:
+        os.unlink(tmp)
+
+
+def predictor_for_upload(upload, model: str | list[dict], classes: Sequence[str], input_size: int | None) -> Predictor:
+    payload = upload.getvalue()
+    suffix = Path(upload.name).suffix.lower()
+    if suffix not in (".pt", ".pth", ".safetensors"):
+        raise PlaygroundError(f"{upload.name}: weights must be a .pt / .pth state_dict or a .safetensors file.")
+    # The digest stands for the bytes in the cache key (the leading underscore keeps them out of hashing).
+    return _uploaded_predictor(hashlib.sha1(payload).hexdigest(), payload, suffix, model, tuple(classes), input_size)
+
+
+@st.cache_data(show_spinner=False)
+def sample_shapes(n: int = 4, seed: int = 7) -> list[tuple[str, bytes]]:
+    """A few PNG shapes from outside the training stream, so a learner needs no photo at hand."""
+    ds = shapes_dataset(n_train=10, n_test=max(n, 10), seed=seed)
+    out = []
+    for image, label in list(zip(ds.test.images, ds.test.labels.tolist()))[:n]:
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).resize((128, 128), Image.Resampling.NEAREST).save(buffer, "PNG")
+        out.append((f"sample-{SHAPES_CLASSES[label]}.png", buffer.getvalue()))
+    return out
+
+
+def thumbnail(payload: bytes, name: str, side: int = 320) -> Image.Image:
+    img = open_image(payload, name=name)
+    img.thumbnail((side, side))
+    return img
+
+
+def model_view(predictor: Predictor, payload: bytes, name: str, side: int = 160) -> np.ndarray:
+    """The prepared input, enlarged with square pixels so a 32x32 input looks like what it is."""
+    image = predictor.prepare(payload, name).permute(1, 2, 0).numpy()
+    factor = max(1, side // image.shape[0])
+    return image.repeat(factor, 0).repeat(factor, 1)
+
+
+def results_table(results: list[dict[str, Any]], k: int) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"file": r["file"]}
+        for i, t in enumerate(r.get("top", [])[:k], start=1):
+            row[f"top{i}"] = t["label"]
+            row[f"p{i}"] = round(t["prob"], 4)
+        row["error"] = r.get("error", "")
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,229 @@
+"""The Train page's set-up: dataset, model and hyperparameters -> TrainConfig overrides.
+
+Only settings the user moved away from the model's recipe are passed on, so
+`TrainConfig.for_model` keeps each preset's tuned values (e.g. speedrun's)
+for everything else.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core import data as datasets
+from core.device import DEVICE_CHOICES, PRECISION_CHOICES
+from core.errors import PlaygroundError
+from core.models import PRESETS, build, weight_choices, weights_enum
+from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
+from studio import arch
+from studio.widgets import guard
+
+SHAPES_SIZES = [600, 2000, 6000, 12000]
+SMALL_MODELS = ("cifar10_quick", "lenet5", "mycnn", "custom")
+DEFAULT_EPOCHS = 8  # cifar10_quick on shapes: ~90% test accuracy in about a minute on a 2-core CPU
+PRETRAINED = [name for name, p in PRESETS.items() if p.torchvision]
+DATA_KINDS = {"shapes": "Shapes (offline)", "cifar10": "CIFAR-10", "zip": "Upload a .zip", "folder": "Folder path"}
+MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@st.cache_data(show_spinner=False)
+def _shape_samples() -> list[tuple[np.ndarray, str]]:
+    ds = datasets.shapes_dataset(n_train=20, n_test=10, seed=3)
+    seen: dict[int, np.ndarray] = {}
+    for image, label in zip(ds.train.images, ds.train.labels.tolist()):
+        seen.setdefault(label, image.permute(1, 2, 0).numpy().repeat(3, 0).repeat(3, 1))
+    return [(seen[i], datasets.SHAPES_CLASSES[i]) for i in sorted(seen)]
+
+
+def _save_upload(upload) -> Path:
+    payload = upload.getvalue()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(upload.name).name)[-60:]
+    folder = datasets.DATA_DIR / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha1(payload).hexdigest()[:12]}-{name}"
+    if not path.exists():  # the same zip uploaded twice reuses the file (and the extraction cache)
+        path.write_bytes(payload)
+    return path
+
+
+def data_picker() -> str | None:
+    kind = st.segmented_control("Dataset", list(DATA_KINDS), format_func=DATA_KINDS.get, default="shapes",
+                                required=True, key="data_kind")
+    if kind == "shapes":
+        n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
+                             help="Ten classes of coloured shapes drawn on the fly (2,000 test images). "
+                                  "Fewer images: faster epochs, lower accuracy.")
+        st.image([img for img, _ in _shape_samples()], caption=[c for _, c in _shape_samples()], width=72)
+        return "shapes" if n == 12000 else f"shapes:{n}"
+    if kind == "cifar10":
+        if datasets.cifar10_available():
+            st.success(f"CIFAR-10 is ready (60,000 photos, 10 classes) in `{datasets.DATA_DIR}`.")
+            return "cifar10"
+        st.info("CIFAR-10 (about 170 MB) is not downloaded yet. It needs an internet connection, once.")
+        if st.button("Download CIFAR-10", icon=":material/download:"):
+            bar = st.progress(0.0, text="Connecting…")
+
+            def show(done: int, total: int) -> None:
+                bar.progress(min(done / total, 1.0) if total else 0.0,
+                             text=f"{done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""))
+
+            with guard():
+                datasets.download_cifar10(progress=show)
+                st.rerun()
+        return None
+    if kind == "zip":
+        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="data_zip",
+                                  help="zip of <class>/<image> folders, or of train/ and test/ (or val/) folders of them. "
+                                       "Up to 50 MB.")
+        if upload is None:
+            st.caption("Example layout: `pets.zip` → `cat/1.jpg, cat/2.jpg, …, dog/1.jpg, …`")
+            return None
+        return f"imagefolder:{_save_upload(upload)}"
+    path = st.text_input("Folder on this computer", key="data_folder", placeholder="/home/me/pictures/pets",
+                         help="A folder of class folders, or with train/ and test/ (or val/) folders inside.")
+    if not path.strip():
+        return None
+    if not Path(path).expanduser().exists():
+        st.error(f"{path} does not exist on the machine running the studio.")
+        return None
+    return f"imagefolder:{Path(path).expanduser()}"
+
+
+# --------------------------------------------------------------------------- model
+
+
+@st.cache_data(show_spinner=False)
+def _preset_problem(name: str) -> str | None:
+    """Why a preset cannot be built here (e.g. its module is still missing), or None."""
+    if PRESETS[name].torchvision:
+        return None
+    try:
+        build(name)
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not offer to start it blindly
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _weights_cached(name: str, choice: str) -> bool:
+    try:
+        url = weights_enum(name, choice).url
+    except PlaygroundError:
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists()
+
+
+def _apply_choice() -> None:
+    """Preselect what the Architecture page sent over ("Use for training")."""
+    choice = st.session_state.pop("train_choice", None)
+    if not choice:
+        return
+    if choice["kind"] == "saved":
+        st.session_state.update(model_kind="saved", saved_name=choice["name"])
+    elif choice.get("freeze") and choice["name"] in PRETRAINED:
+        st.session_state.update(model_kind="pretrained", pretrained_name=choice["name"], freeze=True)
+    else:
+        st.session_state.update(model_kind="preset", preset_name=choice["name"])
+
+
+def model_picker() -> dict[str, Any] | None:
+    """{"model", and maybe "layers", "image_size", "weights", "freeze_backbone"}, or None if not ready."""
+    _apply_choice()
+    kind = st.segmented_control("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, default="preset",
+                                required=True, key="model_kind")
+    if kind == "preset":
+        name = st.selectbox("Preset", list(PRESETS), key="preset_name",
+                            format_func=lambda n: f"{PRESETS[n].title} ({n})")
+        st.caption(PRESETS[name].description)
+        problem = _preset_problem(name)
+        if problem:
+            st.warning(f"{name} cannot be built on this installation yet ({problem}). Pick another preset.")
+            return None
+        return {"model": name}
+    if kind == "saved":
+        saved = {a["name"]: a for a in arch.saved_architectures()}
+        if not saved:
+            st.info("No saved architectures yet: build one on the Architecture page and press *Use for training*.")
+            st.page_link("pages/architecture.py", label="Open Architecture →")
+            return None
+        name = st.selectbox("Saved architecture", list(saved), key="saved_name")
+        chosen = saved[name]
+        st.caption(f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
+                   + " → ".join(layer["type"] for layer in chosen["layers"]))
+        return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
+    name = st.selectbox("Network", PRETRAINED, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
+    options = weight_choices(name) + ["file"]
+    weights = st.selectbox("Start from weights", options, key=f"weights-{name}",
+                           format_func=lambda w: "a .pth / .safetensors file on this computer…" if w == "file" else f"ImageNet {w}")
+    if weights == "file":
+        weights = st.text_input("Weights file", key="weights_path", placeholder="/path/to/weights.pth").strip()
+        if not weights:
+            return None
+    elif not _weights_cached(name, weights):
+        st.warning(f"{name} {weights} weights are not downloaded yet: the run downloads them first, which needs internet. "
+                   "Offline, it stops with a message saying where to put the file.")
+    freeze = st.toggle("Freeze the backbone: train only the new head", value=True, key="freeze",
+                       help="The ImageNet classifier is replaced by a new one with your classes. Frozen: only it trains "
+                            "(fast, good with little data). Unfrozen: everything is fine-tuned.")
+    size = st.select_slider("Image size the network sees", [32, 64, 96, 128, 160, 224], value=PRESETS[name].input_size,
+                            key=f"size-{name}", help="Images are resized to this. ImageNet models like 224; smaller is faster.")
+    return {"model": name, "weights": weights, "freeze_backbone": freeze, "image_size": size}
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def base_config(model: str) -> TrainConfig:
+    return TrainConfig.for_model(model, epochs=DEFAULT_EPOCHS if model in SMALL_MODELS else None)
+
+
+def hyperparameters(model: str) -> dict[str, Any]:
+    """Widgets start at the model's recipe; returns only what differs from it (epochs always)."""
+    base = base_config(model)
+    k = f"hp-{model}-"
+    values: dict[str, Any] = {}
+    c = st.columns(4)
+    values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")
+    sizes = sorted({16, 32, 64, 128, 256, 512, 1024, base.batch_size})
+    values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
+                                              help="Images per step. Bigger: faster per image, fewer steps per epoch.")
+    values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=k + "lr",
+                                     help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.")
+    values["optimizer"] = c[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(base.optimizer), key=k + "opt",
+                                         help="AdamW adapts the step per parameter; SGD with momentum is the classic.")
+    with st.expander("More settings"):
+        c = st.columns(4)
+        values["schedule"] = c[0].selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(base.schedule), key=k + "sched",
+                                            help="onecycle: warm up, then decay linearly to zero.")
+        values["weight_decay"] = c[1].number_input("Weight decay", 0.0, 1.0, float(base.weight_decay), format="%g",
+                                                   key=k + "wd", help="Pulls weights towards zero; less overfitting.")
+        values["label_smoothing"] = c[2].number_input("Label smoothing", 0.0, 0.5, float(base.label_smoothing), 0.05,
+                                                      key=k + "ls", help="Targets of 0.9 instead of 1: less overconfident.")
+        values["seed"] = c[3].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help="Same seed, same run.")
+        c = st.columns(4)
+        values["augment"] = c[0].toggle("Augment (crop + flip)", value=bool(base.augment), key=k + "aug",
+                                        help="Random shifts and mirror images each batch: more variety, less overfitting.")
+        values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(base.device), key=k + "dev")
+        values["precision"] = c[2].selectbox("Precision", PRECISION_CHOICES, index=PRECISION_CHOICES.index(base.precision),
+                                             key=k + "prec", help="auto: bf16 where the hardware is fast at it, else fp32.")
+        limit = c[3].number_input("Time limit (s, 0 = none)", 0, 24 * 3600, int(base.time_limit or 0), key=k + "limit",
+                                  help="Stops with a checkpoint after this long; resume later.")
+        values["time_limit"] = float(limit) if limit else None
+    changed = {name: value for name, value in values.items() if value != getattr(base, name)}
+    if values["augment"] == bool(base.augment):  # the recipe may spell it differently (e.g. "flip+crop")
+        changed.pop("augment", None)
+    changed["epochs"] = int(values["epochs"])
+    return changed
+
+
+def make_config(model: dict[str, Any], data: str, overrides: dict[str, Any]) -> TrainConfig:
+    name = model["model"]
+    extra = {k: v for k, v in model.items() if k != "model"}
+    return TrainConfig.for_model(name, data=data, **extra, **overrides)

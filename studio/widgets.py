@@ -1,0 +1,90 @@
+"""Small pieces several pages share: the device badge, error display, run labels."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Iterator
+
+import streamlit as st
+
+from core.curves import format_duration
+from core.data import describe_spec
+from core.errors import PlaygroundError
+from core.runs import RunInfo
+from studio.state import device_info
+
+log = logging.getLogger("torch_playground")
+
+STATUS_COLORS = {"finished": "green", "running": "blue", "queued": "blue", "stopped": "orange",
+                 "interrupted": "orange", "diverged": "red", "failed": "red", "created": "gray"}
+STATUS_ICONS = {"finished": ":material/check_circle:", "running": ":material/sync:", "queued": ":material/schedule:",
+                "stopped": ":material/pause_circle:", "interrupted": ":material/pause_circle:",
+                "diverged": ":material/trending_up:", "failed": ":material/error:", "created": ":material/radio_button_unchecked:"}
+
+
+@contextlib.contextmanager
+def guard(unexpected: bool = True) -> Iterator[None]:
+    """Show a user's mistake as a red box instead of a traceback.
+
+    With `unexpected`, other exceptions are shown too (and logged with their
+    traceback for us): an upload should never be able to take a page down.
+    """
+    try:
+        yield
+    except PlaygroundError as exc:
+        st.error(str(exc), icon=":material/warning:")
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        if not unexpected:
+            raise
+        log.exception("unexpected error on a page")
+        st.error(f"Something unexpected went wrong ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
+                 "Try again, or report it with what you did.", icon=":material/bug_report:")
+
+
+def device_line() -> tuple[str, str]:
+    """(headline, detail) for the badge."""
+    d = device_info()
+    if d["kind"] == "cuda":
+        count = f"{d['count']} × " if d.get("count", 1) > 1 else ""
+        return f":material/memory: GPU · {count}{d['name']}", f"{d.get('memory_gb', '?')} GB · trains in {d.get('precision', 'fp32')}"
+    if d["kind"] == "mps":
+        return ":material/memory: Apple GPU (MPS)", "trains in fp32"
+    bf16 = "bf16 is fast here (AMX / AVX512-BF16)" if d.get("fast_bf16") else "no fast bf16: trains in fp32"
+    return f":material/computer: CPU · {d.get('cores', '?')} cores", f"{d.get('threads', '?')} torch threads · {bf16}"
+
+
+def device_badge(where=None) -> None:
+    where = where or st.sidebar
+    headline, detail = device_line()
+    with where.container(border=True):
+        st.markdown(f"**{headline}**")
+        st.caption(detail)
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.1%}"
+
+
+def run_title(info: RunInfo) -> str:
+    """'cifar10_quick on Shapes · 93.1% · finished' for pickers and headers."""
+    model = info.config.get("model", "?")
+    acc = f" · {percent(info.best_acc)}" if info.best_acc is not None else ""
+    return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {info.status}"
+
+
+def data_name(spec: str) -> str:
+    if spec.startswith("shapes"):
+        n = spec.partition(":")[2]
+        return f"Shapes ({int(n):,} images)" if n.isdigit() else "Shapes"
+    if spec == "cifar10":
+        return "CIFAR-10"
+    return describe_spec(spec)
+
+
+def status_badge(status: str) -> None:
+    st.badge(status, icon=STATUS_ICONS.get(status), color=STATUS_COLORS.get(status, "gray"))
+
+
+def duration(seconds: float | None) -> str:
+    return format_duration(seconds)
