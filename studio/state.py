@@ -78,14 +78,19 @@ def through_navigation() -> None:
 
     Streamlit treats a `pages/` folder next to the entry script as old-style
     multipage (each file a separate app: no navigation, no sidebar badge, narrow
-    layout) until some run in the process has called st.navigation. The first
-    visitor of a fresh server who opens /train directly would get that version.
-    Flip the process-wide flag and rerun: the rerun goes through the entry point.
+    layout) until a run in the process has called st.navigation, so the first
+    visitor of a fresh server who opens /train directly would get that version
+    (and AppTest starts every run that way). Run the entry point here instead:
+    its st.navigation runs this page again, properly, in this same script run
+    (a rerun would drop the click that started it), then stop this outer run.
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # a Streamlit without the flag has no such mode either
         return
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if not getattr(PagesManager, "uses_pages_directory", False):
+        return
+    PagesManager.uses_pages_directory = False
+    entry = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+    exec(compile(entry.read_text(), str(entry), "exec"), {"__name__": "__main__", "__file__": str(entry)})  # noqa: S102
+    st.stop()
