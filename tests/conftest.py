@@ -10,6 +10,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DEV_TAR = ROOT.parent / "shared" / "data" / "cifar10-dev.tar.gz"
 
 
+class HostilePayload:
+    """Unpickling this creates the file at `target`: a stand-in for a checkpoint that runs code."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
 @pytest.fixture
 def models_root(tmp_path, monkeypatch):
     """A private models/ folder so tests never see (or litter) the user's runs."""

@@ -11,6 +11,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from conftest import HostilePayload
 from core.errors import PlaygroundError
 from core.models import PRESETS, build, build_from_spec, count_parameters, spec_of
 
@@ -84,22 +85,13 @@ def test_weights_that_do_not_fit_list_the_mismatches(tmp_path):
         build("lenet5", weights=path)
 
 
-class _Payload:
-    def __init__(self, target: str):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned.txt"
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"model": _Payload(str(marker))}, f)
-    torch.save({"weight": _Payload(str(marker))}, tmp_path / "evil2.pt")
-    assert not marker.exists() or marker.unlink() is None  # torch.save ran __reduce__ only to pickle it
-    marker.unlink(missing_ok=True)
+        pickle.dump({"model": HostilePayload(str(marker))}, f)
+    torch.save({"weight": HostilePayload(str(marker))}, tmp_path / "evil2.pt")
+    assert not marker.exists()  # pickling only records the call; loading would make it
     for bad in (path, tmp_path / "evil2.pt"):
         with pytest.raises(PlaygroundError, match="refused for safety|not a readable"):
             build("cifar10_quick", weights=bad)

@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from core import runs
+from conftest import HostilePayload
 from core.errors import PlaygroundError
 from core.models import build
 from core.predict import Predictor
@@ -149,21 +150,13 @@ def test_whole_model_pickles_need_opt_in_and_must_live_in_models(run_dir, tmp_pa
         Predictor.from_weights(outside, "cifar10_quick")
 
 
-class _Payload:
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (self.target, "w"))
-
-
 def test_a_checkpoint_whose_pickle_would_run_code_runs_nothing(tmp_path):
     marker = tmp_path / "created-by-payload"
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text('{"model": "cifar10_quick"}')
     with open(run / "checkpoint.pt", "wb") as f:
-        pickle.dump({"model": _Payload(str(marker))}, f, protocol=2)
+        pickle.dump({"model": HostilePayload(str(marker))}, f, protocol=2)
     with pytest.raises(PlaygroundError, match="refused for safety"):
         Predictor.from_run(run)
     assert not marker.exists()
