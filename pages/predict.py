@@ -72,13 +72,15 @@ if predictor is not None:
             for i, ((name, payload), result) in enumerate(list(zip(files, results))[:GALLERY]):
                 with st.container(border=True):
                     if "error" in result:
-                        st.error(f"**{name}**: {result['error']}", icon=":material/block:")
+                        message = result["error"]
+                        st.error(message if name in message else f"**{name}**: {message}", icon=":material/block:")
                         continue
                     best = result["top"][0]
                     st.markdown(f"**{name}** → **{best['label']}** ({best['prob']:.0%})")
                     left, mid, right = st.columns([2, 2, 5], vertical_alignment="center")
-                    left.image(pv.thumbnail(payload, name), caption="your image")
-                    mid.image(pv.model_view(predictor, payload, name), caption="what the model sees")
+                    left.image(pv.thumbnail(payload, name), caption="your image", width=200)
+                    mid.image(pv.model_view(predictor, payload, name), caption=f"what the model sees ({predictor.input_size} x "
+                              f"{predictor.input_size})", width=200)
                     right.plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
             if len(files) > GALLERY:
                 st.caption(f"Showing the first {GALLERY} of {len(files)} images; the table has them all.")

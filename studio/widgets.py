@@ -70,7 +70,9 @@ def run_title(info: RunInfo) -> str:
     """'cifar10_quick on Shapes · 93.1% · finished' for pickers and headers."""
     model = info.config.get("model", "?")
     acc = f" · {percent(info.best_acc)}" if info.best_acc is not None else ""
-    return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {info.status}"
+    # "queued" turns into "running" within seconds; a label saying "training" stays true longer.
+    status = "training" if info.status in ("queued", "running") else info.status
+    return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {status}"
 
 
 def data_name(spec: str) -> str:
