@@ -5,7 +5,7 @@ pages/ and everything else is in core/ (the engine) and studio/ (UI helpers).
 """
 import streamlit as st
 
-from studio.widgets import device_badge
+from studio.widgets import device_badge, training_note
 
 st.set_page_config(page_title="Torch Playground", page_icon=":material/local_fire_department:", layout="wide")
 
@@ -21,4 +21,5 @@ pages = {
 }
 page = st.navigation(pages)
 device_badge(st.sidebar)
+training_note(st.sidebar)
 page.run()

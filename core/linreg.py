@@ -21,7 +21,7 @@ LESSON_CODE = '''\
 import torch
 from torch import nn
 
-x = torch.rand(100, 1) * 4 - 2     # 100 points in [-2, 2]
+x = torch.rand(100, 1) * 4 - 2  # in [-2, 2]
 y = 2 * x + 3 + {noise} * torch.randn(100, 1)
 
 class LinearRegression(nn.Module):

@@ -43,43 +43,39 @@ if editable:
                                 arch_version=st.session_state.get("arch_version", 0) + 1)
     number = st.column_config.NumberColumn
     config = {
-        "#": number("#", help=arch.COLUMN_HELP["#"], step=0.5, format="%g", width=40),
+        "#": number("#", help=arch.COLUMN_HELP["#"], step=0.5, format="%g", width="small"),
         "type": st.column_config.SelectboxColumn("type", options=list(LAYER_OPTIONS), help=arch.COLUMN_HELP["type"]),
-        **{c: number(c, help=arch.COLUMN_HELP[c], min_value=0 if c == "padding" else 1, step=1, format="%d", width=48)
+        **{c: number(c, help=arch.COLUMN_HELP[c], min_value=0 if c == "padding" else 1, step=1, format="%d")
            for c in ("out", "kernel", "stride", "padding", "dilation")},
-        "p": number("p", help=arch.COLUMN_HELP["p"], min_value=0.0, max_value=0.95, step=0.05, format="%.2f", width=48),
-        "bias": st.column_config.CheckboxColumn("bias", help=arch.COLUMN_HELP["bias"], width=40),
+        "p": number("p", help=arch.COLUMN_HELP["p"], min_value=0.0, max_value=0.95, step=0.05, format="%.2f"),
+        "bias": st.column_config.CheckboxColumn("bias", help=arch.COLUMN_HELP["bias"]),
     }
-    edit_col, table_col = st.columns([5, 6], gap="medium")
-    with edit_col:
-        st.markdown("##### Layers (editable)")
-        edited = st.data_editor(st.session_state["arch_base"], num_rows="dynamic", hide_index=True, column_config=config, placeholder="–",
-                                key=f"arch_editor_{st.session_state['arch_version']}")
-        st.caption("Add a row at the bottom; give it a # like 2.5 to put it between layers 2 and 3. "
-                   "Blank cells use PyTorch's defaults; cells a layer does not use are ignored.")
-        spec = arch.table_to_spec(edited)
-        with guard():
-            result = inspect_model(spec, int(classes), int(side))
+    st.markdown("##### Layers (editable)")
+    edited = st.data_editor(st.session_state["arch_base"], num_rows="dynamic", hide_index=True, column_config=config,
+                            placeholder="–", key=f"arch_editor_{st.session_state['arch_version']}")
+    st.caption("Add a row at the bottom; give it a # like 2.5 to put it between layers 2 and 3. "
+               "Blank cells use PyTorch's defaults; cells a layer does not use are ignored.")
+    spec = arch.table_to_spec(edited)
+    with guard():
+        result = inspect_model(spec, int(classes), int(side))
 else:
     freeze = False
     if PRESETS[source].torchvision:
         freeze = st.toggle("Freeze the backbone (fine-tuning: only the new head trains)", value=False)
     with guard():
         result = inspect_model(source, int(classes), int(side), freeze)
-    table_col = st.container()
 
 if result is not None:
-    with table_col:
-        st.markdown("##### Shapes and sizes")
-        m = st.columns(4)
-        m[0].metric("Parameters", look.format_count(result["total"]), help=f"{result['total']:,} numbers the model learns")
-        m[1].metric("Trainable", look.format_count(result["trainable_params"]))
-        m[2].metric("MACs / image", look.format_count(result["total_macs"]), help="multiply-accumulates for one image")
-        m[3].metric("Output", look.shape_str(result["output_shape"]))
-        layers = result["layers"].rename(columns={"output_shape": "output shape", "macs": "MACs"})
-        st.dataframe(layers, hide_index=True, column_config={"params": st.column_config.NumberColumn(format="localized"),
-                                                             "trainable": None,
-                                                             "MACs": st.column_config.NumberColumn(format="localized")})
+    st.markdown("##### Shapes and sizes")
+    m = st.columns(4)
+    m[0].metric("Parameters", look.format_count(result["total"]), help=f"{result['total']:,} numbers the model learns")
+    m[1].metric("Trainable", look.format_count(result["trainable_params"]))
+    m[2].metric("MACs / image", look.format_count(result["total_macs"]), help="multiply-accumulates for one image")
+    m[3].metric("Output", look.shape_str(result["output_shape"]))
+    layers = result["layers"].rename(columns={"name": "layer", "output_shape": "output shape", "macs": "MACs"})
+    st.dataframe(layers, hide_index=True, column_config={"params": st.column_config.NumberColumn(format="localized"),
+                                                         "trainable": None,
+                                                         "MACs": st.column_config.NumberColumn(format="localized")})
     st.markdown("##### The stack, with the shape of the tensor after each layer")
     st.plotly_chart(architecture_figure(result["overview"], (3, int(side), int(side))), key="arch-diagram")
 

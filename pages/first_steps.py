@@ -17,7 +17,7 @@ st.markdown(
     "**SGD** nudges `w` and `b` downhill. Press **Train** and watch them walk to 2 and 3."
 )
 
-c1, c2, c3, c4, c5 = st.columns([3, 3, 3, 2, 3])
+c1, c2, c3, c4, c5 = st.columns([3, 3, 3, 2, 4])
 lr = c1.select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 0.5, 0.9, 1.1], value=0.05,
                       help="How big each nudge is. Too small: slow. Too big (0.9 and up here): w and b overshoot and the loss explodes.")
 steps = c2.slider("Steps", 10, 400, 100, step=10)
@@ -26,10 +26,10 @@ seed = c4.number_input("Seed", 0, 9999, 0, help="Changes the data and the random
 speed = c5.segmented_control("Animation", ["slow", "normal", "instant"], default="normal",
                              help="Only how fast the page animates; the training is the same.")
 
-code_col, live_col = st.columns([5, 6], gap="large")
+code_col, live_col = st.columns([1, 1], gap="large")
 with code_col:
     st.markdown("##### The PyTorch that does it")
-    st.code(linreg.lesson_code(lr, steps, noise), language="python")
+    st.code(linreg.lesson_code(lr, steps, noise), language="python", wrap_lines=True)
 
 with live_col:
     train_clicked = st.button("Train", icon=":material/play_arrow:", type="primary")
@@ -45,7 +45,7 @@ with live_col:
             last = history[-1]
             with metrics.container():
                 m1, m2, m3, m4 = st.columns(4)
-                m1.metric("step", f"{last.step} / {steps}")
+                m1.metric(f"step (of {steps})", last.step)
                 m2.metric("w (→ 2)", f"{last.w:.3f}")
                 m3.metric("b (→ 3)", f"{last.b:.3f}")
                 m4.metric("loss", f"{last.loss:.3g}")
@@ -55,17 +55,19 @@ with live_col:
 
         if train_clicked:
             history: list[linreg.Step] = []
-            frames = {"slow": 60, "normal": 30, "instant": 1}[speed or "normal"]
+            frames, seconds = {"slow": (80, 8.0), "normal": (30, 3.0), "instant": (1, 0.0)}[speed or "normal"]
             every = max(1, steps // frames)
             try:
                 for point in linreg.fit(x, y, lr=lr, steps=steps, seed=int(seed)):
                     history.append(point)
                     if point.step % every == 0 or point.step == steps:
                         draw(history, str(point.step))
-                        if frames > 1:
-                            time.sleep(4.0 / frames)
+                        time.sleep(seconds / frames)
             finally:
                 st.session_state["linreg"] = (key, history)
+            if history[-1].loss > history[0].loss:
+                st.warning(f"The loss went up instead of down: with lr = {lr:g} each step overshoots. Try a smaller "
+                           "learning rate.")
         else:
             saved_key, history = st.session_state.get("linreg", (None, []))
             if saved_key != key or not history:

@@ -1,8 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import runs
-from studio.state import through_navigation
+from studio.state import all_runs, through_navigation
 from studio.widgets import data_name, device_line, duration, percent
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
@@ -37,7 +36,7 @@ for column, (page, label, icon, blurb) in zip(st.columns(len(steps)), steps):
         st.caption(blurb)
 
 st.subheader("Recent runs")
-recent = runs.list_runs()[:5]
+recent = all_runs()[:5]
 if not recent:
     st.info("No runs yet. Open **Train** and press *Start training*: the defaults finish in a minute or two on a laptop CPU.")
 else:

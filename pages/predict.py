@@ -5,7 +5,7 @@ from core.data import SHAPES_CLASSES
 from core.models import PRESETS
 from studio import arch, predict_view as pv
 from studio.charts import topk_figure
-from studio.state import through_navigation
+from studio.state import all_runs, through_navigation
 from studio.widgets import guard, run_title
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
@@ -21,7 +21,7 @@ source = st.segmented_control("Model", ["run", "upload"], default="run", require
                               format_func={"run": "A trained run", "upload": "Upload weights"}.get)
 with guard():
     if source == "run":
-        ready = [r for r in runs.list_runs() if r.has_checkpoint]
+        ready = [r for r in all_runs() if r.has_checkpoint]
         if not ready:
             st.info("No trained runs yet: train one on the Train page (about a minute), or upload weights.")
             st.page_link("pages/train.py", label="Open Train →")

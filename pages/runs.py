@@ -17,7 +17,7 @@ through_navigation()  # a direct first visit to /<page> must still get the app's
 SETTINGS = [f for f in TrainConfig().to_dict() if f not in ("data_dir", "log_every")]
 
 st.title("Runs")
-every = runs.list_runs()
+every = state.all_runs()
 if not every:
     st.info("No runs yet: start one on the Train page.")
     st.page_link("pages/train.py", label="Open Train →")
@@ -67,6 +67,7 @@ with st.container(horizontal=True, vertical_alignment="center"):
         if st.button("Yes, delete it", type="primary"):
             with guard():
                 runs.delete_run(info.path)
+                state.runs_changed()
                 state.forget_tail(info.path)
                 st.toast(f"Deleted {pick}.")
                 st.rerun()

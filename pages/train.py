@@ -9,7 +9,7 @@ through_navigation()  # a direct first visit to /<page> must still get the app's
 st.title("Train")
 
 watched = state.watched_run()
-training = bool(state.registry().active())
+training = bool(state.training_now())
 with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not training):
     data_col, model_col = st.columns(2, gap="large")
     with data_col:
@@ -21,14 +21,18 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     st.markdown("##### 3 · Hyperparameters")
     st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
     overrides = train_form.hyperparameters(model["model"] if model else "custom")
+    gpus = state.device_info().get("count", 1) if state.device_info()["kind"] == "cuda" else 1
     with st.container(horizontal=True, vertical_alignment="center"):
         start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)
+        nproc = st.number_input("GPUs", 1, gpus, 1, help="More than one: torchrun with DistributedDataParallel, the "
+                                "batch split across GPUs.") if gpus > 1 else 1
         concurrent = st.checkbox("Allow a second run at the same time", value=False,
                                  help="Runs share the same cores or GPU, so each gets slower.")
     if start:
         with guard():
             config = train_form.make_config(model, data, overrides)
-            run_dir = state.registry().start(config, allow_concurrent=concurrent)
+            run_dir = state.registry().start(config, nproc=int(nproc), allow_concurrent=concurrent)
+            state.runs_changed()
             state.watch(run_dir)
             st.session_state.pop("_live_fig", None)
             st.rerun()

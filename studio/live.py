@@ -34,7 +34,7 @@ SILENT_S = 8.0  # a "running" run this quiet gets its process checked
 
 def run_picker(current: Path | None) -> Path | None:
     """Which run the panel shows; any session can switch to any run."""
-    every = runs.list_runs()[:30]
+    every = state.all_runs()[:30]
     if not every:
         return None
     ids = [r.run_id for r in every]
@@ -129,10 +129,11 @@ def _live(run_dir: Path, config: dict) -> None:
     def fresh_tail():
         tail = state.tail(run_dir)
         tail.update()
-        if tail.state not in ("running", "queued"):
-            st.rerun()  # finished, stopped or failed: redraw the whole page as results
-        if time.time() - tail.changed_at > SILENT_S and runs.run_info(run_dir).status not in ("running", "queued"):
-            st.rerun()  # the process died without a word (killed, crashed)
+        ended = tail.state not in ("running", "queued")  # finished, stopped or failed
+        if ended or (time.time() - tail.changed_at > SILENT_S  # or the process died without a word
+                     and runs.run_info(run_dir).status not in ("running", "queued")):
+            state.runs_changed()
+            st.rerun()  # redraw the whole page as results
         return tail
 
     @st.fragment(run_every=refresh_s)
@@ -175,6 +176,7 @@ def _results(info: runs.RunInfo) -> None:
     with guard():
         if info.resumable and st.button(f"Resume ({info.epochs_done} of {epochs} epochs done)", type="primary"):
             state.registry().resume(info.path)
+            state.runs_changed()
             st.rerun()
     if not tail.last_step and not tail.epochs:
         return

@@ -34,6 +34,26 @@ def device_info() -> dict[str, Any]:
     return device.describe()
 
 
+@st.cache_resource(ttl=1.0, max_entries=4, show_spinner=False)
+def _runs(root: str) -> list[runs.RunInfo]:
+    return runs.list_runs(root)
+
+
+def all_runs() -> list[runs.RunInfo]:
+    """Every run, newest first. Listing reads every metrics file, and one page run asks
+    several times (sidebar, picker, tables): one read per second is plenty."""
+    return _runs(str(runs.MODELS_DIR))
+
+
+def runs_changed() -> None:
+    """After starting, resuming or deleting a run: the next listing must see it."""
+    _runs.clear()
+
+
+def training_now() -> list[runs.RunInfo]:
+    return [r for r in all_runs() if r.status in ("running", "queued")]
+
+
 def tail(run_dir: str | Path) -> RunTail:
     """This session's incremental reader of a run's metrics (a few kept, oldest dropped)."""
     tails: dict[str, RunTail] = st.session_state.setdefault("_tails", {})
@@ -62,7 +82,7 @@ def watched_run() -> Path | None:
     chosen = run_dir_of(st.session_state.get("watch"))
     if chosen is not None:
         return chosen
-    every = runs.list_runs()
+    every = all_runs()
     for info in every:
         if info.status in ("running", "queued"):
             return info.path

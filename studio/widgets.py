@@ -12,7 +12,7 @@ from core.curves import format_duration
 from core.data import describe_spec
 from core.errors import PlaygroundError
 from core.runs import RunInfo
-from studio.state import device_info
+from studio.state import device_info, training_now
 
 log = logging.getLogger("torch_playground")
 
@@ -90,3 +90,11 @@ def status_badge(status: str) -> None:
 
 def duration(seconds: float | None) -> str:
     return format_duration(seconds)
+
+
+def training_note(where=None) -> None:
+    """Runs training right now, on every page, so switching pages never hides one."""
+    where = where or st.sidebar
+    for info in training_now()[:3]:
+        where.page_link("pages/train.py", label=f"Training: {info.config.get('model')} on "
+                        f"{data_name(str(info.config.get('data', '')))}", icon=":material/sync:")
