@@ -91,7 +91,8 @@ def confusion_figure(classes: Sequence[str], matrix: Sequence[Sequence[int]]) ->
     """Rows are the true class, columns the prediction; cells show row percentages and counts."""
     counts = np.asarray(matrix, dtype=float)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    text = [[f"{share[i, j]:.0%}" if counts[i, j] else "" for j in range(len(classes))] for i in range(len(classes))]
+    text = [[("<1%" if share[i, j] < 0.005 else f"{share[i, j]:.0%}") if counts[i, j] else "" for j in range(len(classes))]
+            for i in range(len(classes))]
     fig = go.Figure(layout=_base_layout(max(380, 40 * len(classes) + 140), hovermode="closest",
                                         xaxis=dict(title="predicted", side="bottom", tickangle=-40),
                                         yaxis=dict(title="true", autorange="reversed", automargin=True)))

@@ -134,11 +134,16 @@ def _png() -> bytes:
 
 
 def test_every_page_renders(server, page):
-    for path, title in [("", "Torch Playground"), ("first_steps", "First steps"), ("architecture", "Architecture"),
-                        ("train", "Train"), ("predict", "Predict"), ("runs", "Runs")]:
+    # A sub-page first: on a fresh server Streamlit would treat pages/ as old-style
+    # multipage for a direct visit, without the app's navigation (studio.state.through_navigation).
+    for path, title in [("runs", "Runs"), ("", "Torch Playground"), ("first_steps", "First steps"),
+                        ("architecture", "Architecture"), ("train", "Train"), ("predict", "Predict")]:
         page.goto(f"{server['url']}/{path}")
         page.get_by_role("heading", name=title).first.wait_for()
         _settle(page, extra=1.0)
+        assert page.get_by_role("link", name="First steps", exact=True).count() == 1, f"{path}: not the app's navigation"
+        assert "cores" in page.locator("[data-testid=stSidebar]").inner_text() or "GPU" in page.locator(
+            "[data-testid=stSidebar]").inner_text()  # the device badge
         _no_exception(page, path or "home")
         _shot(page, path or "home")
 
@@ -155,6 +160,16 @@ def test_train_reload_stop_then_predict(server, page):
     assert grown > first
     _no_exception(page, "train (live)")
     _shot(page, "train-live")
+
+    # Away to another page and back: the run went on, and the chart picks up where it is now.
+    page.get_by_role("link", name="Home", exact=True).first.click()
+    page.get_by_role("heading", name="Torch Playground").first.wait_for()
+    page.get_by_text("Training: cifar10_quick", exact=False).first.wait_for()  # the sidebar says so
+    page.wait_for_timeout(2500)
+    _no_exception(page, "home while training")
+    page.get_by_role("link", name="Train", exact=True).first.click()
+    back = _wait_points_above(page, grown - 1)
+    _wait_points_above(page, back)
 
     # A reload is a new browser session: it finds the run still training and keeps drawing.
     page.reload()
