@@ -152,6 +152,11 @@ def test_train_reload_stop_then_predict(server, page):
     page.goto(f"{server['url']}/train")
     page.get_by_role("button", name="Start training").wait_for()
     _settle(page)
+    # The defaults, but long enough that a fast GPU is still training when the test stops it.
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("300")
+    epochs.press("Enter")
+    _settle(page)
     page.get_by_role("button", name="Start training").click()
 
     # The chart appears and grows while the child process trains.
