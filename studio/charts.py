@@ -42,7 +42,12 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
     steps, per_epoch = curves.steps_frame(), curves.epochs_frame()
     x = _col(steps, "progress")
     ex = _col(per_epoch, "epoch")
-    x_range = [0, max(epochs or 0, (x[-1] if x else 0), (ex[-1] if ex else 0), 1)]
+    extent = max((x[-1] if x else 0), (ex[-1] if ex else 0))
+    # A short run is drawn on its whole planned axis (you see how far along it is); a long
+    # one would be a sliver at the left, so its axis grows with it.
+    planned = epochs or 0
+    x_max = planned if 0 < planned <= 20 else min(planned or float("inf"), max(1.0, extent * 1.2))
+    x_range = [0, max(x_max, extent, 1)]
     axis = dict(range=x_range, title=None, zeroline=False)
     fig = go.Figure(layout=_base_layout(
         640,

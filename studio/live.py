@@ -20,7 +20,7 @@ from core.evaluate import evaluate_run
 from core.predict import Predictor
 from studio import state
 from studio.charts import confusion_figure, per_class_figure, training_figure
-from studio.widgets import guard, percent, run_title, status_badge
+from studio.widgets import data_name, guard, percent, status_badge
 
 # Two cadences, because what the browser pays per redraw differs by ~10x: the progress
 # line is cheap and moves a few times per second; a changed Plotly figure costs the
@@ -38,7 +38,9 @@ def run_picker(current: Path | None) -> Path | None:
     if not every:
         return None
     ids = [r.run_id for r in every]
-    titles = {r.run_id: f"{r.run_id}  ·  {run_title(r)}" for r in every}
+    # Only what never changes: the badge below says how the run is doing.
+    titles = {r.run_id: f"{r.run_id}  ·  {r.config.get('model')} on {data_name(str(r.config.get('data', '')))}"
+              for r in every}
     index = ids.index(current.name) if current is not None and current.name in ids else 0
     chosen = st.selectbox("Showing run", ids, index=index, format_func=titles.get, key=f"pick-{ids[index]}")
     if current is None or chosen != current.name:
