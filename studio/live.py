@@ -30,6 +30,7 @@ REFRESH_S, CHART_EVERY_S = 0.5, 2.0
 # from training: these keep the drawing to a few percent of a 2-core laptop.
 LOCAL_CPU_REFRESH_S, LOCAL_CPU_CHART_EVERY_S = 1.0, 4.0
 SILENT_S = 8.0  # a "running" run this quiet gets its process checked
+STUCK_S = 60.0  # a Stop not answered this long (one huge batch, a hung data load) offers Force stop
 
 
 def run_picker(current: Path | None) -> Path | None:
@@ -132,8 +133,10 @@ def _live(run_dir: Path, config: dict) -> None:
         tail = state.tail(run_dir)
         tail.update()
         ended = tail.state not in ("running", "queued")  # finished, stopped or failed
-        if ended or (time.time() - tail.changed_at > SILENT_S  # or the process died without a word
-                     and runs.run_info(run_dir).status not in ("running", "queued")):
+        if not ended and time.time() - tail.changed_at > SILENT_S:  # or did the process die without a word?
+            ended = runs.run_info(run_dir).status not in ("running", "queued")
+            tail.changed_at = time.time()  # alive: look again in SILENT_S, not on every tick
+        if ended:
             state.runs_changed()
             st.rerun()  # redraw the whole page as results
         return tail
@@ -152,11 +155,18 @@ def _live(run_dir: Path, config: dict) -> None:
             column.metric(label, value)
         _chart(snap)
         left, right = st.columns([1, 3], vertical_alignment="bottom")
-        stopping = (run_dir / runs.STOP_FILE).exists()
-        if left.button("Stop (saves a checkpoint)" if not stopping else "Stopping…", icon=":material/stop_circle:",
-                       disabled=stopping, key="stop"):
-            state.registry().stop(run_dir)
-            st.toast("Stopping after this batch; the checkpoint is being saved.")
+        try:  # the click's callback runs before this, so the button says "Stopping…" at once
+            stop_asked = (run_dir / runs.STOP_FILE).stat().st_mtime
+        except FileNotFoundError:
+            stop_asked = None
+        stopping = stop_asked is not None
+        left.button("Stop (saves a checkpoint)" if not stopping else "Stopping… (saving a checkpoint)",
+                    icon=":material/stop_circle:", disabled=stopping, key="stop", on_click=state.registry().stop,
+                    args=(run_dir,))
+        stuck = stopping and time.time() - stop_asked > STUCK_S
+        if stuck and left.button("Force stop", key="kill", help="The trainer has not answered Stop: end its process. "
+                                 "Progress since its last checkpoint is lost."):
+            state.registry().kill(run_dir)
         right.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
 
     progress()
