@@ -62,22 +62,22 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
                      _title("Images / second", 0.53, 0.23)],
     ))
     loss = _col(steps, "loss")
-    fig.add_scatter(x=x, y=loss, name="train loss (per step)", line=dict(color=ORANGE, width=1), opacity=0.3,
+    fig.add_scatter(x=x, mode="lines", y=loss, name="train loss (per step)", line=dict(color=ORANGE, width=1), opacity=0.3,
                     showlegend=False, hoverinfo="skip", xaxis="x", yaxis="y")
-    fig.add_scatter(x=x, y=ema(loss, smoothing) if smoothing else loss, name="train", line=dict(color=ORANGE, width=3),
+    fig.add_scatter(x=x, mode="lines", y=ema(loss, smoothing) if smoothing else loss, name="train", line=dict(color=ORANGE, width=3),
                     xaxis="x", yaxis="y", legendgroup="train")
     fig.add_scatter(x=ex, y=_col(per_epoch, "test_loss"), name="test", mode="lines+markers",
                     line=dict(color=BLUE, width=3), marker=dict(size=9), xaxis="x", yaxis="y", legendgroup="test")
     acc = _col(steps, "acc")
-    fig.add_scatter(x=x, y=ema(acc, smoothing) if smoothing else acc, name="train (per step)", line=dict(color=ORANGE, width=1.5),
+    fig.add_scatter(x=x, mode="lines", y=ema(acc, smoothing) if smoothing else acc, name="train (per step)", line=dict(color=ORANGE, width=1.5),
                     opacity=0.45, showlegend=False, xaxis="x2", yaxis="y2", legendgroup="train")
     fig.add_scatter(x=ex, y=_col(per_epoch, "train_acc"), name="train", mode="lines+markers", showlegend=False,
                     line=dict(color=ORANGE, width=3), marker=dict(size=9), xaxis="x2", yaxis="y2", legendgroup="train")
     fig.add_scatter(x=ex, y=_col(per_epoch, "test_acc"), name="test", mode="lines+markers", showlegend=False,
                     line=dict(color=BLUE, width=3), marker=dict(size=9), xaxis="x2", yaxis="y2", legendgroup="test")
-    fig.add_scatter(x=x, y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5),
+    fig.add_scatter(x=x, mode="lines", y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5),
                     xaxis="x3", yaxis="y3")
-    fig.add_scatter(x=x, y=_col(steps, "img_per_s"), name="img/s", showlegend=False, line=dict(color=GREY, width=2),
+    fig.add_scatter(x=x, mode="lines", y=_col(steps, "img_per_s"), name="img/s", showlegend=False, line=dict(color=GREY, width=2),
                     xaxis="x4", yaxis="y4")
     return fig
 
@@ -130,7 +130,7 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
     for i, (name, curves) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         steps, per_epoch = curves.steps_frame(), curves.epochs_frame()
-        fig.add_scatter(x=_col(steps, "progress"), y=ema(_col(steps, "loss"), smoothing), name=name, legendgroup=name,
+        fig.add_scatter(x=_col(steps, "progress"), mode="lines", y=ema(_col(steps, "loss"), smoothing), name=name, legendgroup=name,
                         line=dict(color=color, width=2.5), xaxis="x", yaxis="y")
         fig.add_scatter(x=_col(per_epoch, "epoch"), y=_col(per_epoch, "test_acc"), name=name, legendgroup=name, showlegend=False,
                         mode="lines+markers", line=dict(color=color, width=2.5), xaxis="x2", yaxis="y2")
