@@ -19,7 +19,8 @@ st.markdown(
 
 c1, c2, c3, c4, c5 = st.columns([3, 3, 3, 2, 4])
 lr = c1.select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 0.5, 0.9, 1.1], value=0.05,
-                      help="How big each nudge is. Too small: slow. Too big (0.9 and up here): w and b overshoot and the loss explodes.")
+                      help="How big each nudge is. Too small: slow. Too big (0.9 and up here): w and b overshoot "
+                           "and the loss explodes.")
 steps = c2.slider("Steps", 10, 400, 100, step=10)
 noise = c3.slider("Noise", 0.0, 2.0, 0.5, step=0.1, help="Standard deviation of the noise added to y.")
 seed = c4.number_input("Seed", 0, 9999, 0, help="Changes the data and the random starting w and b.")

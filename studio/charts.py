@@ -49,36 +49,42 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
     x_max = planned if 0 < planned <= 20 else min(planned or float("inf"), max(1.0, extent * 1.2))
     x_range = [0, max(x_max, extent, 1)]
     axis = dict(range=x_range, title=None, zeroline=False)
+    bottom = {**axis, "title": "epoch"}
+    top_row, low_row = [0.36, 0.92], [0, 0.22]
     fig = go.Figure(layout=_base_layout(
         640,
-        xaxis=dict(domain=[0, 0.47], anchor="y", **axis), yaxis=dict(domain=[0.36, 0.92], title="loss", rangemode="tozero"),
-        xaxis2=dict(domain=[0.53, 1], anchor="y2", **axis), yaxis2=dict(domain=[0.36, 0.92], anchor="x2", title="accuracy", range=[0, 1.02],
-                                                                       tickformat=".0%"),
-        xaxis3=dict(domain=[0, 0.47], anchor="y3", **{**axis, "title": "epoch"}), yaxis3=dict(domain=[0, 0.22], anchor="x3", title="lr",
-                                                                                             exponentformat="e"),
-        xaxis4=dict(domain=[0.53, 1], anchor="y4", **{**axis, "title": "epoch"}), yaxis4=dict(domain=[0, 0.22], anchor="x4", title="img/s",
-                                                                                             rangemode="tozero"),
+        xaxis=dict(domain=[0, 0.47], anchor="y", **axis),
+        yaxis=dict(domain=top_row, title="loss", rangemode="tozero"),
+        xaxis2=dict(domain=[0.53, 1], anchor="y2", **axis),
+        yaxis2=dict(domain=top_row, anchor="x2", title="accuracy", range=[0, 1.02], tickformat=".0%"),
+        xaxis3=dict(domain=[0, 0.47], anchor="y3", **bottom),
+        yaxis3=dict(domain=low_row, anchor="x3", title="lr", exponentformat="e"),
+        xaxis4=dict(domain=[0.53, 1], anchor="y4", **bottom),
+        yaxis4=dict(domain=low_row, anchor="x4", title="img/s", rangemode="tozero"),
         annotations=[_title("Loss", 0, 0.93), _title("Accuracy", 0.53, 0.93), _title("Learning rate", 0, 0.23),
                      _title("Images / second", 0.53, 0.23)],
     ))
-    loss = _col(steps, "loss")
-    fig.add_scatter(x=x, mode="lines", y=loss, name="train loss (per step)", line=dict(color=ORANGE, width=1), opacity=0.3,
+    steps_line = dict(x=x, mode="lines")
+    epoch_line = dict(x=ex, mode="lines+markers", marker=dict(size=9))
+    loss, acc = _col(steps, "loss"), _col(steps, "acc")
+    # Loss: every step faintly, the smoothed trend boldly, and the test loss once per epoch.
+    fig.add_scatter(**steps_line, y=loss, name="train loss (per step)", line=dict(color=ORANGE, width=1), opacity=0.3,
                     showlegend=False, hoverinfo="skip", xaxis="x", yaxis="y")
-    fig.add_scatter(x=x, mode="lines", y=ema(loss, smoothing) if smoothing else loss, name="train", line=dict(color=ORANGE, width=3),
-                    xaxis="x", yaxis="y", legendgroup="train")
-    fig.add_scatter(x=ex, y=_col(per_epoch, "test_loss"), name="test", mode="lines+markers",
-                    line=dict(color=BLUE, width=3), marker=dict(size=9), xaxis="x", yaxis="y", legendgroup="test")
-    acc = _col(steps, "acc")
-    fig.add_scatter(x=x, mode="lines", y=ema(acc, smoothing) if smoothing else acc, name="train (per step)", line=dict(color=ORANGE, width=1.5),
-                    opacity=0.45, showlegend=False, xaxis="x2", yaxis="y2", legendgroup="train")
-    fig.add_scatter(x=ex, y=_col(per_epoch, "train_acc"), name="train", mode="lines+markers", showlegend=False,
-                    line=dict(color=ORANGE, width=3), marker=dict(size=9), xaxis="x2", yaxis="y2", legendgroup="train")
-    fig.add_scatter(x=ex, y=_col(per_epoch, "test_acc"), name="test", mode="lines+markers", showlegend=False,
-                    line=dict(color=BLUE, width=3), marker=dict(size=9), xaxis="x2", yaxis="y2", legendgroup="test")
-    fig.add_scatter(x=x, mode="lines", y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5),
+    fig.add_scatter(**steps_line, y=ema(loss, smoothing) if smoothing else loss, name="train",
+                    line=dict(color=ORANGE, width=3), xaxis="x", yaxis="y", legendgroup="train")
+    fig.add_scatter(**epoch_line, y=_col(per_epoch, "test_loss"), name="test", line=dict(color=BLUE, width=3),
+                    xaxis="x", yaxis="y", legendgroup="test")
+    fig.add_scatter(**steps_line, y=ema(acc, smoothing) if smoothing else acc, name="train (per step)",
+                    line=dict(color=ORANGE, width=1.5), opacity=0.45, showlegend=False, xaxis="x2", yaxis="y2",
+                    legendgroup="train")
+    fig.add_scatter(**epoch_line, y=_col(per_epoch, "train_acc"), name="train", showlegend=False,
+                    line=dict(color=ORANGE, width=3), xaxis="x2", yaxis="y2", legendgroup="train")
+    fig.add_scatter(**epoch_line, y=_col(per_epoch, "test_acc"), name="test", showlegend=False,
+                    line=dict(color=BLUE, width=3), xaxis="x2", yaxis="y2", legendgroup="test")
+    fig.add_scatter(**steps_line, y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5),
                     xaxis="x3", yaxis="y3")
-    fig.add_scatter(x=x, mode="lines", y=_col(steps, "img_per_s"), name="img/s", showlegend=False, line=dict(color=GREY, width=2),
-                    xaxis="x4", yaxis="y4")
+    fig.add_scatter(**steps_line, y=_col(steps, "img_per_s"), name="img/s", showlegend=False,
+                    line=dict(color=GREY, width=2), xaxis="x4", yaxis="y4")
     return fig
 
 
@@ -130,8 +136,8 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
     for i, (name, curves) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         steps, per_epoch = curves.steps_frame(), curves.epochs_frame()
-        fig.add_scatter(x=_col(steps, "progress"), mode="lines", y=ema(_col(steps, "loss"), smoothing), name=name, legendgroup=name,
-                        line=dict(color=color, width=2.5), xaxis="x", yaxis="y")
+        fig.add_scatter(x=_col(steps, "progress"), mode="lines", y=ema(_col(steps, "loss"), smoothing), name=name,
+                        legendgroup=name, line=dict(color=color, width=2.5), xaxis="x", yaxis="y")
         fig.add_scatter(x=_col(per_epoch, "epoch"), y=_col(per_epoch, "test_acc"), name=name, legendgroup=name, showlegend=False,
                         mode="lines+markers", line=dict(color=color, width=2.5), xaxis="x2", yaxis="y2")
     return fig

@@ -224,11 +224,11 @@ def _downloads(info: runs.RunInfo) -> None:
             st.session_state["predict_run"] = info.run_id
             st.switch_page("pages/predict.py")
         st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(info.path),
-                           file_name=f"{info.run_id}.pt", mime="application/octet-stream", on_click="ignore", icon=":material/download:",
-                           help="Recommended: tensors only (plus classes and normalization). Loads with "
+                           file_name=f"{info.run_id}.pt", mime="application/octet-stream", on_click="ignore",
+                           icon=":material/download:", help="Recommended: tensors only (plus classes and normalization). Loads with "
                                 "torch.load(path, weights_only=True) and on the Predict page.")
         st.download_button("Whole model (pickle)", lambda: runs.whole_model_bytes(Predictor.from_run(info.path).model),
-                           file_name=f"{info.run_id}-model.pt", mime="application/octet-stream", on_click="ignore", icon=":material/download:",
-                           help="torch.save(model): unsafe to load from others — loading a pickle can run any code. "
+                           file_name=f"{info.run_id}-model.pt", mime="application/octet-stream", on_click="ignore",
+                           icon=":material/download:", help="torch.save(model): unsafe to load from others — loading a pickle can run any code. "
                                 "Share the state_dict instead.")
     st.caption("The whole-model file is a Python pickle: only ever load one you made yourself.")
