@@ -177,7 +177,8 @@ def shapes_dataset(n_train: int = 12000, n_test: int = 2000, seed: int = 0) -> D
         labels = np.arange(n) % len(SHAPES_CLASSES)
         rng.shuffle(labels)
         chunks = [_render_shapes(labels[i:i + 2000], rng) for i in range(0, n, 2000)]
-        out.append(Split(torch.from_numpy(np.concatenate(chunks)), torch.from_numpy(labels).long()))
+        images = np.concatenate(chunks) if chunks else np.zeros((0, 3, 32, 32), dtype=np.uint8)
+        out.append(Split(torch.from_numpy(images), torch.from_numpy(labels).long()))
     return Dataset("shapes", list(SHAPES_CLASSES), out[0], out[1])
 
 

@@ -77,8 +77,14 @@ class Predictor:
                    image_size, input_size, target, tta)
 
     def prepare(self, source: ImageSource, name: str | None = None) -> torch.Tensor:
-        """uint8 (3, S, S): what the model sees, before normalization (shown on the Predict page)."""
+        """uint8 (3, S, S) at the size the run's data was prepared at; `probabilities` takes a batch of these."""
         return load_for_model(source, self.image_size, name=name)
+
+    def model_view(self, prepared: torch.Tensor) -> torch.Tensor:
+        """uint8 (3, I, I): what the model sees, at its input size, before normalization (for display)."""
+        x = normalize_batch(prepared[None].to(self.device), torch.zeros_like(self.mean), torch.ones_like(self.std) / 255,
+                            self.input_size, channels_last=False)
+        return x[0].round().clamp(0, 255).to(torch.uint8).cpu()
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:

@@ -259,6 +259,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
 
     run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
     writer = None
+    elapsed_before = 0.0  # a resumed run's clock continues where it stopped
+    if resume:
+        elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume and not (run_dir / runs.CONFIG_FILE).exists():
@@ -267,7 +270,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         writer = runs.MetricsWriter(run_dir)
 
     def emit(record: dict[str, Any]) -> None:
-        record.setdefault("elapsed", round(time.perf_counter() - started, 3))
+        record.setdefault("elapsed", round(elapsed_before + time.perf_counter() - started, 3))
         if writer:
             writer.write(record)
         if on_record and dist.main:
@@ -474,8 +477,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         message = (f"Out of memory at batch size {config.batch_size} on {device}. Use a smaller batch size "
                    "(or a smaller image size / model). The last checkpoint is kept.")
     seconds = time.perf_counter() - started
-    emit({"kind": "status", "status": status, "message": message, "epochs_done": epoch,
-          "test_acc": last_eval.get("test_acc"), "seconds": round(seconds, 3)})
+    final = {"kind": "status", "status": status, "message": message, "epochs_done": epoch,
+             "test_acc": last_eval.get("test_acc"), "seconds": round(seconds, 3)}
+    if last_eval and len(ds.classes) <= 50:  # a stopped run still gets its per-class results
+        final.update(per_class=last_eval["per_class"], confusion=last_eval["confusion"])
+    emit(final)
     if writer:
         writer.close()
     result = {"run_dir": str(run_dir), "status": status, "epochs": epoch, "val_acc": last_eval.get("test_acc"),

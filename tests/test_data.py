@@ -27,6 +27,11 @@ def test_shapes_is_deterministic_by_seed_and_balanced():
     assert not any(bytes(x.numpy()) in flat_train for x in a.test.images)
 
 
+def test_shapes_without_a_test_split():
+    ds = shapes_dataset(20, 0, seed=0)
+    assert len(ds.train) == 20 and len(ds.test) == 0
+
+
 def test_random_crop_shifts_each_image_by_at_most_the_padding():
     x = torch.arange(4 * 3 * 8 * 8, dtype=torch.int64).view(4, 3, 8, 8).to(torch.uint8)
     gen = torch.Generator().manual_seed(0)

@@ -84,6 +84,16 @@ def test_prediction_is_deterministic_and_sees_the_trained_size(run_dir):
     for _ in range(3):
         assert torch.equal(predictor.probabilities(predictor.prepare(upload)[None]), first)
     assert first.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(predictor.model_view(seen), seen)  # a 32-px model sees the 32-px image as is
+
+
+def test_model_view_is_at_the_model_input_size(tmp_path):
+    path = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    predictor = Predictor.from_weights(path, "alexnet", input_size=224)
+    predictor.image_size = 32  # as a run trained on 32-px CIFAR images and upsampled on the device
+    view = predictor.model_view(predictor.prepare(odd_uploads()["photo.bmp"]))
+    assert view.shape == (3, 224, 224) and view.dtype == torch.uint8
 
 
 def test_predictions_match_the_training_evaluation(run_dir):

@@ -58,8 +58,11 @@ def test_stop_mid_epoch_then_resume_continues_from_that_batch(models_root):
     assert ckpt["epoch"] == 0 and ckpt["step_in_epoch"] == 4 and ckpt["global_step"] == 4
     info = runs.run_info(models_root / "r")
     assert info.status == "stopped" and info.resumable
+    stopped = [r for r in runs.read_metrics(models_root / "r")[0] if r.get("status") == "stopped"][-1]
+    assert len(stopped["per_class"]) == 10 and sum(map(sum, stopped["confusion"])) == 2000
     result = resume(models_root / "r")
     assert result["status"] == "finished" and result["epochs"] == 3
+    assert runs.run_info(models_root / "r").seconds > stopped["elapsed"]  # the clock continues after a resume
     ckpt = runs.load_checkpoint(models_root / "r")
     assert ckpt["global_step"] == 3 * 12  # 600 images / 50 per batch, no batch trained twice or skipped
     records, _ = runs.read_metrics(models_root / "r")
