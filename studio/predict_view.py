@@ -77,8 +77,8 @@ def thumbnail(payload: bytes, name: str, side: int = 320) -> Image.Image:
 
 
 def model_view(predictor: Predictor, payload: bytes, name: str, side: int = 160) -> np.ndarray:
-    """The prepared input, enlarged with square pixels so a 32x32 input looks like what it is."""
-    image = predictor.prepare(payload, name).permute(1, 2, 0).numpy()
+    """The model's input at its own resolution, enlarged with square pixels so a 32x32 input looks like what it is."""
+    image = predictor.model_view(predictor.prepare(payload, name)).permute(1, 2, 0).numpy()
     factor = max(1, side // image.shape[0])
     return image.repeat(factor, 0).repeat(factor, 1)
 
