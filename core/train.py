@@ -57,6 +57,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     schedule: str = "onecycle"
     warmup: float = 0.15  # fraction of all steps spent ramping the learning rate up
+    warmup_start: float = 0.1  # the ramp starts at this fraction of lr, so the first steps are not wasted
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -79,6 +80,8 @@ class TrainConfig:
             from core.speedrun import RECIPE
 
             recipe = {k: v for k, v in RECIPE.items() if k in _FIELDS}
+            if isinstance(recipe.get("augment"), str):  # the recipe names its augmentation ("flip+crop")
+                recipe["augment"] = recipe["augment"] != "none"
         elif model in ("vgg16", "alexnet", "resnet18"):
             recipe = {"lr": 0.01, "batch_size": 64, "epochs": 5}
         elif model in ("cifar10_quick", "lenet5", "mycnn", "custom"):
@@ -105,6 +108,7 @@ class TrainConfig:
                   (self.lr > 0 and math.isfinite(self.lr), "the learning rate must be a positive number"),
                   (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
                   (0 <= self.warmup < 1, "warmup must be a fraction in [0, 1)"),
+                  (0 <= self.warmup_start <= 1, "warmup_start must be a fraction in [0, 1]"),
                   (self.ema is None or 0 < self.ema < 1, "ema must be a decay in (0, 1)")]
         for ok, message in checks:
             if not ok:
@@ -147,11 +151,11 @@ class Dist:
 # --------------------------------------------------------------------------- pieces of the loop
 
 
-def lr_factor(schedule: str, step: int, total: int, warmup: float) -> float:
+def lr_factor(schedule: str, step: int, total: int, warmup: float, warmup_start: float = 0.1) -> float:
     """Multiplier of the base learning rate at `step` of `total`."""
     warm = int(warmup * total)
     if step < warm:
-        return 0.1 + 0.9 * step / warm  # start at 10% so the first steps are not wasted
+        return warmup_start + (1 - warmup_start) * step / warm
     progress = (step - warm) / max(1, total - warm)
     if schedule == "onecycle":
         return max(0.0, 1.0 - progress)
@@ -313,7 +317,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
             model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
         trainable, total = count_parameters(model)
         optimizer = make_optimizer(model, config)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start))
         ema = None
         if config.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
