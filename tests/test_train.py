@@ -38,8 +38,9 @@ def test_a_run_writes_the_run_folder_contract(models_root):
 
 @pytest.mark.slow
 def test_shapes_is_learnable(models_root):
-    result = train(TrainConfig.for_model("cifar10_quick", data="shapes:6000", epochs=6), models_root / "s")
-    assert result["val_acc"] >= 0.85, result
+    """The studio's default run (cifar10_quick, shapes, 8 epochs) reaches 90%: the offline demo works."""
+    result = train(TrainConfig.for_model("cifar10_quick", data="shapes", epochs=8), models_root / "s")
+    assert result["val_acc"] >= 0.90, result
 
 
 def test_stop_mid_epoch_then_resume_continues_from_that_batch(models_root):
