@@ -101,6 +101,7 @@ class SpeedrunNet(nn.Module):
         widths: tuple[int, int, int] = DEFAULT_WIDTHS,
         whiten_kernel: int = 2,
         logit_scale: float = 1 / 9,
+        whiten_bias_epochs: int = 3,
     ) -> None:
         super().__init__()
         # Each patch eigenvector is used twice, as +v and -v, so GELU keeps both signs.
@@ -115,6 +116,7 @@ class SpeedrunNet(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)  # 3x3 -> 1x1 at 32px; any input size works
         self.head = nn.Linear(w3, num_classes, bias=False)
         self.logit_scale = logit_scale
+        self.whiten_bias_epochs = whiten_bias_epochs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.whiten(x))
@@ -140,6 +142,10 @@ class SpeedrunNet(nn.Module):
         filters = (eigvecs.T / torch.sqrt(eigvals + eps)[:, None]).reshape(-1, c, kh, kw)
         weight.copy_(torch.cat((filters, -filters)))
         self.whiten.bias.zero_()
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before each epoch (also after a resume)."""
+        self.whiten_bias_trainable(epoch < self.whiten_bias_epochs)
 
     def whiten_bias_trainable(self, flag: bool) -> None:
         """airbench trains the whitening bias only for the first few epochs, then freezes it.
