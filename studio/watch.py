@@ -6,6 +6,7 @@ page streams the run's curves, so the benchmark measures what a demo costs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +25,37 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(models_root: str | os.PathLike, log_path: str | os.PathLike | None = None) -> Iterator[str]:
+    """`streamlit run streamlit_app.py` on a free local port for `models_root`; yields its URL."""
+    port = _free_port()
+    log = open(log_path or os.devnull, "w+")
+    env = {**os.environ, "PLAYGROUND_MODELS_DIR": str(models_root), "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true"],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"streamlit did not start:\n{log.read()[-3000:]}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
 
 
 def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, Any] | None:
@@ -36,22 +68,8 @@ def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, A
         return None
     from core.bench import run_train
 
-    port = _free_port()
     env = {**os.environ, "PLAYGROUND_MODELS_DIR": models_root}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    return None
-                time.sleep(0.3)
+    with serve(models_root) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM,
                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -70,9 +88,3 @@ def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, A
                 tab.wait_for_timeout(500)  # Playwright's sync API needs its thread to keep serving the page
             trainer.join()
             return result or None
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,41 +25,19 @@ from playwright.sync_api import sync_playwright  # noqa: E402 - after the skip: 
 pytestmark = pytest.mark.timeout(420)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from studio.watch import serve
+
     models = tmp_path_factory.mktemp("models")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
-    env = {**os.environ, "PLAYGROUND_MODELS_DIR": str(models), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                log.seek(0)
-                pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
-            time.sleep(0.3)
-    yield {"url": url, "models": models}
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    for run in models.iterdir():  # a run the test left training must not outlive it
-        (run / "STOP").touch()
-    log.close()
+        with serve(models, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+            yield {"url": url, "models": models}
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    finally:
+        for run in models.iterdir():  # a run the test left training must not outlive it
+            (run / "STOP").touch()
 
 
 @pytest.fixture(scope="module")

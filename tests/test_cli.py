@@ -22,6 +22,12 @@ def cli(*args: str, env_extra: dict | None = None, timeout: float = 300) -> subp
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", data,
+                             "--epochs", str(epochs), "--batch-size", "50", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
@@ -89,9 +95,7 @@ def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):
 def test_sigkill_mid_epoch_leaves_a_resumable_run(tmp_path):
     """Kill -9 the trainer mid-epoch: the folder stays readable and --resume loses at most that epoch."""
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", "shapes:1000",
-                             "--epochs", "4", "--batch-size", "50", "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_trainer(out, "shapes:1000", epochs=4)
     deadline = time.time() + 240
     while time.time() < deadline:
         records, _ = runs.read_metrics(out)
@@ -114,9 +118,7 @@ def test_sigkill_mid_epoch_leaves_a_resumable_run(tmp_path):
 
 def test_sigterm_records_interrupted_and_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "term"
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", "shapes:2000",
-                             "--epochs", "20", "--batch-size", "50", "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_trainer(out, "shapes:2000", epochs=20)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "checkpoint.pt").exists():
         time.sleep(0.2)
