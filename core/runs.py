@@ -88,7 +88,7 @@ def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
     data = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         return torch.load(data, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise PlaygroundError(f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
                               f"(a whole pickled model or a file from an unknown source). Save with "
                               f"torch.save(model.state_dict(), path) or use .safetensors.") from None

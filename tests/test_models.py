@@ -1,7 +1,6 @@
 """Presets, layer specs, torchvision heads, freezing, and weight files (trusted and hostile)."""
 from __future__ import annotations
 
-import os
 import pickle
 import urllib.error
 import warnings
