@@ -442,7 +442,11 @@ class BatchLoader:
         self.device = device
         self.shuffle, self.augment, self.crop_padding, self.flip = shuffle, augment, crop_padding, flip
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.per_rank = len(self.labels) // world_size if world_size > 1 else len(self.labels)
+        # Training shards must be equal (DDP syncs every step, a short rank would hang the others);
+        # evaluation syncs only once at the end, so its shards cover every image.
+        self.equal_shards = drop_last
+        n = len(self.labels)
+        self.per_rank = n // world_size if drop_last else len(range(rank, n, world_size))
         self.drop_last = drop_last and self.per_rank >= batch_size
 
     def __len__(self) -> int:
@@ -457,8 +461,7 @@ class BatchLoader:
         # Every rank shares the permutation but draws its own crops and flips.
         gen.manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.rank + 1)
         if self.world_size > 1:
-            # Every rank gets the same number of samples, or DDP would wait forever on the short one.
-            order = order[self.rank: self.per_rank * self.world_size: self.world_size]
+            order = order[self.rank::self.world_size][: self.per_rank]
         for step in range(start_step, len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
             x = self.images[idx]

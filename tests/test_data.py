@@ -69,6 +69,10 @@ def test_batch_loader_shards_epochs_across_ranks():
     assert not torch.equal(seen[0], torch.cat([y for _, y in shards[0].epoch(6)]))
     resumed = torch.cat([y for _, y in shards[0].epoch(5, start_step=2)])
     assert torch.equal(resumed, seen[0][20:])
+    # Evaluation shards (no shuffle, no drop) cover every image exactly once, even when uneven.
+    evals = [BatchLoader(split, 10, torch.device("cpu"), shuffle=False, rank=r, world_size=2, drop_last=False) for r in range(2)]
+    covered = torch.cat([y for e in evals for _, y in e.epoch(0)])
+    assert sorted(covered.tolist()) == list(range(103))
 
 
 def _write_images(folder, n_per_class=4, classes=("cat", "dog"), size=(20, 12)):
