@@ -16,9 +16,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 
 from bench.measure import ROOT, run_train
 from core.runs import METRICS_FILE
