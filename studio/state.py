@@ -94,19 +94,27 @@ def watch(run_dir: str | Path | None) -> None:
 
 
 def through_navigation() -> None:
-    """Make sure this page runs inside streamlit_app.py's st.navigation.
+    """Run this page inside streamlit_app.py's st.navigation, even in a server's first script run.
 
-    Streamlit treats a `pages/` folder next to the entry script as old-style
-    multipage (each file a separate app: no navigation, no sidebar badge, narrow
-    layout) until a run in the process has called st.navigation, so the first
-    visitor of a fresh server who opens /train directly would get that version
-    (and AppTest starts every run that way). Run the entry point here instead:
-    its st.navigation runs this page again, properly, in this same script run
-    (a rerun would drop the click that started it), then stop this outer run.
+    Streamlit (1.67) has no supported way to keep a `pages/` folder beside an entry file that calls
+    st.navigation: a private class flag, `PagesManager.uses_pages_directory`, runs the folder as the
+    legacy multipage app (each file alone: no navigation, badge or wide layout) until some run in the
+    process has called st.navigation. So the first visitor of a fresh server who opens /train, and
+    every AppTest run (AppTest resets the flag), would get the legacy app. Streamlit's advice is to
+    rename the folder (streamlit/agent-skills names it app_pages/; older releases logged "You may want
+    to rename the pages/ directory"). Upstream: https://github.com/streamlit/streamlit/pull/10276 (the
+    switch to st.navigation by default) saw direct URLs fall back to the legacy mode with a pages
+    folder; https://github.com/streamlit/streamlit/pull/14217 made AppTest reset the flag.
+
+    We keep `pages/`, the layout users asked for: clear the flag and run the entry file, whose
+    st.navigation runs this page again, properly, in this same script run (a rerun would drop the
+    click that started it), then stop the outer run. Every page calls this first, because in the
+    legacy mode only the page file runs. tests/test_navigation.py fails when Streamlit changes under
+    this, or no longer needs it.
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a Streamlit without the flag has no such mode either
+    except ImportError:  # moved: tests/test_navigation.py says so; the pages still run, without the frame
         return
     if not getattr(PagesManager, "uses_pages_directory", False):
         return

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
+from bench.browser import CHROMIUM, launch_chromium, serve
 
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (and CI is not set)", allow_module_level=True)
@@ -27,8 +26,6 @@ pytestmark = pytest.mark.timeout(420)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from studio.watch import serve
-
     models = tmp_path_factory.mktemp("models")
     try:
         with serve(models, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
@@ -45,8 +42,7 @@ def page(server):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"CI is set but {CHROMIUM} is missing: install Debian's chromium package")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
         tab.set_default_timeout(60_000)
         yield tab
