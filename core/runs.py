@@ -71,6 +71,13 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def write_config(run_dir: str | os.PathLike, config: dict[str, Any], **details: Any) -> None:
+    """config.json: a run's TrainConfig (as a dict), its id and creation time, and what the trainer adds once the
+    data is loaded (classes, sizes, normalization, parameters, env). The one writer of the file, in any process."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / CONFIG_FILE, {**config, "run_id": run_dir.name, "created": time.time(), **details})
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Atomic torch.save; a failure (full disk, read-only folder) keeps the previous file intact."""
     buffer = io.BytesIO()
