@@ -81,7 +81,7 @@ def sidebar(mine: list[RunInfo]) -> None:
                    "or write the code down to come back to them.")
         used = shared.usage(r for r in mine if r.workspace == code)
         st.caption(used.describe(limits))
-        with st.popover("Open another workspace", icon=":material/login:"):
+        with st.popover("Open another…", icon=":material/login:", help="Type the code of a workspace you used before."):
             st.text_input("Workspace code", key="ws_other", placeholder="e.g. k7qm-3xpa", on_change=_open_other)
             if st.session_state.get("ws_other_error"):
                 st.error("That is not a workspace code: 3-40 letters, digits and dashes.")
