@@ -45,9 +45,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from core import runs
 from core.errors import PlaygroundError
@@ -160,7 +161,7 @@ class JobRegistry:
         if autostart:
             self.ensure_dispatcher()  # runs queued before a restart start as soon as the app is back
 
-    def for_workspace(self, workspace: str | None, *, operator: bool = False) -> "WorkspaceJobs":
+    def for_workspace(self, workspace: str | None, *, operator: bool = False) -> WorkspaceJobs:
         return WorkspaceJobs(self, workspace, operator=operator)
 
     # ------------------------------------------------------------------ starting
@@ -418,7 +419,7 @@ class JobRegistry:
                 self.dispatch(wait_s=0.0)
                 busy = self._procs or self._spare_due is not None or \
                     any(r.status in runs.ACTIVE_STATUSES for r in runs.list_runs(self.root))
-            except Exception:  # noqa: BLE001 - the queue must outlive one bad folder
+            except Exception:
                 log.exception("queue dispatch failed")
                 busy = True
             idle = 0 if busy else idle + 1

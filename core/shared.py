@@ -21,9 +21,10 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from core.errors import PlaygroundError
 
@@ -45,7 +46,7 @@ class Settings:
     max_upload_mb: int = 20  # per file (shared mode); on your own machine Streamlit's server.maxUploadSize applies
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> "Settings":
+    def load(cls, path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         path = Path(path or CONFIG_PATH)

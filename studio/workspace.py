@@ -9,7 +9,7 @@ Nothing here shows when the studio is not shared.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 import streamlit as st
