@@ -65,18 +65,22 @@ def run_locked(run_dir: Path) -> bool:
 def warm_up() -> None:
     """Everything a run needs before its first step that does not depend on the run."""
     import torch
+    import torchvision  # noqa: F401 - the trainer records its version in config.json
 
-    import core.train  # noqa: F401 - the imports are the point: torch, torchvision, data, models
+    import core.train  # noqa: F401 - the imports are the point: torch, data, models
     from core.models import build
     from core.speedrun import RECIPE  # noqa: F401 - TrainConfig.for_model imports it lazily
 
     if torch.cuda.is_available():
         torch.cuda.init()
         torch.zeros(1, device="cuda")  # the context of the current device, and the caching allocator
-    # One tiny step primes the CPU kernels' thread pool and oneDNN (a few hundred ms on the first batch).
+    # One tiny step primes the CPU kernels' thread pool and oneDNN (a few hundred ms on the first batch),
+    # and the first optimizer imports torch._dynamo (torch.optim's decorators do): 1-2 s on a small CPU.
     model = build("cifar10_quick", num_classes=10).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.zeros(8, 3, 32, 32).to(memory_format=torch.channels_last)
     torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    optimizer.step()
 
 
 def _redirect_output(log_path: Path) -> None:
