@@ -169,15 +169,18 @@ class JobRegistry:
     def enqueue(self, config: TrainConfig, *, nproc: int = 1, workspace: str | None = None) -> Path:
         """Create the run folder and put it in the queue; returns the folder at once."""
         config.validate()
-        if self.settings.shared and workspace:
-            check_quota(runs.list_runs(self.root, workspace), self.settings)
-        self.root.mkdir(parents=True, exist_ok=True)
-        run_dir = self.root / runs.new_run_id(config.model, config.data)
-        run_dir.mkdir()  # exist_ok=False: two sessions can never share a folder
-        runs.write_json(run_dir / REQUEST_FILE, config.to_dict())
-        # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
-        runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
-        self._queue(run_dir, "start", nproc, config.device, workspace)
+        # Under the queue's lock: two quick clicks from one workspace cannot both slip under its quota.
+        with queue_lock(self.root, 10.0) as locked:
+            if not locked:
+                raise PlaygroundError("The queue is busy; press Start again in a moment.")
+            if self.settings.shared and workspace:
+                check_quota(runs.list_runs(self.root, workspace), self.settings)
+            run_dir = self.root / runs.new_run_id(config.model, config.data)
+            run_dir.mkdir()  # exist_ok=False: two sessions can never share a folder
+            runs.write_json(run_dir / REQUEST_FILE, config.to_dict())
+            # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
+            runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
+            self._queue(run_dir, "start", nproc, config.device, workspace)
         return run_dir
 
     def start(self, config: TrainConfig, *, nproc: int = 1, workspace: str | None = None) -> Path:
@@ -196,10 +199,15 @@ class JobRegistry:
             raise PlaygroundError(f"Run {info.run_id} has no checkpoint to resume from; start it again instead.")
         if info.epochs_done >= int(info.config.get("epochs", 0)):
             raise PlaygroundError(f"Run {info.run_id} already finished all {info.config.get('epochs')} epochs.")
-        if self.settings.shared and workspace:
-            check_quota(runs.list_runs(self.root, workspace), self.settings, new_run=False)
         world = int(info.config.get("env", {}).get("world_size", 1))
-        self._queue(run_dir, "resume", world, info.config.get("device", "auto"), info.workspace)
+        with queue_lock(self.root, 10.0) as locked:
+            if not locked:
+                raise PlaygroundError("The queue is busy; press Resume again in a moment.")
+            if runs.run_info(run_dir).status in runs.ACTIVE_STATUSES:  # a second click, or another session
+                raise PlaygroundError(f"Run {info.run_id} is already queued or training.")
+            if self.settings.shared and workspace:
+                check_quota(runs.list_runs(self.root, workspace), self.settings, new_run=False)
+            self._queue(run_dir, "resume", world, info.config.get("device", "auto"), info.workspace)
         self.dispatch()
         self.ensure_dispatcher()
         return run_dir

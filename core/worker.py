@@ -68,18 +68,26 @@ def warm_up() -> None:
     import torchvision  # noqa: F401 - the trainer records its version in config.json
 
     import core.train  # noqa: F401 - the imports are the point: torch, data, models
+    from core import device as dev
     from core.models import build
     from core.speedrun import RECIPE  # noqa: F401 - TrainConfig.for_model imports it lazily
 
+    where = torch.device("cpu")
     if torch.cuda.is_available():
-        torch.cuda.init()
-        torch.zeros(1, device="cuda")  # the context of the current device, and the caching allocator
-    # One tiny step primes the CPU kernels' thread pool and oneDNN (a few hundred ms on the first batch),
-    # and the first optimizer imports torch._dynamo (torch.optim's decorators do): 1-2 s on a small CPU.
-    model = build("cifar10_quick", num_classes=10).to(memory_format=torch.channels_last)
+        torch.cuda.init()  # the driver and the CUDA libraries: the slow part
+        if torch.cuda.device_count() == 1:
+            # Its context, cuDNN and cuBLAS too. With several GPUs the run's own GPU is not known yet
+            # (the job says), and a context on GPU 0 would only take memory there for nothing.
+            where = torch.device("cuda", 0)
+    # One tiny step primes the kernels (oneDNN's thread pool on a CPU: a few hundred ms on the first
+    # batch), and the first optimizer imports torch._dynamo (torch.optim's decorators do): 1-2 s on a small CPU.
+    dtype = dev.resolve_precision("auto", where)
+    model = build("cifar10_quick", num_classes=10).to(where, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.zeros(8, 3, 32, 32).to(memory_format=torch.channels_last)
-    torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    x = torch.zeros(8, 3, 32, 32, device=where).to(memory_format=torch.channels_last)
+    with dev.autocast(where, dtype):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), torch.zeros(8, dtype=torch.long, device=where))
+    loss.backward()
     optimizer.step()
 
 
