@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from core import runs
-from core.curves import format_duration
 from core.jobs import QueueSpot
 from studio import state
 from studio.widgets import data_name, guard, status_badge
@@ -19,6 +18,16 @@ POOL_NAMES = {"cpu": "the CPU", "cuda": "the GPUs", "mps": "the Apple GPU"}
 
 def ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def about(seconds: float) -> str:
+    """A wait as people say it: 'about 4 min', 'about 2 h 10 min'."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute"
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
 def describe(spot: QueueSpot | None) -> str:
@@ -32,7 +41,7 @@ def describe(spot: QueueSpot | None) -> str:
         return line + " Estimated start: when the runs ahead finish (no finished run yet to judge their length by)."
     if spot.eta_s < 5:
         return line + " Estimated start: any moment now."
-    return line + f" Estimated start: in about {format_duration(spot.eta_s)}."
+    return line + f" Estimated start: in {about(spot.eta_s)}."
 
 
 def queued_panel(run_dir: Path) -> None:
