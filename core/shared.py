@@ -52,6 +52,10 @@ class Settings:
         path = Path(path or CONFIG_PATH)
         if path.is_file():
             try:
+                import tomllib  # Python 3.11+; older Pythons take the settings from the environment only
+            except ModuleNotFoundError:
+                raise PlaygroundError(f"Reading {path} needs Python 3.11+; set PLAYGROUND_* variables instead.") from None
+            try:
                 table = tomllib.loads(path.read_text()).get("playground", {})
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise PlaygroundError(f"{path} is not valid TOML ({exc}); fix or remove it.") from None
