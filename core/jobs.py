@@ -12,7 +12,7 @@ process on the same models folder, finds every queued and running run again:
 
 - queued:  {"status": "queued", "queued_at", "mode": "start"|"resume", "nproc", "device",
            "workspace"}; no process owns the run yet.
-- running: a dispatcher, holding ROOT/.queue.lock, hands the run to a process and writes
+- running: a dispatcher, holding ROOT/.queue/lock, hands the run to a process and writes
            {"status": "running", "dispatched": true, "pid", "slots"} before it lets go of the
            lock; the trainer then writes its own "running" record, steps, epochs and a final
            status. Counting the slots in use is a read of the folders under that same lock, so
@@ -58,7 +58,7 @@ from core.worker import READY, run_locked
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REQUEST_FILE = "request.json"
-QUEUE_LOCK = ".queue.lock"
+QUEUE_DIR = ".queue"  # in the models folder: the dispatchers' lock, and spare workers' output before they have a run
 MAX_ATTEMPTS = 3  # processes that may die before a run's training begins, before it is marked failed
 TICK_S = 0.5  # how often the dispatcher looks for finished runs and free devices
 # The next spare starts this long after one was handed a run: its seconds of imports would
@@ -99,8 +99,8 @@ def _pool_of_device(device: str | None, pools: dict[str, list[str]]) -> str:
 @contextlib.contextmanager
 def queue_lock(root: Path, wait_s: float) -> Iterator[bool]:
     """The one lock every dispatcher of `root` takes (across processes); yields False if not had in `wait_s`."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / QUEUE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    (root / QUEUE_DIR).mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / QUEUE_DIR / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait_s
     try:
         while True:
@@ -362,8 +362,8 @@ class JobRegistry:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
                 job["cuda_devices"] = []
                 args[-1] = json.dumps(job)
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".workers.log", "ab") as log_file:  # a worker's output before it has a run
+        (self.root / QUEUE_DIR).mkdir(parents=True, exist_ok=True)
+        with open(self.root / QUEUE_DIR / "workers.log", "ab") as log_file:  # a worker's output before it has a run
             return subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE if job is None else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE if job is None else subprocess.DEVNULL, stderr=log_file,
                                     start_new_session=True)
@@ -377,7 +377,7 @@ class JobRegistry:
             if self._spare is not None:  # it died without a job
                 self._spare_deaths = [t for t in self._spare_deaths if time.time() - t < 60] + [time.time()]
                 if len(self._spare_deaths) >= 3:
-                    log.warning("spare training workers keep dying (see %s); starting runs cold", self.root / ".workers.log")
+                    log.warning("spare training workers keep dying (see %s); starting runs cold", self.root / QUEUE_DIR / "workers.log")
                     self.warm, self._spare = False, None
                     return
             self._spare = self._spawn_worker()

@@ -224,7 +224,7 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
                 _start_run(a, epochs=300)  # long enough to be training through the restart
                 a.get_by_role("button", name="Stop (saves a checkpoint)").wait_for(timeout=120_000)
                 code_a = a.url.split("ws=")[1]
-                (run_a,) = [p for p in models.iterdir() if p.is_dir()]
+                (run_a,) = [r.path for r in runs.list_runs(models)]
 
                 b.goto(f"{url}/runs")
                 b.get_by_text("No runs yet").wait_for()  # A's run is not B's business
@@ -237,7 +237,7 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
                 b.get_by_text("next", exact=True).first.wait_for()
                 _no_exception(b, "train (B queued)")
                 _shot(b, "shared-queued")
-                (run_b,) = [p for p in models.iterdir() if p.is_dir() and p != run_a]
+                (run_b,) = [r.path for r in runs.list_runs(models) if r.path != run_a]
                 assert runs.run_info(run_b).status == "queued" and runs.run_info(run_b).workspace == code_b
 
             # The server is down: A's trainer goes on in its own process, B's run waits in its folder.
@@ -258,9 +258,8 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
         except RuntimeError as exc:
             pytest.fail(str(exc))
         finally:
-            for run in models.iterdir():
-                if run.is_dir():
-                    (run / runs.STOP_FILE).touch()
+            for run in runs.list_runs(models):
+                (run.path / runs.STOP_FILE).touch()
     times_a, times_b = _status_times(run_a), _status_times(run_b)
     assert runs.run_info(run_b).status == "finished"
     assert times_a["trainer_starts"] == 1 and times_b["trainer_starts"] == 1  # each trained once
