@@ -166,15 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speedrun", action="store_true", help="also run the full speedrun recipe (about 10 minutes on 2 CPU cores)")
     p.add_argument("--no-page", action="store_true", help="skip the browser page-overhead measurement")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
-    p.add_argument("--startup", action="store_true", help="only Start -> first step record of the studio's default run, "
-                   "cold and warm (core.queue_bench)")
     args = p.parse_args(argv)
-    if args.startup:
-        from core.queue_bench import startup, startup_table
-
-        figures = startup()
-        print(json.dumps(figures, indent=1) if args.json else startup_table(figures))
-        return 0
     try:
         folder = ensure_dataset(args.data)
     except PlaygroundError as exc:
