@@ -20,7 +20,7 @@ from core.device import DEVICE_CHOICES, PRECISION_CHOICES
 from core.errors import PlaygroundError
 from core.models import PRESETS, build, weight_choices, weights_enum
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
-from studio import arch
+from studio import arch, workspace
 from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
@@ -55,7 +55,9 @@ def _save_upload(upload) -> Path:
 
 
 def data_picker() -> str | None:
-    kind = st.segmented_control("Dataset", list(DATA_KINDS), format_func=DATA_KINDS.get, default="shapes",
+    shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
+    kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
+    kind = st.segmented_control("Dataset", kinds, format_func=DATA_KINDS.get, default="shapes",
                                 required=True, key="data_kind")
     if kind == "shapes":
         n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
@@ -80,9 +82,10 @@ def data_picker() -> str | None:
                 st.rerun()
         return None
     if kind == "zip":
-        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="data_zip",
+        cap = workspace.upload_cap_mb()
+        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="data_zip", max_upload_size=cap,
                                   help="zip of <class>/<image> folders, or of train/ and test/ (or val/) folders of them. "
-                                       "Up to 50 MB.")
+                                       f"Up to {cap or 50} MB.")
         if upload is None:
             st.caption("Example layout: `pets.zip` → `cat/1.jpg, cat/2.jpg, …, dog/1.jpg, …`")
             return None
@@ -159,7 +162,7 @@ def model_picker() -> dict[str, Any] | None:
                    + " → ".join(layer["type"] for layer in chosen["layers"]))
         return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
     name = st.selectbox("Network", PRETRAINED, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
-    options = weight_choices(name) + ["file"]
+    options = weight_choices(name) + ([] if workspace.settings().shared else ["file"])  # no server paths when shared
     weights = st.selectbox("Start from weights", options, key=f"weights-{name}",
                            format_func=lambda w: "a .pth / .safetensors file on this computer…" if w == "file" else f"ImageNet {w}")
     if weights == "file":

@@ -96,5 +96,6 @@ def training_note(where=None) -> None:
     """Runs training right now, on every page, so switching pages never hides one."""
     where = where or st.sidebar
     for info in training_now()[:3]:
-        where.page_link("pages/train.py", label=f"Training: {info.config.get('model')} on "
+        doing = "Queued" if info.status == "queued" else "Training"
+        where.page_link("pages/train.py", label=f"{doing}: {info.config.get('model')} on "
                         f"{data_name(str(info.config.get('data', '')))}", icon=":material/sync:")
