@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from core import runs
@@ -66,14 +65,14 @@ class JobRegistry:
         request = run_dir / "request.json"
         runs.write_json(request, config.to_dict())
         # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
-        runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
+        runs.write_config(run_dir, config.to_dict())
         self._spawn(run_dir, _command(request, run_dir, nproc))
         return run_dir
 
     def resume(self, run_dir: str | os.PathLike) -> Path:
         run_dir = Path(run_dir)
         info = runs.run_info(run_dir)
-        if info.status in ("running", "queued"):
+        if info.active:
             raise PlaygroundError(f"Run {info.run_id} is already training.")
         if not info.has_checkpoint:
             raise PlaygroundError(f"Run {info.run_id} has no checkpoint to resume from; start it again instead.")
@@ -107,7 +106,7 @@ class JobRegistry:
         """Run ids currently training on this machine: ours, and live ones started elsewhere."""
         self.poll()
         mine = set(self._procs)
-        others = {r.run_id for r in runs.list_runs(self.root) if r.status in ("running", "queued")}
+        others = {r.run_id for r in runs.list_runs(self.root) if r.active}
         return sorted(mine | others)
 
     def wait(self, run_dir: str | os.PathLike, timeout: float | None = None) -> int | None:

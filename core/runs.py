@@ -31,6 +31,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 STOP_FILE = "STOP"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FINAL_STATUSES = ("finished", "stopped", "diverged", "failed", "interrupted")
+ACTIVE_STATUSES = ("queued", "running")  # a trainer process owns the run (queued: started, not yet training)
 
 
 def new_run_id(model: str, data: str) -> str:
@@ -184,6 +185,10 @@ class RunInfo:
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
     def resumable(self) -> bool:
         return self.has_checkpoint and self.status in ("stopped", "interrupted", "diverged", "failed") and \
             self.epochs_done < int(self.config.get("epochs", 0))
@@ -207,7 +212,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if kind == "status":
             out["status"] = r.get("status", out["status"])
             out["message"] = r.get("message", "")
-            if r.get("status") in ("running", "queued"):
+            if r.get("status") in ACTIVE_STATUSES:
                 out["pid"], out["host"] = r.get("pid"), r.get("host")
                 out["started"] = out["started"] or r.get("time")
             if "epochs_done" in r:
@@ -230,7 +235,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
     records, _ = read_metrics(run_dir)
     s = summarize(records)
     status = s["status"]
-    if status in ("running", "queued") and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
+    if status in ACTIVE_STATUSES and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
         # The process that owned the run is gone (killed, crashed, app restarted).
         status, s["message"] = "interrupted", "The training process ended without finishing; resume from the last checkpoint."
     return RunInfo(run_id=run_dir.name, path=run_dir, config=config, status=status, message=s["message"],
@@ -259,7 +264,7 @@ def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
     root = Path(root or MODELS_DIR).resolve()
     if run_dir.parent != root or not (run_dir / CONFIG_FILE).exists():
         raise PlaygroundError(f"{run_dir} is not a run folder inside {root}; nothing deleted.")
-    if run_info(run_dir).status in ("running", "queued"):
+    if run_info(run_dir).active:
         raise PlaygroundError("This run is still training; stop it before deleting it.")
     shutil.rmtree(run_dir)
 

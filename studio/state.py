@@ -51,7 +51,7 @@ def runs_changed() -> None:
 
 
 def training_now() -> list[runs.RunInfo]:
-    return [r for r in all_runs() if r.status in ("running", "queued")]
+    return [r for r in all_runs() if r.active]
 
 
 def tail(run_dir: str | Path) -> RunTail:
@@ -84,7 +84,7 @@ def watched_run() -> Path | None:
         return chosen
     every = all_runs()
     for info in every:
-        if info.status in ("running", "queued"):
+        if info.active:
             return info.path
     return every[0].path if every else None
 
