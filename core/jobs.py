@@ -179,7 +179,7 @@ class JobRegistry:
             run_dir.mkdir()  # exist_ok=False: two sessions can never share a folder
             runs.write_json(run_dir / REQUEST_FILE, config.to_dict())
             # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
-            runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
+            runs.write_config(run_dir, config.to_dict())
             self._queue(run_dir, "start", nproc, config.device, workspace)
         return run_dir
 
@@ -193,7 +193,7 @@ class JobRegistry:
     def resume(self, run_dir: str | os.PathLike, *, workspace: str | None = None) -> Path:
         run_dir = Path(run_dir)
         info = runs.run_info(run_dir)
-        if info.status in runs.ACTIVE_STATUSES:
+        if info.active:
             raise PlaygroundError(f"Run {info.run_id} is already {'queued' if info.status == 'queued' else 'training'}.")
         if not info.has_checkpoint:
             raise PlaygroundError(f"Run {info.run_id} has no checkpoint to resume from; start it again instead.")
@@ -203,7 +203,7 @@ class JobRegistry:
         with queue_lock(self.root, 10.0) as locked:
             if not locked:
                 raise PlaygroundError("The queue is busy; press Resume again in a moment.")
-            if runs.run_info(run_dir).status in runs.ACTIVE_STATUSES:  # a second click, or another session
+            if runs.run_info(run_dir).active:  # a second click, or another session
                 raise PlaygroundError(f"Run {info.run_id} is already queued or training.")
             if self.settings.shared and workspace:
                 check_quota(runs.list_runs(self.root, workspace), self.settings, new_run=False)
@@ -426,7 +426,7 @@ class JobRegistry:
                 self.poll()
                 self.dispatch(wait_s=0.0)
                 busy = self._procs or self._spare_due is not None or \
-                    any(r.status in runs.ACTIVE_STATUSES for r in runs.list_runs(self.root))
+                    any(r.active for r in runs.list_runs(self.root))
             except Exception:
                 log.exception("queue dispatch failed")
                 busy = True
@@ -440,7 +440,7 @@ class JobRegistry:
     def active(self) -> list[str]:
         """Run ids queued or training on this machine: ours, and those other app processes started."""
         self.poll()
-        return sorted(set(self._procs) | {r.run_id for r in runs.list_runs(self.root) if r.status in runs.ACTIVE_STATUSES})
+        return sorted(set(self._procs) | {r.run_id for r in runs.list_runs(self.root) if r.active})
 
     def wait(self, run_dir: str | os.PathLike, timeout: float | None = None) -> int | None:
         proc = self._procs.get(Path(run_dir).name)
@@ -616,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             registry.poll()
             registry.dispatch(wait_s=1.0)
             infos = runs.list_runs(args.root)
-            if not registry._procs and not any(r.status in runs.ACTIVE_STATUSES for r in infos):
+            if not registry._procs and not any(r.active for r in infos):
                 break
             time.sleep(TICK_S)
     finally:

@@ -193,6 +193,10 @@ class RunInfo:
     host: str | None = None
 
     @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
     def resumable(self) -> bool:
         return self.has_checkpoint and self.status in ("stopped", "interrupted", "diverged", "failed") and \
             self.epochs_done < int(self.config.get("epochs", 0))
@@ -315,7 +319,7 @@ def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
     root = Path(root or MODELS_DIR).resolve()
     if run_dir.parent != root or not (run_dir / CONFIG_FILE).exists():
         raise PlaygroundError(f"{run_dir} is not a run folder inside {root}; nothing deleted.")
-    if run_info(run_dir).status in ACTIVE_STATUSES:
+    if run_info(run_dir).active:
         raise PlaygroundError("This run is queued or training; stop it before deleting it.")
     shutil.rmtree(run_dir)
 

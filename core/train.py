@@ -31,7 +31,7 @@ from core import device as dev
 from core import runs
 from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
-from core.models import PRESETS, build, count_parameters, preset_input_size
+from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, recipe_for
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -74,19 +74,8 @@ class TrainConfig:
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
-        """The recipe a preset trains best with, then the caller's overrides."""
-        recipe: dict[str, Any] = {}
-        if model == "speedrun":
-            from core.speedrun import RECIPE
-
-            recipe = {k: v for k, v in RECIPE.items() if k in _FIELDS}
-            if isinstance(recipe.get("augment"), str):  # the recipe names its augmentation ("flip+crop")
-                recipe["augment"] = recipe["augment"] != "none"
-        elif model in ("vgg16", "alexnet", "resnet18"):
-            recipe = {"lr": 0.01, "batch_size": 64, "epochs": 5}
-        elif model in ("cifar10_quick", "lenet5", "mycnn", "custom"):
-            recipe = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}
-        return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
+        """The recipe a preset trains best with (`Preset.recipe`), then the caller's overrides."""
+        return cls(**{"model": model, **recipe_for(model), **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -364,7 +353,7 @@ def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, A
     input_size = config.image_size or preset_input_size(config.model)
     data_size = input_size if config.data.startswith("imagefolder:") else 32
     ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-    pretrained = config.weights is not None and config.model in ("resnet18", "vgg16", "alexnet") and not Path(str(config.weights)).is_file()
+    pretrained = config.weights is not None and is_torchvision(config.model) and not Path(str(config.weights)).is_file()
     if checkpoint:
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif pretrained:
@@ -448,7 +437,8 @@ def write_run_config(s: Setup) -> None:
     runs.write_config(
         s.log.run_dir, s.config.to_dict(),
         classes=s.data.classes, num_classes=len(s.data.classes), input_size=s.input_size, data_size=s.data_size,
-        normalization=s.norm.as_dict(),
+        # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
+        normalization={k: [round(v, 6) for v in values] for k, values in s.norm.as_dict().items()},
         dataset={"n_train": len(s.data.train), "n_test": len(s.data.test), "skipped": s.data.skipped,
                  "has_test_split": s.data.has_test_split},
         params={"trainable": trainable, "total": total},
@@ -711,7 +701,7 @@ def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    p.add_argument("--model", help="preset name (cifar10_quick, speedrun, lenet5, mycnn, resnet18, vgg16, alexnet) or 'custom'")
+    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}) or 'custom'")
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
     p.add_argument("--data", help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--epochs", type=int)

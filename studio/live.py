@@ -134,9 +134,9 @@ def _live(run_dir: Path, config: dict) -> None:
     def fresh_tail():
         tail = state.tail(run_dir)
         tail.update()
-        ended = tail.state not in ("running", "queued")  # finished, stopped or failed
+        ended = tail.state not in runs.ACTIVE_STATUSES  # finished, stopped or failed
         if not ended and time.time() - tail.changed_at > SILENT_S:  # or did the process die without a word?
-            ended = runs.run_info(run_dir).status not in ("running", "queued")
+            ended = not runs.run_info(run_dir).active
             tail.changed_at = time.time()  # alive: look again in SILENT_S, not on every tick
         if ended:
             state.runs_changed()

@@ -70,7 +70,7 @@ def runs_changed() -> None:
 
 
 def training_now() -> list[runs.RunInfo]:
-    return [r for r in all_runs() if r.status in runs.ACTIVE_STATUSES]
+    return [r for r in all_runs() if r.active]
 
 
 def tail(run_dir: str | Path) -> RunTail:
@@ -107,7 +107,7 @@ def watched_run() -> Path | None:
         return chosen
     every = all_runs()
     for info in every:
-        if info.status in runs.ACTIVE_STATUSES:
+        if info.active:
             return info.path
     return every[0].path if every else None
 

@@ -18,15 +18,13 @@ import torch
 from core import data as datasets
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES
 from core.errors import PlaygroundError
-from core.models import PRESETS, build, weight_choices, weights_enum
+from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for, weight_choices, weights_enum
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
 from studio import arch, workspace
 from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
-SMALL_MODELS = ("cifar10_quick", "lenet5", "mycnn", "custom")
-DEFAULT_EPOCHS = 8  # cifar10_quick on shapes: ~90% test accuracy in about a minute on a 2-core CPU
-PRETRAINED = [name for name, p in PRESETS.items() if p.torchvision]
+DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
 DATA_KINDS = {"shapes": "Shapes (offline)", "cifar10": "CIFAR-10", "zip": "Upload a .zip", "folder": "Folder path"}
 MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
 
@@ -130,7 +128,7 @@ def _apply_choice() -> None:
         return
     if choice["kind"] == "saved":
         st.session_state.update(model_kind="saved", saved_name=choice["name"])
-    elif choice.get("freeze") and choice["name"] in PRETRAINED:
+    elif choice.get("freeze") and choice["name"] in TORCHVISION_MODELS:
         st.session_state.update(model_kind="pretrained", pretrained_name=choice["name"], freeze=True)
     else:
         st.session_state.update(model_kind="preset", preset_name=choice["name"])
@@ -161,7 +159,7 @@ def model_picker() -> dict[str, Any] | None:
         st.caption(f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
                    + " → ".join(layer["type"] for layer in chosen["layers"]))
         return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
-    name = st.selectbox("Network", PRETRAINED, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
+    name = st.selectbox("Network", TORCHVISION_MODELS, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
     options = weight_choices(name) + ([] if workspace.settings().shared else ["file"])  # no server paths when shared
     weights = st.selectbox("Start from weights", options, key=f"weights-{name}",
                            format_func=lambda w: "a .pth / .safetensors file on this computer…" if w == "file" else f"ImageNet {w}")
@@ -184,7 +182,7 @@ def model_picker() -> dict[str, Any] | None:
 
 
 def base_config(model: str) -> TrainConfig:
-    return TrainConfig.for_model(model, epochs=DEFAULT_EPOCHS if model in SMALL_MODELS else None)
+    return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS)
 
 
 def hyperparameters(model: str) -> dict[str, Any]:

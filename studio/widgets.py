@@ -71,7 +71,7 @@ def run_title(info: RunInfo) -> str:
     model = info.config.get("model", "?")
     acc = f" · {percent(info.best_acc)}" if info.best_acc is not None else ""
     # "queued" turns into "running" within seconds; a label saying "training" stays true longer.
-    status = "training" if info.status in ("queued", "running") else info.status
+    status = "training" if info.active else info.status
     return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {status}"
 
 
