@@ -61,10 +61,16 @@ class Dataset:
         return int(self.train.images.shape[-1])
 
     def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean/std of the training images in [0, 1], for normalization."""
-        x = self.train.images[: 20000].double() / 255
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        """Per-channel mean/std of the training images in [0, 1], for normalization.
+
+        From each channel's histogram of its 256 levels: exact, and ~8x cheaper than the images as floats.
+        """
+        x = self.train.images[: 20000]
+        counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]).double()
+        levels = torch.arange(256, dtype=torch.float64, device=counts.device) / 255
+        n = counts.sum(1)
+        mean = counts @ levels / n
+        std = ((counts * (levels - mean[:, None]) ** 2).sum(1) / (n - 1)).sqrt().clamp_min(1e-3)
         return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
