@@ -31,7 +31,7 @@ PCA_MAX_POINTS = 10_000
 @dataclass
 class FeatureMap:
     layer: str  # module name, as in core.inspect's layer table
-    kind: str  # the layer's type, e.g. Conv2d
+    kind: str  # the layer's type, e.g. Conv2d (a subclass's own name, as the layer table shows it)
     shape: str  # its output shape from the layer table, e.g. "32 x 32 x 32"
     maps: np.ndarray  # float32 (C, H, W): this image's activations
     order: np.ndarray  # channel indices, most active (highest mean activation) first
@@ -112,10 +112,13 @@ class Activations:
             self.model.to(self.predictor.device)
         return self._table
 
-    def _shape_of(self, layer: str) -> str:
+    def _row(self, layer: str) -> tuple[str, str]:
+        """(type, output shape) as the layer table writes them."""
         rows = self.layer_table().layers
         match = rows[rows["name"] == layer]
-        return str(match["output_shape"].iloc[0]) if len(match) else ""
+        if not len(match):
+            return type(self._modules[layer]).__name__, ""
+        return str(match["type"].iloc[0]), str(match["output_shape"].iloc[0])
 
     def feature_maps(self, image: torch.Tensor) -> list[FeatureMap]:
         """Every conv layer's output for one uint8 image (3, S, S), channels ranked by mean activation."""
@@ -126,8 +129,7 @@ class Activations:
         maps = []
         for layer, node in zip(self.convs, nodes):
             fmap = out[node][0].float().cpu().numpy()
-            maps.append(FeatureMap(layer, type(self._modules[layer]).__name__, self._shape_of(layer), fmap,
-                                   np.argsort(-fmap.mean(axis=(1, 2)), kind="stable")))
+            maps.append(FeatureMap(layer, *self._row(layer), fmap, np.argsort(-fmap.mean(axis=(1, 2)), kind="stable")))
         return maps
 
     def _call_of(self, module_name: str) -> torch.fx.Node:

@@ -78,7 +78,7 @@ def feature_maps_section(acts: Activations, image: torch.Tensor) -> None:
         st.markdown(f"**Layer `{fmap.layer}`** · {fmap.kind} · output {fmap.shape or ' x '.join(map(str, fmap.maps.shape))}"
                     f" · the {len(top)} most active of {fmap.maps.shape[0]} channels")
         st.image([insight.enlarge(signed_colors(fmap.maps[c], scale), MAP_SIDE) for c in top], width=MAP_SIDE,
-                 caption=[f"ch {c} · mean {fmap.maps[c].mean():.2f}" for c in top])
+                 caption=[f"ch {c}: {fmap.maps[c].mean():.2f}" for c in top])
 
 
 def filters_section(acts: Activations) -> None:
@@ -161,7 +161,7 @@ def arithmetic_figure(calc: ConvArithmetic, channel_names: tuple[str, ...] | Non
                                      showscale=False, hovertemplate="%{z:.4f}<extra></extra>"), i + 1, j + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=max(260, 40 * kh * shown + 90 * shown), margin=dict(l=10, r=10, t=40, b=10), font=FONT)
+    fig.update_layout(height=max(240, shown * (30 * kh + 50) + 30), margin=dict(l=10, r=10, t=30, b=10), font=FONT)
     fig.update_annotations(font=dict(size=14))
     return fig
 
@@ -196,16 +196,16 @@ def embedding_figure(xy: np.ndarray, index: np.ndarray, result: Predictions) -> 
                                 clickmode="event+select", dragmode="pan", legend=dict(itemsizing="constant"),
                                 xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None)))
     for c, name in enumerate(result.classes):
-        mine = np.flatnonzero(labels == c)
-        if not len(mine):
-            continue
-        wrong = preds[mine] != c
-        fig.add_scatter(
-            x=xy[mine, 0], y=xy[mine, 1], mode="markers", name=name,
-            marker=dict(color=CLASS_COLORS[c % len(CLASS_COLORS)],
-                        symbol=np.where(wrong, "x", "circle"), size=np.where(wrong, 10, 7),
-                        line=dict(width=0)),
-            customdata=np.stack([index[mine], preds[mine]], axis=1),
-            text=[f"true {name}, predicted {result.classes[p]}" for p in preds[mine]],
-            hovertemplate="%{text}<extra>image %{customdata[0]}</extra>")
+        color = CLASS_COLORS[c % len(CLASS_COLORS)]
+        for wrong in (False, True):  # two traces per class, so the legend shows the class's dot, not a cross
+            mine = np.flatnonzero((labels == c) & ((preds != c) == wrong))
+            if not len(mine):
+                continue
+            fig.add_scatter(
+                x=xy[mine, 0], y=xy[mine, 1], mode="markers", name=name, legendgroup=name,
+                showlegend=not wrong or not np.any((labels == c) & (preds == c)),
+                marker=dict(color=color, symbol="x" if wrong else "circle", size=10 if wrong else 7, line=dict(width=0)),
+                customdata=np.stack([index[mine], preds[mine]], axis=1),
+                text=[f"true {name}, predicted {result.classes[p]}" for p in preds[mine]],
+                hovertemplate="%{text}<extra>image %{customdata[0]}</extra>")
     return fig
