@@ -32,9 +32,10 @@ def activations(run_dir: str, mtime: float) -> Activations:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _embedding(run_dir: str, mtime: float, method: str, max_points: int) -> dict[str, Any]:
-    _, images = insight.evaluated_run(Path(run_dir))
-    batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+def _embedding(run_dir: str, mtime: float, method: str, max_points: int, _images: np.ndarray) -> dict[str, Any]:
+    # The run and checkpoint stand for the images in the cache key (the underscore keeps them out of hashing).
+    images = _images
+    batch = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # a copy: the cached images are read-only
     return embedding(activations(run_dir, mtime), batch, method, max_points)
 
 
@@ -62,7 +63,7 @@ def filter_tiles(weights: np.ndarray) -> list[np.ndarray]:
 
 
 def to_tensor(image_hwc: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image_hwc)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(image_hwc)).permute(2, 0, 1).contiguous()  # a copy: cached images are read-only
 
 
 # ---------------------------------------------------------------------- sections
@@ -137,8 +138,8 @@ def _where_figure(acts: Activations, image: torch.Tensor, calc: ConvArithmetic, 
                   row=1, col=1)
     fig.add_shape(type="rect", x0=calc.col - 0.5, x1=calc.col + 0.5, y0=calc.row - 0.5, y1=calc.row + 0.5,
                   line=dict(color="#111", width=3), row=1, col=2)
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False, row=1, col=2)
-    fig.update_xaxes(showticklabels=False, row=1, col=2)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x2", showgrid=False, zeroline=False, row=1, col=2)
+    fig.update_xaxes(showgrid=False, zeroline=False, row=1, col=2)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), font=FONT, showlegend=False)
     fig.update_annotations(font=dict(size=14))
     return fig
@@ -149,7 +150,9 @@ def arithmetic_figure(calc: ConvArithmetic, channel_names: tuple[str, ...] | Non
     c_in, kh, kw = calc.patch.shape
     shown = min(c_in, 4)  # beyond a few input channels the grid would be unreadable; the sums cover all
     names = channel_names or tuple(f"in {i}" for i in range(c_in))
-    titles = [f"{names[i]}: {what}" for i in range(shown) for what in ("input patch", "× kernel", "= products")]
+    sums = calc.channel_sums
+    titles = [f"{names[i]}: {what}" for i in range(shown)
+              for what in ("input patch", "× kernel", f"= products, sum {sums[i]:.3f}")]
     fig = make_subplots(shown, 3, subplot_titles=titles, horizontal_spacing=0.05, vertical_spacing=0.12 if shown > 1 else 0.1)
     big = kh * kw > 49
     for i in range(shown):
@@ -175,7 +178,7 @@ def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray) ->
     limit = TSNE_MAX_POINTS if method == "tsne" else 2000
     with st.spinner("Projecting the test set…" if method == "pca" else
                     f"t-SNE on {min(limit, len(result))} test images (a few seconds)…"):
-        emb = _embedding(str(run_dir), mtime, method, limit)
+        emb = _embedding(str(run_dir), mtime, method, limit, images)
     idx, xy = emb["index"], emb["xy"]
     right.caption(
         f"Each point is a test image, placed by the {emb['dim']} features the model's last layer reads; colours are the "

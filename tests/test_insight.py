@@ -115,7 +115,7 @@ def test_split_files_follow_the_images_through_the_cache_and_the_seeded_split(tm
         for split in (ds.train, ds.test):
             assert split.files is not None and len(split.files) == len(split)
             for image, label, file in zip(split.images[:8], split.labels[:8], split.files[:8]):
-                again = torch.from_numpy(np.asarray(Image.open(file).convert("RGB"))).permute(2, 0, 1)
+                again = torch.from_numpy(np.array(Image.open(file).convert("RGB"))).permute(2, 0, 1)
                 assert torch.equal(image, again) and Path(file).parent.name == ds.classes[int(label)]
         assert not any("broken" in f for f in ds.train.files + ds.test.files)
     whole, _ = load_eval_split(f"imagefolder:{tmp_path / 'flat'}", data_dir=tmp_path / "data")
