@@ -9,6 +9,8 @@ names them (dotted module names), so a map's label matches the Architecture page
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +71,10 @@ class Activations:
     """One trained model, traced once, and what it computes inside for any image of its run."""
 
     def __init__(self, predictor: Predictor):
-        self.predictor = predictor
-        self.model = predictor.model
+        # A private copy of the model: tracing switches a model to train mode and back, which must never
+        # overlap a forward pass on the same model elsewhere (the studio shares a run's Predictor across pages).
+        self.predictor = dataclasses.replace(predictor, model=copy.deepcopy(predictor.model).eval())
+        self.model = self.predictor.model
         self._leaves = sorted({type(m) for m in self.model.modules() if not list(m.children())}, key=str)
         self._modules = dict(self.model.named_modules())
         self._extractors: dict[tuple[str, ...], nn.Module] = {}
@@ -109,7 +113,6 @@ class Activations:
             depth = max((name.count(".") + 1 for name in self._modules if name), default=1)
             size = self.predictor.input_size
             self._table = summary(self.model, (3, size, size), depth=depth)
-            self.model.to(self.predictor.device)
         return self._table
 
     def _row(self, layer: str) -> tuple[str, str]:
