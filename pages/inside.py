@@ -82,11 +82,4 @@ with guard():
         iv.arithmetic_section(acts, image)
     else:
         result, _ = insight.evaluated_run(run_dir)
-        clicked = iv.embedding_section(run_dir, result, images)
-        if clicked is not None:
-            c = st.columns([1, 4], vertical_alignment="center")
-            c[0].image(insight.enlarge(images[clicked], 128), width=128)
-            c[1].markdown(f"Test image {clicked}: **{result.classes[result.labels[clicked]]}**, predicted "
-                          f"**{result.classes[result.preds[clicked]]}** ({result.probs[clicked].max():.0%}).")
-            c[1].button("Look inside the model with this image", on_click=look_at, args=(clicked, classes, labels),
-                        icon=":material/arrow_upward:")
+        iv.embedding_section(run_dir, result, images, look_inside=lambda i: look_at(i, classes, labels))

@@ -6,7 +6,7 @@ The page picks a run and an image; everything here draws what core.activations c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import plotly.colors
@@ -138,8 +138,9 @@ def _where_figure(acts: Activations, image: torch.Tensor, calc: ConvArithmetic, 
                   row=1, col=1)
     fig.add_shape(type="rect", x0=calc.col - 0.5, x1=calc.col + 0.5, y0=calc.row - 0.5, y1=calc.row + 0.5,
                   line=dict(color="#111", width=3), row=1, col=2)
-    fig.update_yaxes(autorange="reversed", scaleanchor="x2", showgrid=False, zeroline=False, row=1, col=2)
-    fig.update_xaxes(showgrid=False, zeroline=False, row=1, col=2)
+    h, w = fmap.shape
+    fig.update_yaxes(range=[h - 0.5, -0.5], showgrid=False, zeroline=False, row=1, col=2)
+    fig.update_xaxes(range=[-0.5, w - 0.5], showgrid=False, zeroline=False, row=1, col=2)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), font=FONT, showlegend=False)
     fig.update_annotations(font=dict(size=14))
     return fig
@@ -169,8 +170,8 @@ def arithmetic_figure(calc: ConvArithmetic, channel_names: tuple[str, ...] | Non
     return fig
 
 
-def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray) -> int | None:
-    """The scatter of the test set; returns the test index of a clicked point, if any."""
+def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray, look_inside: Callable[[int], None]) -> None:
+    """The scatter of the test set; a clicked point's image beside it, with a button to look inside with it."""
     mtime = insight.checkpoint_mtime(run_dir)
     left, right = st.columns([1, 2])
     method = left.segmented_control("Projection", ["pca", "tsne"], default="pca", required=True, key="inside_method",
@@ -186,11 +187,21 @@ def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray) ->
             f"t-SNE keeps neighbours together but distances between groups mean little; it ran on a seeded random "
             f"{len(idx):,} of the {len(result):,} test images to stay within seconds ({emb['seconds']:.1f} s here)."
             if method == "tsne" else f"PCA: the two directions of largest variance ({len(idx):,} images, "
-                                     f"{emb['seconds']:.1f} s). Click a point to see its image."))
-    event = st.plotly_chart(embedding_figure(xy, idx, result), key=f"inside-embedding-{method}", on_select="rerun",
-                            selection_mode="points")
+                                     f"{emb['seconds']:.1f} s)."))
+    chart, side = st.columns([4, 1])
+    event = chart.plotly_chart(embedding_figure(xy, idx, result), key=f"inside-embedding-{method}", on_select="rerun",
+                               selection_mode="points")
     points = event.selection.points if event else []
-    return int(points[0]["customdata"][0]) if points else None
+    if not points:
+        side.info("Click a point to see its image here.", icon=":material/touch_app:")
+        return
+    clicked = int(points[0]["customdata"][0])
+    true, pred = int(result.labels[clicked]), int(result.preds[clicked])
+    side.image(insight.enlarge(images[clicked], 128), width=128)
+    side.markdown(f"Test image {clicked}: **{result.classes[true]}**, predicted **{result.classes[pred]}** "
+                  f"({result.probs[clicked, pred]:.0%})" + (" ✕" if true != pred else ""))
+    side.button("Look inside with it", on_click=look_inside, args=(clicked,), icon=":material/arrow_upward:",
+                help="Use this test image for the feature maps and the first layer's arithmetic above.")
 
 
 def embedding_figure(xy: np.ndarray, index: np.ndarray, result: Predictions) -> go.Figure:
@@ -208,7 +219,8 @@ def embedding_figure(xy: np.ndarray, index: np.ndarray, result: Predictions) -> 
                 x=xy[mine, 0], y=xy[mine, 1], mode="markers", name=name, legendgroup=name,
                 showlegend=not wrong or not np.any((labels == c) & (preds == c)),
                 marker=dict(color=color, symbol="x" if wrong else "circle", size=10 if wrong else 7, line=dict(width=0)),
-                customdata=np.stack([index[mine], preds[mine]], axis=1),
+                # Lists, not an array: Plotly would send an array as base64, and a clicked point's customdata back as a dict.
+                customdata=np.stack([index[mine], preds[mine]], axis=1).tolist(),
                 text=[f"true {name}, predicted {result.classes[p]}" for p in preds[mine]],
                 hovertemplate="%{text}<extra>image %{customdata[0]}</extra>")
     return fig
