@@ -110,7 +110,7 @@ def test_imagefolder_mistakes_name_their_files(tmp_path, monkeypatch):
 def test_split_files_follow_the_images_through_the_cache_and_the_seeded_split(tmp_path):
     write_shapes_folder(tmp_path / "flat", per_class_train=5, per_class_test=None)
     (tmp_path / "flat" / "circle" / "broken.png").write_text("not an image")
-    for attempt in range(2):  # decoded, then from the cache
+    for _ in range(2):  # decoded, then from the cache
         ds = load_dataset(f"imagefolder:{tmp_path / 'flat'}", data_dir=tmp_path / "data")
         for split in (ds.train, ds.test):
             assert split.files is not None and len(split.files) == len(split)
