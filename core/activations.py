@@ -82,15 +82,11 @@ class Activations:
         # torchvision's own tracer, for the node names create_feature_extractor takes (a module's
         # qualified name for its first call, `name_1` for a second) and each node's inputs.
         tracer = NodePathTracer(leaf_modules=self._leaves)
-        was_training = self.model.training
-        self.model.eval()
         try:
             graph = tracer.trace(self.model)
         except Exception as exc:  # data-dependent control flow in a custom forward
             raise PlaygroundError(f"This model's forward pass cannot be traced to read its layers "
                                   f"({str(exc).splitlines()[0][:120]}).") from None
-        finally:
-            self.model.train(was_training)
         self._name = {node: tracer.node_to_qualname.get(node, node.name) for node in graph.nodes}
         self._calls = [node for node in graph.nodes if node.op == "call_module"]
         self.convs = [str(n.target) for n in self._calls if isinstance(self._modules.get(str(n.target)), nn.Conv2d)]

@@ -199,9 +199,9 @@ def _results(info: runs.RunInfo) -> None:
     cols[4].metric("Images / s", f"{info.img_per_s:,.0f}" if info.img_per_s else "–")
     _chart(_snapshot(tail, epochs))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
-    insight.results(info, tail.final_epoch, key="train")  # per class, confusion matrix, the model's mistakes
     if info.has_checkpoint:
         _downloads(info)
+    insight.results(info, tail.final_epoch, key="train")  # per class, confusion matrix, the model's mistakes (long)
 
 
 def _downloads(info: runs.RunInfo) -> None:
