@@ -195,9 +195,10 @@ CONFUSION_CELL = """() => {
 
 
 def test_click_a_confusion_cell_to_see_its_images(server, page):
+    from core.runs import new_run_id
     from core.train import TrainConfig, train
 
-    run_dir = server["models"] / "mistakes-shapes"  # the newest run: the Runs page picks it first
+    run_dir = server["models"] / new_run_id("cifar10_quick", "shapes")  # the newest id: the Runs page picks it first
     train(TrainConfig.for_model("cifar10_quick", data="shapes:500", epochs=1, batch_size=50, precision="fp32"), run_dir)
     page.goto(f"{server['url']}/runs")
     page.get_by_role("button", name="Open on the Train page").click()
