@@ -39,12 +39,17 @@ SHAPES_CLASSES = ("circle", "ring", "square", "triangle", "star", "cross", "stri
 class Split:
     images: torch.Tensor  # uint8 (N, C, H, W)
     labels: torch.Tensor  # int64 (N,)
+    files: list[str] | None = None  # each image's file, for data read from files (so a mistake can be found on disk)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.images[index], self.labels[index])
+        files = None
+        if self.files is not None:
+            positions = index.nonzero().flatten() if index.dtype == torch.bool else index.flatten()
+            files = [self.files[i] for i in positions.tolist()]
+        return Split(self.images[index], self.labels[index], files)
 
 
 @dataclass
@@ -321,6 +326,13 @@ def _decode_all(files: list[Path], size: int) -> tuple[torch.Tensor, list[bool]]
     return out, ok
 
 
+def _kept_files(files: list[Path], kept: torch.Tensor | None) -> list[str] | None:
+    """The files whose images were decoded (unreadable ones are left out of the split), as strings."""
+    if kept is None or len(kept) != len(files):
+        return None
+    return [str(f) for f, k in zip(files, kept.tolist()) if k]
+
+
 def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path) -> tuple[Split, int]:
     files, labels = _list_images(split_dir, classes)
     if not files:
@@ -337,12 +349,13 @@ def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path)
     if cache.exists():
         try:
             blob = torch.load(cache, weights_only=True)
-            return Split(blob["images"], blob["labels"]), int(blob["skipped"])
+            kept = blob.get("kept", torch.ones(len(files), dtype=torch.bool) if not int(blob["skipped"]) else None)
+            return Split(blob["images"], blob["labels"], _kept_files(files, kept)), int(blob["skipped"])
         except Exception:  # a corrupt cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
     images, ok = _decode_all(files, size)
     keep = torch.tensor(ok)
-    split = Split(images[keep].contiguous(), torch.tensor(labels, dtype=torch.long)[keep])
+    split = Split(images[keep].contiguous(), torch.tensor(labels, dtype=torch.long)[keep], _kept_files(files, keep))
     skipped = len(files) - int(keep.sum())
     if len(split) == 0:
         raise PlaygroundError(f"None of the {len(files)} files in {split_dir} could be read as images.")
@@ -352,7 +365,7 @@ def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path)
 
         cache.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        torch.save({"images": split.images, "labels": split.labels, "skipped": skipped}, buffer)
+        torch.save({"images": split.images, "labels": split.labels, "skipped": skipped, "kept": keep}, buffer)
         atomic_write_bytes(cache, buffer.getvalue())
     except OSError:
         pass  # a read-only data folder only costs a re-decode next time
@@ -392,7 +405,8 @@ def load_eval_split(spec: str, *, image_size: int = 32, seed: int = 0, data_dir:
     ds = load_dataset(spec, image_size=image_size, seed=seed, data_dir=data_dir)
     if ds.has_test_split:
         return ds.test, ds.classes
-    return Split(torch.cat([ds.train.images, ds.test.images]), torch.cat([ds.train.labels, ds.test.labels])), ds.classes
+    files = ds.train.files + ds.test.files if ds.train.files is not None and ds.test.files is not None else None
+    return Split(torch.cat([ds.train.images, ds.test.images]), torch.cat([ds.train.labels, ds.test.labels]), files), ds.classes
 
 
 # --------------------------------------------------------------------------- batches on the device
