@@ -8,6 +8,7 @@ training loop, which is both faster and one less thing to crash
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -181,12 +182,9 @@ def shapes_dataset(n_train: int = 12000, n_test: int = 2000, seed: int = 0, cach
     cache = cache_dir / f"shapes-v{SHAPES_VERSION}-{n_train}-{n_test}-{seed}.pt" if cache_dir else None
     blob = _read_cache(cache) if cache else None
     if blob is not None:
-        try:
-            splits = [Split(blob[f"{name}_images"], blob[f"{name}_labels"]) for name in ("train", "test")]
-            if [len(s) for s in splits] == [n_train, n_test] and all(s.images.shape[1:] == (3, 32, 32) for s in splits):
-                return Dataset("shapes", list(SHAPES_CLASSES), *splits)
-        except (KeyError, TypeError, AttributeError):
-            pass
+        splits = [Split(blob.get(f"{name}_images"), blob.get(f"{name}_labels")) for name in ("train", "test")]
+        if all(_is_split(s.images, s.labels, 32) and len(s) == n for s, n in zip(splits, (n_train, n_test))):
+            return Dataset("shapes", list(SHAPES_CLASSES), *splits)
     out = []
     for n, stream in ((n_train, 0), (n_test, 1)):
         rng = np.random.default_rng([seed, stream])
@@ -354,14 +352,12 @@ def _scan_split(split_dir: Path, classes: list[str], size: int) -> tuple[list[st
 
 
 def decode_workers(n_files: int) -> int:
-    """Processes that decode a cold dataset: one per core the process may use, none for small sets or where
-    this process may not start children (a daemon)."""
+    """Processes that decode a cold dataset: one per core this process may use (up to 32), none for small
+    sets, on one core, or where this process may not start children (a daemon)."""
     if n_files < PARALLEL_DECODE_MIN_FILES or multiprocessing.current_process().daemon:
         return 0
-    if os.environ.get("PLAYGROUND_DECODE_WORKERS"):
-        return max(0, int(os.environ["PLAYGROUND_DECODE_WORKERS"]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores if cores > 1 else 0
+    return min(cores, 32) if cores > 1 else 0
 
 
 class _DecodeChunks(torch.utils.data.Dataset):
@@ -396,15 +392,25 @@ def _decode_all(files: list[str], size: int, workers: int | None = None) -> tupl
     return images, ok
 
 
-def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
-    """A cache file's tensors, or None (and the file removed) when it is missing, corrupt or not tensors."""
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    """A cache file's dict of tensors, or None (and the file removed) when it is missing, corrupt or something else."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, weights_only=True)
+        blob = torch.load(path, weights_only=True)
+        if isinstance(blob, dict):
+            return blob
     except Exception:  # a corrupt cache is rebuilt, never trusted
-        path.unlink(missing_ok=True)
-        return None
+        pass
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None
+
+
+def _is_split(images: Any, labels: Any, size: int) -> bool:
+    return (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dtype == torch.uint8
+            and labels.dtype == torch.long and images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size)
+            and len(images) == len(labels))
 
 
 def _write_cache(path: Path, blob: dict[str, Any]) -> None:
@@ -429,11 +435,9 @@ def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path)
     blob = _read_cache(cache)
     if blob is not None:
         images, kept, skipped = blob.get("images"), blob.get("labels"), blob.get("skipped")
-        if (isinstance(images, torch.Tensor) and isinstance(kept, torch.Tensor) and images.dtype == torch.uint8
-                and tuple(images.shape[1:]) == (3, size, size) and len(images) == len(kept)
-                and int(skipped) + len(kept) == len(files)):
-            return Split(images, kept), int(skipped)
-        cache.unlink(missing_ok=True)  # well-formed but not this split's: rebuilt like a corrupt one
+        if (_is_split(images, kept, size) and isinstance(skipped, int) and skipped + len(kept) == len(files)):
+            return Split(images, kept), skipped
+        cache.unlink(missing_ok=True)  # readable but not this split's: rebuilt like a corrupt one
     images, ok = _decode_all(files, size)
     labels_t = torch.tensor(labels, dtype=torch.long)
     split = Split(images, labels_t) if bool(ok.all()) else Split(images[ok].contiguous(), labels_t[ok])

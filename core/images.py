@@ -136,8 +136,8 @@ def load_files_for_model(paths: Sequence[str | os.PathLike], size: int) -> tuple
     ok = torch.zeros(len(paths), dtype=torch.bool)
     decode = fast_jpeg_decoder()
     with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; the pixels are checked against
-        # PIL's in fast_jpeg_decoder, and without them every file takes the PIL path.
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; fast_jpeg_decoder checks their
+        # pixels against PIL's, and once a torchvision drops them every file takes the PIL path.
         warnings.simplefilter("ignore", DeprecationWarning)
         for i, path in enumerate(paths):
             name = os.fsdecode(path)
@@ -154,8 +154,8 @@ def load_files_for_model(paths: Sequence[str | os.PathLike], size: int) -> tuple
                         if pixels.shape == (3, size, size):
                             images[i], ok[i] = pixels, True
                             continue
-                    except RuntimeError:
-                        pass  # damaged: PIL decides, so a file is kept or refused exactly as before
+                    except Exception:  # damaged: PIL decides, so a file is kept or refused exactly as before
+                        pass
                 images[i], ok[i] = load_for_model(data, size, name=name), True
             except PlaygroundError:
                 pass
