@@ -256,7 +256,8 @@ def cifar10_dataset(data_dir: Path, download: bool = True) -> Dataset:
 
 
 def _is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+    dot = name.rfind(".")  # Path.suffix, without building a Path per file
+    return 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
 def _is_image(path: Path) -> bool:
@@ -314,7 +315,7 @@ def _scan_class(class_dir: str) -> list[tuple[str, os.stat_result]]:
     os.scandir tells files from folders without a stat call; each file is stat'ed once, for the cache key.
     Like rglob, it does not descend into symlinked folders and skips folders it may not read.
     """
-    found, stack = [], [""]
+    found, stack, nested = [], [""], False
     while stack:
         rel = stack.pop()
         try:
@@ -324,14 +325,18 @@ def _scan_class(class_dir: str) -> list[tuple[str, os.stat_result]]:
                     try:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(name)
+                            nested = True
                         elif entry.is_file() and _is_image_name(entry.name):
                             found.append((name, entry.stat()))
                     except OSError:
                         continue  # vanished or a broken link
         except OSError:
             continue
-    # Path order compares component by component ("a/b" before "a-c"); normcase matches Windows' case folding.
-    found.sort(key=lambda item: os.path.normcase(item[0]).split(os.sep))
+    if nested or os.name == "nt":
+        # Path order compares component by component ("a/b" before "a-c"); normcase matches Windows' case folding.
+        found.sort(key=lambda item: os.path.normcase(item[0]).split(os.sep))
+    else:
+        found.sort(key=lambda item: item[0])
     return found
 
 
