@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import socket
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_DATASET_BYTES = 6 * 1024**3  # decoded uint8 pixels kept in memory
 DOWNLOAD_TIMEOUT_S = 20
 PARALLEL_DECODE_MIN_FILES = 2048  # below this, starting worker processes costs more than it saves
+# Importing torchvision for its JPEG decoder costs 1-2 s; the decoder saves ~0.2 ms a file over PIL's path,
+# so it pays where each decoding process has this many files (or torchvision is imported already).
+TORCHVISION_DECODE_MIN_FILES = 8000
 DECODER_VERSION = 2  # part of every cache key: bump when decoding would give other pixels
 SHAPES_VERSION = 1  # part of the shapes cache key: bump when _render_shapes draws differently
 SHAPES_CLASSES = ("circle", "ring", "square", "triangle", "star", "cross", "stripes", "checker", "dots", "crescent")
@@ -372,25 +376,31 @@ class _DecodeChunks(torch.utils.data.Dataset):
     worker processes scale with the cores, and DataLoader hands their tensors back in shared memory.
     """
 
-    def __init__(self, files: list[str], size: int, chunk: int):
-        self.files, self.size, self.chunk = files, size, chunk
+    def __init__(self, files: list[str], size: int, chunk: int, use_torchvision: bool):
+        self.files, self.size, self.chunk, self.use_torchvision = files, size, chunk, use_torchvision
 
     def __len__(self) -> int:
         return math.ceil(len(self.files) / self.chunk)
 
     def __getitem__(self, k: int) -> tuple[int, torch.Tensor, torch.Tensor]:
         start = k * self.chunk
-        return (start, *load_files_for_model(self.files[start:start + self.chunk], self.size))
+        return (start, *load_files_for_model(self.files[start:start + self.chunk], self.size,
+                                             use_torchvision=self.use_torchvision))
 
 
-def _decode_all(files: list[str], size: int, workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_all(files: list[str], size: int, workers: int | None = None,
+                use_torchvision: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode files to (N, 3, size, size) uint8 and a mask of those that could be read."""
     workers = decode_workers(len(files)) if workers is None else workers
-    fast_jpeg_decoder()  # import and check the decoder once here, not in every worker after the fork
+    if use_torchvision is None:
+        use_torchvision = "torchvision" in sys.modules or len(files) >= TORCHVISION_DECODE_MIN_FILES * max(1, workers)
+    if use_torchvision:
+        fast_jpeg_decoder()  # import and check the decoder once here, not in every worker after the fork
     chunk = min(1024, max(64, len(files) // (8 * max(1, workers))))  # ~8 chunks a worker keeps them all busy
     images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     ok = torch.zeros(len(files), dtype=torch.bool)
-    loader = torch.utils.data.DataLoader(_DecodeChunks(files, size, chunk), batch_size=None, num_workers=workers)
+    loader = torch.utils.data.DataLoader(_DecodeChunks(files, size, chunk, use_torchvision), batch_size=None,
+                                         num_workers=workers)
     for start, part, part_ok in loader:
         images[start:start + len(part)] = part
         ok[start:start + len(part)] = part_ok

@@ -123,7 +123,8 @@ def load_for_model(source: ImageSource, size: int, *, name: str | None = None) -
     return prepare_image(open_image(source, name=name), size)
 
 
-def load_files_for_model(paths: Sequence[str | os.PathLike], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_files_for_model(paths: Sequence[str | os.PathLike], size: int, *,
+                         use_torchvision: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``load_for_model`` for many dataset files: (N, 3, size, size) uint8 and a bool mask of the files that loaded.
 
     The same pixels and the same refusals as ``load_for_model``, faster for the common dataset file: an
@@ -131,23 +132,26 @@ def load_files_for_model(paths: Sequence[str | os.PathLike], size: int) -> tuple
     torchvision's libjpeg, in one call for all of them, without PIL's Python work per file (parsing the
     headers, EXIF, copies), which costs several times the decode itself for small images. Any other file,
     or one that decoder rejects, goes through ``load_for_model``; unreadable files are left out of the mask.
+    ``use_torchvision=False`` sends every file through ``load_for_model`` (same pixels, no torchvision import).
     """
     images = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     pixels = images.numpy()  # numpy item assignment is several times cheaper than a tensor's
     ok = [False] * len(paths)
     contents = [_read_small_file(path) for path in paths]
-    decode = fast_jpeg_decoder() if size * size <= MAX_PIXELS else None
+    decode = fast_jpeg_decoder() if use_torchvision and size * size <= MAX_PIXELS else None
     fast = [i for i, data in enumerate(contents) if decode and data is not None and _plain_jpeg_size(data) == (size, size)]
     if fast:
         for i, decoded in zip(fast, decode([contents[i] for i in fast])):
             if decoded is not None and decoded.shape == (3, size, size):
                 pixels[i], ok[i] = decoded.numpy(), True
     for i, data in enumerate(contents):
-        if not ok[i]:
-            try:  # PIL decides, so a file the fast decoder rejected is kept or refused exactly as before
-                pixels[i], ok[i] = load_for_model(paths[i] if data is None else data, size, name=os.fsdecode(paths[i])).numpy(), True
-            except PlaygroundError:
-                pass
+        if ok[i]:
+            continue
+        try:  # PIL decides, so a file the fast decoder rejected is kept or refused exactly as before
+            pixels[i] = load_for_model(paths[i] if data is None else data, size, name=os.fsdecode(paths[i])).numpy()
+            ok[i] = True
+        except PlaygroundError:
+            pass
     return images, torch.tensor(ok, dtype=torch.bool)
 
 

@@ -16,7 +16,8 @@ from core import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 # --device cpu: these are gloo tests, and must pass on a machine with fewer GPUs than processes too.
-ARGS = ["--model", "cifar10_quick", "--data", "shapes:3000", "--device", "cpu", "--epochs", "4", "--batch-size", "100", "--seed", "1"]
+ARGS = ["--model", "cifar10_quick", "--data", "shapes:3000", "--device", "cpu",
+        "--epochs", "4", "--batch-size", "100", "--seed", "1"]
 pytestmark = pytest.mark.slow
 
 
@@ -109,6 +110,7 @@ def test_more_processes_than_gpus_is_a_one_line_error(tmp_path):
     assert done.returncode != 0 and not done.stdout
     ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     gpus = torch.cuda.device_count()
-    assert ours and f"torchrun started 2 processes on this machine but {'only 1 GPU is' if gpus else 'no GPU is'} visible" in ours[0]
+    visible = "only 1 GPU is" if gpus else "no GPU is"
+    assert ours and f"torchrun started 2 processes on this machine but {visible} visible" in ours[0]
     assert "--device cpu" in ours[0]
     assert "invalid device ordinal" not in done.stderr and "core/train.py" not in done.stderr  # no traceback of ours

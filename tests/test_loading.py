@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,8 @@ def odd_files(folder: Path) -> list[Path]:
         "wide.jpg": lambda p: wide.save(p),
         "big.jpg": lambda p: Image.fromarray(_noise(rng, 300, 200)).save(p),
         "small.jpg": lambda p: Image.fromarray(_noise(rng, 8, 8)).save(p),
-        "alpha.png": lambda p: Image.fromarray(np.dstack([_noise(rng, 32, 32), rng.integers(0, 256, (32, 32), dtype=np.uint8)])).save(p),
+        "alpha.png": lambda p: Image.fromarray(np.dstack([_noise(rng, 32, 32), rng.integers(0, 256, (32, 32), dtype=np.uint8)]))
+        .save(p),
         "palette.gif": lambda p: rgb.convert("P").save(p),
         "deep.png": lambda p: Image.fromarray((rng.integers(0, 65535, (32, 32))).astype(np.uint16)).save(p),
         "plain.png": lambda p: rgb.save(p),
@@ -120,9 +122,11 @@ def test_damaged_jpegs_are_kept_or_refused_exactly_as_before(tmp_path):
 def test_without_torchvision_decoder_pil_gives_the_same_pixels(tmp_path, monkeypatch):
     paths = odd_files(tmp_path / "odd")
     fast = load_files_for_model(paths, 32)
-    monkeypatch.setattr(images, "fast_jpeg_decoder", lambda: None)
-    slow = load_files_for_model(paths, 32)
-    assert torch.equal(fast[1], slow[1]) and torch.equal(fast[0][fast[1]], slow[0][slow[1]])
+    pil = load_files_for_model(paths, 32, use_torchvision=False)
+    monkeypatch.setattr(images, "fast_jpeg_decoder", lambda: None)  # a torchvision without its decoders
+    without = load_files_for_model(paths, 32)
+    for other in (pil, without):
+        assert torch.equal(fast[1], other[1]) and torch.equal(fast[0][fast[1]], other[0][other[1]])
 
 
 def test_real_jpegs_decode_to_the_same_pixels_in_worker_processes(cifar_slice):
@@ -131,11 +135,12 @@ def test_real_jpegs_decode_to_the_same_pixels_in_worker_processes(cifar_slice):
     # The fast path is what makes cold loads fast: CIFAR's files must take it.
     assert images.fast_jpeg_decoder() is not None
     assert images._plain_jpeg_size(Path(files[0]).read_bytes()) == (32, 32)
-    loaded, ok = data._decode_all(files, 32, workers=2)
+    loaded, ok = data._decode_all(files, 32, workers=2, use_torchvision=True)
     assert bool(ok.all())
     assert_same_as_reference([Path(f) for f in files], 32, loaded, ok)
-    in_process, _ = data._decode_all(files, 32, workers=0)
-    assert torch.equal(in_process, loaded)
+    in_process, _ = data._decode_all(files, 32, workers=0, use_torchvision=True)
+    with_pil, _ = data._decode_all(files, 32, workers=2, use_torchvision=False)
+    assert torch.equal(in_process, loaded) and torch.equal(with_pil, loaded)
 
 
 def _old_listing(split_dir: Path, classes: list[str]) -> list[Path]:
@@ -290,6 +295,21 @@ def test_load_dataset_caches_shapes_in_the_data_folder(tmp_path):
     assert (tmp_path / "cache" / f"shapes-v{data.SHAPES_VERSION}-200-2000-3.pt").exists()
     assert len(ds.train) == 200 and len(ds.test) == 2000
     shapes_dataset.cache_clear()
+
+
+def test_torchvision_is_imported_for_decoding_only_where_it_pays(tmp_path, monkeypatch):
+    files = [str(p) for p in odd_files(tmp_path / "odd")]
+    seen = []
+    real = images.load_files_for_model
+    monkeypatch.setattr(data, "load_files_for_model", lambda paths, size, use_torchvision: seen.append(use_torchvision)
+                        or real(paths, size, use_torchvision=use_torchvision))
+    assert images.fast_jpeg_decoder() is not None  # imported and cached before torchvision is hidden below
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)  # only what _decode_all sees; nothing is unloaded
+    data._decode_all(files, 32, workers=0)
+    monkeypatch.setattr(data, "TORCHVISION_DECODE_MIN_FILES", len(files))
+    data._decode_all(files, 32, workers=0)
+    data._decode_all(files, 32, workers=0, use_torchvision=False)
+    assert seen == [False, True, False]
 
 
 def test_decode_workers_follow_the_cores(monkeypatch):
