@@ -47,17 +47,24 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_s": cpu() - cpu0, "i
 """
 OUR_LOAD = _CLOCK + """
 import sys
-from core.data import decode_workers, load_dataset
-from core.images import fast_jpeg_decoder
+from core import data
+decoder = data.fast_jpeg_decoder
+decoder_s = []
+
+def timed_decoder():  # the first call imports torchvision, when the load decides to use its decoder
+    started = time.perf_counter()
+    try:
+        return decoder()
+    finally:
+        decoder_s.append(time.perf_counter() - started)
+
+data.fast_jpeg_decoder = timed_decoder
 cpu0, t0 = cpu(), time.perf_counter()
-if sys.argv[3] == "cold":
-    fast_jpeg_decoder()  # the load would do it first thing: timed on its own too
-decoder_s = time.perf_counter() - t0
-ds = load_dataset("imagefolder:" + sys.argv[1], data_dir=sys.argv[2])
+ds = data.load_dataset("imagefolder:" + sys.argv[1], data_dir=sys.argv[2])
 seconds, cpu_s = time.perf_counter() - t0, cpu() - cpu0
 n = len(ds.train) + len(ds.test)
-print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "images": n, "workers": decode_workers(n), "skipped": ds.skipped,
-                  "decoder_s": decoder_s, "imported_torchvision": "torchvision" in sys.modules}))
+print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "images": n, "workers": data.decode_workers(n), "skipped": ds.skipped,
+                  "decoder_s": sum(decoder_s), "imported_torchvision": "torchvision" in sys.modules}))
 """
 
 
@@ -80,8 +87,8 @@ def loading_figures(tar: Path = DEV_TAR, repeats: int = 3, log=print) -> dict[st
             load_before = os.getloadavg()[0]
             plain = _timed(PLAIN_PIL, str(folder))
             cache = Path(tmp) / f"data-{r}"
-            cold = _timed(OUR_LOAD, str(folder), str(cache), "cold")
-            warm = _timed(OUR_LOAD, str(folder), str(cache), "warm")
+            cold = _timed(OUR_LOAD, str(folder), str(cache))
+            warm = _timed(OUR_LOAD, str(folder), str(cache))
             if not plain["images"] == cold["images"] == warm["images"]:
                 raise RuntimeError(f"the loads saw different files: {plain}, {cold}, {warm}")
             rounds.append({"plain": plain, "cold": cold, "warm": warm, "ratio": cold["seconds"] / plain["seconds"],

@@ -37,7 +37,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_DATASET_BYTES = 6 * 1024**3  # decoded uint8 pixels kept in memory
 DOWNLOAD_TIMEOUT_S = 20
-PARALLEL_DECODE_MIN_FILES = 2048  # below this, starting worker processes costs more than it saves
+PARALLEL_DECODE_MIN_FILES = 1024  # below this, starting worker processes costs more than it saves
 # Importing torchvision for its JPEG decoder costs 1-2 s; the decoder saves ~0.2 ms a file over PIL's path,
 # so it pays where each decoding process has this many files (or torchvision is imported already).
 TORCHVISION_DECODE_MIN_FILES = 8000
