@@ -387,6 +387,7 @@ def build(
     weights: str | os.PathLike | None = None,
     freeze: bool = False,
     input_size: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> nn.Module:
     """Build a preset by name or a model from a layer spec.
 
@@ -394,6 +395,7 @@ def build(
     "IMAGENET1K_V1"; downloads into TORCH_HOME when online), or a local
     .pth/.pt/.safetensors file. ImageNet weights load into the 1000-class model
     first, then the head is replaced, so only the head starts from scratch.
+    widths: the speedrun net's three conv-group widths (None: its default, 32/128/128).
     """
     if num_classes < 1:
         raise PlaygroundError("num_classes must be at least 1.")
@@ -419,7 +421,7 @@ def build(
     if name == "speedrun":
         from core.speedrun import build_speedrun
 
-        model = build_speedrun(num_classes, in_channels)
+        model = build_speedrun(num_classes, in_channels, **({"widths": tuple(widths)} if widths else {}))
     elif name in builders:
         model = builders[name]()
     else:
