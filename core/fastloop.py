@@ -24,13 +24,13 @@ from __future__ import annotations
 import collections
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
-
 
 # --------------------------------------------------------------------------- the graphed step
 
@@ -49,8 +49,10 @@ class GraphedStep:
     """
 
     def __init__(self, forward_backward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 model: nn.Module, optimizer: torch.optim.Optimizer, warmup: int = 3):
+                 model: nn.Module, optimizer: torch.optim.Optimizer, warmup: int = 3,
+                 before_capture: Callable[[], None] | None = None):
         self.forward_backward = forward_backward
+        self.before_capture = before_capture  # e.g. let a background checkpoint write finish first
         self.params = list(model.parameters())
         self.optimizer = optimizer
         self.warmup = warmup
@@ -90,11 +92,14 @@ class GraphedStep:
         return loss, logits
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.before_capture is not None:
+            self.before_capture()
         static_x, static_y = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)  # so that backward allocates the grads inside the graph's pool
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: CUDA calls of other threads (a studio page, a checkpoint write) cannot spoil the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 loss, logits = self.forward_backward(static_x, static_y)
         except RuntimeError as exc:  # e.g. an op that syncs or allocates on the host inside the model
             self.failed = str(exc).splitlines()[0][:200]
@@ -249,6 +254,6 @@ def ema_update(ema: torch.optim.swa_utils.AveragedModel, model: nn.Module, decay
         if floats:
             torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - decay)
         for a, c in zip(averaged, current):
-            if not a.is_floating_point():
-                a.copy_(c)
+            if not a.is_floating_point():  # counters such as num_batches_tracked: as get_ema_multi_avg_fn treats them
+                a.copy_(a * decay + c * (1 - decay))
     ema.n_averaged += 1

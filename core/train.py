@@ -243,7 +243,8 @@ def evaluate(model: nn.Module, split: Split, norm: Normalization, input_size: in
                 logits = tta_logits(model, x, int(tta))
             logits = logits.float()
             sums[0] += F.cross_entropy(logits, y, reduction="sum")
-            sums[1:] += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
+            # index_add_, not bincount: bincount reads its input's maximum on the host (a sync per batch on CUDA)
+            sums[1:].index_add_(0, y * num_classes + logits.argmax(1), torch.ones_like(y, dtype=sums.dtype))
     if dist.enabled:
         torch.distributed.all_reduce(sums)
     sums = sums.cpu()
@@ -480,7 +481,8 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
               start_global_step=start_global_step, test_split=Split(ds.test.images.to(device), ds.test.labels.to(device)),
               reads=IntervalReads(device), checkpoints=CheckpointWriter(runs.save_checkpoint, device))
     if device.type == "cuda" and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
-        s.graphed = GraphedStep(lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer)
+        s.graphed = GraphedStep(lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer,
+                                before_capture=s.checkpoints.wait)
     if dist.main and not checkpoint:
         write_run_config(s)
     return s
