@@ -618,6 +618,7 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     s.reads.restart()
     for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
         if (not s.dist.enabled or progress.step % s.log_every == 0) and s.stop.requested():
+            write_step_records(s, progress, meter, wait=True)  # a stopped run keeps the records of what it trained
             raise StopRequested
         loss, logits = train_step(s, x, y)
         progress.step += 1

@@ -49,6 +49,28 @@ def test_presets_pick_batch_size_and_lr_per_device():
         TrainConfig.for_model("cifar10_quick", widths=[8, 8, 8]).validate()
 
 
+def test_the_train_form_shows_both_recipes_and_starts_at_the_chosen_devices(models_root):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from studio.train_form import make_config
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    at.selectbox(key="preset_name").set_value("speedrun")
+    at.run()
+    note = next(c.value for c in at.caption if "CUDA GPU" in c.value)
+    assert "batch 1024" in note and "batch 512" in note and "64/256/256" in note
+    at.selectbox(key="hp-speedrun-dev").set_value("cuda")
+    at.run()
+    assert at.select_slider(key="hp-speedrun-gpu-batch").value == 1024
+    assert at.number_input(key="hp-speedrun-gpu-lr").value == pytest.approx(1.5)
+    config = make_config({"model": "speedrun"}, "shapes", {"epochs": 10, "device": "cpu"})
+    assert config.batch_size == 512 and config.widths is None  # the CPU recipe when the form says cpu
+
+
 def test_a_wide_speedrun_run_predicts_and_evaluates_as_it_trained(models_root):
     from core.evaluate import evaluate_run
 
