@@ -27,6 +27,24 @@ from core.images import ImageSource, load_for_model
 from core.models import build, imagenet_categories, read_state_dict
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+    """Logits of a normalized batch with test-time augmentation: the same image seen in several ways, averaged.
+
+    0: the image alone. 1: averaged with its mirror image. 2: half that, half the mirror-averaged views of the
+    image shifted by one pixel up-left and down-right (edges reflected); the crops a run trained on make these
+    views familiar, and averaging them cancels some of the net's position noise (as airbench94 evaluates).
+    """
+    logits = model(x)
+    if level >= 1:
+        logits = (logits + model(x.flip(-1))) / 2
+    if level >= 2:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+        logits = (logits + sum((model(v) + model(v.flip(-1))) / 2 for v in shifted) / 2) / 2
+    return logits
+
+
 @dataclass
 class Predictor:
     model: nn.Module
@@ -134,21 +152,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
-    """Logits of a normalized batch with test-time augmentation: the same image seen in several ways, averaged.
-
-    0: the image alone. 1: averaged with its mirror image. 2: half that, half the mirror-averaged views of the
-    image shifted by one pixel up-left and down-right (edges reflected); the crops a run trained on make these
-    views familiar, and averaging them cancels some of the net's position noise (as airbench94 evaluates).
-    """
-    logits = model(x)
-    if level >= 1:
-        logits = (logits + model(x.flip(-1))) / 2
-    if level >= 2:
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
-        logits = (logits + sum((model(v) + model(v.flip(-1))) / 2 for v in shifted) / 2) / 2
-    return logits

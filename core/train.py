@@ -586,7 +586,9 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
     meter.loss.zero_()
     meter.correct.zero_()
     meter.n = 0
-    write_step_records(s, progress, meter)
+    # Under torchrun every rank must see a NaN at the same step (or they part ways), so there the read waits; the
+    # all-reduce above has made the ranks wait for each other anyway.
+    write_step_records(s, progress, meter, wait=s.dist.enabled)
 
 
 def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool = False) -> None:
