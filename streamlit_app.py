@@ -5,6 +5,7 @@ pages/ and everything else is in core/ (the engine) and studio/ (UI helpers).
 """
 import streamlit as st
 
+from studio import state, workspace
 from studio.widgets import device_badge, training_note
 
 st.set_page_config(page_title="Torch Playground", page_icon=":material/local_fire_department:", layout="wide")
@@ -22,4 +23,5 @@ pages = {
 page = st.navigation(pages)
 device_badge(st.sidebar)
 training_note(st.sidebar)
+workspace.sidebar(state.all_runs())  # shared mode: this browser's workspace code (nothing otherwise)
 page.run()

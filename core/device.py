@@ -39,6 +39,11 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     return torch.device(name)
 
 
+def uses_gpu(device: str) -> bool:
+    """Whether a run with this --device trains on a CUDA GPU (what a preset recipe's "gpu" values are for)."""
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16).

@@ -32,7 +32,7 @@ from core import runs
 from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
-from core.models import PRESETS, build, count_parameters, preset_input_size
+from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, recipe_for
 from core.predict import tta_logits
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -78,20 +78,8 @@ class TrainConfig:
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
-        """The recipe a preset trains best with on the device the run will use, then the caller's overrides."""
-        recipe: dict[str, Any] = {}
-        if model == "speedrun":
-            from core.speedrun import RECIPE
-
-            recipe = dict(RECIPE)
-            if isinstance(recipe.get("augment"), str):  # the recipe names its augmentation ("flip+crop")
-                recipe["augment"] = recipe["augment"] != "none"
-        elif model in ("vgg16", "alexnet", "resnet18"):
-            recipe = {"lr": 0.01, "batch_size": 64, "epochs": 5, "gpu": GPU_FINE_TUNE[model]}
-        elif model in ("cifar10_quick", "lenet5", "mycnn", "custom"):
-            recipe = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}
-        recipe = for_device(recipe, overrides.get("device") or "auto")
-        recipe = {k: v for k, v in recipe.items() if k in _FIELDS}
+        """The recipe a preset trains best with (`Preset.recipe`) on the device the run will use, then the caller's overrides."""
+        recipe = recipe_for(model, overrides.get("device") or "auto")
         return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
@@ -126,24 +114,6 @@ class TrainConfig:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-# Fine-tuning recipes on a CUDA GPU: a batch that keeps the GPU busy, the lr scaled with it (linear scaling, from
-# 0.01 at 64; the onecycle schedule warms up). VGG16 and AlexNet see 224-pixel images, so their batches stay smaller.
-GPU_FINE_TUNE = {"resnet18": {"batch_size": 512, "lr": 0.08}, "vgg16": {"batch_size": 128, "lr": 0.02},
-                 "alexnet": {"batch_size": 256, "lr": 0.04}}
-
-
-def uses_gpu(device: str) -> bool:
-    """Whether a run with this --device trains on a CUDA GPU (what a recipe's "gpu" values are for)."""
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
-
-
-def for_device(recipe: dict[str, Any], device: str) -> dict[str, Any]:
-    """A recipe with its "gpu" values applied when `device` is a CUDA GPU, and without the "gpu" key."""
-    recipe = dict(recipe)
-    gpu = recipe.pop("gpu", None) or {}
-    return {**recipe, **gpu} if uses_gpu(device) else recipe
-
 
 # --------------------------------------------------------------------------- distributed
 
@@ -213,7 +183,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = False
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(m in str(exc).lower() for m in ("out of memory", "can't allocate memory"))
 
 
 @dataclass
@@ -404,7 +374,7 @@ def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, A
     input_size = config.image_size or preset_input_size(config.model)
     data_size = input_size if config.data.startswith("imagefolder:") else 32
     ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-    pretrained = config.weights is not None and config.model in ("resnet18", "vgg16", "alexnet") and not Path(str(config.weights)).is_file()
+    pretrained = config.weights is not None and is_torchvision(config.model) and not Path(str(config.weights)).is_file()
     if checkpoint:
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif pretrained:
@@ -495,7 +465,8 @@ def write_run_config(s: Setup) -> None:
     runs.write_config(
         s.log.run_dir, s.config.to_dict(),
         classes=s.data.classes, num_classes=len(s.data.classes), input_size=s.input_size, data_size=s.data_size,
-        normalization=s.norm.as_dict(),
+        # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
+        normalization={k: [round(v, 6) for v in values] for k, values in s.norm.as_dict().items()},
         dataset={"n_train": len(s.data.train), "n_test": len(s.data.test), "skipped": s.data.skipped,
                  "has_test_split": s.data.has_test_split},
         params={"trainable": trainable, "total": total},
@@ -800,7 +771,7 @@ def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    p.add_argument("--model", help="preset name (cifar10_quick, speedrun, lenet5, mycnn, resnet18, vgg16, alexnet) or 'custom'")
+    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}) or 'custom'")
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
     p.add_argument("--data", help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--epochs", type=int)

@@ -18,7 +18,7 @@ from core import jobs, runs
 from core.curves import format_duration
 from core.evaluate import evaluate_run
 from core.predict import Predictor
-from studio import state
+from studio import queue_view, state, workspace
 from studio.charts import confusion_figure, per_class_figure, training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
@@ -51,7 +51,9 @@ def run_picker(current: Path | None) -> Path | None:
 
 def run_panel(run_dir: Path) -> None:
     info = runs.run_info(run_dir)
-    if info.status in ("running", "queued"):
+    if info.status == "queued":  # waiting for a free device: its place in line, not curves
+        queue_view.queued_panel(run_dir)
+    elif info.status == "running":
         _live(run_dir, info.config)
     else:
         _header(info.status, info.config)
@@ -132,9 +134,9 @@ def _live(run_dir: Path, config: dict) -> None:
     def fresh_tail():
         tail = state.tail(run_dir)
         tail.update()
-        ended = tail.state not in ("running", "queued")  # finished, stopped or failed
+        ended = tail.state not in runs.ACTIVE_STATUSES  # finished, stopped or failed
         if not ended and time.time() - tail.changed_at > SILENT_S:  # or did the process die without a word?
-            ended = runs.run_info(run_dir).status not in ("running", "queued")
+            ended = not runs.run_info(run_dir).active
             tail.changed_at = time.time()  # alive: look again in SILENT_S, not on every tick
         if ended:
             state.runs_changed()
@@ -227,6 +229,8 @@ def _downloads(info: runs.RunInfo) -> None:
                            file_name=f"{info.run_id}.pt", mime="application/octet-stream", on_click="ignore",
                            icon=":material/download:", help="Recommended: tensors only (plus classes and normalization). Loads with "
                                 "torch.load(path, weights_only=True) and on the Predict page.")
+        if workspace.settings().shared:  # a pickle runs code when loaded: a shared server does not hand them out
+            return
         st.download_button("Whole model (pickle)", lambda: runs.whole_model_bytes(Predictor.from_run(info.path).model),
                            file_name=f"{info.run_id}-model.pt", mime="application/octet-stream", on_click="ignore",
                            icon=":material/download:", help="torch.save(model): unsafe to load from others — loading a pickle can run any code. "

@@ -205,6 +205,19 @@ def test_truncated_metrics_line_is_ignored(tmp_path):
     assert more == [{"kind": "epoch", "epoch": 1, "test_acc": 0.5}]
 
 
+def test_for_model_applies_each_presets_recipe_then_the_overrides():
+    from core.models import PRESETS, recipe_for
+
+    for name in PRESETS:
+        for device in ("cpu", "cuda"):  # a recipe's "gpu" values apply on a CUDA GPU
+            config = TrainConfig.for_model(name, device=device)  # a recipe key that is not a TrainConfig field fails here
+            recipe = recipe_for(name, device)
+            assert "gpu" not in recipe and {k: getattr(config, k) for k in recipe} == recipe, (name, device)
+    assert TrainConfig.for_model("speedrun", lr=0.1, epochs=None).lr == 0.1  # an override wins; None keeps the recipe
+    assert TrainConfig.for_model("speedrun", epochs=None).epochs == PRESETS["speedrun"].recipe["epochs"]
+    assert TrainConfig.for_model("custom", layers=[{"type": "Linear"}]).optimizer == PRESETS["cifar10_quick"].recipe["optimizer"]
+
+
 def test_bad_config_values_are_user_errors():
     for bad in (dict(optimizer="lbfgs"), dict(lr=-1.0), dict(epochs=0), dict(schedule="warm"), dict(model="nope")):
         with pytest.raises(PlaygroundError):
