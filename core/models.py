@@ -518,14 +518,26 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
     model.load_state_dict(state)
 
 
+def _use_running_stats(module: nn.Module, args: Any) -> None:
+    module.training = False
+
+
 def freeze_backbone(model: nn.Module, name: str) -> None:
-    """Train only the head: the classic fine-tuning set-up for a small dataset."""
+    """Train only the head: the classic fine-tuning set-up for a small dataset.
+
+    The frozen backbone's BatchNorm layers also keep normalizing with their pretrained statistics while the head
+    trains (as Keras does for a frozen base): with a batch of 8 pictures, batch statistics would be noise, and the
+    head would learn from features that differ from the ones it sees at test time.
+    """
     head = set(head_parameters(model, name))
     if not head:
         raise PlaygroundError(f"Freezing the backbone is available for torchvision models ({', '.join(TORCHVISION_MODELS)}, "
                               f"efficientnet_b0, ...), not {name}.")
     for pname, p in model.named_parameters():
         p.requires_grad_(pname in head)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            module.register_forward_pre_hook(_use_running_stats)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
