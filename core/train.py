@@ -1,9 +1,13 @@
 """The training loop and `python -m core.train`.
 
-Read it top to bottom: TrainConfig, then `train()`, which sets up data, model
-and optimizer, then runs `train_one_epoch` / `evaluate` per epoch and writes
-every record to the run folder. The same code runs in the studio (a child
-process), on the command line and under torchrun (DistributedDataParallel).
+Read it top to bottom: TrainConfig; the pieces (schedule, optimizer,
+`evaluate()`); `setup()`, which returns a `Setup` (data, loader, model,
+optimizer, schedule, EMA, normalization, the run folder's log);
+`train_one_epoch()` with its per-batch `train_step()` and per-interval
+`log_interval()`; `outcome()`, which maps how the loop ended to a status and
+message; and `train()`, which is those in order. The same code runs in the
+studio (a child process), on the command line and under torchrun
+(DistributedDataParallel).
 """
 from __future__ import annotations
 
@@ -238,7 +242,7 @@ def init_distributed(config: TrainConfig) -> Dist:
     """Join the torchrun job, if there is one."""
     dist = Dist.from_env()
     if dist.enabled and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
+        backend = dev.distributed_backend(config.device)  # one GPU per process, or a one-line error
         if backend == "nccl":
             torch.cuda.set_device(dist.local_rank)
         # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.
@@ -347,6 +351,10 @@ class Setup:
     @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
+
+    def logs_after(self, step: int) -> bool:
+        """Whether batch `step` (1-based, in its epoch) ends a log interval; the epoch's last batch always does."""
+        return step % self.log_every == 0 or step == self.steps_per_epoch
 
 
 def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, Any] | None) -> tuple[Dataset, Normalization, int, int]:
@@ -533,7 +541,9 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     """Train epoch `progress.epoch` from batch `progress.step` on (0, or where a resumed run stopped).
 
     Returns the epoch's train loss and accuracy. Raises StopRequested (checked before every batch) and
-    FloatingPointError (the loss is not finite at a log interval).
+    FloatingPointError (the loss is not finite at a log interval). Between log intervals nothing here reads a
+    value back from the device (under torchrun the Stop check's all-reduce still does, once per batch), so the
+    host can queue steps ahead of an accelerator.
     """
     if hasattr(s.model, "on_epoch_start"):
         s.model.on_epoch_start(progress.epoch, s.config.epochs)
@@ -542,11 +552,13 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
         if s.stop.requested():
             raise StopRequested
+        # Known before the step, so that a logged step can also watch the step itself (activations, the update).
+        logged = s.logs_after(progress.step + 1)
         loss, logits = train_step(s, x, y)
         progress.step += 1
         progress.global_step += 1
         meter.add(loss, logits, y)
-        if progress.step % s.log_every == 0 or progress.step == s.steps_per_epoch:
+        if logged:
             log_interval(s, progress, meter)
     return meter.epoch_metrics()
 

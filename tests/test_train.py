@@ -137,6 +137,17 @@ def test_simulated_out_of_memory_fails_with_advice(models_root, monkeypatch):
     assert info.status == "failed" and "smaller batch" in info.message
 
 
+def test_an_unexpected_error_is_recorded_then_raised_with_its_traceback(models_root, monkeypatch):
+    def broken_step(s, x, y):
+        raise ValueError("a bug in the step")
+
+    monkeypatch.setattr("core.train.train_step", broken_step)
+    with pytest.raises(ValueError, match="a bug in the step"):
+        train(tiny(), models_root / "r")
+    info = runs.run_info(models_root / "r")
+    assert info.status == "failed" and info.message == "ValueError: a bug in the step"
+
+
 def test_all_parameters_frozen_is_refused(models_root):
     with pytest.raises(PlaygroundError, match="Every parameter is frozen"):
         from core.train import make_optimizer
