@@ -43,6 +43,7 @@ JPEG_QUALITY = 92
 SMALL_DATA_PER_CLASS = 300  # below this many training images per class, fine-tune a pretrained network
 MEANINGFUL_TEST_IMAGES = 20  # fewer test images than this: each one moves the accuracy by more than 5 points
 MIN_PER_CLASS = 2  # one picture to train on, one to test with
+MIN_BATCH = 4  # a dozen pictures still give three steps an epoch (training drops a last, partial batch)
 TARGET_STEPS = 100  # the small-data recipe trains about this many optimizer steps in all
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
 # A class folder with one of these names would make core.data read the set as train/ and test/ folders.
@@ -301,9 +302,9 @@ def import_zip(root: Path, set_name: str, payload: bytes, zip_name: str = "uploa
 
 
 def suggested_batch_size(n_train: int) -> int:
-    """A batch that gives at least about four steps per epoch: a power of two, between 8 and 64."""
-    batch = 2 ** int(math.log2(max(1, n_train // 4))) if n_train >= 4 else 8
-    return max(8, min(64, batch))
+    """A batch that gives about four steps per epoch or more: a power of two, between MIN_BATCH and 64."""
+    batch = 2 ** int(math.log2(max(1, n_train // 4))) if n_train >= 4 else MIN_BATCH
+    return max(MIN_BATCH, min(64, batch))
 
 
 def small_data_recipe(train_per_class: list[int]) -> dict[str, Any] | None:

@@ -162,7 +162,8 @@ def test_the_small_data_recipe_gives_several_steps_per_epoch():
     assert classes.small_data_recipe([300, 5000]) is None and classes.small_data_recipe([]) is None
     for n_train in range(1, 5000, 37):
         batch = classes.suggested_batch_size(n_train)
-        assert 8 <= batch <= 64 and (n_train < 32 or n_train // batch >= 4)
+        assert classes.MIN_BATCH <= batch <= 64 and (n_train < 16 or n_train // batch >= 4)
+    assert classes.small_data_recipe([6, 7])["steps_per_epoch"] == 3  # the browser test's set: 13 pictures, batch 4
 
 
 def test_a_tiny_test_split_gets_a_warning_that_says_what_one_image_is_worth():
