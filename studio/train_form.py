@@ -169,7 +169,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     c = st.columns(4)
     values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")
-    sizes = sorted({8, 16, 32, 64, 128, 256, 512, 1024, base.batch_size})
+    sizes = sorted({4, 8, 16, 32, 64, 128, 256, 512, 1024, base.batch_size})
     values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
                                               help="Images per step. Bigger: faster per image, fewer steps per epoch.")
     values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=k + "lr",

@@ -366,6 +366,7 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
         page.get_by_text("6 test images: each one is 17 points of accuracy", exact=False).first.wait_for()
         page.get_by_text("Few pictures? Fine-tune a pretrained network").first.wait_for()
         assert page.get_by_text("mobilenet_v3_small", exact=False).count() >= 1
+        page.get_by_role("combobox", name="Start from weights").wait_for()
         _settle(page, extra=1.0)
         _no_exception(page, "train (your own classes)")
         _shot(page, "classes-set")
@@ -401,6 +402,7 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
         (run,) = [r for r in runs.list_runs(server["models"]) if r.run_id not in before]
         assert run.status == "finished" and run.config["classes"] == ["Class 1", "Class 2"]
         assert run.config["model"] == "mobilenet_v3_small" and run.config["freeze_backbone"]
+        assert run.config["batch_size"] == 4  # the recipe's: 13 training pictures, 3 steps per epoch
         assert run.config["dataset"]["n_test"] == 6
         _shot(page, "classes-trained")
 

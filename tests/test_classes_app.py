@@ -79,6 +79,7 @@ def test_a_set_is_made_on_the_train_page_by_upload_camera_and_a_click(data_dir):
     assert at.segmented_control(key="model_kind").value == "pretrained"
     assert at.selectbox(key="pretrained_name").value == "mobilenet_v3_small" and at.toggle(key="freeze").value
     assert at.toggle(key="small_recipe").value
+    assert at.select_slider(key="hp-mobilenet_v3_small-batch").value == classes.MIN_BATCH  # 4 pictures, batch 4
     assert at.get("number_input") and any(e.key == "hp-mobilenet_v3_small-epochs" for e in at.number_input)
 
 
