@@ -23,8 +23,11 @@ from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
 DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
-DATA_KINDS = {"shapes": "Shapes (offline)", "classes": "Your own classes", "cifar10": "CIFAR-10", "zip": "Upload a .zip",
-              "folder": "Folder path"}
+# Short labels: all five fit the half-width column without scrolling (the help says the rest).
+DATA_KINDS = {"shapes": "Shapes", "classes": "Your classes", "cifar10": "CIFAR-10", "zip": ".zip", "folder": "Folder"}
+DATA_HELP = ("**Shapes**: ten classes of drawn shapes, offline. **Your classes**: name classes and add your own pictures "
+             "(upload or camera). **CIFAR-10**: 60,000 small photos (one download). **.zip**: upload a .zip of class "
+             "folders. **Folder**: a folder of class folders on this computer.")
 MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
 
 
@@ -55,7 +58,7 @@ def data_picker() -> str | None:
     shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
     kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
     kind = st.segmented_control("Dataset", kinds, format_func=DATA_KINDS.get, default="shapes",
-                                required=True, key="data_kind")
+                                required=True, key="data_kind", help=DATA_HELP)
     if kind == "shapes":
         n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
                              help="Ten classes of coloured shapes drawn on the fly (2,000 test images). "

@@ -340,7 +340,7 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
         page.goto(f"{server['url']}/train")
         page.get_by_role("button", name="Start training").wait_for()
         _settle(page)
-        page.get_by_role("radio", name="Your own classes").click()
+        page.get_by_role("radio", name="Your classes").click()
         _settle(page)
         page.get_by_role("textbox", name="Name of the new set").fill(set_name)
         page.get_by_role("button", name="Create set").click()
