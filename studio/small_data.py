@@ -12,7 +12,8 @@ from typing import Any
 
 import streamlit as st
 
-from core import classes, data as datasets, runs
+from core import classes, runs
+from core import data as datasets
 from core.errors import PlaygroundError
 from studio.widgets import guard, percent
 

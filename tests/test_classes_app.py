@@ -7,11 +7,10 @@ import io
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from test_app import APP, no_exception, open_page
 
 from core import classes, data, runs
 from core.train import TrainConfig, train
-
-from test_app import APP, no_exception, open_page
 
 pytestmark = pytest.mark.timeout(300)
 
