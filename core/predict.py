@@ -61,8 +61,9 @@ class Predictor:
         ckpt = runs.load_checkpoint(run_dir)
         config = ckpt.get("config") or runs.read_config(run_dir)
         spec = config.get("layers") if config.get("model") == "custom" else config["model"]
-        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"], widths=config.get("widths"))
-        model.load_state_dict(ckpt["model"])
+        # Built around its own weights: details such as ResNet-18's stem follow what the run trained.
+        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"], weights=ckpt["model"],
+                      widths=config.get("widths"))
         return cls._ready(model, list(ckpt["classes"]), ckpt["normalization"], int(ckpt["image_size"]),
                           int(ckpt["input_size"]), device, int(config.get("tta") or 0))
 

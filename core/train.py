@@ -33,10 +33,10 @@ from torch import nn
 
 from core import device as dev
 from core import runs
-from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
+from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
-from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, recipe_for
+from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, pretrained_normalization, recipe_for
 from core.predict import tta_logits
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -48,7 +48,7 @@ DIST_TIMEOUT_S = int(os.environ.get("PLAYGROUND_DIST_TIMEOUT", 180))
 class TrainConfig:
     """Everything that defines a run; round-trips through config.json."""
 
-    model: str = "cifar10_quick"  # a preset name, or "custom" with `layers`
+    model: str = "cifar10_quick"  # a preset name, "custom" with `layers`, or a torchvision model name ("efficientnet_b0")
     layers: list[dict[str, Any]] | None = None
     weights: str | None = None  # torchvision weights name ("DEFAULT") or a .pth/.safetensors path
     freeze_backbone: bool = False
@@ -94,8 +94,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        if self.model not in PRESETS and self.model != "custom":
-            raise PlaygroundError(f"Unknown model {self.model!r}; choose one of {', '.join(PRESETS)} or 'custom' with layers.")
+        if self.model not in PRESETS and self.model != "custom" and not is_torchvision(self.model):
+            raise PlaygroundError(f"Unknown model {self.model!r}; choose one of {', '.join(PRESETS)}, 'custom' with layers, "
+                                  "or any torchvision classification model (e.g. efficientnet_b0).")
         if self.model == "custom" and not self.layers:
             raise PlaygroundError("A custom model needs a layer spec (`layers`).")
         if self.optimizer not in OPTIMIZERS:
@@ -382,11 +383,11 @@ def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, A
     input_size = config.image_size or preset_input_size(config.model)
     data_size = input_size if config.data.startswith("imagefolder:") else 32
     ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-    pretrained = config.weights is not None and is_torchvision(config.model) and not Path(str(config.weights)).is_file()
+    pretrained = pretrained_normalization(config.model, config.weights)
     if checkpoint:
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif pretrained:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD  # pretrained features expect ImageNet statistics
+        mean, std = pretrained  # pretrained features expect their weights' own statistics (ImageNet's)
     else:
         mean, std = ds.channel_stats()
     norm = Normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
@@ -397,8 +398,9 @@ def make_model(config: TrainConfig, ds: Dataset, norm: Normalization, input_size
                checkpoint: dict[str, Any] | None) -> nn.Module:
     """Built on the CPU, then moved once (the only .to(device) in the loop's life); the checkpoint's weights when resuming."""
     spec_or_name = config.layers if config.model == "custom" else config.model
-    model = build(spec_or_name, num_classes=len(ds.classes), in_channels=3, weights=None if checkpoint else config.weights,
-                  freeze=config.freeze_backbone, input_size=input_size, widths=config.widths)
+    model = build(spec_or_name, num_classes=len(ds.classes), in_channels=3, freeze=config.freeze_backbone, input_size=input_size,
+                  weights=checkpoint.get("train_model", checkpoint["model"]) if checkpoint else config.weights,
+                  widths=config.widths)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     if checkpoint:
@@ -783,7 +785,8 @@ def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}) or 'custom'")
+    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}), 'custom', or any torchvision classification model "
+                                      "(efficientnet_b0, mobilenet_v3_small, ...)")
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
     p.add_argument("--data", help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--epochs", type=int)

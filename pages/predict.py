@@ -63,6 +63,11 @@ if predictor is not None:
                                  help="JPEG, PNG, WEBP, BMP, GIF or TIFF; one or many.")
     k = c[1].number_input("Top-k", 1, min(10, len(predictor.classes)), min(5, len(predictor.classes)))
     files = [(u.name, u.getvalue()) for u in uploads or []]
+    if st.toggle("Camera", key="predict_camera", help="Point this computer's camera at an object and take a picture: "
+                 "the answer appears below, first. Take another to try again."):
+        shot = st.camera_input("Take a picture", key="predict_shot")
+        if shot is not None:
+            files.insert(0, ("camera.jpg", shot.getvalue()))
     if list(predictor.classes) == list(SHAPES_CLASSES) and st.toggle("Add sample shapes (no picture at hand?)",
                                                                         key="samples"):
         files += pv.sample_shapes()

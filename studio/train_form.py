@@ -13,19 +13,21 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
-import torch
 
 from core import data as datasets
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES, uses_gpu
-from core.errors import PlaygroundError
-from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for, weight_choices, weights_enum
+from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
-from studio import arch, workspace
+from studio import arch, backbones, classes_view, workspace
 from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
 DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
-DATA_KINDS = {"shapes": "Shapes (offline)", "cifar10": "CIFAR-10", "zip": "Upload a .zip", "folder": "Folder path"}
+# Short labels: all five fit the half-width column without scrolling (the help says the rest).
+DATA_KINDS = {"shapes": "Shapes", "classes": "Your classes", "cifar10": "CIFAR-10", "zip": ".zip", "folder": "Folder"}
+DATA_HELP = ("**Shapes**: ten classes of drawn shapes, offline. **Your classes**: name classes and add your own pictures "
+             "(upload or camera). **CIFAR-10**: 60,000 small photos (one download). **.zip**: upload a .zip of class "
+             "folders. **Folder**: a folder of class folders on this computer.")
 MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
 
 
@@ -56,13 +58,15 @@ def data_picker() -> str | None:
     shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
     kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
     kind = st.segmented_control("Dataset", kinds, format_func=DATA_KINDS.get, default="shapes",
-                                required=True, key="data_kind")
+                                required=True, key="data_kind", help=DATA_HELP)
     if kind == "shapes":
         n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
                              help="Ten classes of coloured shapes drawn on the fly (2,000 test images). "
                                   "Fewer images: faster epochs, lower accuracy.")
         st.image([img for img, _ in _shape_samples()], caption=[c for _, c in _shape_samples()], width=72)
         return "shapes" if n == 12000 else f"shapes:{n}"
+    if kind == "classes":
+        return classes_view.data_source()
     if kind == "cifar10":
         if datasets.cifar10_available():
             st.success(f"CIFAR-10 is ready (60,000 photos, 10 classes) in `{datasets.DATA_DIR}`.")
@@ -113,14 +117,6 @@ def _preset_problem(name: str) -> str | None:
     return None
 
 
-def _weights_cached(name: str, choice: str) -> bool:
-    try:
-        url = weights_enum(name, choice).url
-    except PlaygroundError:
-        return False
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists()
-
-
 def _apply_choice() -> None:
     """Preselect what the Architecture page sent over ("Use for training")."""
     choice = st.session_state.pop("train_choice", None)
@@ -159,23 +155,7 @@ def model_picker() -> dict[str, Any] | None:
         st.caption(f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
                    + " → ".join(layer["type"] for layer in chosen["layers"]))
         return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
-    name = st.selectbox("Network", TORCHVISION_MODELS, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
-    options = weight_choices(name) + ([] if workspace.settings().shared else ["file"])  # no server paths when shared
-    weights = st.selectbox("Start from weights", options, key=f"weights-{name}",
-                           format_func=lambda w: "a .pth / .safetensors file on this computer…" if w == "file" else f"ImageNet {w}")
-    if weights == "file":
-        weights = st.text_input("Weights file", key="weights_path", placeholder="/path/to/weights.pth").strip()
-        if not weights:
-            return None
-    elif not _weights_cached(name, weights):
-        st.warning(f"{name} {weights} weights are not downloaded yet: the run downloads them first, which needs internet. "
-                   "Offline, it stops with a message saying where to put the file.")
-    freeze = st.toggle("Freeze the backbone: train only the new head", value=True, key="freeze",
-                       help="The ImageNet classifier is replaced by a new one with your classes. Frozen: only it trains "
-                            "(fast, good with little data). Unfrozen: everything is fine-tuned.")
-    size = st.select_slider("Image size the network sees", [32, 64, 96, 128, 160, 224], value=PRESETS[name].input_size,
-                            key=f"size-{name}", help="Images are resized to this. ImageNet models like 224; smaller is faster.")
-    return {"model": name, "weights": weights, "freeze_backbone": freeze, "image_size": size}
+    return backbones.pretrained_picker()
 
 
 # --------------------------------------------------------------------------- hyperparameters
@@ -204,7 +184,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     c = st.columns(4)
     values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")
-    sizes = sorted({16, 32, 64, 128, 256, 512, 1024, base.batch_size})
+    sizes = sorted({4, 8, 16, 32, 64, 128, 256, 512, 1024, base.batch_size})
     values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
                                               help="Images per step. Bigger: faster per image, fewer steps per epoch.")
     values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=k + "lr",
