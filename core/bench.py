@@ -158,6 +158,22 @@ def markdown(rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def explain_table(as_json: bool) -> int:
+    """`--explain`: milliseconds to explain one uploaded JPEG on the CPU, per model and method (core.explain)."""
+    from core.explain import METHODS, explain_latency
+
+    log("explain latency (cifar10_quick and resnet18 at 32 px, CPU)...")
+    figures = {"machine": machine(), "explain": explain_latency()}
+    if as_json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    rows = [(f"explain one uploaded JPEG, {key.split('/')[0]}, {METHODS[key.split('/')[1]]} (decode + predict + map + overlay)",
+             f"p50 {v['p50_ms']} ms, p95 {v['p95_ms']} ms") for key, v in figures["explain"].items()]
+    print(markdown(rows))
+    print("\ncommand: `python -m core.bench --explain`")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="image folder with train/ and test/ (default: the CIFAR-10 dev images from ../shared/data)")
@@ -166,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speedrun", action="store_true", help="also run the full speedrun recipe (about 10 minutes on 2 CPU cores)")
     p.add_argument("--no-page", action="store_true", help="skip the browser page-overhead measurement")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
+    p.add_argument("--explain", action="store_true", help="only the latency of explaining one upload (core.explain)")
     args = p.parse_args(argv)
+    if args.explain:
+        return explain_table(args.json)
     try:
         folder = ensure_dataset(args.data)
     except PlaygroundError as exc:
