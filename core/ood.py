@@ -310,9 +310,9 @@ class OODCheck:
         warning = None
         if ood and ood["unusual"]:
             data = self.reference.info.get("data", "")
-            seen = f" ({describe_spec(data)})" if data else ""
-            warning = (f"This picture looks unlike the images the model was trained on{seen}, so \"{label}\" "
-                       f"({p:.0%}) is a forced choice among the classes it knows, not a recognition.")
+            seen = f" ({describe_spec(data).split(' (')[0]})" if data else ""
+            warning = (f"This picture is unlike the images the model was trained on{seen}, so “{label}” ({p:.0%}) "
+                       "is only the closest of the classes it knows, not a recognition.")
         elif p < LOW_CONFIDENCE:
-            warning = f"The model is unsure: its best guess, \"{label}\", gets only {p:.0%}."
+            warning = f"The model is unsure: its best guess, “{label}”, gets only {p:.0%}."
         return {"ood": ood, "warning": warning}

@@ -80,10 +80,11 @@ if predictor is not None:
                     st.markdown(ev.headline(name, result))
                     ev.warning(result)
                     look = ev.controls(predictor, result, key=f"{i}-{name}")
-                    cols = st.columns([2, 2, 2, 4] if look else [2, 2, 5], vertical_alignment="center")
-                    cols[0].image(pv.thumbnail(payload, name), caption="your image", width=200)
+                    cols = st.columns([2, 2, 2, 3] if look else [2, 2, 5], vertical_alignment="center")
+                    side = ev.IMAGE_SIDE if look else 200
+                    cols[0].image(pv.thumbnail(payload, name), caption="your image", width=side)
                     cols[1].image(pv.model_view(predictor, payload, name), caption=f"what the model sees ({predictor.input_size} x "
-                                  f"{predictor.input_size})", width=200)
+                                  f"{predictor.input_size})", width=side)
                     explanation = ev.show_overlay(cols[2], predictor, payload, name, *look) if look else None
                     cols[-1].plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
                     if explanation is not None:

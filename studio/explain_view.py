@@ -14,12 +14,14 @@ from core.predict import Predictor
 from studio.predict_view import thumbnail
 
 _KEPT = 24  # overlays remembered per browser session: toggling back and forth costs nothing
+IMAGE_SIDE = 170  # three pictures and the chart side by side on a laptop screen
 
 LEGENDS = {
     "gradcam": "Grad-CAM weighs the last conv layer's feature maps by how much each one raises the score for "
                "**{label}**; that layer sees the picture as a {grid} grid, so the map is coarse.",
     "saliency": "Saliency: how strongly each pixel would change the score for **{label}** if it changed a little "
-                "(the gradient). Speckled by nature.",
+                "(the gradient). It shows what the model is sensitive to and changes little from class to class: "
+                "to ask *why this class*, use Grad-CAM or integrated gradients.",
     "integrated_gradients": "Integrated gradients: each pixel's share of the score for **{label}**, measured from a "
                             "plain image of the training data's average colour up to your picture.",
 }
@@ -97,7 +99,7 @@ def show_overlay(where, predictor: Predictor, payload: bytes, name: str, method:
             kept.popitem(last=False)
     kept.move_to_end(key)
     explanation, picture = kept[key]
-    where.image(picture, caption=f"where it looks for “{explanation.label}”", width=200)
+    where.image(picture, caption=f"where it looks for “{explanation.label}”", width=IMAGE_SIDE)
     return explanation
 
 
@@ -109,6 +111,6 @@ def legend(explanation: Explanation) -> None:
                 f"for this class here.", icon=":material/visibility_off:")
         return
     grid = " x ".join(str(n) for n in explanation.grid)
-    st.caption(f"**Red and yellow**: the parts that pushed the model most towards “{label}”; **no colour**: little "
-               f"or no effect; **dimmed**: cut off, the model never sees it (it looks at the centre square). "
+    st.caption(f"**Red and yellow**: the parts that pushed the model most towards “{label}”; **blue or no colour**: "
+               f"little or no effect; **dimmed**: cut off, the model never sees it (it looks at the centre square). "
                + LEGENDS[explanation.method].format(label=label, grid=grid))

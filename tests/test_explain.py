@@ -173,8 +173,10 @@ def confident_shapes(predictor: Predictor, n: int = 24) -> list[torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["gradcam", "saliency"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_sanity_the_map_depends_on_the_class_and_on_the_learned_weights(learned, method):
+    """Saliency (the gradient's magnitude) is known to change little with the class, and the page says so;
+    Grad-CAM and integrated gradients must answer "why this class"."""
     predictor = Predictor.from_run(learned)
     explainer = Explainer(predictor)
     torch.manual_seed(123)
@@ -192,8 +194,11 @@ def test_sanity_the_map_depends_on_the_class_and_on_the_learned_weights(learned,
     print(f"{method}: rank correlation with itself under pixel noise {stable:.2f}, with the least likely class's map "
           f"{by_class:.2f}, with a re-initialised model's map {by_weights:.2f}")
     assert stable > 0.8
-    assert by_class < 0.5 and by_class < stable - 0.3
     assert by_weights < 0.5 and by_weights < stable - 0.3  # Adebayo et al.'s model-randomisation check
+    if method == "saliency":
+        assert by_class < stable
+    else:
+        assert by_class < 0.5 and by_class < stable - 0.3
 
 
 @pytest.mark.slow
@@ -306,3 +311,40 @@ def test_cli_refuses_a_target_the_run_does_not_have(quick_run, tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "giraffe" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --------------------------------------------------------------------------- the Predict page
+
+
+def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "models"
+    shutil.copytree(quick_run, root / "quick")
+    monkeypatch.setattr(runs, "MODELS_DIR", root)
+    monkeypatch.setenv("PLAYGROUND_MODELS_DIR", str(root))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/predict.py")
+    at.run()
+    at.file_uploader(key="images").set_value([("circle.png", png(render(0, 64, 48, 30, 24, 14)[0]), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def captions() -> list[str]:
+        return [c for image in at.get("image") for c in image.captions]
+
+    assert not any("where it looks" in c for c in captions())
+    at.toggle(key="look-0-circle.png").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    predicted = at.selectbox(key="why-0-circle.png").value
+    assert f"where it looks for “{predicted}”" in captions()
+    # What the colours mean, or (a barely trained model) that nothing in the picture speaks for the class.
+    assert any("Red and yellow" in c.value for c in at.caption) or any("speaks for" in i.value for i in at.info)
+    other = next(c for c in SHAPES_CLASSES if c != predicted)
+    at.selectbox(key="why-0-circle.png").set_value(other)
+    at.segmented_control(key="method-0-circle.png").set_value("integrated_gradients").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"where it looks for “{other}”" in captions()
+    assert any("Integrated gradients" in c.value for c in at.caption) or any("speaks for" in i.value for i in at.info)
