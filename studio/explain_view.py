@@ -41,10 +41,14 @@ def explainer_for(predictor: Predictor) -> Explainer:
 
 
 def ensure_ood(predictor: Predictor) -> None:
-    """Fit the unusual-image check (once per trained model) behind a spinner that says what is happening."""
+    """Fit the unusual-image check (once per trained model) behind a spinner that says what is happening,
+    and say so when there is none: then only the model's own confidence can warn."""
     if not predictor.ood_ready:
         with st.spinner("Learning what the training images look like (once per trained model)…"):
             predictor.ood_check()
+    if predictor.ood_check().unavailable:
+        st.caption(f"No check for pictures unlike the training images: {predictor.ood_check().unavailable}. "
+                   "Only a low top probability is flagged.")
 
 
 def headline(name: str, result: dict[str, Any]) -> str:
