@@ -219,7 +219,10 @@ def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: Path, met
     resolve_target(target, p.classes)  # a bad --target is the user's one mistake for every file: fail before any work
     if method == "gradcam":
         explainer.layer()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlaygroundError(f"Cannot create {out_dir} ({exc.strerror or exc}); choose another --out folder.") from None
     results: list[dict[str, Any]] = []
     stems: set[str] = set()
     for path in paths:
@@ -238,8 +241,12 @@ def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: Path, met
             stem = f"{Path(path).stem}-{n}"
         stems.add(stem)
         png, npy = out_dir / f"{stem}.{method}.png", out_dir / f"{stem}.{method}.npy"
-        np.save(npy, heat)
-        overlay(img, heat).save(png)
+        try:
+            np.save(npy, heat)
+            overlay(img, heat).save(png)
+        except OSError as exc:
+            raise PlaygroundError(f"Cannot write {png.name} into {out_dir} ({exc.strerror or exc}); free disk space "
+                                  "or choose another --out folder.") from None
         results.append({"file": path, "top": p.topk(e.probs, k), "method": method, "target": e.label,
                         "heatmap": str(png), "map": str(npy), **notes[0]})
     return results
