@@ -137,6 +137,9 @@ def edge_statistics(images: torch.Tensor) -> torch.Tensor:
     """(N, 34): log-quantiles of the grey-level gradient magnitude of uint8 (N, 3, H, W) images, at full and half
     resolution. Flat regions, sharp outlines and pixel noise (drawings, synthetic shapes) and the heavy-tailed,
     scale-invariant edges of photos give very different curves."""
+    per_chunk = max(1, 4_000_000 // max(1, images[0].numel()))  # torch.quantile refuses inputs over 16M values
+    if len(images) > per_chunk:
+        return torch.cat([edge_statistics(chunk) for chunk in images.split(per_chunk)])
     grey = images.float().mean(1, keepdim=True) / 255
     parts = []
     for x in (grey, F.avg_pool2d(grey, 2) if min(grey.shape[-2:]) >= 4 else grey):

@@ -316,6 +316,18 @@ def test_cli_refuses_a_target_the_run_does_not_have(quick_run, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_run_gets_the_check_fitted_once_and_a_damaged_cache_is_refitted(quick_run):
+    (quick_run / ood.OOD_FILE).unlink(missing_ok=True)
+    result = Predictor.from_run(quick_run).predict([png(render(5, 40, 40, 20, 20, 11)[0])], names=["x.png"])[0]
+    assert 0 <= result["ood"]["score"] <= 1 and 0 < result["ood"]["threshold"] <= 1
+    assert isinstance(result["ood"]["unusual"], bool) and (quick_run / ood.OOD_FILE).exists()
+    (quick_run / ood.OOD_FILE).write_bytes(b"half a file")
+    again = Predictor.from_run(quick_run).predict([png(render(5, 40, 40, 20, 20, 11)[0])], names=["x.png"])[0]
+    # Refitted on the same data; how many held-out images calibrate it depends on the machine's speed.
+    assert again["ood"]["score"] == pytest.approx(result["ood"]["score"], abs=0.03)
+    assert ood.Reference.load(quick_run / ood.OOD_FILE).info["n_bank"] == "300"  # the cache was written again
+
+
 # --------------------------------------------------------------------------- the Predict page
 
 
