@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,7 +40,6 @@ from PIL import Image
 from torch import nn
 
 from core import device as dev
-from core.data import normalize_batch
 from core.errors import PlaygroundError
 from core.images import ImageSource, center_crop_box, open_image, prepare_image
 from core.predict import Predictor
@@ -169,7 +166,7 @@ class Explainer:
             probs = p.probabilities(prepared[None])[0]
         wanted = resolve_target(target, p.classes)
         index = int(probs.argmax()) if wanted is None else wanted
-        x = normalize_batch(prepared[None].to(p.device), p.mean, p.std, p.input_size, channels_last=False)
+        x = p.inputs(prepared[None])
         x.requires_grad_()  # Captum would set it anyway, with a warning
         with self._lock, torch.enable_grad():
             heat, grid = self._attribute(x, method, index)
@@ -250,44 +247,6 @@ def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: Path, met
         results.append({"file": path, "top": p.topk(e.probs, k), "method": method, "target": e.label,
                         "heatmap": str(png), "map": str(npy), **notes[0]})
     return results
-
-
-def explain_latency(repeats: int = 30, size: int = 32) -> dict[str, dict[str, float]]:
-    """Milliseconds to explain one uploaded JPEG on this machine's CPU, per preset and method: decode,
-    preprocess, predict, attribute, and the map put on the image as a colour overlay (what the page does)."""
-    import io
-
-    from core.data import SHAPES_CLASSES, shapes_dataset
-    from core.models import build
-
-    torch.manual_seed(0)
-    sample = shapes_dataset(n_train=10, n_test=10, seed=3).test.images[0].permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(sample).resize((320, 240)).save(buffer, "JPEG", quality=90)
-    upload = buffer.getvalue()
-    norm = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
-    figures: dict[str, dict[str, float]] = {}
-    for model_name in ("cifar10_quick", "resnet18"):
-        # Untrained weights take as long as trained ones: no run folder needed.
-        predictor = Predictor._ready(build(model_name, len(SHAPES_CLASSES), input_size=size), list(SHAPES_CLASSES),
-                                     norm, size, size, "cpu", False)
-        explainer = Explainer(predictor)
-        for method in METHODS:
-            n = repeats if method != "integrated_gradients" else max(3, repeats // 5)
-            times = []
-            for i in range(n + 2):
-                started = time.perf_counter()
-                img = open_image(upload)
-                prepared = prepare_image(img, predictor.image_size)
-                e = explainer.explain_prepared(prepared, method)
-                img.thumbnail((320, 320))
-                overlay(img, e.on_image(*img.size))
-                if i >= 2:  # the first calls pay for Captum's imports and hooks
-                    times.append((time.perf_counter() - started) * 1000)
-            times.sort()
-            figures[f"{model_name}/{method}"] = {"p50_ms": round(statistics.median(times), 1),
-                                                 "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1)}
-    return figures
 
 
 def main(argv: list[str] | None = None) -> int:

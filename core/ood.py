@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import runs
-from core.data import Split, describe_spec, load_dataset, normalize_batch
+from core.data import Split, describe_spec, load_dataset
 from core.errors import PlaygroundError
 
 if TYPE_CHECKING:
@@ -219,8 +219,7 @@ def features(predictor: "Predictor", tap: FeatureTap, images: torch.Tensor, batc
     """(N, D) float64 penultimate features of uint8 images, through the run's own eval preprocessing."""
     out = []
     for chunk in images.split(batch_size):
-        x = normalize_batch(chunk.to(predictor.device), predictor.mean, predictor.std, predictor.input_size,
-                            channels_last=False)
+        x = predictor.inputs(chunk)
         with torch.no_grad(), tap.capture() as got:
             predictor.model(x)
         out.append(got[0])
