@@ -64,10 +64,12 @@ def warning(result: dict[str, Any]) -> None:
 
 
 def softmax_note(results: list[dict[str, Any]]) -> None:
-    """Why a classifier names a class even for a picture of something else; shown once, when it matters."""
-    if any(r.get("warning") for r in results):
-        with st.expander("Why does the model still name a class?", icon=":material/lightbulb:"):
-            st.markdown(SOFTMAX_NOTE)
+    """Why a classifier names a class even for a picture of something else: always one click away, and
+    flagged when an answer here is a guess."""
+    guessed = any(r.get("warning") for r in results)
+    title = "Why does the model still name a class?" if guessed else "Why does the model always name a class?"
+    with st.expander(title, icon=":material/lightbulb:"):
+        st.markdown(SOFTMAX_NOTE)
 
 
 def controls(predictor: Predictor, result: dict[str, Any], key: str) -> tuple[str, str] | None:

@@ -363,3 +363,25 @@ def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path
     assert not at.exception, [e.value for e in at.exception]
     assert f"where it looks for “{other}”" in captions()
     assert any("Integrated gradients" in c.value for c in at.caption) or any("speaks for" in i.value for i in at.info)
+
+
+def test_predict_page_warns_about_an_unusual_picture_and_says_why_softmax_still_answers(quick_run, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "models"
+    shutil.copytree(quick_run, root / "quick")
+    monkeypatch.setattr(runs, "MODELS_DIR", root)
+    monkeypatch.setenv("PLAYGROUND_MODELS_DIR", str(root))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/predict.py")
+    at.run()
+    static = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))  # TV static
+    at.file_uploader(key="images").set_value([("static.png", png(static), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("unlike the images the model was trained on" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("no real answer" in m.value for m in at.markdown)  # the headline does not present the guess as an answer
+    (note,) = [e for e in at.expander if "name a class" in e.label]
+    assert "softmax" in " ".join(m.value for m in note.markdown) and "100%" in " ".join(m.value for m in note.markdown)
