@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--runs", type=int, default=5, help="runs of each airbench script (after a warm-up run)")
     g.add_argument("--seeds", type=int, default=5, help="speedrun runs (seeds 0..N-1)")
     g.add_argument("--no-compile", action="store_true", help="skip the --compile row")
+    p.add_argument("--explain", action="store_true", help="only the latency of explaining one upload (core.explain)")
     args = p.parse_args(argv)
+    if args.explain:
+        from bench import explain
+
+        return explain.main(args.json)
     if args.loading:
         from bench import loading
 

@@ -21,7 +21,6 @@ batch (1024), trained in bf16 with each step replayed as a CUDA graph (core/fast
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 # 32/128/128 is ~4x fewer MACs than airbench94's 64/256/256 and still clears 92%.

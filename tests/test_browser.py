@@ -177,6 +177,32 @@ def test_train_reload_stop_then_predict(server, page):
     _shot(page, "predict-results")
 
 
+def test_predict_where_does_it_look(server, page):
+    """Upload a picture, switch on "Where does it look?", and see the Grad-CAM overlay with its legend."""
+    if not any((run / "checkpoint.pt").exists() for run in server["models"].iterdir()):
+        from core.train import TrainConfig, train  # this test alone (-k): the story above left no run
+
+        train(TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
+              server["models"] / "explain-run")
+    page.goto(f"{server['url']}/predict")
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached")
+    _settle(page)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(files=[
+        {"name": "my-shape.png", "mimeType": "image/png", "buffer": _png()}])
+    page.get_by_text("what the model sees").first.wait_for(timeout=120_000)
+    _settle(page)
+    assert page.get_by_text("where it looks for").count() == 0
+    page.get_by_text("Where does it look?").first.click()
+    page.get_by_text("where it looks for").first.wait_for(timeout=120_000)
+    _settle(page, extra=1.0)
+    overlay = page.locator("[data-testid=stImage]").filter(has_text="where it looks for").locator("img").first
+    assert overlay.is_visible() and overlay.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator("[data-testid=stImage]").count() == 3  # your image, what the model sees, the overlay
+    assert page.get_by_text("Red and yellow").count() + page.get_by_text("speaks for").count() >= 1  # what colours mean
+    _no_exception(page, "predict (where does it look)")
+    _shot(page, "predict-where-it-looks")
+
+
 # --------------------------------------------------------------------------- shared mode (a class on one server)
 
 
