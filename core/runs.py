@@ -127,7 +127,8 @@ def short_data_name(spec: str) -> str:
         return {"cifar10": "CIFAR-10", "shapes": "Shapes"}[kind]
     stem = Path(arg.rstrip("/")).name or arg
     stem = re.sub(r"\.zip$", "", stem, flags=re.IGNORECASE)
-    return re.sub(r"^[0-9a-f]{12}-", "", stem) or stem  # uploads are saved as <content hash>-<file name>
+    stem = re.sub(r"^[0-9a-f]{12}-", "", stem) or stem  # uploads are saved as <content hash>-<file name>
+    return stem if len(stem) <= 28 else stem[:27] + "…"
 
 
 def default_name(config: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ with st.container(border=True):
     left.markdown("#### :material/flag: Start here: First steps")
     left.markdown("Fit y = 2x + 3 with two parameters, a loss and an optimizer: the whole training loop in a "
                   "minute, before any images. Then follow the path below, left to right.")
-    right.page_link("pages/first_steps.py", label="**Open First steps →**", icon=":material/school:")
+    if right.button("Open First steps", type="primary", icon=":material/school:", width="stretch"):
+        st.switch_page("pages/first_steps.py")
 
 st.subheader("The path")
 steps = [

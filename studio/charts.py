@@ -163,7 +163,7 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
 # Short labels so a row of blocks stays readable; the full name and type are in each block's hover.
 _SHORT_TYPES = {"BatchNorm2d": "BatchNorm", "MaxPool2d": "MaxPool", "AvgPool2d": "AvgPool", "AdaptiveAvgPool2d": "AdaptPool",
                 "Identity": "Identity", "input": "input"}
-ARCH_PER_ROW = 12  # blocks per row: about 78 px each in the page's wide layout, room for a 10-character label
+ARCH_PER_ROW = 11  # blocks per row: about 75 px each in the page's wide layout (820 px at a 1280 px window)
 ARCH_LABEL_CHARS = 10
 
 
@@ -185,7 +185,7 @@ def architecture_figure(layers: pd.DataFrame, input_shape: Sequence[int], per_ro
     sizes = [_spatial(shape) for _, _, shape in rows]
     biggest = max(sizes) or 1
     fig = go.Figure(layout=_base_layout(
-        (360 if lines == 1 else 60 + 150 * lines), hovermode="closest", showlegend=False, margin=dict(l=10, r=10, t=10, b=10),
+        (360 if lines == 1 else 80 + 150 * lines), hovermode="closest", showlegend=False, margin=dict(l=10, r=10, t=30, b=10),
         xaxis=dict(visible=False, range=[-0.7, per_row - 0.3], fixedrange=True),
         yaxis=dict(visible=False, range=[-step * (lines - 1) - 2.0, 1.6], fixedrange=True)))
     shapes, xs, ys, hover = [], [], [], []
