@@ -25,17 +25,17 @@ with st.container(border=True):
 
 st.subheader("The path")
 steps = [
-    ("pages/first_steps.py", "1 · First steps", ":material/school:", "Fit y = 2x + 3 with two parameters, MSE and SGD."),
-    ("pages/architecture.py", "2 · Architecture", ":material/account_tree:",
+    ("pages/first_steps.py", "1 · First steps", "Fit y = 2x + 3 with two parameters, MSE and SGD."),
+    ("pages/architecture.py", "2 · Architecture",
      "Stack layers in a table and see shapes, parameters and the PyTorch code."),
-    ("pages/train.py", "3 · Train", ":material/model_training:",
+    ("pages/train.py", "3 · Train",
      "Pick data and a model, press Start, watch the curves (the defaults take about 2 minutes)."),
-    ("pages/predict.py", "4 · Predict", ":material/image_search:", "Upload images and see the top guesses of a trained model."),
-    ("pages/runs.py", "5 · Runs", ":material/table_chart:", "Name, compare, download and clean up your runs."),
+    ("pages/predict.py", "4 · Predict", "Upload images and see the top guesses of a trained model."),
+    ("pages/runs.py", "5 · Runs", "Name, compare, download and clean up your runs."),
 ]
-for column, (page, label, icon, blurb) in zip(st.columns(len(steps)), steps):
+for column, (page, label, blurb) in zip(st.columns(len(steps)), steps):
     with column.container(border=True, height="stretch"):
-        st.page_link(page, label=f"**{label}**", icon=icon)
+        st.page_link(page, label=f"**{label}**")  # no icons: "2 · Architecture" must fit a fifth of the page
         st.caption(blurb)
 
 headline, detail = device_line()

@@ -55,7 +55,9 @@ if chosen:
         st.dataframe(differ.astype(str), column_config={"_index": st.column_config.TextColumn("setting")})
 
 st.subheader("Manage")
-pick = st.selectbox("Run", list(by_id), format_func=lambda i: f"{run_label(by_id[i])} · {by_id[i].status}", key="manage_pick")
+# The id's tail keeps two runs of the same set-up apart here, where a click can delete one.
+pick = st.selectbox("Run", list(by_id), format_func=lambda i: f"{run_label(by_id[i])} · {by_id[i].status} · …{i[-4:]}",
+                    key="manage_pick")
 info = by_id[pick]
 st.caption(f"Run folder `{info.run_id}`")
 with st.form(f"meta-{pick}", border=False):

@@ -169,7 +169,7 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         try:  # a module with its own forward(): its class is the code to read
             code = look.class_source(model)
             code_note = (f"{type(model).__name__} has its own forward(), so here is its nn.Module class as written: "
-                         "__init__ makes the layers, forward says how the input flows through them.")
+                         "`__init__` makes the layers, `forward` says how the input flows through them.")
         except PlaygroundError:
             pass
     layers = table.layers

@@ -316,6 +316,7 @@ def test_runs_page_compares_and_deletes(trained, models):
     next(t for t in at.text_area if t.label == "Note").set_value("same run, copied")
     next(b for b in at.button if b.label == "Save name and note").click().run()
     no_exception(at)
+    assert not at.error, [e.value for e in at.error]
     info = runs.run_info(copy)
     assert (info.name, info.note) == ("my copy", "same run, copied")
     assert json.loads((copy / runs.CONFIG_FILE).read_text()) == json.loads((run_dir / runs.CONFIG_FILE).read_text())
