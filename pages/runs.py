@@ -44,8 +44,11 @@ chosen = st.multiselect("Runs to compare", list(by_id), default=with_curves[:3],
                         format_func=lambda i: run_label(by_id[i]))
 if chosen:
     smoothing = st.slider("Smoothing", 0.0, 0.95, 0.6, 0.05, key="compare_smoothing")
-    st.plotly_chart(compare_figure({i: curves_of(by_id[i].records) for i in chosen}, smoothing), key="compare")
-    table = pd.DataFrame({i: {k: json.dumps(by_id[i].config.get(k)) if isinstance(by_id[i].config.get(k), (list, dict))
+    shown = {i: by_id[i].name for i in chosen}  # legend and columns by name; an id's tail only if two names are alike
+    if len(set(shown.values())) < len(shown):
+        shown = {i: f"{name} …{i[-4:]}" for i, name in shown.items()}
+    st.plotly_chart(compare_figure({shown[i]: curves_of(by_id[i].records) for i in chosen}, smoothing), key="compare")
+    table = pd.DataFrame({shown[i]: {k: json.dumps(by_id[i].config.get(k)) if isinstance(by_id[i].config.get(k), (list, dict))
                               else by_id[i].config.get(k) for k in SETTINGS} for i in chosen})
     differ = table[table.astype(str).nunique(axis=1) > 1] if len(chosen) > 1 else table
     st.markdown("##### Settings that differ" if len(chosen) > 1 else "##### Settings")

@@ -322,6 +322,8 @@ def test_runs_page_compares_and_deletes(trained, models):
     assert json.loads((copy / runs.CONFIG_FILE).read_text()) == json.loads((run_dir / runs.CONFIG_FILE).read_text())
     label = next(o for o in at.multiselect[0].options if o.startswith("my copy"))
     assert "cifar10_quick" in label and "Shapes" in label and "%" in label, label  # name, model, data, accuracy
+    legend = {trace.get("name") for trace in chart_specs(at)[0]["data"]}
+    assert {"my copy", "cifar10_quick on Shapes"} <= legend, legend  # the compare chart names runs the same way
     at.selectbox(key="manage_pick").set_value(copy.name).run()
     next(b for b in at.button if b.label == "Yes, delete it").click().run()
     no_exception(at)
