@@ -58,11 +58,10 @@ if chosen:
         st.dataframe(differ.astype(str), column_config={"_index": st.column_config.TextColumn("setting")})
 
 st.subheader("Manage")
-# The id's tail keeps two runs of the same set-up apart here, where a click can delete one.
-pick = st.selectbox("Run", list(by_id), format_func=lambda i: f"{run_label(by_id[i])} · {by_id[i].status} · …{i[-4:]}",
+# The id, last, keeps two runs of the same set-up apart here, where a click can delete one.
+pick = st.selectbox("Run", list(by_id), format_func=lambda i: f"{run_label(by_id[i])} · {by_id[i].status} · {i}",
                     key="manage_pick")
 info = by_id[pick]
-st.caption(f"Run folder `{info.run_id}`")
 with st.form(f"meta-{pick}", border=False):
     name_col, note_col = st.columns([1, 2])
     new_name = name_col.text_input("Name", value=info.meta.get("name", ""), placeholder=info.name, max_chars=runs.NAME_MAX,
