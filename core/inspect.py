@@ -8,6 +8,7 @@ and keeps the model exactly as it found it (device and per-layer train/eval mode
 from __future__ import annotations
 
 import contextlib
+import inspect as pyinspect
 import keyword
 import math
 from dataclasses import dataclass
@@ -456,6 +457,18 @@ def to_code(model: nn.Module, class_name: str = "Net", input_shape: tuple[int, .
         + "    def forward(self, x):\n"
         + f"        return self.{attr}(x)\n"
     )
+
+
+def class_source(model: nn.Module) -> str:
+    """The model's own nn.Module class as written (inspect.getsource), for models with their own forward()
+    that to_code cannot flatten into one nn.Sequential: the class is the lesson there."""
+    cls = type(model)
+    try:
+        source = pyinspect.getsource(cls)
+    except (OSError, TypeError):
+        raise PlaygroundError(f"The source of {cls.__name__} is not available (it was not defined in a Python file).") from None
+    where = cls.__module__.replace(".", "/") + ".py"
+    return f"# {cls.__qualname__} as written in {where}\nimport torch\nfrom torch import nn\n\n\n{source}"
 
 
 def _sequential_body(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, nn.Sequential]:

@@ -161,9 +161,12 @@ def is_torchvision(model: str) -> bool:
 
 # --------------------------------------------------------------------------- layer specs
 
-# Options each layer type accepts in a spec; in_channels / in_features / num_features are inferred.
+# Options each layer type accepts in a spec. in_channels / in_features are worked out from the shape that
+# reaches the layer when left out (None); a number given is checked, so a learner who writes the wrong one
+# meets the tutorial's classic error in plain words instead of having it silently fixed. num_features is inferred.
 LAYER_OPTIONS: dict[str, dict[str, Any]] = {
-    "Conv2d": {"out_channels": None, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1, "bias": True},
+    "Conv2d": {"in_channels": None, "out_channels": None, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1,
+               "bias": True},
     "BatchNorm2d": {},
     "ReLU": {},
     "GELU": {},
@@ -172,8 +175,9 @@ LAYER_OPTIONS: dict[str, dict[str, Any]] = {
     "AdaptiveAvgPool2d": {"output_size": 1},
     "Dropout": {"p": 0.5},
     "Flatten": {},
-    "Linear": {"out_features": None, "bias": True},
+    "Linear": {"in_features": None, "out_features": None, "bias": True},
 }
+_GIVEN_INPUT = {"Conv2d": "in_channels", "Linear": "in_features"}  # the option that must match what reaches the layer
 _FLAT_ONLY = {"Linear"}
 _IMAGE_ONLY = {"Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
 
@@ -226,6 +230,7 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
     if not isinstance(spec, (list, tuple)) or not spec:
         raise PlaygroundError("A layer spec is a non-empty list of layers, e.g. [{\"type\": \"Conv2d\", \"out_channels\": 16}, ...].")
     shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
+    before_shape = shape  # the input of the layer before this one (to explain what a Flatten did)
     x = torch.zeros(1, *shape)
     layers: list[nn.Module] = []
     last_linear = max((i for i, l in enumerate(spec) if isinstance(l, dict) and l.get("type") == "Linear"), default=-1)
@@ -241,7 +246,8 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
             allowed = ", ".join(LAYER_OPTIONS[kind]) or "no options"
             raise PlaygroundError(f"{where}: unexpected option {', '.join(sorted(unknown))} (allowed: {allowed}).")
         opts = {**LAYER_OPTIONS[kind], **{k: v for k, v in raw.items() if k != "type" and v is not None}}
-        for key in ("out_channels", "out_features", "kernel_size", "stride", "dilation", "output_size", "padding"):
+        for key in ("in_channels", "in_features", "out_channels", "out_features", "kernel_size", "stride", "dilation",
+                    "output_size", "padding"):
             value = opts.get(key)
             if value is None or (key == "out_features" and value == "num_classes"):
                 continue
@@ -255,6 +261,8 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
         if kind in _IMAGE_ONLY and len(shape) != 3:
             raise PlaygroundError(f"{where}: needs an image-shaped input (channels x height x width) but gets {_shape_str(shape)}; "
                                   "put it before the Flatten layer.")
+        if opts.get(_GIVEN_INPUT.get(kind, "")) is not None:
+            _check_given_input(where, kind, opts, shape, layers, num_classes, before_shape)
         try:
             layer = _make_layer(kind, opts, shape, num_classes, is_last=(i - 1 == last_linear))
             with torch.no_grad():
@@ -265,7 +273,7 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
             reason = str(exc).splitlines()[0]
             hint = " Use a larger input, fewer pooling layers, or a smaller kernel/stride." if "too small" in reason or "size" in reason else ""
             raise PlaygroundError(f"{where} cannot take input {_shape_str(shape)}: {reason}.{hint}") from None
-        shape = tuple(x.shape[1:])
+        before_shape, shape = shape, tuple(x.shape[1:])
         layers.append(layer.train())
     if len(shape) != 1:
         raise PlaygroundError(f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score per class.")
@@ -273,6 +281,30 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
         raise PlaygroundError(f"The last layer gives {shape[0]} outputs but there are {num_classes} classes; "
                               "set the last Linear's out_features to the number of classes (or leave it empty).")
     return nn.Sequential(*layers)
+
+
+def _check_given_input(where: str, kind: str, opts: dict[str, Any], shape: tuple[int, ...], before: list[nn.Module],
+                       num_classes: int, before_shape: tuple[int, ...]) -> None:
+    """A typed in_features / in_channels that does not match the input: the error PyTorch gives, in plain words."""
+    key = _GIVEN_INPUT[kind]
+    given, needed = int(opts[key]), int(shape[0])
+    if given == needed:
+        return
+    if kind == "Linear":
+        got = f"{needed} values"
+        if before and isinstance(before[-1], nn.Flatten):
+            got += f" (the Flatten before it turns {_shape_str(before_shape)} into {needed} numbers)"
+        try:  # the real layer on a real input: the message a learner will meet in their own code
+            out = opts.get("out_features")
+            nn.Linear(given, out if isinstance(out, int) else num_classes)(torch.zeros(1, needed))
+            torch_says = ""
+        except RuntimeError as exc:
+            torch_says = f" PyTorch says: \"{str(exc).splitlines()[0]}\"."
+        raise PlaygroundError(f"{where}: in_features is {given} but it gets {got}; it needs in_features={needed}.{torch_says} "
+                              f"Set it to {needed}, or leave the cell blank to have it worked out.")
+    raise PlaygroundError(f"{where}: in_channels is {given} but the input has {needed} channels "
+                          f"({_shape_str(shape)}); it needs in_channels={needed}. Set it to {needed}, "
+                          "or leave the cell blank to have it worked out.")
 
 
 def spec_of(model: nn.Sequential) -> LayerSpec:
@@ -284,6 +316,8 @@ def spec_of(model: nn.Sequential) -> LayerSpec:
             raise PlaygroundError(f"{kind} layers cannot be edited as a layer spec.")
         entry: dict[str, Any] = {"type": kind}
         for key in LAYER_OPTIONS[kind]:
+            if key == _GIVEN_INPUT.get(kind):
+                continue  # left blank: worked out from the layers above, so editing them flows through
             value = getattr(layer, key, None)
             if key == "bias":
                 value = getattr(layer, "bias", None) is not None

@@ -1,4 +1,4 @@
-"""The run folder: models/<run-id>/{config.json, metrics.jsonl, checkpoint.pt}.
+"""The run folder: models/<run-id>/{config.json, metrics.jsonl, checkpoint.pt, meta.json}.
 
 Every way of training (a thread in the studio, `python -m core.train`, torchrun)
 writes this same folder, and every view reads it, so there is one truth per run.
@@ -29,6 +29,10 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 STOP_FILE = "STOP"
+# The person's own words about a run (a short name, a note): apart from config.json, which only
+# write_config writes and which says how the run was made, so renaming never touches the record.
+META_FILE = "meta.json"
+NAME_MAX, NOTE_MAX = 40, 2000
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FINAL_STATUSES = ("finished", "stopped", "diverged", "failed", "interrupted")
 # "queued": waiting in the fair queue, no process yet; "running": a process owns the run (from the
@@ -79,6 +83,56 @@ def write_config(run_dir: str | os.PathLike, config: dict[str, Any], **details: 
     data is loaded (classes, sizes, normalization, parameters, env). The one writer of the file, in any process."""
     run_dir = Path(run_dir)
     write_json(run_dir / CONFIG_FILE, {**config, "run_id": run_dir.name, "created": time.time(), **details})
+
+
+def check_name(name: str) -> str:
+    """A run's short name, stripped; empty means 'use the default name'."""
+    name = (name or "").strip()
+    if len(name) > NAME_MAX or "\n" in name:
+        raise PlaygroundError(f"Give the run a short name: one line of at most {NAME_MAX} characters "
+                              f"(this one has {len(name)}).")
+    return name
+
+
+def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """meta.json ({"name", "note"}); a missing or unreadable file is no name and no note."""
+    try:
+        meta = json.loads((Path(run_dir) / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def write_meta(run_dir: str | os.PathLike, *, name: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """Set a run's name and/or note (None leaves it as it is, "" clears it); returns the new meta."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise PlaygroundError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); nothing renamed.")
+    meta = read_meta(run_dir)
+    if name is not None:
+        meta["name"] = check_name(name)
+    if note is not None:
+        note = note.strip()
+        if len(note) > NOTE_MAX:
+            raise PlaygroundError(f"Keep the note under {NOTE_MAX:,} characters (it has {len(note):,}).")
+        meta["note"] = note
+    write_json(run_dir / META_FILE, {k: v for k, v in meta.items() if v != ""})
+    return meta
+
+
+def short_data_name(spec: str) -> str:
+    """'shapes:600' -> 'Shapes', 'imagefolder:/x/uploads/3fa9c2e1d0b4-cats-dogs.zip' -> 'cats-dogs': the part a person chose."""
+    kind, _, arg = spec.partition(":")
+    if kind in ("cifar10", "shapes"):
+        return {"cifar10": "CIFAR-10", "shapes": "Shapes"}[kind]
+    stem = Path(arg.rstrip("/")).name or arg
+    stem = re.sub(r"\.zip$", "", stem, flags=re.IGNORECASE)
+    stem = re.sub(r"^[0-9a-f]{12}-", "", stem) or stem  # uploads are saved as <content hash>-<file name>
+    return stem if len(stem) <= 28 else stem[:27] + "…"
+
+
+def default_name(config: dict[str, Any]) -> str:
+    return f"{config.get('model', '?')} on {short_data_name(str(config.get('data', '?')))}"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -191,6 +245,16 @@ class RunInfo:
     slots: list[str] | None = None  # the devices its process holds, e.g. ["cuda:0"]
     pid: int | None = None
     host: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # meta.json: the person's name and note for the run
+
+    @property
+    def name(self) -> str:
+        """The run's short name: the one given to it, else '<model> on <data>'."""
+        return self.meta.get("name") or default_name(self.config)
+
+    @property
+    def note(self) -> str:
+        return self.meta.get("note", "")
 
     @property
     def active(self) -> bool:
@@ -248,7 +312,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_READ_CACHE: dict[Path, tuple[tuple, dict[str, Any], list[dict[str, Any]], dict[str, Any]]] = {}
+_READ_CACHE: dict[Path, tuple[tuple, dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]] = {}
 _READ_CACHE_MAX = 4096
 
 
@@ -260,25 +324,26 @@ def _file_key(path: Path) -> tuple:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """config, records and their summary, re-read only when config.json or metrics.jsonl changed:
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """config, records, their summary and meta, re-read only when one of the files changed:
     a class's listing is polled every second by every browser, and most runs are long finished."""
-    key = (_file_key(run_dir / CONFIG_FILE), _file_key(run_dir / METRICS_FILE))
+    key = (_file_key(run_dir / CONFIG_FILE), _file_key(run_dir / METRICS_FILE), _file_key(run_dir / META_FILE))
     hit = _READ_CACHE.get(run_dir)
     if hit is not None and hit[0] == key:
-        return hit[1], hit[2], hit[3]
+        return hit[1], hit[2], hit[3], hit[4]
     config = read_config(run_dir)
     records, _ = read_metrics(run_dir)
     summary = summarize(records)
+    meta = read_meta(run_dir)
     if len(_READ_CACHE) >= _READ_CACHE_MAX:
         _READ_CACHE.pop(next(iter(_READ_CACHE)), None)
-    _READ_CACHE[run_dir] = (key, config, records, summary)
-    return config, records, summary
+    _READ_CACHE[run_dir] = (key, config, records, summary, meta)
+    return config, records, summary, meta
 
 
 def run_info(run_dir: str | os.PathLike) -> RunInfo:
     run_dir = Path(run_dir)
-    config, records, s = _read_run(run_dir)
+    config, records, s, meta = _read_run(run_dir)
     status, message = s["status"], s["message"]
     if status in ACTIVE_STATUSES and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
         if s["dispatched"] and s["queue"]:
@@ -291,7 +356,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
                    epochs_done=s["epochs_done"], best_acc=s["best_acc"], last_acc=s["last_acc"],
                    img_per_s=s["img_per_s"], started=s["started"], seconds=s["seconds"],
                    has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(), records=records, workspace=s["workspace"],
-                   queue=s["queue"], attempts=s["attempts"], slots=s["slots"], pid=s["pid"], host=s["host"])
+                   queue=s["queue"], attempts=s["attempts"], slots=s["slots"], pid=s["pid"], host=s["host"], meta=meta)
 
 
 def list_runs(root: str | os.PathLike | None = None, workspace: str | None = None) -> list[RunInfo]:

@@ -278,7 +278,7 @@ class RunLog:
 
     @classmethod
     def open(cls, config: TrainConfig, run_dir: str | os.PathLike | None, dist: Dist, *, resume: bool, started: float,
-             on_record: Callable[[dict[str, Any]], None] | None = None) -> "RunLog":
+             on_record: Callable[[dict[str, Any]], None] | None = None, name: str | None = None) -> "RunLog":
         run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
         elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0) if resume else 0.0
         if dist.main:
@@ -286,6 +286,8 @@ class RunLog:
             if not resume and not (run_dir / runs.CONFIG_FILE).exists():
                 # Provisional, so a run that fails while loading data is still listed with its error.
                 runs.write_config(run_dir, config.to_dict())
+            if name:
+                runs.write_meta(run_dir, name=name)
         return cls(run_dir, dist, on_record, started=started, elapsed_before=elapsed_before)
 
     @property
@@ -697,12 +699,14 @@ def outcome(exc: BaseException | None, config: TrainConfig, progress: Progress, 
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
-          stop_event: threading.Event | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) one run into `run_dir` and return the CLI's result dict."""
+          stop_event: threading.Event | None = None, on_record: Callable[[dict[str, Any]], None] | None = None,
+          name: str | None = None) -> dict[str, Any]:
+    """Train (or resume) one run into `run_dir` and return the CLI's result dict; `name`: the run's short name (meta.json)."""
     started = time.perf_counter()
     config.validate()
+    name = runs.check_name(name or "")  # a bad name fails before any work
     dist = init_distributed(config)
-    log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record)
+    log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record, name=name)
     s: Setup | None = None
     progress = Progress()
     error: BaseException | None = None
@@ -808,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run to its configured epochs")
+    p.add_argument("--name", help=f"a short name for the run (up to {runs.NAME_MAX} characters; kept in meta.json)")
     return p
 
 
@@ -821,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.resume:
-            result = resume(args.resume, on_record=_progress_printer())
+            result = resume(args.resume, on_record=_progress_printer(), name=args.name)
         else:
             overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing",
                                                         "schedule", "weights", "freeze_backbone", "image_size", "device",
@@ -837,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
                     text = Path(args.layers).read_text() if Path(args.layers).is_file() else args.layers
                     overrides["layers"] = json.loads(text)
                 config = TrainConfig.for_model(args.model, **overrides)
-            result = train(config, args.out, on_record=_progress_printer())
+            result = train(config, args.out, on_record=_progress_printer(), name=args.name)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ if editable:
         "#": number("#", help=arch.COLUMN_HELP["#"], step=0.5, format="%g", width="small"),
         "type": st.column_config.SelectboxColumn("type", options=list(LAYER_OPTIONS), help=arch.COLUMN_HELP["type"]),
         **{c: number(c, help=arch.COLUMN_HELP[c], min_value=0 if c == "padding" else 1, step=1, format="%d")
-           for c in ("out", "kernel", "stride", "padding", "dilation")},
+           for c in ("in", "out", "kernel", "stride", "padding", "dilation")},
         "p": number("p", help=arch.COLUMN_HELP["p"], min_value=0.0, max_value=0.95, step=0.05, format="%.2f"),
         "bias": st.column_config.CheckboxColumn("bias", help=arch.COLUMN_HELP["bias"]),
     }
@@ -54,7 +54,8 @@ if editable:
     edited = st.data_editor(st.session_state["arch_base"], num_rows="dynamic", hide_index=True, column_config=config,
                             placeholder="–", key=f"arch_editor_{st.session_state['arch_version']}")
     st.caption("Add a row at the bottom; give it a # like 2.5 to put it between layers 2 and 3. "
-               "Blank cells use PyTorch's defaults; cells a layer does not use are ignored.")
+               "Blank cells use PyTorch's defaults, and a blank **in** is worked out from the layer above; "
+               "type a number there to write it yourself (try a wrong Linear in_features). Cells a layer does not use are ignored.")
     spec = arch.table_to_spec(edited)
     with guard():
         result = inspect_model(spec, int(classes), int(side))
@@ -83,6 +84,8 @@ if result is not None:
     tabs[0].code(result["printed"], language="text")
     with tabs[1]:
         if result["code"]:
+            if result["code_note"]:
+                st.caption(result["code_note"])
             st.code(result["code"], language="python")
         else:
             st.info(result["code_error"])

@@ -1,8 +1,9 @@
 import pandas as pd
 import streamlit as st
 
+from core.runs import short_data_name
 from studio.state import all_runs, through_navigation
-from studio.widgets import data_name, device_line, duration, percent
+from studio.widgets import device_line, duration, percent
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -13,27 +14,32 @@ st.markdown(
     "(`python -m core.train --model cifar10_quick --data shapes`), so what you click you can script."
 )
 
-headline, detail = device_line()
+# One first step: a newcomer should not have to choose between two "start here"s.
 with st.container(border=True):
     left, right = st.columns([3, 2], vertical_alignment="center")
-    left.markdown(f"#### {headline}")
-    left.caption(detail)
-    right.markdown("**Quick start (about 2 minutes):** Train → *Start training* with the defaults "
-                   "(CIFAR-10 quick on Shapes), then Predict → upload a picture of a shape.")
+    left.markdown("#### :material/flag: Start here: First steps")
+    left.markdown("Fit y = 2x + 3 with two parameters, a loss and an optimizer: the whole training loop in a "
+                  "minute, before any images. Then follow the path below, left to right.")
+    if right.button("Open First steps", type="primary", icon=":material/school:", width="stretch"):
+        st.switch_page("pages/first_steps.py")
 
-st.subheader("Where to go")
+st.subheader("The path")
 steps = [
-    ("pages/first_steps.py", "1 · First steps", ":material/school:", "Fit y = 2x + 3 with two parameters, MSE and SGD."),
-    ("pages/architecture.py", "2 · Architecture", ":material/account_tree:",
+    ("pages/first_steps.py", "1 · First steps", "Fit y = 2x + 3 with two parameters, MSE and SGD."),
+    ("pages/architecture.py", "2 · Architecture",
      "Stack layers in a table and see shapes, parameters and the PyTorch code."),
-    ("pages/train.py", "3 · Train", ":material/model_training:", "Pick data and a model, press Start, watch the curves."),
-    ("pages/predict.py", "4 · Predict", ":material/image_search:", "Upload images and see the top guesses of a trained model."),
-    ("pages/runs.py", "5 · Runs", ":material/table_chart:", "Compare, download and clean up your runs."),
+    ("pages/train.py", "3 · Train",
+     "Pick data and a model, press Start, watch the curves (the defaults take about 2 minutes)."),
+    ("pages/predict.py", "4 · Predict", "Upload images and see the top guesses of a trained model."),
+    ("pages/runs.py", "5 · Runs", "Name, compare, download and clean up your runs."),
 ]
-for column, (page, label, icon, blurb) in zip(st.columns(len(steps)), steps):
+for column, (page, label, blurb) in zip(st.columns(len(steps)), steps):
     with column.container(border=True, height="stretch"):
-        st.page_link(page, label=f"**{label}**", icon=icon)
+        st.page_link(page, label=f"**{label}**")  # no icons: "2 · Architecture" must fit a fifth of the page
         st.caption(blurb)
+
+headline, detail = device_line()
+st.caption(f"Running on {headline.split(' ', 1)[1]} · {detail}")
 
 st.subheader("Recent runs")
 recent = all_runs()[:5]
@@ -42,8 +48,8 @@ if not recent:
 else:
     st.dataframe(
         pd.DataFrame([{
-            "status": r.status, "run": r.run_id, "model": r.config.get("model"), "data": data_name(str(r.config.get("data", ""))),
-            "test accuracy": percent(r.best_acc), "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
+            "name": r.name, "test accuracy": percent(r.best_acc), "status": r.status, "model": r.config.get("model"),
+            "data": short_data_name(str(r.config.get("data", ""))), "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
             "time": duration(r.seconds),
         } for r in recent]),
         hide_index=True,

@@ -19,21 +19,23 @@ from core import runs
 from core.errors import PlaygroundError
 from core.models import LAYER_OPTIONS, count_parameters
 
-TABLE_COLUMNS = ["#", "type", "out", "kernel", "stride", "padding", "dilation", "p", "bias"]
-INT_COLUMNS = ["out", "kernel", "stride", "padding", "dilation"]
-# table column -> spec option, per layer type ("out" means channels, features or pooled size)
+TABLE_COLUMNS = ["#", "type", "in", "out", "kernel", "stride", "padding", "dilation", "p", "bias"]
+INT_COLUMNS = ["in", "out", "kernel", "stride", "padding", "dilation"]
+# table column -> spec option, per layer type ("in" / "out" mean channels, features or pooled size)
 _COLUMN_OPTION = {
-    "Conv2d": {"out": "out_channels", "kernel": "kernel_size", "stride": "stride", "padding": "padding",
+    "Conv2d": {"in": "in_channels", "out": "out_channels", "kernel": "kernel_size", "stride": "stride", "padding": "padding",
                "dilation": "dilation", "bias": "bias"},
     "MaxPool2d": {"kernel": "kernel_size", "stride": "stride", "padding": "padding"},
     "AvgPool2d": {"kernel": "kernel_size", "stride": "stride", "padding": "padding"},
     "AdaptiveAvgPool2d": {"out": "output_size"},
     "Dropout": {"p": "p"},
-    "Linear": {"out": "out_features", "bias": "bias"},
+    "Linear": {"in": "in_features", "out": "out_features", "bias": "bias"},
 }
 COLUMN_HELP = {
     "#": "Order of the layers: to insert a layer between 2 and 3, add a row and give it 2.5.",
-    "type": "The layer. in_channels / in_features are worked out from the shape that reaches it.",
+    "type": "The layer, as in torch.nn.",
+    "in": "Conv2d: in_channels. Linear: in_features. Blank = worked out from the shape that reaches the layer; "
+          "type a number to write it yourself as in PyTorch code (a wrong one gives PyTorch's error, explained).",
     "out": "Conv2d: out_channels. Linear: out_features (leave the last one empty = number of classes). "
            "AdaptiveAvgPool2d: output size.",
     "kernel": "Conv2d / pooling: kernel size (a square kernel).",
@@ -159,16 +161,28 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         torchvision = False
     shape = (3, side, side)
     table = look.summary(model, shape, depth=2)
-    overview = look.summary(model, shape, depth=1).layers if len(table.layers) > 24 else None
+    code_note = None
     try:
         code, code_error = look.to_code(model, "Net", shape), None
     except PlaygroundError as exc:
         code, code_error = None, str(exc)
+        try:  # a module with its own forward(): its class is the code to read
+            code = look.class_source(model)
+            code_note = (f"{type(model).__name__} has its own forward(), so here is its nn.Module class as written: "
+                         "`__init__` makes the layers, `forward` says how the input flows through them.")
+        except PlaygroundError:
+            pass
     layers = table.layers
     if not isinstance(name_or_spec, str):  # one row per spec row: number them as the editor and the errors do
-        layers = layers.assign(name=[str(i) for i in range(1, len(layers) + 1)])
+        layers = overview = layers.assign(name=[str(i) for i in range(1, len(layers) + 1)])
+    else:
+        # The diagram draws every layer that runs (leaf modules, in call order), never a container as one block;
+        # an Identity (ResNet's max-pool, removed for small images) does nothing, so it is left out.
+        leaves = look.summary(model, shape, depth=10**6).layers
+        overview = leaves[leaves["type"] != "Identity"].reset_index(drop=True)
     trainable, total = count_parameters(model)
-    return {"layers": layers, "overview": layers if overview is None else overview, "total_params": table.total_params,
+    return {"layers": layers, "overview": overview, "total_params": table.total_params,
             "trainable_params": trainable, "total": total, "total_macs": table.total_macs,
             "output_shape": table.output_shape, "printed": str(model), "code": code, "code_error": code_error,
+            "code_note": code_note,
             "freeze_map": look.freeze_map(model) if torchvision else None}

@@ -160,39 +160,59 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
     return fig
 
 
-def architecture_figure(layers: pd.DataFrame, input_shape: Sequence[int]) -> go.Figure:
-    """The stack left to right: one block per layer, its height growing with the tensor's
-    spatial size and its colour by layer type, with the output shape under each block."""
-    rows = [("Input", "input", " x ".join(str(d) for d in input_shape))] + \
+# Short labels so a row of blocks stays readable; the full name and type are in each block's hover.
+_SHORT_TYPES = {"BatchNorm2d": "BatchNorm", "MaxPool2d": "MaxPool", "AvgPool2d": "AvgPool", "AdaptiveAvgPool2d": "AdaptPool",
+                "Identity": "Identity", "input": "input"}
+ARCH_PER_ROW = 11  # blocks per row: about 75 px each in the page's wide layout (820 px at a 1280 px window)
+ARCH_LABEL_CHARS = 10
+
+
+def short_type(kind: str) -> str:
+    return _SHORT_TYPES.get(kind, kind if len(kind) <= ARCH_LABEL_CHARS else kind[:ARCH_LABEL_CHARS - 1] + "…")
+
+
+def architecture_figure(layers: pd.DataFrame, input_shape: Sequence[int], per_row: int = ARCH_PER_ROW) -> go.Figure:
+    """The layers in order, one block each, left to right and then on the next row like lines of text: a block's
+    height grows with the tensor's spatial size, its colour shows the layer type, its output shape is under it."""
+    rows = [("input", "input", " x ".join(str(d) for d in input_shape))] + \
         [(str(r["name"]), str(r["type"]), str(r["output_shape"])) for _, r in layers.iterrows()]
     colors = {"Conv2d": ORANGE, "Linear": BLUE, "MaxPool2d": "#2a9d5c", "AvgPool2d": "#2a9d5c",
               "AdaptiveAvgPool2d": "#2a9d5c", "BatchNorm2d": "#9b5de5", "ReLU": "#f4a100", "GELU": "#f4a100",
               "Dropout": GREY, "Flatten": "#00a6a6", "input": "#5c677d"}
+    per_row = len(rows) if len(rows) <= per_row + 2 else per_row  # a stack of up to 14 stays on one line
+    lines = math.ceil(len(rows) / per_row)
+    step = 4.0  # vertical distance between lines, in block half-heights: labels above and below fit between
     sizes = [_spatial(shape) for _, _, shape in rows]
     biggest = max(sizes) or 1
     fig = go.Figure(layout=_base_layout(
-        360, hovermode="closest", showlegend=False, margin=dict(l=10, r=10, t=10, b=10),
-        xaxis=dict(visible=False, range=[-0.7, len(rows) - 0.3]), yaxis=dict(visible=False, range=[-1.9, 1.45])))
-    shapes, xs, hover = [], [], []
+        (360 if lines == 1 else 80 + 150 * lines), hovermode="closest", showlegend=False, margin=dict(l=10, r=10, t=30, b=10),
+        xaxis=dict(visible=False, range=[-0.7, per_row - 0.3], fixedrange=True),
+        yaxis=dict(visible=False, range=[-step * (lines - 1) - 2.0, 1.6], fixedrange=True)))
+    shapes, xs, ys, hover = [], [], [], []
     for i, ((name, kind, shape), size) in enumerate(zip(rows, sizes)):
+        x, y = i % per_row, -step * (i // per_row)
         half = 0.25 + 0.75 * math.sqrt(size / biggest)
         color = colors.get(kind, "#5c677d")
-        shapes.append(dict(type="rect", x0=i - 0.38, x1=i + 0.38, y0=-half, y1=half, line=dict(color=color, width=2),
+        shapes.append(dict(type="rect", x0=x - 0.38, x1=x + 0.38, y0=y - half, y1=y + half, line=dict(color=color, width=2),
                            fillcolor=color, opacity=0.85, layer="below"))
-        if i:
-            shapes.append(dict(type="line", x0=i - 0.62, x1=i - 0.38, y0=0, y1=0, line=dict(color=GREY, width=2)))
-        xs.append(i)
+        if i and x:
+            shapes.append(dict(type="line", x0=x - 0.62, x1=x - 0.38, y0=y, y1=y, line=dict(color=GREY, width=2)))
+        elif i:  # the line breaks: a path from the end of the last line back to the start of this one
+            gap = y + step / 2
+            shapes.append(dict(type="path", path=f"M {per_row - 1 + 0.38},{y + step} H {per_row - 0.45} V {gap} H -0.6 V {y} H -0.38",
+                               line=dict(color=GREY, width=1.5, dash="dot")))
+        xs.append(x)
+        ys.append(y)
         hover.append(f"{name}: {kind}<br>output {shape}")
     fig.update_layout(shapes=shapes)
-    small = len(rows) > 14
-    fig.add_scatter(x=xs, y=[1.3] * len(rows), mode="text", text=[kind if kind != "input" else "input" for _, kind, _ in rows],
-                    textfont=dict(size=11 if small else 14), hoverinfo="skip", textposition="middle center")
-    fig.add_scatter(x=xs, y=[-1.35] * len(rows), mode="text", text=[shape.replace(" x ", "×") for _, _, shape in rows],
-                    textfont=dict(size=10 if small else 13, color="#31333f"), hoverinfo="skip")
-    fig.add_scatter(x=xs, y=[0] * len(rows), mode="markers", marker=dict(size=30, opacity=0), hovertext=hover,
-                    hoverinfo="text")
+    fig.add_scatter(x=xs, y=[y + 1.3 for y in ys], mode="text", text=[short_type(kind) for _, kind, _ in rows],
+                    textfont=dict(size=12 if lines > 1 or len(rows) > 10 else 14), hoverinfo="skip")
+    fig.add_scatter(x=xs, y=[y - 1.35 for y in ys], mode="text", text=[shape.replace(" x ", "×") for _, _, shape in rows],
+                    textfont=dict(size=11 if lines > 1 or len(rows) > 10 else 13, color="#31333f"), hoverinfo="skip")
+    fig.add_scatter(x=xs, y=ys, mode="markers", marker=dict(size=30, opacity=0), hovertext=hover, hoverinfo="text")
     if len(rows) > 1:
-        fig.add_annotation(x=len(rows) - 1, y=-1.75, text="numbers under each block: its output shape (channels×height×width)",
+        fig.add_annotation(x=per_row - 1, y=ys[-1] - 1.75 if lines == 1 else -step * (lines - 1) - 1.8,
+                           text="under each block: its output shape (channels×height×width); hover for the layer's name",
                            showarrow=False, xanchor="right", font=dict(size=12, color=GREY))
     return fig
 

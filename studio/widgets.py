@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from datetime import datetime
 from typing import Iterator
 
 import streamlit as st
@@ -12,7 +13,7 @@ from core.classes import describe as describe_set
 from core.curves import format_duration
 from core.data import describe_spec
 from core.errors import PlaygroundError
-from core.runs import RunInfo
+from core.runs import RunInfo, short_data_name
 from studio.state import device_info, training_now
 
 log = logging.getLogger("torch_playground")
@@ -74,6 +75,15 @@ def run_title(info: RunInfo) -> str:
     # "queued" turns into "running" within seconds; a label saying "training" stays true longer.
     status = "training" if info.active else info.status
     return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {status}"
+
+
+def run_label(info: RunInfo) -> str:
+    """'cats vs dogs · resnet18 · cats-dogs · 93.1%' for run pickers: what a person needs to tell runs apart."""
+    model, data = info.config.get("model", "?"), short_data_name(str(info.config.get("data", "?")))
+    what = f"{info.name} · {model} · {data}" if info.meta.get("name") else info.name  # the default name is model on data
+    if not info.meta.get("name") and info.started:
+        what += f" · {datetime.fromtimestamp(info.started):%d %b %H:%M}"  # tells apart unnamed runs of the same set-up
+    return f"{what} · {percent(info.best_acc)}"
 
 
 def data_name(spec: str) -> str:

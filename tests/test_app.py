@@ -224,6 +224,48 @@ def test_architecture_torchvision_freeze_map(models):
     assert at.metric[1].value == "5.1 K"  # only the new 10-class head
 
 
+def test_architecture_a_typed_wrong_in_features_gives_the_tutorial_error(models):
+    """The classic mistake: a Linear whose in_features does not match what Flatten gives. Blank = worked out."""
+    at = open_page("pages/architecture.py")
+    key = f"arch_editor_{at.session_state['arch_version']}"
+    at.session_state[key] = {"edited_rows": {7: {"in": 1000}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    no_exception(at)
+    (error,) = [e.value for e in at.error]
+    assert "Layer 8 (Linear): in_features is 1000" in error and "64 x 4 x 4 into 1024" in error
+    assert "needs in_features=1024" in error and "mat1 and mat2 shapes cannot be multiplied (1x1024 and 1000x64)" in error
+    at.session_state[key] = {"edited_rows": {7: {"in": 1024}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    assert not at.error and at.metric[0].value == "145.6 K"  # the right number is accepted as written
+
+
+def test_architecture_shows_a_module_class_as_its_source(models):
+    at = open_page("pages/architecture.py")
+    at.selectbox[0].set_value("mycnn").run()
+    no_exception(at)
+    source = next(c.value for c in at.code if "class MyCNN(nn.Module)" in c.value)
+    assert "def forward(self, x" in source and "self.fc(self.flatten(" in source
+    assert not any("cannot be written as one" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("model, side", [("vgg16", 64), ("resnet18", 32), ("alexnet", 224)])
+def test_architecture_diagram_draws_every_layer_with_room_for_its_label(model, side):
+    overview = arch.inspect_model(model, side=side)["overview"]
+    assert not overview["type"].isin(["Sequential", "BasicBlock", "Identity"]).any()  # layers, not containers
+    assert (overview["type"] == "Conv2d").sum() == {"vgg16": 13, "resnet18": 20, "alexnet": 5}[model]
+    fig = charts.architecture_figure(overview, (3, side, side))
+    assert sum(s.type == "rect" for s in fig.layout.shapes) == len(overview) + 1  # and the input
+    labels, shapes_text = fig.data[0], fig.data[1]
+    assert list(labels.text[1:]) == [charts.short_type(t) for t in overview["type"]]
+    positions = list(zip(labels.x, labels.y))
+    assert len(set(positions)) == len(positions) and max(labels.x) < charts.ARCH_PER_ROW  # one cell per label, wrapped
+    # No overlap in the page's wide layout (about 820 px for the chart at a 1280 px window): the widest label fits
+    # its cell (a character is about 0.6 of the font size wide).
+    cell = 820 / (max(labels.x) + 1)
+    for trace in (labels, shapes_text):
+        assert max(len(t) for t in trace.text) * trace.textfont.size * 0.6 < cell, trace.text
+
+
 def test_conv_calculator_and_padding_solver(models):
     at = open_page("pages/architecture.py")
     assert any("= 32" in c.value for c in at.code)  # (32 + 2*2 - 1*(5-1) - 1) / 1 + 1 = 32
@@ -231,6 +273,18 @@ def test_conv_calculator_and_padding_solver(models):
 
 
 # --------------------------------------------------------------------------- first steps and runs
+
+
+def test_home_offers_one_first_step(models):
+    at = open_page("pages/home.py")
+    no_exception(at)
+    starts = [m.value for m in at.markdown if "start here" in m.value.lower() or "quick start" in m.value.lower()]
+    assert len(starts) == 1 and "First steps" in starts[0], starts
+    (start,) = [b for b in at.button if b.proto.type == "primary"]  # one call to action
+    assert [link.proto.page for link in at.get("page_link")][:2] == ["first_steps", "architecture"]  # the path from 1
+    start.click().run()
+    no_exception(at)
+    assert at.title[0].value.endswith("First steps") or "First steps" in at.title[0].value, at.title[0].value
 
 
 def test_first_steps_trains_the_line(models):
@@ -253,6 +307,23 @@ def test_runs_page_compares_and_deletes(trained, models):
     at = open_page("pages/runs.py")
     no_exception(at)
     assert chart_specs(at)
+    table = at.dataframe[0].value
+    assert list(table.columns[:3]) == ["name", "best accuracy", "status"]  # the figures are not pushed off-screen
+    assert "cifar10_quick on Shapes" in set(table["name"])  # an unnamed run: model on data
+    at.selectbox(key="manage_pick").set_value(copy.name).run()
+    name_box = next(t for t in at.text_input if t.label == "Name")
+    name_box.set_value("my copy")
+    next(t for t in at.text_area if t.label == "Note").set_value("same run, copied")
+    next(b for b in at.button if b.label == "Save name and note").click().run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    info = runs.run_info(copy)
+    assert (info.name, info.note) == ("my copy", "same run, copied")
+    assert json.loads((copy / runs.CONFIG_FILE).read_text()) == json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    label = next(o for o in at.multiselect[0].options if o.startswith("my copy"))
+    assert "cifar10_quick" in label and "Shapes" in label and "%" in label, label  # name, model, data, accuracy
+    legend = {trace.get("name") for trace in chart_specs(at)[0]["data"]}
+    assert {"my copy", "cifar10_quick on Shapes"} <= legend, legend  # the compare chart names runs the same way
     at.selectbox(key="manage_pick").set_value(copy.name).run()
     next(b for b in at.button if b.label == "Yes, delete it").click().run()
     no_exception(at)

@@ -55,7 +55,7 @@ def open_page(page: str, **params: str) -> AppTest:
 
 
 def run_choices(at: AppTest) -> set[str]:
-    return {option.split(" · ")[0] for option in at.selectbox(key="manage_pick").options}
+    return {option.rsplit(" · ", 1)[-1] for option in at.selectbox(key="manage_pick").options}  # the label ends with the id
 
 
 def sidebar_text(at: AppTest) -> str:

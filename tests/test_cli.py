@@ -32,12 +32,13 @@ def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
     done = cli("core.train", "--model", "cifar10_quick", "--data", "shapes:500", "--epochs", "2", "--batch-size", "50",
-               "--seed", "3", "--out", str(out))
+               "--seed", "3", "--out", str(out), "--name", "shapes baseline")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # stdout is exactly one JSON document
     assert set(result) >= {"run_dir", "epochs", "val_acc", "train_img_per_s", "seconds"}
     assert result["run_dir"] == str(out) and result["epochs"] == 2 and 0 <= result["val_acc"] <= 1
     assert "epoch 2:" in done.stderr  # progress goes to stderr
+    assert runs.run_info(out).name == "shapes baseline"  # --name lands in meta.json, config.json stays the trainer's
     return out
 
 
@@ -93,6 +94,7 @@ def test_predict_gives_topk_per_file_and_errors_per_bad_file(trained_run, tmp_pa
     (["core.train", "--model", "cifar10_quick", "--data", "imagefolder:/nope"], "does not exist"),
     (["core.train", "--model", "custom", "--layers", '[{"type": "Linear"}]', "--data", "shapes:100"], "needs a flat input"),
     (["core.train", "--resume", "/nonexistent/run"], "is not a run folder"),
+    (["core.train", "--model", "cifar10_quick", "--data", "shapes:100", "--name", "x" * 41], "short name"),
     (["core.evaluate", "/nonexistent/run", "--data", "shapes"], "no checkpoint"),
     (["core.predict", "/nonexistent/run", "x.png"], "no checkpoint"),
 ])
