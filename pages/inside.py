@@ -4,7 +4,7 @@ import streamlit as st
 from core import runs
 from studio import inside_view as iv, insight, predict_view as pv
 from studio.state import all_runs, through_navigation, watched_run
-from studio.widgets import guard, run_title
+from studio.widgets import guard, run_label
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -23,7 +23,7 @@ ids = [r.run_id for r in ready]
 watched = watched_run()
 default = watched.name if watched is not None and watched.name in ids else next(
     (r.run_id for r in ready if r.status == "finished"), ids[0])
-titles = {r.run_id: f"{r.run_id} · {run_title(r)}" for r in ready}
+titles = {r.run_id: run_label(r) for r in ready}
 pick = st.selectbox("Run", ids, index=ids.index(default), format_func=titles.get, key="inside_run")
 run_dir = runs.MODELS_DIR / pick
 

@@ -6,7 +6,7 @@ from core.models import PRESETS
 from studio import arch, explain_view as ev, predict_view as pv, workspace
 from studio.charts import topk_figure
 from studio.state import all_runs, through_navigation
-from studio.widgets import guard, run_title
+from studio.widgets import guard, run_label
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -31,7 +31,7 @@ with guard():
             if wanted in ids:
                 st.session_state["predict_pick"] = wanted
             default = next((r.run_id for r in ready if r.status == "finished"), ids[0])
-            titles = {r.run_id: f"{r.run_id} · {run_title(r)}" for r in ready}
+            titles = {r.run_id: run_label(r) for r in ready}
             pick = st.selectbox("Run", ids, index=ids.index(st.session_state.get("predict_pick", default))
                                 if st.session_state.get("predict_pick") in ids else ids.index(default),
                                 format_func=titles.get)
