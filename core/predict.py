@@ -50,14 +50,18 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, model: str | list, classes: Sequence[str] | None = None,
                      input_size: int | None = None, normalization: dict[str, Sequence[float]] | None = None,
-                     device: str = "cpu") -> "Predictor":
-        """Uploaded weights (state_dict .pt or .safetensors) plus the architecture they belong to."""
+                     device: str = "cpu", info: dict[str, Any] | None = None) -> "Predictor":
+        """Uploaded weights (state_dict .pt or .safetensors) plus the architecture they belong to.
+
+        `info` is the JSON that comes with an exported state_dict (runs.weights_info: classes, normalization,
+        sizes); older exports carried the same inside the .pt. Explicit arguments win over both.
+        """
         state = read_state_dict(weights)
-        meta: dict[str, Any] = {}
-        if str(weights).endswith((".pt", ".pth")):
+        meta: dict[str, Any] = dict(info or {})
+        if not meta and str(weights).endswith((".pt", ".pth")):
             blob = runs.safe_torch_load(weights)
-            if isinstance(blob, dict) and "model" in blob:
-                meta = blob  # a Torch Playground export carries its classes and normalization
+            if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+                meta = blob  # an export from before the JSON sidecar: classes and normalization inside the .pt
         classes = list(classes or meta.get("classes") or [])
         if not classes:
             out = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
@@ -66,7 +70,7 @@ class Predictor:
         size = input_size or meta.get("input_size") or (224 if isinstance(model, str) and model in ("vgg16", "alexnet") else 32)
         norm = normalization or meta.get("normalization") or {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
         net = build(model, num_classes=len(classes), weights=weights, input_size=size)
-        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, False)
+        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, bool(meta.get("tta", False)))
 
     @classmethod
     def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int,

@@ -7,7 +7,7 @@ import streamlit as st
 from core import runs
 from core.curves import curves_of
 from core.train import TrainConfig
-from studio import state
+from studio import export_view, state
 from studio.charts import compare_figure
 from studio.state import through_navigation
 from studio.widgets import data_name, duration, guard, percent
@@ -58,8 +58,6 @@ with st.container(horizontal=True, vertical_alignment="center"):
         state.watch(info.path)
         st.switch_page("pages/train.py")
     if info.has_checkpoint:
-        st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(info.path), f"{pick}.pt",
-                           "application/octet-stream", on_click="ignore", icon=":material/download:")
         st.download_button("metrics.jsonl", lambda: (info.path / runs.METRICS_FILE).read_bytes(),
                            f"{pick}-metrics.jsonl", "application/json", on_click="ignore", icon=":material/download:")
     with st.popover("Delete…", icon=":material/delete:"):
@@ -71,3 +69,6 @@ with st.container(horizontal=True, vertical_alignment="center"):
                 state.forget_tail(info.path)
                 st.toast(f"Deleted {pick}.")
                 st.rerun()
+if info.has_checkpoint:
+    st.markdown("##### Export")
+    export_view.downloads(info, key="runs")
