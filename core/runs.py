@@ -94,8 +94,8 @@ def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
         if any(c.startswith("torch.nn.modules.") for c in pickled_classes(source)):
             stem = Path(name).stem
             raise PlaygroundError(
-                f"{name} is a whole pickled model (saved with torch.save(model)); the studio refuses it on purpose, because "
-                f"loading a pickle runs whatever code is inside it. If you trust the file, convert it once in Python: "
+                f"{name} is a whole pickled model (saved with torch.save(model)), refused on purpose: loading a pickle "
+                f"runs whatever code is inside it. If you trust the file, convert it once in Python: "
                 f"model = torch.load(\"{name}\", weights_only=False); torch.save(model.state_dict(), \"{stem}-state_dict.pt\"); "
                 f"then use {stem}-state_dict.pt.") from None
         raise PlaygroundError(f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
