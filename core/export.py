@@ -301,7 +301,8 @@ def _check_inputs(run_dir: Path, config: dict[str, Any], predictor, n: int) -> t
         if kind == "shapes":  # the test stream does not depend on the training split's size
             test = data.shapes_dataset(n_train=0, n_test=max(n, 1), seed=seed).test
         else:
-            test = data.load_dataset(str(config["data"]), image_size=size, seed=seed, download=False).test
+            test = data.load_dataset(str(config["data"]), image_size=size, seed=seed, download=False,
+                                     data_dir=config.get("data_dir")).test
         images, where = test.images[:n], "the run's test images"
     except PlaygroundError:
         gen = torch.Generator().manual_seed(0)

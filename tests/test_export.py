@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from core import export, runs
-from core.data import SHAPES_CLASSES, normalize_batch, shapes_dataset
+from core.data import SHAPES_CLASSES, load_dataset, normalize_batch, shapes_dataset
 from core.errors import PlaygroundError
 from core.models import PRESETS, build
 from core.predict import Predictor
@@ -103,16 +103,31 @@ def last_test_acc(output: str) -> float:
 # --------------------------------------------------------------------------- runs to export
 
 
+def write_image_folder(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Shapes saved as PNGs in train/ and test/ class folders."""
+    from PIL import Image
+
+    shapes = shapes_dataset(n_train, n_test, seed=seed)
+    for split, part in (("train", shapes.train), ("test", shapes.test)):
+        for i, (image, label) in enumerate(zip(part.images, part.labels.tolist())):
+            target = root / split / SHAPES_CLASSES[label] / f"{i}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(target)
+    return root
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Tiny real runs, trained on first use: name -> run folder."""
+    """Tiny real runs on a small image folder (100 test images, so evaluating resnet18 stays cheap), trained
+    on first use: model name -> run folder."""
     made: dict[str, Path] = {}
     root = tmp_path_factory.mktemp("export-runs")
+    folder = write_image_folder(root / "images", 120, 100)
 
     def get(model: str) -> Path:
         if model not in made:
-            config = TrainConfig.for_model(model, data="shapes:128", epochs=1, batch_size=64, precision="fp32",
-                                           layers=CUSTOM_SPEC if model == "custom" else None)
+            config = TrainConfig.for_model(model, data=f"imagefolder:{folder}", epochs=1, batch_size=64, precision="fp32",
+                                           layers=CUSTOM_SPEC if model == "custom" else None, data_dir=str(root / "data"))
             train(config, root / model)
             made[model] = root / model
         return made[model]
@@ -133,7 +148,7 @@ def test_state_dict_download_is_exactly_model_state_dict(trained, tmp_path):
     assert all(t.device.type == "cpu" and t.is_contiguous() for t in state.values())
     model.load_state_dict(state)  # the tutorial's line, strict
     info = runs.weights_info(run_dir)
-    assert info["classes"] == list(SHAPES_CLASSES) and info["model"] == "cifar10_quick"
+    assert info["classes"] == sorted(SHAPES_CLASSES) and info["model"] == "cifar10_quick"
     assert set(info["normalization"]) == {"mean", "std"} and info["input_size"] == 32
     json.dumps(info)  # plain JSON
 
@@ -156,7 +171,7 @@ def test_predictor_takes_the_new_download_with_its_json_and_old_exports(trained,
     ckpt = runs.load_checkpoint(run_dir)
     torch.save({k: ckpt[k] for k in ("model", "classes", "normalization", "config", "image_size")}, legacy)
     old = Predictor.from_weights(legacy, "cifar10_quick")
-    images = shapes_dataset(128, 50, seed=0).test.images
+    images = shapes_dataset(10, 50, seed=0).test.images
     expected = from_run.probabilities(images)
     assert torch.allclose(new.probabilities(images), expected) and torch.allclose(old.probabilities(images), expected)
     assert old.classes == from_run.classes
@@ -260,25 +275,23 @@ def test_script_regenerates_the_studios_shapes_exactly(tmp_path):
 
 
 def test_script_trains_on_a_folder_of_images(tmp_path):
-    from PIL import Image
-
-    shapes = shapes_dataset(40, 20, seed=1)
-    for split, part in (("train", shapes.train), ("test", shapes.test)):
-        for i, (image, label) in enumerate(zip(part.images, part.labels.tolist())):
-            target = tmp_path / "folder" / split / SHAPES_CLASSES[label] / f"{i}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(target)
+    folder = write_image_folder(tmp_path / "folder", 40, 20, seed=1)
     source = export.render_script(recipe_config("speedrun"))
-    _, output = run_script_in_process(source, tmp_path, "--data", str(tmp_path / "folder"), "--steps", "2", "--epochs", "1",
+    _, output = run_script_in_process(source, tmp_path, "--data", str(folder), "--steps", "2", "--epochs", "1",
                                       "--out", str(tmp_path / "w.pt"))
     assert "40 training images, 20 test images, 10 classes" in output
 
 
 @pytest.mark.slow
 def test_exported_script_trains_like_the_studio_in_a_clean_folder(tmp_path):
-    """The issue's fidelity check: same data and seed, 1 epoch, within 5 accuracy points."""
+    """The issue's fidelity check: same data and seed, 1 epoch, within 5 accuracy points.
+
+    36,000 images make the epoch long enough to leave the steep start of learning, where one epoch's result
+    swings by several points with the batch order alone (12,000 images: 52-59% across seeds); here the
+    studio gave 86.2% and the script 86.6% (85.7% with another batch order).
+    """
     run_dir = tmp_path / "run"
-    studio = train(TrainConfig.for_model("cifar10_quick", data="shapes", epochs=1, seed=0, precision="fp32"), run_dir)
+    studio = train(TrainConfig.for_model("cifar10_quick", data="shapes:36000", epochs=1, seed=0, precision="fp32"), run_dir)
     clean = tmp_path / "clean"
     clean.mkdir()
     script = clean / export.script_filename(runs.read_config(run_dir))
@@ -330,22 +343,24 @@ def test_onnx_export_matches_pytorch_on_the_runs_test_images(model, trained, tmp
 
     run_dir = trained(model)
     path = tmp_path / "model.onnx"
-    result = export.export_onnx(run_dir, path, check_images=200)
+    result = export.export_onnx(run_dir, path, check_images=100)
     assert result["check"]["passed"] and result["check"]["on"] == "the run's test images"
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # a named, dynamic batch
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["classes"]) == list(SHAPES_CLASSES) and "mean" in json.loads(meta["normalization"])
-    # Checked here again, independently of the exporter's own check.
+    assert json.loads(meta["classes"]) == sorted(SHAPES_CLASSES) and "mean" in json.loads(meta["normalization"])
+    # Checked here again, independently of the exporter's own check, on every test image of the run.
     predictor = Predictor.from_run(run_dir)
-    test = shapes_dataset(128, 200, seed=0).test
+    config = runs.read_config(run_dir)
+    test = load_dataset(config["data"], image_size=config["data_size"], data_dir=config["data_dir"]).test
     x = normalize_batch(test.images, predictor.mean, predictor.std, predictor.input_size, channels_last=False)
     with torch.no_grad():
         expected = predictor.model(x).numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = np.concatenate([session.run(None, {"image": x[i:i + n].numpy()})[0] for i, n in ((0, 1), (1, 7), (8, 192))])
+    got = np.concatenate([session.run(None, {"image": x[i:j].numpy()})[0] for i, j in ((0, 1), (1, 8), (8, len(x)))])
+    assert len(got) == len(test) == 100
     assert np.abs(got - expected).max() <= 1e-3
     assert (got.argmax(1) == expected.argmax(1)).all()
 
@@ -375,7 +390,7 @@ def test_cli_script_to_stdout_and_every_format_to_files(trained, tmp_path, capsy
 
     assert export.main([str(run_dir), "--format", "state_dict", "--out", str(tmp_path / "w.pt")]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["info_path"] == str(tmp_path / "w.json") and result["info"]["classes"] == list(SHAPES_CLASSES)
+    assert result["info_path"] == str(tmp_path / "w.json") and result["info"]["classes"] == sorted(SHAPES_CLASSES)
     build("lenet5").load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
 
     assert export.main([str(run_dir), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--check-images", "50"]) == 0
