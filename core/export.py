@@ -19,7 +19,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class Section:
 # --------------------------------------------------------------------------- what the templates get
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(*objects: Any) -> str:
     return "\n\n\n".join(inspect.getsource(o).rstrip() for o in objects)
 
@@ -169,6 +169,9 @@ def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epo
     if recipe.ema:
         notes.append(f"Left out: the run evaluated an exponential moving average of the weights (decay {recipe.ema}); "
                      "this script trains and tests the weights themselves.")
+    if name in PRESETS and PRESETS[name].torchvision and recipe.weights:
+        notes.append("With pretrained weights the new head starts from other random numbers than the studio's "
+                     "(the studio builds the model randomly, then loads the weights; torchvision skips that first step).")
     if recipe.weights and Path(str(recipe.weights)).suffix == ".safetensors":
         notes.append("The run started from a .safetensors file; torch.load reads .pt/.pth only, so convert it first.")
     ctx: dict[str, Any] = {

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from core.errors import PlaygroundError
@@ -323,7 +324,9 @@ def weights_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     ckpt = load_checkpoint(run_dir)
     config = ckpt.get("config") or read_config(run_dir)
     return {"model": config.get("model"), "layers": config.get("layers") if config.get("model") == "custom" else None,
-            "classes": list(ckpt["classes"]), "normalization": ckpt["normalization"],
+            "classes": list(ckpt["classes"]),
+            # float32 values written as their shortest exact decimals (0.4877, not 0.4876999855041504)
+            "normalization": {k: [float(str(np.float32(v))) for v in ckpt["normalization"][k]] for k in ("mean", "std")},
             "image_size": int(ckpt["image_size"]), "input_size": int(ckpt["input_size"]), "tta": bool(config.get("tta", False)),
             "run_id": Path(run_dir).name, "epochs": int(ckpt.get("epoch", 0)),
             "test_acc": (ckpt.get("metrics") or {}).get("test_acc"),

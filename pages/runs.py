@@ -70,5 +70,4 @@ with st.container(horizontal=True, vertical_alignment="center"):
                 st.toast(f"Deleted {pick}.")
                 st.rerun()
 if info.has_checkpoint:
-    st.markdown("##### Export")
     export_view.downloads(info, key="runs")

@@ -28,6 +28,7 @@ def downloads(info: RunInfo, key: str = "run") -> None:
     run_id, run_dir = info.run_id, info.path
     model = str(info.config.get("model", "model"))
     script_name = export.script_filename(info.config)
+    st.markdown("##### Take it with you", help="The same files as `python -m core.export RUN_DIR --format ...`.")
     with st.container(horizontal=True, vertical_alignment="center"):
         st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(run_dir), file_name=f"{run_id}.pt",
                            mime="application/octet-stream", on_click="ignore", icon=":material/download:", key=f"{key}-pt",
