@@ -91,14 +91,14 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
         return {"model_template": "model_source.j2", "constants": [("DEFAULT_WIDTHS", repr(speedrun.DEFAULT_WIDTHS))],
                 "model_source": _source(speedrun._BatchNorm, speedrun._Conv, speedrun._ConvGroup, speedrun.SpeedrunNet),
                 "model_call": "SpeedrunNet(num_classes)",
-                "model_markdown": f"{preset.title}: {preset.description} The classes below are the studio's own code "
+                "model_markdown": f"**{preset.title}**. {preset.description} The classes below are the studio's own code "
                                   "(core/speedrun.py), copied as they are; their comments explain each choice."}
     builders = {"cifar10_quick": (models.cifar10_quick, "cifar10_quick(num_classes)"),
                 "lenet5": (models.lenet5, "lenet5(num_classes)"),
                 "mycnn": (models.MyCNN, "MyCNN(num_classes, input_size=INPUT_SIZE)")}
     builder, call = builders[name]
     return {"model_template": "model_source.j2", "constants": [], "model_source": _source(builder), "model_call": call,
-            "model_markdown": f"{preset.title}: {preset.description} The code is the studio's own (core/models.py)."}
+            "model_markdown": f"**{preset.title}**. {preset.description} The code is the studio's own (core/models.py)."}
 
 
 def _sequential_lines(spec: list[dict[str, Any]], num_classes: int, input_size: int) -> tuple[tuple[str, str], ...]:
@@ -175,7 +175,7 @@ def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epo
     if recipe.weights and Path(str(recipe.weights)).suffix == ".safetensors":
         notes.append("The run started from a .safetensors file; torch.load reads .pt/.pth only, so convert it first.")
     ctx: dict[str, Any] = {
-        "run_id": config.get("run_id", ""), "model_name": name, "model_title": title, "title": f"{title}: training script",
+        "run_id": config.get("run_id", ""), "model_name": name, "model_title": title,
         "classes_repr": pprint.pformat(classes, width=110, compact=True),
         "mean": tuple(round(float(v), 6) for v in config["normalization"]["mean"]),
         "std": tuple(round(float(v), 6) for v in config["normalization"]["std"]),
@@ -228,7 +228,7 @@ def sections(ctx: dict[str, Any]) -> list[Section]:
 
 def render_script(config: dict[str, Any], **kwargs: Any) -> str:
     """A standalone training script (torch, torchvision, numpy, PIL and the standard library only)."""
-    ctx = recipe_context(config, **kwargs)
+    ctx = {**recipe_context(config, **kwargs), "title": "training script"}
     header = _blocks("header.j2", ctx)
     settings = _blocks("settings.j2", ctx)
     text = _environment().get_template("script.j2").render(
@@ -243,7 +243,7 @@ def render_notebook(config: dict[str, Any], **kwargs: Any) -> str:
     import nbformat
     from nbformat import v4
 
-    ctx = recipe_context(config, **kwargs)
+    ctx = {**recipe_context(config, **kwargs), "title": "training notebook"}
     header = _blocks("header.j2", ctx)
     settings = _blocks("settings.j2", ctx)
     cells = [v4.new_markdown_cell(f"# {header['title']}\n\n{header['markdown']}"),
