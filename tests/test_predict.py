@@ -156,7 +156,7 @@ def test_whole_model_pickles_need_opt_in_and_must_live_in_models(run_dir, tmp_pa
         runs.load_whole_model(outside, allow_unsafe_pickle=True, root=root)
     loaded = runs.load_whole_model(inside, allow_unsafe_pickle=True, root=root)
     assert str(loaded) == str(model)
-    with pytest.raises(PlaygroundError, match="refused for safety"):  # the safe loaders never accept it
+    with pytest.raises(PlaygroundError, match="refused on purpose"):  # the safe loaders never accept it
         Predictor.from_weights(outside, "cifar10_quick")
 
 
