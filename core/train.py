@@ -1,9 +1,13 @@
 """The training loop and `python -m core.train`.
 
-Read it top to bottom: TrainConfig, then `train()`, which sets up data, model
-and optimizer, then runs `train_one_epoch` / `evaluate` per epoch and writes
-every record to the run folder. The same code runs in the studio (a child
-process), on the command line and under torchrun (DistributedDataParallel).
+Read it top to bottom: TrainConfig; the pieces (schedule, optimizer,
+`evaluate()`); `setup()`, which returns a `Setup` (data, loader, model,
+optimizer, schedule, EMA, normalization, the run folder's log);
+`train_one_epoch()` with its per-batch `train_step()` and per-interval
+`log_interval()`; `outcome()`, which maps how the loop ended to a status and
+message; and `train()`, which is those in order. The same code runs in the
+studio (a child process), on the command line and under torchrun
+(DistributedDataParallel).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,9 +33,9 @@ from torch import nn
 
 from core import device as dev
 from core import runs
-from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Split, load_dataset, normalize_batch
+from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
-from core.models import PRESETS, build, count_parameters, preset_input_size
+from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, recipe_for
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -74,19 +78,8 @@ class TrainConfig:
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
-        """The recipe a preset trains best with, then the caller's overrides."""
-        recipe: dict[str, Any] = {}
-        if model == "speedrun":
-            from core.speedrun import RECIPE
-
-            recipe = {k: v for k, v in RECIPE.items() if k in _FIELDS}
-            if isinstance(recipe.get("augment"), str):  # the recipe names its augmentation ("flip+crop")
-                recipe["augment"] = recipe["augment"] != "none"
-        elif model in ("vgg16", "alexnet", "resnet18"):
-            recipe = {"lr": 0.01, "batch_size": 64, "epochs": 5}
-        elif model in ("cifar10_quick", "lenet5", "mycnn", "custom"):
-            recipe = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}
-        return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
+        """The recipe a preset trains best with (`Preset.recipe`), then the caller's overrides."""
+        return cls(**{"model": model, **recipe_for(model), **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -184,7 +177,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(m in str(exc).lower() for m in ("out of memory", "can't allocate memory"))
 
 
 @dataclass
@@ -228,9 +221,6 @@ class StopRequested(Exception):
     pass
 
 
-# --------------------------------------------------------------------------- train
-
-
 def _versions() -> dict[str, str]:
     import torchvision
 
@@ -244,256 +234,455 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in inner.state_dict().items()}
 
 
+# --------------------------------------------------------------------------- set-up
+
+
+def init_distributed(config: TrainConfig) -> Dist:
+    """Join the torchrun job, if there is one."""
+    dist = Dist.from_env()
+    if dist.enabled and not torch.distributed.is_initialized():
+        backend = dev.distributed_backend(config.device)  # one GPU per process, or a one-line error
+        if backend == "nccl":
+            torch.cuda.set_device(dist.local_rank)
+        # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
+    return dist
+
+
+class RunLog:
+    """The trainer's side of the run folder: records go to metrics.jsonl (rank 0 only) and to `on_record`.
+
+    Every record gets `elapsed`, the run's seconds so far; a resumed run's clock continues where it stopped.
+    """
+
+    def __init__(self, run_dir: Path, dist: Dist, on_record: Callable[[dict[str, Any]], None] | None, *,
+                 started: float, elapsed_before: float = 0.0):
+        self.run_dir = run_dir
+        self.started = started  # time.perf_counter() when this process began the run
+        self.elapsed_before = elapsed_before
+        self.on_record = on_record if dist.main else None
+        self._writer = runs.MetricsWriter(run_dir) if dist.main else None
+
+    @classmethod
+    def open(cls, config: TrainConfig, run_dir: str | os.PathLike | None, dist: Dist, *, resume: bool, started: float,
+             on_record: Callable[[dict[str, Any]], None] | None = None) -> "RunLog":
+        run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
+        elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0) if resume else 0.0
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume and not (run_dir / runs.CONFIG_FILE).exists():
+                # Provisional, so a run that fails while loading data is still listed with its error.
+                runs.write_config(run_dir, config.to_dict())
+        return cls(run_dir, dist, on_record, started=started, elapsed_before=elapsed_before)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since this process began the run (what the time limit counts)."""
+        return time.perf_counter() - self.started
+
+    def emit(self, record: dict[str, Any]) -> None:
+        record.setdefault("elapsed", round(self.elapsed_before + self.seconds, 3))
+        if self._writer:
+            self._writer.write(record)
+        if self.on_record:
+            self.on_record(record)
+
+    def close(self) -> None:
+        if self._writer:
+            self._writer.close()
+
+
+@dataclass
+class StopCheck:
+    """Asked before every batch: the caller's event (the studio), the STOP file (any other process), the time limit."""
+
+    stop_file: Path
+    event: threading.Event | None
+    deadline: float | None  # a time.perf_counter() value
+    dist: Dist
+    device: torch.device
+
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def requested(self) -> bool:
+        flag = bool(self.event is not None and self.event.is_set()) or self.stop_file.exists() or self.timed_out()
+        if self.dist.enabled:  # every rank must leave the loop at the same step
+            flag = self.dist.all_reduce_sum([float(flag)], self.device)[0] > 0
+        return flag
+
+
+@dataclass
+class Setup:
+    """What the loop works with; made once by `setup()` and not changed by the loop (the modules' weights aside)."""
+
+    config: TrainConfig
+    dist: Dist
+    device: torch.device
+    dtype: torch.dtype  # autocast precision
+    log: RunLog
+    stop: StopCheck
+    data: Dataset
+    norm: Normalization
+    data_size: int  # the side the images are stored at
+    input_size: int  # the side the model sees
+    train_loader: BatchLoader
+    log_every: int  # steps between step records
+    model: nn.Module  # the bare model: checkpoints, EMA and evaluation use it
+    step_model: nn.Module  # what a training step calls: the model, compiled and/or wrapped in DDP
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    resumed: bool
+    start_epoch: int = 0  # where the loop begins: 0, or the checkpoint's epoch and batch
+    start_step: int = 0
+    start_global_step: int = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def logs_after(self, step: int) -> bool:
+        """Whether batch `step` (1-based, in its epoch) ends a log interval; the epoch's last batch always does."""
+        return step % self.log_every == 0 or step == self.steps_per_epoch
+
+
+def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, Any] | None) -> tuple[Dataset, Normalization, int, int]:
+    """The dataset, its normalization (the checkpoint's when resuming), the stored and the model's image sides."""
+    input_size = config.image_size or preset_input_size(config.model)
+    data_size = input_size if config.data.startswith("imagefolder:") else 32
+    ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
+    pretrained = config.weights is not None and is_torchvision(config.model) and not Path(str(config.weights)).is_file()
+    if checkpoint:
+        mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
+    elif pretrained:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD  # pretrained features expect ImageNet statistics
+    else:
+        mean, std = ds.channel_stats()
+    norm = Normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
+    return ds, norm, data_size, input_size
+
+
+def make_model(config: TrainConfig, ds: Dataset, norm: Normalization, input_size: int, device: torch.device,
+               checkpoint: dict[str, Any] | None) -> nn.Module:
+    """Built on the CPU, then moved once (the only .to(device) in the loop's life); the checkpoint's weights when resuming."""
+    spec_or_name = config.layers if config.model == "custom" else config.model
+    model = build(spec_or_name, num_classes=len(ds.classes), in_channels=3, weights=None if checkpoint else config.weights,
+                  freeze=config.freeze_backbone, input_size=input_size)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
+    if checkpoint:
+        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
+    elif hasattr(model, "init_from_data"):
+        sample = ds.train.images[:5000].to(device)
+        model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
+    return model
+
+
+def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
+          stop_event: threading.Event | None = None) -> Setup:
+    """Device, data, model, optimizer, schedule and EMA (restored from the checkpoint when resuming); writes config.json."""
+    device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
+    dtype = dev.resolve_precision(config.precision, device)
+    if dist.enabled and config.batch_size % dist.world_size:
+        raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
+    checkpoint = runs.load_checkpoint(log.run_dir) if resume else None
+    torch.manual_seed(config.seed)
+
+    ds, norm, data_size, input_size = load_data(config, device, checkpoint)
+    train_loader = BatchLoader(ds.train, config.batch_size // dist.world_size, device, shuffle=True, augment=config.augment,
+                               crop_padding=config.crop_padding, seed=config.seed, rank=dist.rank, world_size=dist.world_size)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+
+    model = make_model(config, ds, norm, input_size, device, checkpoint)
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start))
+    ema = None
+    if config.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    start_epoch, start_step, start_global_step = 0, 0, 0
+    if checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if ema is not None and "ema" in checkpoint:
+            ema.load_state_dict(checkpoint["ema"])
+        start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
+        start_global_step = int(checkpoint.get("global_step", start_epoch * steps_per_epoch + start_step))
+    step_model: nn.Module = torch.compile(model) if config.compile else model
+    if dist.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+
+    deadline = log.started + config.time_limit if config.time_limit is not None else None
+    s = Setup(config=config, dist=dist, device=device, dtype=dtype, log=log,
+              stop=StopCheck(log.run_dir / runs.STOP_FILE, stop_event, deadline, dist, device),
+              data=ds, norm=norm, data_size=data_size, input_size=input_size, train_loader=train_loader,
+              log_every=config.log_every or max(1, steps_per_epoch // 25), model=model, step_model=step_model,
+              loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer=optimizer, scheduler=scheduler,
+              ema=ema, resumed=checkpoint is not None, start_epoch=start_epoch, start_step=start_step,
+              start_global_step=start_global_step)
+    if dist.main and not checkpoint:
+        write_run_config(s)
+    return s
+
+
+def write_run_config(s: Setup) -> None:
+    """The full config.json: the config plus what the run found out (classes, sizes, normalization, parameters, env)."""
+    trainable, total = count_parameters(s.model)
+    per_rank_batch = s.train_loader.batch_size
+    runs.write_config(
+        s.log.run_dir, s.config.to_dict(),
+        classes=s.data.classes, num_classes=len(s.data.classes), input_size=s.input_size, data_size=s.data_size,
+        # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
+        normalization={k: [round(v, 6) for v in values] for k, values in s.norm.as_dict().items()},
+        dataset={"n_train": len(s.data.train), "n_test": len(s.data.test), "skipped": s.data.skipped,
+                 "has_test_split": s.data.has_test_split},
+        params={"trainable": trainable, "total": total},
+        env={"device": str(s.device), "precision": dev.precision_name(s.dtype), "world_size": s.dist.world_size,
+             "per_rank_batch_size": per_rank_batch, "effective_batch_size": per_rank_batch * s.dist.world_size,
+             "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
+             "host": socket.gethostname(), **_versions()},
+    )
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+@dataclass
+class Progress:
+    """Where the loop stands; advanced by `train_one_epoch`, saved in checkpoints."""
+
+    epoch: int = 0  # the epoch in progress = epochs completed
+    step: int = 0  # batches done in this epoch
+    global_step: int = 0
+    counted_images: int = 0  # steady-state throughput: every log interval but the run's first
+    counted_time: float = 0.0
+    last_eval: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def img_per_s(self) -> float | None:
+        return round(self.counted_images / self.counted_time, 1) if self.counted_time else None
+
+
+class Meter:
+    """Train loss and accuracy: summed on the device within a log interval (no host sync per step), on the host per epoch."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device)
+        self.n = 0
+        self.started = time.perf_counter()
+        self.epoch_loss, self.epoch_correct, self.epoch_n = 0.0, 0.0, 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.detach() * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.n += len(y)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {"train_loss": self.epoch_loss / max(1, self.epoch_n), "train_acc": self.epoch_correct / max(1, self.epoch_n)}
+
+
+def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch of uint8 images; returns (loss, logits) still on the device, unread."""
+    x = normalize_batch(x, s.norm.mean, s.norm.std, s.input_size, s.config.channels_last)
+    with dev.autocast(s.device, s.dtype):
+        logits = s.step_model(x)
+        loss = s.loss_fn(logits.float(), y)
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    s.optimizer.step()
+    s.scheduler.step()
+    if s.ema is not None:
+        s.ema.update_parameters(s.model)
+    return loss, logits
+
+
+def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
+    """Once per log interval: the one place the loop waits for the device. Reads (and all-reduces) the interval's
+    loss and accuracy, checks for divergence, and writes a step record.
+
+    Anything else measured per interval belongs here too (e.g. per-layer gradient and weight norms: it runs right
+    after the step, while every .grad still holds that step's gradients).
+    """
+    loss_sum, correct, n = s.dist.all_reduce_sum([meter.loss.item(), meter.correct.item(), meter.n], s.device)
+    now = time.perf_counter()
+    if not (progress.epoch == 0 and meter.epoch_n == 0):  # the run's first interval is warm-up, not throughput
+        progress.counted_images += n
+        progress.counted_time += now - meter.started
+    if not math.isfinite(loss_sum):
+        raise FloatingPointError
+    s.log.emit({"kind": "step", "epoch": progress.epoch, "step": progress.global_step,
+                "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4), "loss": loss_sum / n,
+                "acc": correct / n, "lr": s.scheduler.get_last_lr()[0], "img_per_s": round(n / max(now - meter.started, 1e-9), 1)})
+    meter.epoch_loss += loss_sum
+    meter.epoch_correct += correct
+    meter.epoch_n += int(n)
+    meter.loss.zero_()
+    meter.correct.zero_()
+    meter.n = 0
+    meter.started = time.perf_counter()
+
+
+def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
+    """Train epoch `progress.epoch` from batch `progress.step` on (0, or where a resumed run stopped).
+
+    Returns the epoch's train loss and accuracy. Raises StopRequested (checked before every batch) and
+    FloatingPointError (the loss is not finite at a log interval). Between log intervals nothing here reads a
+    value back from the device (under torchrun the Stop check's all-reduce still does, once per batch), so the
+    host can queue steps ahead of an accelerator.
+    """
+    if hasattr(s.model, "on_epoch_start"):
+        s.model.on_epoch_start(progress.epoch, s.config.epochs)
+    s.step_model.train()
+    meter = Meter(s.device)
+    for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
+        if s.stop.requested():
+            raise StopRequested
+        # Known before the step, so that a logged step can also watch the step itself (activations, the update).
+        logged = s.logs_after(progress.step + 1)
+        loss, logits = train_step(s, x, y)
+        progress.step += 1
+        progress.global_step += 1
+        meter.add(loss, logits, y)
+        if logged:
+            log_interval(s, progress, meter)
+    return meter.epoch_metrics()
+
+
+def evaluate_run(s: Setup) -> dict[str, Any]:
+    """`evaluate` on the test split with the weights checkpoints keep (the EMA's when there is one)."""
+    return evaluate(s.eval_model, s.data.test, s.norm, s.input_size, s.device, s.dtype, tta=s.config.tta,
+                    num_classes=len(s.data.classes), dist=s.dist, channels_last=s.config.channels_last)
+
+
+def epoch_record(s: Setup, progress: Progress, train_metrics: dict[str, float], eval_seconds: float) -> dict[str, Any]:
+    last, metrics = progress.epoch + 1 == s.config.epochs, progress.last_eval
+    record = {"kind": "epoch", "epoch": progress.epoch + 1, **train_metrics, "test_loss": metrics["test_loss"],
+              "test_acc": metrics["test_acc"], "lr": s.scheduler.get_last_lr()[0], "img_per_s": progress.img_per_s,
+              "eval_seconds": round(eval_seconds, 3)}
+    if last or len(s.data.classes) <= 20:
+        record["per_class"] = metrics["per_class"]
+    if last and len(s.data.classes) <= 50:
+        record["confusion"] = metrics["confusion"]
+    return record
+
+
+def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, metrics: dict[str, Any]) -> None:
+    """Rank 0 writes checkpoint.pt atomically: plain tensors and values, loadable with weights_only=True."""
+    if not s.dist.main:
+        return
+    payload = {"model": _state_dict(s.eval_model), "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
+               "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+               "classes": s.data.classes, "normalization": s.norm.as_dict(), "image_size": s.data_size,
+               "input_size": s.input_size, "config": s.config.to_dict(), "metrics": metrics}
+    if s.ema is not None:
+        payload["train_model"] = _state_dict(s.model)
+        payload["ema"] = s.ema.state_dict()
+    runs.save_checkpoint(s.log.run_dir / runs.CHECKPOINT_FILE, payload)
+
+
+# --------------------------------------------------------------------------- how a run ends
+
+
+@dataclass
+class Outcome:
+    status: str  # one of runs.FINAL_STATUSES
+    message: str = ""
+    unexpected: bool = False  # a bug, not a user's mistake: recorded as failed, then re-raised with its traceback
+
+
+def outcome(exc: BaseException | None, config: TrainConfig, progress: Progress, *, timed_out: bool = False,
+            device: str = "") -> Outcome:
+    """The run's final status and message, from the exception that ended the loop (None: it finished)."""
+    if exc is None:
+        return Outcome("finished")
+    if isinstance(exc, StopRequested):
+        why = "Time limit reached" if timed_out else "Stopped by request"
+        return Outcome("stopped", f"{why}; checkpoint saved at epoch {progress.epoch} step {progress.step}. Resume to continue.")
+    if isinstance(exc, FloatingPointError):
+        return Outcome("diverged", f"The loss became NaN/inf at step {progress.global_step}: the learning rate ({config.lr:g}) "
+                                   "is probably too high. Lower it (e.g. by 10x) and start again; the last good checkpoint is kept.")
+    if isinstance(exc, KeyboardInterrupt):
+        return Outcome("interrupted", "Interrupted; resume from the last checkpoint.")
+    if isinstance(exc, PlaygroundError):
+        return Outcome("failed", str(exc))
+    if isinstance(exc, torch.distributed.DistError):
+        return Outcome("failed", f"Another training process stopped or stopped answering ({str(exc).splitlines()[0][:200]}); "
+                                 "the job was ended. Resume from the last checkpoint.")
+    if isinstance(exc, RuntimeError) and _is_oom(exc):
+        return Outcome("failed", f"Out of memory at batch size {config.batch_size} on {device}. Use a smaller batch size "
+                                 "(or a smaller image size / model). The last checkpoint is kept.")
+    first_line = (str(exc).splitlines() or [""])[0]
+    return Outcome("failed", f"{type(exc).__name__}: {first_line}", unexpected=True)
+
+
+# --------------------------------------------------------------------------- train
+
+
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
           stop_event: threading.Event | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one run into `run_dir` and return the CLI's result dict."""
     started = time.perf_counter()
     config.validate()
-    dist = Dist.from_env()
-    if dist.enabled and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(dist.local_rank)
-        # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.
-        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
-    device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
-    dtype = dev.resolve_precision(config.precision, device)
-    if dist.enabled and config.batch_size % dist.world_size:
-        raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
-
-    run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
-    writer = None
-    elapsed_before = 0.0  # a resumed run's clock continues where it stopped
-    if resume:
-        elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0)
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and not (run_dir / runs.CONFIG_FILE).exists():
-            # Provisional, so a run that fails while loading data is still listed with its error.
-            runs.write_json(run_dir / runs.CONFIG_FILE, {**config.to_dict(), "run_id": run_dir.name, "created": time.time()})
-        writer = runs.MetricsWriter(run_dir)
-
-    def emit(record: dict[str, Any]) -> None:
-        record.setdefault("elapsed", round(elapsed_before + time.perf_counter() - started, 3))
-        if writer:
-            writer.write(record)
-        if on_record and dist.main:
-            on_record(record)
-
+    dist = init_distributed(config)
+    log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record)
+    s: Setup | None = None
+    progress = Progress()
+    error: BaseException | None = None
     try:
-        checkpoint = runs.load_checkpoint(run_dir) if resume else None
-        torch.manual_seed(config.seed)
-
-        # ---- data
-        input_size = config.image_size or preset_input_size(config.model)
-        data_size = input_size if config.data.startswith("imagefolder:") else 32
-        ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-        num_classes = len(ds.classes)
-        pretrained = config.weights is not None and config.model in ("resnet18", "vgg16", "alexnet") and not Path(str(config.weights)).is_file()
-        if checkpoint:
-            mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
-        elif pretrained:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD  # pretrained features expect ImageNet statistics
-        else:
-            mean, std = ds.channel_stats()
-        norm = Normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
-        per_rank_batch = config.batch_size // dist.world_size
-        train_loader = BatchLoader(ds.train, per_rank_batch, device, shuffle=True, augment=config.augment,
-                                   crop_padding=config.crop_padding, seed=config.seed, rank=dist.rank, world_size=dist.world_size)
-        steps_per_epoch = len(train_loader)
-        total_steps = steps_per_epoch * config.epochs
-        log_every = config.log_every or max(1, steps_per_epoch // 25)
-
-        # ---- model (built on the CPU, then moved once: the only .to(device) in the loop's life)
-        spec_or_name = config.layers if config.model == "custom" else config.model
-        model = build(spec_or_name, num_classes=num_classes, in_channels=3, weights=None if checkpoint else config.weights,
-                      freeze=config.freeze_backbone, input_size=input_size)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        model = model.to(device=device, memory_format=memory_format)
-        if checkpoint:
-            model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
-        elif hasattr(model, "init_from_data"):
-            sample = ds.train.images[:5000].to(device)
-            model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
-        trainable, total = count_parameters(model)
-        optimizer = make_optimizer(model, config)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start))
-        ema = None
-        if config.ema:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-        start_epoch, start_step, global_step = 0, 0, 0
-        if checkpoint:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            if ema is not None and "ema" in checkpoint:
-                ema.load_state_dict(checkpoint["ema"])
-            start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
-            global_step = int(checkpoint.get("global_step", start_epoch * steps_per_epoch + start_step))
-        step_model: nn.Module = model
-        if config.compile:
-            step_model = torch.compile(model)
-        if dist.enabled:
-            step_model = torch.nn.parallel.DistributedDataParallel(
-                step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-        # ---- config.json (rank 0 only)
-        if dist.main and not checkpoint:
-            runs.write_json(run_dir / runs.CONFIG_FILE, {
-                **config.to_dict(), "run_id": run_dir.name, "created": time.time(),
-                "classes": ds.classes, "num_classes": num_classes, "input_size": input_size, "data_size": data_size,
-                "normalization": {"mean": list(mean), "std": list(std)},
-                "dataset": {"n_train": len(ds.train), "n_test": len(ds.test), "skipped": ds.skipped,
-                            "has_test_split": ds.has_test_split},
-                "params": {"trainable": trainable, "total": total},
-                "env": {"device": str(device), "precision": dev.precision_name(dtype), "world_size": dist.world_size,
-                        "per_rank_batch_size": per_rank_batch, "effective_batch_size": per_rank_batch * dist.world_size,
-                        "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
-                        "host": socket.gethostname(), **_versions()},
-            })
-    except PlaygroundError as exc:
-        emit({"kind": "status", "status": "failed", "message": str(exc), "epochs_done": 0})
-        if writer:
-            writer.close()
-        raise
-
-    def save(epoch: int, step_in_epoch: int, metrics: dict[str, Any] | None = None) -> None:
-        if not dist.main:
-            return
-        eval_model = ema.module if ema is not None else model
-        payload = {"model": _state_dict(eval_model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                   "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-                   "classes": ds.classes, "normalization": norm.as_dict(), "image_size": data_size, "input_size": input_size,
-                   "config": config.to_dict(), "metrics": metrics or {}}
-        if ema is not None:
-            payload["train_model"] = _state_dict(model)
-            payload["ema"] = ema.state_dict()
-        runs.save_checkpoint(run_dir / runs.CHECKPOINT_FILE, payload)
-
-    def stop_requested() -> bool:
-        flag = bool(stop_event is not None and stop_event.is_set()) or (run_dir / runs.STOP_FILE).exists() or \
-            (config.time_limit is not None and time.perf_counter() - started > config.time_limit)
-        if dist.enabled:  # every rank must leave the loop at the same step
-            flag = dist.all_reduce_sum([float(flag)], device)[0] > 0
-        return flag
-
-    emit({"kind": "status", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-          "resumed_from_epoch": start_epoch if checkpoint else None, "device": str(device),
-          "precision": dev.precision_name(dtype), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps})
-
-    counted_images, counted_time = 0, 0.0  # steady-state throughput: every log interval but the first
-    last_eval: dict[str, Any] = {}
-    epoch = start_epoch
-    status, message = "finished", ""
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            if hasattr(model, "on_epoch_start"):
-                model.on_epoch_start(epoch, config.epochs)
-            step_model.train()
-            first = epoch == start_epoch
-            interval_loss = torch.zeros((), device=device)
-            interval_correct = torch.zeros((), device=device)
-            interval_n, epoch_loss, epoch_correct, epoch_n = 0, 0.0, 0.0, 0
-            interval_start = time.perf_counter()
-            step = start_step if first else 0
-            for x, y in train_loader.epoch(epoch, start_step=step):
-                if stop_requested():
-                    raise StopRequested
-                x = normalize_batch(x, norm.mean, norm.std, input_size, config.channels_last)
-                with dev.autocast(device, dtype):
-                    logits = step_model(x)
-                    loss = loss_fn(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                step += 1
-                global_step += 1
-                interval_loss += loss.detach() * len(y)
-                interval_correct += (logits.argmax(1) == y).sum()
-                interval_n += len(y)
-                if step % log_every == 0 or step == steps_per_epoch:
-                    loss_sum, correct, n = dist.all_reduce_sum([interval_loss.item(), interval_correct.item(), interval_n], device)
-                    now = time.perf_counter()
-                    rate = n / max(now - interval_start, 1e-9)
-                    if not (first and epoch_n == 0 and epoch == 0):
-                        counted_images += n
-                        counted_time += now - interval_start
-                    if not math.isfinite(loss_sum):
-                        raise FloatingPointError
-                    emit({"kind": "step", "epoch": epoch, "step": global_step, "progress": round(epoch + step / steps_per_epoch, 4),
-                          "loss": loss_sum / n, "acc": correct / n, "lr": scheduler.get_last_lr()[0], "img_per_s": round(rate, 1)})
-                    epoch_loss += loss_sum
-                    epoch_correct += correct
-                    epoch_n += int(n)
-                    interval_loss.zero_()
-                    interval_correct.zero_()
-                    interval_n = 0
-                    interval_start = time.perf_counter()
+        s = setup(config, log, dist, resume=resume, stop_event=stop_event)
+        progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
+        log.emit({"kind": "status", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                  "resumed_from_epoch": s.start_epoch if s.resumed else None, "device": str(s.device),
+                  "precision": dev.precision_name(s.dtype), "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps})
+        while progress.epoch < config.epochs:
+            train_metrics = train_one_epoch(s, progress)
             eval_started = time.perf_counter()
-            last_eval = evaluate(ema.module if ema is not None else model, ds.test, norm, input_size, device, dtype,
-                                 tta=config.tta, num_classes=num_classes, dist=dist, channels_last=config.channels_last)
-            record = {"kind": "epoch", "epoch": epoch + 1, "train_loss": epoch_loss / max(1, epoch_n),
-                      "train_acc": epoch_correct / max(1, epoch_n), "test_loss": last_eval["test_loss"],
-                      "test_acc": last_eval["test_acc"], "lr": scheduler.get_last_lr()[0],
-                      "img_per_s": round(counted_images / counted_time, 1) if counted_time else None,
-                      "eval_seconds": round(time.perf_counter() - eval_started, 3)}
-            if epoch + 1 == config.epochs or len(ds.classes) <= 20:
-                record["per_class"] = last_eval["per_class"]
-            if epoch + 1 == config.epochs and len(ds.classes) <= 50:
-                record["confusion"] = last_eval["confusion"]
-            emit(record)
-            save(epoch + 1, 0, {"test_acc": last_eval["test_acc"]})
-            epoch += 1
-    except StopRequested:
-        status = "stopped"
-        timed_out = config.time_limit is not None and time.perf_counter() - started > config.time_limit
-        message = "Time limit reached" if timed_out else "Stopped by request"
-        last_eval = evaluate(ema.module if ema is not None else model, ds.test, norm, input_size, device, dtype,
-                             tta=config.tta, num_classes=num_classes, dist=dist, channels_last=config.channels_last)
-        save(epoch, step, {"test_acc": last_eval["test_acc"]})
+            progress.last_eval = evaluate_run(s)
+            log.emit(epoch_record(s, progress, train_metrics, time.perf_counter() - eval_started))
+            save_checkpoint(s, progress.epoch + 1, 0, progress.global_step, {"test_acc": progress.last_eval["test_acc"]})
+            progress.epoch, progress.step = progress.epoch + 1, 0
+    except (Exception, KeyboardInterrupt) as exc:
+        error = exc
+
+    end = outcome(error, config, progress, timed_out=s is not None and s.stop.timed_out(), device=str(s.device if s else config.device))
+    if end.status == "stopped" and s is not None:
+        progress.last_eval = evaluate_run(s)
+        save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]})
         if dist.main:
             # Consumed only now: a Stop pressed while the trainer was still starting up is not lost.
-            (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
-        message += f"; checkpoint saved at epoch {epoch} step {step}. Resume to continue."
-    except FloatingPointError:
-        status = "diverged"
-        message = (f"The loss became NaN/inf at step {global_step}: the learning rate ({config.lr:g}) is probably too high. "
-                   "Lower it (e.g. by 10x) and start again; the last good checkpoint is kept.")
-    except KeyboardInterrupt:
-        status, message = "interrupted", "Interrupted; resume from the last checkpoint."
-    except PlaygroundError as exc:
-        status, message = "failed", str(exc)
-    except torch.distributed.DistError as exc:
-        status = "failed"
-        message = (f"Another training process stopped or stopped answering ({str(exc).splitlines()[0][:200]}); "
-                   "the job was ended. Resume from the last checkpoint.")
-    except RuntimeError as exc:
-        if not _is_oom(exc):
-            emit({"kind": "status", "status": "failed", "message": f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                  "epochs_done": epoch})
-            raise
-        status = "failed"
-        message = (f"Out of memory at batch size {config.batch_size} on {device}. Use a smaller batch size "
-                   "(or a smaller image size / model). The last checkpoint is kept.")
-    seconds = time.perf_counter() - started
-    final = {"kind": "status", "status": status, "message": message, "epochs_done": epoch,
-             "test_acc": last_eval.get("test_acc"), "seconds": round(seconds, 3)}
-    if last_eval and len(ds.classes) <= 50:  # a stopped run still gets its per-class results
-        final.update(per_class=last_eval["per_class"], confusion=last_eval["confusion"])
-    emit(final)
-    if writer:
-        writer.close()
-    result = {"run_dir": str(run_dir), "status": status, "epochs": epoch, "val_acc": last_eval.get("test_acc"),
-              "train_img_per_s": round(counted_images / counted_time, 1) if counted_time else None,
-              "seconds": round(seconds, 2)}
-    if status == "failed":
-        raise PlaygroundError(message)
+            s.stop.stop_file.unlink(missing_ok=True)
+    result = finish(log, end, progress)
+    if end.unexpected:
+        raise error  # type: ignore[misc]  # with its own traceback
+    if end.status == "failed":
+        raise PlaygroundError(end.message)
     return result
+
+
+def finish(log: RunLog, end: Outcome, progress: Progress) -> dict[str, Any]:
+    """The final status record (the run folder's last line), then the CLI's result."""
+    final = {"kind": "status", "status": end.status, "message": end.message, "epochs_done": progress.epoch,
+             "test_acc": progress.last_eval.get("test_acc"), "seconds": round(log.seconds, 3)}
+    if progress.last_eval and len(progress.last_eval["per_class"]) <= 50:  # a stopped run still gets its per-class results
+        final.update(per_class=progress.last_eval["per_class"], confusion=progress.last_eval["confusion"])
+    log.emit(final)
+    log.close()
+    return {"run_dir": str(log.run_dir), "status": end.status, "epochs": progress.epoch, "val_acc": progress.last_eval.get("test_acc"),
+            "train_img_per_s": progress.img_per_s, "seconds": round(log.seconds, 2)}
 
 
 def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
@@ -524,7 +713,7 @@ def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    p.add_argument("--model", help="preset name (cifar10_quick, speedrun, lenet5, mycnn, resnet18, vgg16, alexnet) or 'custom'")
+    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}) or 'custom'")
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
     p.add_argument("--data", help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--epochs", type=int)

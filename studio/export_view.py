@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import export, runs
 from core.runs import RunInfo
+from studio import workspace
 
 NETRON_URL = "https://netron.app"
 
@@ -28,6 +29,7 @@ def downloads(info: RunInfo, key: str = "run") -> None:
     run_id, run_dir = info.run_id, info.path
     model = str(info.config.get("model", "model"))
     script_name = export.script_filename(info.config)
+    shared = workspace.settings().shared
     st.markdown("##### Take it with you", help="The same files as `python -m core.export RUN_DIR --format ...`.")
     with st.container(horizontal=True, vertical_alignment="center"):
         st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(run_dir), file_name=f"{run_id}.pt",
@@ -50,15 +52,17 @@ def downloads(info: RunInfo, key: str = "run") -> None:
                            mime="application/octet-stream", on_click="ignore", icon=":material/account_tree:",
                            key=f"{key}-onnx", help="The model for other runtimes (onnxruntime, TensorRT, browsers), any batch "
                                                    "size; checked against PyTorch when it is made (takes a few seconds).")
-        st.download_button("Whole model (pickle)", lambda: _whole_model_bytes(run_dir), file_name=f"{run_id}-model.pt",
-                           mime="application/octet-stream", on_click="ignore", icon=":material/download:", key=f"{key}-pickle",
-                           help="torch.save(model): unsafe to load from others, because loading a pickle can run any code. "
-                                "Share the state_dict instead.")
+        if not shared:  # a pickle runs code when loaded: a shared server does not hand them out
+            st.download_button("Whole model (pickle)", lambda: _whole_model_bytes(run_dir), file_name=f"{run_id}-model.pt",
+                               mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+                               key=f"{key}-pickle", help="torch.save(model): unsafe to load from others, because loading a "
+                                                         "pickle can run any code. Share the state_dict instead.")
     st.caption(f"Load the weights the tutorial's way (way 2) with the training script beside them ({script_name}):")
     st.code("import json, torch\n" + export.load_snippet(run_id, model), language="python")
     st.caption(f"ONNX takes normalized images (any batch size) and gives logits; its metadata holds the classes and "
-               f"normalization. See its graph in [Netron]({NETRON_URL}) (drop the file on the page). The whole-model "
-               "pickle (way 1) is for your own use only: the Predict page refuses pickles, since loading one can run any code.")
+               f"normalization. See its graph in [Netron]({NETRON_URL}) (drop the file on the page)." + ("" if shared else
+               " The whole-model pickle (way 1) is for your own use only: the Predict page refuses pickles, since loading "
+               "one can run any code."))
 
 
 def _info_json(run_dir: Path) -> str:

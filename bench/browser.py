@@ -1,8 +1,9 @@
-"""A real browser watching a training run on the Train page (used by `python -m core.bench`).
+"""The studio in a real browser: `serve()` (also used by tests/test_browser.py) and the page-overhead benchmark.
 
-Starts `streamlit run` on a free local port, opens the Train page in Debian's
-Chromium through Playwright, and trains with `python -m core.train` while the
-page streams the run's curves, so the benchmark measures what a demo costs.
+`serve()` starts `streamlit run` on a free local port. The benchmark opens the
+Train page in Debian's Chromium through Playwright and trains with
+`python -m core.train` while the page streams the run's curves, so it measures
+what a demo costs.
 """
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
+from bench.measure import ROOT, run_train
+from core.runs import METRICS_FILE
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: `playwright install` cannot download a browser here
 
 
 def _free_port() -> int:
@@ -58,21 +63,32 @@ def serve(models_root: str | os.PathLike, log_path: str | os.PathLike | None = N
         log.close()
 
 
-def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, Any] | None:
-    """Train with `train_args` while a browser shows the run; None when no browser is available."""
+def launch_chromium(playwright: Any) -> Any:
+    """Debian's Chromium, headless, as Playwright's browser (root in a container needs --no-sandbox)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM,
+                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
+def _sync_playwright() -> Any:
+    """Playwright's sync API when it and Debian's Chromium are installed, else None."""
     if not Path(CHROMIUM).exists():
         return None
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return None
-    from core.bench import run_train
+    return sync_playwright
 
+
+def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, Any] | None:
+    """Train with `train_args` while a browser shows the run; None when no browser is available."""
+    sync_playwright = _sync_playwright()
+    if sync_playwright is None:
+        return None
     env = {**os.environ, "PLAYGROUND_MODELS_DIR": models_root}
     with serve(models_root) as url:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = launch_chromium(p)
             tab = browser.new_page(viewport={"width": 1400, "height": 1000})
             tab.goto(url + "/train")
             tab.wait_for_selector("text=Start training", timeout=60_000)
@@ -80,7 +96,7 @@ def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, A
             trainer = threading.Thread(target=lambda: result.update(run_train(train_args, env=env)))
             trainer.start()
             out = Path(train_args[train_args.index("--out") + 1])
-            while trainer.is_alive() and not (out / "metrics.jsonl").exists():
+            while trainer.is_alive() and not (out / METRICS_FILE).exists():
                 time.sleep(0.2)
             tab.reload()  # the page follows the newest run in the models folder: this one
             tab.wait_for_selector("text=Showing run", timeout=60_000)
@@ -88,3 +104,17 @@ def watch_run_in_browser(train_args: list[str], models_root: str) -> dict[str, A
                 tab.wait_for_timeout(500)  # Playwright's sync API needs its thread to keep serving the page
             trainer.join()
             return result or None
+
+
+def page_overhead(data: str, seconds: float) -> dict[str, Any] | None:
+    """Training img/s with a real browser watching the run on the Train page vs. none."""
+    if _sync_playwright() is None:
+        return None
+    with tempfile.TemporaryDirectory() as root:
+        common = ["--model", "cifar10_quick", "--data", data, "--epochs", "1", "--time-limit", str(seconds)]
+        headless = run_train([*common, "--out", f"{root}/headless"])
+        watched = watch_run_in_browser([*common, "--out", f"{root}/watched"], models_root=root)
+    if watched is None:
+        return None
+    a, b = headless["train_img_per_s"], watched["train_img_per_s"]
+    return {"headless_img_per_s": a, "watched_img_per_s": b, "overhead_pct": round(100 * (a - b) / a, 1)}
