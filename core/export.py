@@ -76,7 +76,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
         imagenet = weights is not None and str(weights) in ["DEFAULT", *models.weight_choices(name)]
         weights_file = str(weights) if weights is not None and not imagenet else None
         stem = name == "resnet18" and input_size <= 64 and not imagenet
-        head = models._HEADS[name]
+        head = preset.head
         head_expr = "model." + ".".join(f"[{p}]" if p.isdigit() else p for p in head.split(".")).replace(".[", "[")
         parts = [f"torchvision's `{name}`" + (f" with its ImageNet weights ({weights})" if imagenet else "")]
         if stem:
@@ -88,7 +88,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
     if name == "speedrun":
         from core import speedrun
 
-        return {"model_template": "model_source.j2", "constants": [("DEFAULT_WIDTHS", repr(speedrun.DEFAULT_WIDTHS))],
+        return {"model_template": "model_source.j2", "constants": [(c, repr(getattr(speedrun, c))) for c in ("DEFAULT_WIDTHS", "WHITEN_BIAS_EPOCHS")],
                 "model_source": _source(speedrun._BatchNorm, speedrun._Conv, speedrun._ConvGroup, speedrun.SpeedrunNet),
                 "model_call": "SpeedrunNet(num_classes)",
                 "model_markdown": f"**{preset.title}**. {preset.description} The classes below are the studio's own code "
