@@ -77,14 +77,18 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, model: str | list, classes: Sequence[str] | None = None,
                      input_size: int | None = None, normalization: dict[str, Sequence[float]] | None = None,
-                     device: str = "cpu") -> "Predictor":
-        """Uploaded weights (state_dict .pt or .safetensors) plus the architecture they belong to."""
+                     device: str = "cpu", info: dict[str, Any] | None = None) -> "Predictor":
+        """Uploaded weights (state_dict .pt or .safetensors) plus the architecture they belong to.
+
+        `info` is the JSON that comes with an exported state_dict (runs.weights_info: classes, normalization,
+        sizes); older exports carried the same inside the .pt. Explicit arguments win over both.
+        """
         state = read_state_dict(weights)
-        meta: dict[str, Any] = {}
-        if str(weights).endswith((".pt", ".pth")):
+        meta: dict[str, Any] = dict(info or {})
+        if not meta and str(weights).endswith((".pt", ".pth")):
             blob = runs.safe_torch_load(weights)
-            if isinstance(blob, dict) and "model" in blob:
-                meta = blob  # a Torch Playground export carries its classes and normalization
+            if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
+                meta = blob  # an export from before the JSON sidecar: classes and normalization inside the .pt
         classes = list(classes or meta.get("classes") or [])
         if not classes:
             out = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
@@ -92,8 +96,8 @@ class Predictor:
             classes = imagenet_categories(model) if n == 1000 and isinstance(model, str) else [str(i) for i in range(n)]
         size = input_size or meta.get("input_size") or (preset_input_size(model) if isinstance(model, str) else 32)
         norm = normalization or meta.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-        net = build(model, num_classes=len(classes), weights=weights, input_size=size)
-        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, 0)
+        net = build(model, num_classes=len(classes), weights=weights, input_size=size, widths=meta.get("widths"))
+        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, int(meta.get("tta") or 0))
 
     @classmethod
     def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int,

@@ -10,16 +10,19 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import re
 import secrets
 import shutil
 import socket
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from core.errors import PlaygroundError
@@ -153,6 +156,13 @@ def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
     try:
         return torch.load(data, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if any(c.startswith("torch.nn.modules.") for c in pickled_classes(source)):
+            stem = Path(name).stem
+            raise PlaygroundError(
+                f"{name} is a whole pickled model (saved with torch.save(model)), refused on purpose: loading a pickle "
+                f"runs whatever code is inside it. If you trust the file, convert it once in Python: "
+                f"model = torch.load(\"{name}\", weights_only=False); torch.save(model.state_dict(), \"{stem}-state_dict.pt\"); "
+                f"then use {stem}-state_dict.pt.") from None
         raise PlaygroundError(f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
                               f"(a whole pickled model or a file from an unknown source). Save with "
                               f"torch.save(model.state_dict(), path) or use .safetensors.") from None
@@ -160,6 +170,27 @@ def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
         raise PlaygroundError(f"{name} does not exist.") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
         raise PlaygroundError(f"{name} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]}).") from None
+
+
+def pickled_classes(source: str | os.PathLike | bytes | io.BytesIO) -> list[str]:
+    """'module.Name' of each class a torch.save file's pickle refers to, read with pickletools: nothing is unpickled."""
+    try:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
+            pickle_name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+            payload = archive.read(pickle_name)
+        names, strings = [], []
+        for opcode, arg, _ in pickletools.genops(payload):
+            if opcode.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(str(arg))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+        return names
+    except Exception:  # noqa: BLE001 - not a zip, no pickle, a broken pickle: no classes to report
+        return []
 
 
 # --------------------------------------------------------------------------- metrics
@@ -408,12 +439,59 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def state_dict_bytes(run_dir: str | os.PathLike) -> bytes:
-    """The recommended export: weights plus what is needed to use them (classes, normalization)."""
-    ckpt = load_checkpoint(run_dir)
-    keep = {k: ckpt[k] for k in ("model", "classes", "normalization", "config", "image_size") if k in ckpt}
+    """The tutorial's way 2, exactly: torch.save(model.state_dict()) of the run's model (contiguous CPU tensors),
+    so model.load_state_dict(torch.load(f, weights_only=True)) works; what else it needs is in weights_info()."""
+    state = {k: v.detach().cpu().contiguous() for k, v in load_checkpoint(run_dir)["model"].items()}
     buffer = io.BytesIO()
-    torch.save(keep, buffer)
+    torch.save(state, buffer)
     return buffer.getvalue()
+
+
+# What a weights file needs beside it to be used: the JSON sidecar of state_dict_bytes.
+WEIGHTS_INFO_KEYS = ("model", "layers", "widths", "classes", "normalization", "image_size", "input_size", "tta")
+
+
+def weights_info(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The state_dict's companion: architecture, classes, normalization and sizes (plain JSON)."""
+    ckpt = load_checkpoint(run_dir)
+    config = ckpt.get("config") or read_config(run_dir)
+    return {"model": config.get("model"), "layers": config.get("layers") if config.get("model") == "custom" else None,
+            "classes": list(ckpt["classes"]),
+            # float32 values written as their shortest exact decimals (0.4877, not 0.4876999855041504)
+            "normalization": {k: [float(str(np.float32(v))) for v in ckpt["normalization"][k]] for k in ("mean", "std")},
+            "image_size": int(ckpt["image_size"]), "input_size": int(ckpt["input_size"]), "tta": int(config.get("tta") or 0),
+            "widths": config.get("widths"), "run_id": Path(run_dir).name, "epochs": int(ckpt.get("epoch", 0)),
+            "test_acc": (ckpt.get("metrics") or {}).get("test_acc"),
+            "preprocessing": "RGB; resize the shorter side to image_size and centre-crop; resize to input_size "
+                             "(bilinear, antialiased); scale to [0, 1]; subtract mean and divide by std per channel"}
+
+
+def read_weights_info(source: str | os.PathLike | bytes, name: str | None = None) -> dict[str, Any]:
+    """A weights_info JSON (e.g. uploaded beside a state_dict), checked field by field."""
+    name = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "the JSON file")
+    try:
+        text = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else source
+        info = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise PlaygroundError(f"{name} is not a readable JSON file ({str(exc).splitlines()[0][:120]}).") from None
+    problem = ""
+    if not isinstance(info, dict):
+        problem = "it is not a JSON object"
+    elif "classes" in info and not (isinstance(info["classes"], list) and info["classes"]
+                                    and all(isinstance(c, str) for c in info["classes"])):
+        problem = "classes must be a list of names"
+    elif "normalization" in info and not (isinstance(info["normalization"], dict) and all(
+            isinstance(info["normalization"].get(k), list) and len(info["normalization"][k]) == 3
+            and all(isinstance(v, (int, float)) for v in info["normalization"][k]) for k in ("mean", "std"))):
+        problem = "normalization must be {\"mean\": [3 numbers], \"std\": [3 numbers]}"
+    elif any(k in info and not (isinstance(info[k], int) and 1 <= info[k] <= 4096) for k in ("image_size", "input_size")):
+        problem = "image_size and input_size must be whole numbers of pixels"
+    elif info.get("widths") is not None and not (isinstance(info["widths"], list) and len(info["widths"]) == 3
+                                                 and all(isinstance(w, int) and 1 <= w <= 4096 for w in info["widths"])):
+        problem = "widths must be the speedrun net's 3 channel counts"
+    if problem:
+        raise PlaygroundError(f"{name} does not describe weights ({problem}); use the .json downloaded with the weights.")
+    return {k: info[k] for k in WEIGHTS_INFO_KEYS if info.get(k) is not None}
 
 
 def whole_model_bytes(model: torch.nn.Module) -> bytes:

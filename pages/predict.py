@@ -41,17 +41,28 @@ with guard():
         c = st.columns([2, 2, 1])
         weights = c[0].file_uploader("Weights (.pt state_dict or .safetensors)", type=pv.WEIGHT_TYPES, key="weights_upload",
                                      max_upload_size=workspace.upload_cap_mb(),
-                                     help="Arbitrary pickles (a whole saved model) are refused: they can run code when loaded.")
+                                     help="Whole pickled models are refused on purpose: loading a pickle can run any code.")
+        info_file = c[0].file_uploader("The .json downloaded with them (optional)", type=["json"], key="weights_info_upload",
+                                       max_upload_size=workspace.upload_cap_mb(),
+                                       help="Classes, normalization, input size and architecture of exported weights.")
+        info = None
+        with guard():
+            info = pv.weights_info_upload(info_file)
+        named = pv.architecture_of(info)
         saved = {f"saved: {a['name']}": a for a in arch.saved_architectures()}
-        choice = c[1].selectbox("Architecture the weights belong to", list(PRESETS) + list(saved),
-                                format_func=lambda n: f"{PRESETS[n].title} ({n})" if n in PRESETS else n)
+        if named is None:
+            choice = c[1].selectbox("Architecture the weights belong to", list(PRESETS) + list(saved),
+                                    format_func=lambda n: f"{PRESETS[n].title} ({n})" if n in PRESETS else n)
+        else:
+            c[1].text_input("Architecture the weights belong to", "custom layers" if isinstance(named, list) else named,
+                            disabled=True, help=f"From {info_file.name}.")
         size = c[2].number_input("Input size", 0, 512, 0, help="0: the size saved with the weights, else the preset's.")
         names = st.text_input("Class names, comma-separated (optional)", placeholder=", ".join(SHAPES_CLASSES),
-                              help="Exports from this studio carry their class names; other files need them here.")
+                              help="Exports from this studio carry their class names in the .json; other files need them here.")
         if weights is not None:
-            model = saved[choice]["layers"] if choice in saved else choice
+            model = named if named is not None else saved[choice]["layers"] if choice in saved else choice
             classes = [n.strip() for n in names.split(",") if n.strip()]
-            predictor = pv.predictor_for_upload(weights, model, classes, int(size) or None)
+            predictor = pv.predictor_for_upload(weights, model, classes, int(size) or None, info)
 
 if predictor is not None:
     st.caption(f"{len(predictor.classes)} classes ({', '.join(predictor.classes[:10])}"

@@ -7,7 +7,7 @@ import streamlit as st
 from core import runs
 from core.curves import curves_of
 from core.train import TrainConfig
-from studio import insight, state, workspace
+from studio import export_view, insight, state, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation
 from studio.widgets import duration, guard, run_label
@@ -79,8 +79,6 @@ with st.container(horizontal=True, vertical_alignment="center"):
         state.watch(info.path)
         st.switch_page("pages/train.py")
     if info.has_checkpoint:
-        st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(info.path), f"{pick}.pt",
-                           "application/octet-stream", on_click="ignore", icon=":material/download:")
         st.download_button("metrics.jsonl", lambda: (info.path / runs.METRICS_FILE).read_bytes(),
                            f"{pick}-metrics.jsonl", "application/json", on_click="ignore", icon=":material/download:")
     with st.popover("Delete…", icon=":material/delete:"):
@@ -96,5 +94,7 @@ with st.container(horizontal=True, vertical_alignment="center"):
 if info.has_checkpoint or info.records:
     st.subheader("Results and mistakes")
     insight.results(info, key="runs")
+if info.has_checkpoint:
+    export_view.downloads(info, key="runs")
 
 workspace.operator_panel(state.all_runs(), state.queue_spots())  # shared mode, operator only

@@ -17,7 +17,7 @@ import streamlit as st
 from core import jobs, runs
 from core.curves import format_duration
 from core.predict import Predictor
-from studio import insight, queue_view, small_data, state, workspace
+from studio import export_view, insight, queue_view, small_data, state, workspace
 from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
@@ -208,18 +208,7 @@ def _results(info: runs.RunInfo) -> None:
 
 
 def _downloads(info: runs.RunInfo) -> None:
-    with st.container(horizontal=True, vertical_alignment="center"):
-        if st.button("Classify images with this run", icon=":material/image_search:", type="primary"):
-            st.session_state["predict_run"] = info.run_id
-            st.switch_page("pages/predict.py")
-        st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(info.path),
-                           file_name=f"{info.run_id}.pt", mime="application/octet-stream", on_click="ignore",
-                           icon=":material/download:", help="Recommended: tensors only (plus classes and normalization). Loads with "
-                                "torch.load(path, weights_only=True) and on the Predict page.")
-        if workspace.settings().shared:  # a pickle runs code when loaded: a shared server does not hand them out
-            return
-        st.download_button("Whole model (pickle)", lambda: runs.whole_model_bytes(Predictor.from_run(info.path).model),
-                           file_name=f"{info.run_id}-model.pt", mime="application/octet-stream", on_click="ignore",
-                           icon=":material/download:", help="torch.save(model): unsafe to load from others — loading a pickle can run any code. "
-                                "Share the state_dict instead.")
-    st.caption("The whole-model file is a Python pickle: only ever load one you made yourself.")
+    if st.button("Classify images with this run", icon=":material/image_search:", type="primary"):
+        st.session_state["predict_run"] = info.run_id
+        st.switch_page("pages/predict.py")
+    export_view.downloads(info, key="train")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import json
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,25 +37,46 @@ def predictor_for_run(run_dir: Path) -> Predictor:
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the weights…")
-def _uploaded_predictor(digest: str, _payload: bytes, suffix: str, model: str | list[dict], classes: tuple[str, ...],
-                        input_size: int | None) -> Predictor:
-    # from_weights reads a path (the suffix picks safetensors or torch); the file is only needed while loading.
-    fd, tmp = tempfile.mkstemp(suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_payload)
-        return Predictor.from_weights(tmp, model, classes=list(classes) or None, input_size=input_size)
-    finally:
-        os.unlink(tmp)
+def _uploaded_predictor(digest: str, _payload: bytes, name: str, model: str | list[dict], classes: tuple[str, ...],
+                        input_size: int | None, info_json: str | None) -> Predictor:
+    # from_weights reads a path (the suffix picks safetensors or torch). The file keeps the name the user
+    # uploaded, inside a private temporary folder, so every message names their file.
+    info = json.loads(info_json) if info_json else None
+    with tempfile.TemporaryDirectory(prefix="upload-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(_payload)
+        return Predictor.from_weights(path, model, classes=list(classes) or None, input_size=input_size, info=info)
 
 
-def predictor_for_upload(upload, model: str | list[dict], classes: Sequence[str], input_size: int | None) -> Predictor:
+def _safe_name(name: str, suffix: str) -> str:
+    """The uploaded file's own name, usable as a file name (no folders, not too long)."""
+    stem = Path(name).stem.replace("\x00", "")[:120].strip() or "weights"
+    return stem + suffix
+
+
+def weights_info_upload(upload) -> dict | None:
+    """The JSON that came with exported weights (classes, normalization, sizes, architecture), checked."""
+    if upload is None:
+        return None
+    return runs.read_weights_info(upload.getvalue(), upload.name)
+
+
+def predictor_for_upload(upload, model: str | list[dict], classes: Sequence[str], input_size: int | None,
+                         info: dict | None = None) -> Predictor:
     payload = upload.getvalue()
     suffix = Path(upload.name).suffix.lower()
     if suffix not in (".pt", ".pth", ".safetensors"):
         raise PlaygroundError(f"{upload.name}: weights must be a .pt / .pth state_dict or a .safetensors file.")
     # The digest stands for the bytes in the cache key (the leading underscore keeps them out of hashing).
-    return _uploaded_predictor(hashlib.sha1(payload).hexdigest(), payload, suffix, model, tuple(classes), input_size)
+    return _uploaded_predictor(hashlib.sha1(payload).hexdigest(), payload, _safe_name(upload.name, suffix), model,
+                               tuple(classes), input_size, json.dumps(info, sort_keys=True) if info else None)
+
+
+def architecture_of(info: dict | None) -> str | list[dict] | None:
+    """The model a weights JSON names: a preset name or a custom layer spec."""
+    if not info or not info.get("model"):
+        return None
+    return info.get("layers") if info["model"] == "custom" else info["model"]
 
 
 @st.cache_data(show_spinner=False)

@@ -184,6 +184,44 @@ def test_predict_with_uploaded_weights_and_refused_pickle(trained):
     assert any("refused" in e.value for e in at.error)
 
 
+def test_predict_takes_exported_weights_with_their_json_and_names_the_users_files(trained):
+    _, run_dir = trained
+    at = open_page("pages/predict.py")
+    at.segmented_control(key="predict_source").set_value("upload").run()
+    at.file_uploader(key="weights_upload").set_value(("my weights.pt", runs.state_dict_bytes(run_dir), "application/octet-stream"))
+    at.file_uploader(key="weights_info_upload").set_value(
+        ("my weights.json", json.dumps(runs.weights_info(run_dir)).encode(), "application/json"))
+    at.run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("circle, ring" in c.value for c in at.caption)  # the class names came from the JSON
+    assert any(t.value == "cifar10_quick" and t.disabled for t in at.text_input)  # and so did the architecture
+
+    at.file_uploader(key="weights_info_upload").set_value(None).run()
+    at.selectbox[0].set_value("lenet5").run()  # the wrong architecture for these weights
+    messages = [e.value for e in at.error]
+    assert messages and all("my weights.pt" in m and "tmp" not in m for m in messages), messages
+
+    at.file_uploader(key="weights_upload").set_value(
+        ("my-model.pt", runs.whole_model_bytes(build("lenet5")), "application/octet-stream")).run()
+    messages = [e.value for e in at.error]
+    assert any("my-model.pt" in m and "on purpose" in m and "state_dict" in m for m in messages), messages
+
+
+def test_run_results_offer_every_export_and_how_to_load_it(trained):
+    at, run_dir = trained
+    labels = [b.label for b in at.get("download_button")]
+    for wanted in ("Weights (state_dict .pt)", "Classes + normalization (.json)", "Training script (.py)",
+                   "Notebook (.ipynb)", "ONNX (.onnx)", "Whole model (pickle)"):
+        assert wanted in labels, labels
+    code = "\n".join(c.value for c in at.code)
+    assert f'model.load_state_dict(torch.load("{run_dir.name}.pt", weights_only=True))' in code
+    assert "netron.app" in " ".join(c.value for c in at.caption)
+    at = open_page("pages/runs.py")  # the Runs page has the same panel
+    no_exception(at)
+    assert "Training script (.py)" in [b.label for b in at.get("download_button")]
+
+
 def test_predict_samples_toggle(trained):
     at = open_page("pages/predict.py")
     at.toggle(key="samples").set_value(True).run()

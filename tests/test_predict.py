@@ -111,14 +111,14 @@ def test_predictions_match_the_training_evaluation(run_dir):
 def test_state_dict_export_and_safetensors_upload_predict_the_same(run_dir, tmp_path):
     exported = tmp_path / "export.pt"
     exported.write_bytes(runs.state_dict_bytes(run_dir))
-    blob = torch.load(exported, weights_only=True)
-    assert set(blob) >= {"model", "classes", "normalization"}
-    from_export = Predictor.from_weights(exported, "cifar10_quick")
-    assert from_export.classes == Predictor.from_run(run_dir).classes  # the export carries its class names
+    state = torch.load(exported, weights_only=True)  # exactly model.state_dict()
+    info = runs.weights_info(run_dir)  # its JSON sidecar
+    from_export = Predictor.from_weights(exported, "cifar10_quick", info=info)
+    assert from_export.classes == Predictor.from_run(run_dir).classes  # the sidecar carries the class names
     safetensors_path = tmp_path / "weights.safetensors"
-    save_file(blob["model"], str(safetensors_path))
-    from_st = Predictor.from_weights(safetensors_path, "cifar10_quick", classes=blob["classes"],
-                                     normalization=blob["normalization"])
+    save_file(state, str(safetensors_path))
+    from_st = Predictor.from_weights(safetensors_path, "cifar10_quick", classes=info["classes"],
+                                     normalization=info["normalization"])
     upload = odd_uploads()["photo.bmp"]
     a = from_export.predict([upload], names=["x.bmp"])[0]["top"]
     b = from_st.predict([upload], names=["x.bmp"])[0]["top"]
@@ -156,7 +156,7 @@ def test_whole_model_pickles_need_opt_in_and_must_live_in_models(run_dir, tmp_pa
         runs.load_whole_model(outside, allow_unsafe_pickle=True, root=root)
     loaded = runs.load_whole_model(inside, allow_unsafe_pickle=True, root=root)
     assert str(loaded) == str(model)
-    with pytest.raises(PlaygroundError, match="refused for safety"):  # the safe loaders never accept it
+    with pytest.raises(PlaygroundError, match="refused on purpose"):  # the safe loaders never accept it
         Predictor.from_weights(outside, "cifar10_quick")
 
 
