@@ -16,8 +16,7 @@ import streamlit as st
 
 from core import jobs, runs
 from core.curves import format_duration
-from core.predict import Predictor
-from studio import export_view, insight, queue_view, small_data, state, workspace
+from studio import export_view, insight, queue_view, small_data, state
 from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
