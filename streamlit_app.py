@@ -17,6 +17,7 @@ pages = {
         st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/inside.py", title="Inside the model", icon=":material/layers:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/table_chart:"),
     ]
 }

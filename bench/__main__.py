@@ -39,7 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speedrun", action="store_true", help="also run the full speedrun recipe (about 10 minutes on 2 CPU cores)")
     p.add_argument("--no-page", action="store_true", help="skip the browser page-overhead measurement")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
+    p.add_argument("--loading", action="store_true", help="only time loading an image folder: plain PIL vs our cold and warm loads")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement")
+    p.add_argument("--loading-tar", help="a .tar.gz of an image folder for --loading (default: the CIFAR-10 dev images)")
     args = p.parse_args(argv)
+    if args.loading:
+        from bench import loading
+
+        return loading.main(args.repeats, args.json, args.loading_tar)
     try:
         folder = ensure_dataset(args.data)
     except PlaygroundError as exc:

@@ -86,13 +86,20 @@ class Predictor:
                             self.input_size, channels_last=False)
         return x[0].round().clamp(0, 255).to(torch.uint8).cpu()
 
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> the normalized float batch the model takes, on its device."""
+        return normalize_batch(batch.to(self.device), self.mean, self.std, self.input_size, channels_last=False)
+
     @torch.no_grad()
-    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        x = normalize_batch(batch.to(self.device), self.mean, self.std, self.input_size, channels_last=False)
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(batch)
         logits = self.model(x)
         if self.tta:
             logits = (logits + self.model(x.flip(-1))) / 2
-        return logits.float().softmax(dim=1).cpu()
+        return logits.float().cpu()
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.logits(batch).softmax(dim=1)
 
     def topk(self, probs: torch.Tensor, k: int = 5) -> list[dict[str, Any]]:
         values, index = probs.topk(min(k, len(self.classes)))

@@ -241,7 +241,7 @@ def init_distributed(config: TrainConfig) -> Dist:
     """Join the torchrun job, if there is one."""
     dist = Dist.from_env()
     if dist.enabled and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
+        backend = dev.distributed_backend(config.device)  # one GPU per process, or a one-line error
         if backend == "nccl":
             torch.cuda.set_device(dist.local_rank)
         # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.

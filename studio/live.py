@@ -16,10 +16,9 @@ import streamlit as st
 
 from core import jobs, runs
 from core.curves import format_duration
-from core.evaluate import evaluate_run
 from core.predict import Predictor
-from studio import queue_view, state, workspace
-from studio.charts import confusion_figure, per_class_figure, training_figure
+from studio import insight, queue_view, state, workspace
+from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
 # Two cadences, because what the browser pays per redraw differs by ~10x: the progress
@@ -202,22 +201,9 @@ def _results(info: runs.RunInfo) -> None:
     cols[4].metric("Images / s", f"{info.img_per_s:,.0f}" if info.img_per_s else "–")
     _chart(_snapshot(tail, epochs))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
-    classes = info.config.get("classes") or []
-    final = tail.final_epoch
-    if classes and final.get("confusion"):
-        left, right = st.columns([2, 3])
-        left.markdown("##### Accuracy per class")
-        left.plotly_chart(per_class_figure(classes, final["per_class"]), key="per-class")
-        right.markdown("##### Confusion matrix (row = true class)")
-        right.plotly_chart(confusion_figure(classes, final["confusion"]), key="confusion")
-    elif classes and info.has_checkpoint and st.button("Compute per-class accuracy and the confusion matrix"):
-        with guard(), st.spinner("Evaluating the checkpoint on the test images…"):
-            result = evaluate_run(info.path, str(info.config.get("data")))
-            left, right = st.columns([2, 3])
-            left.plotly_chart(per_class_figure(classes, list(result["per_class"].values())), key="per-class-now")
-            right.plotly_chart(confusion_figure(classes, result["confusion"]), key="confusion-now")
     if info.has_checkpoint:
         _downloads(info)
+    insight.results(info, tail.final_epoch, key="train")  # per class, confusion matrix, the model's mistakes (long)
 
 
 def _downloads(info: runs.RunInfo) -> None:

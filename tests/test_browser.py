@@ -205,10 +205,7 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
     the server restarts while B waits; afterwards B's run starts, once, after A's has ended."""
     from core import runs
 
-    try:
-        from bench.browser import serve  # where the benchmark's half of the browser tooling is moving
-    except ImportError:
-        from studio.watch import serve
+    from bench.browser import serve
 
     models = tmp_path / "models"
     models.mkdir()
@@ -264,3 +261,40 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
     assert runs.run_info(run_b).status == "finished"
     assert times_a["trainer_starts"] == 1 and times_b["trainer_starts"] == 1  # each trained once
     assert len(times_b["handed"]) == 1 and times_b["handed"][0] >= times_a["final"][-1]  # B only after A ended
+
+
+CONFUSION_CELL = """() => {
+  const gd = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(g => (g.data || []).some(t => t.marker && t.marker.symbol === 'square-open'));
+  if (!gd) return null;
+  const cells = gd.data.find(t => t.marker && t.marker.symbol === 'square-open');
+  let best = null;  // the fullest off-diagonal cell: the pair the model mixes up most
+  cells.customdata.forEach(([t, p, count]) => { if (t !== p && (!best || count > best.count)) best = {t, p, count}; });
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  return {...best, trueName: ya._categories[best.t], predName: xa._categories[best.p],
+          x: box.left + xa._offset + xa.l2p(best.p), y: box.top + ya._offset + ya.l2p(best.t)};
+}"""
+
+
+def test_click_a_confusion_cell_to_see_its_images(server, page):
+    from core.runs import new_run_id
+    from core.train import TrainConfig, train
+
+    run_dir = server["models"] / new_run_id("cifar10_quick", "shapes")  # the newest id: the Runs page picks it first
+    train(TrainConfig.for_model("cifar10_quick", data="shapes:500", epochs=1, batch_size=50, precision="fp32"), run_dir)
+    page.goto(f"{server['url']}/runs")
+    page.get_by_role("button", name="Open on the Train page").click()
+    page.get_by_text("Confusion matrix · click a cell").first.wait_for(timeout=120_000)
+    _settle(page, extra=1.0)
+    page.get_by_text("Confusion matrix · click a cell").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    cell = page.evaluate(CONFUSION_CELL)
+    assert cell and cell["count"] > 0, cell
+    before = page.locator("[data-testid=stImage] img").count()
+    page.mouse.click(cell["x"], cell["y"])
+    page.get_by_text(f"{cell['trueName']} predicted as {cell['predName']} ({cell['count']} images)").last.wait_for()
+    _settle(page, extra=1.0)
+    _no_exception(page, "train (confusion cell)")
+    assert page.locator("[data-testid=stImage] img").count() == before + min(cell["count"], 40)
+    page.get_by_text("Test images in one cell of the matrix").first.scroll_into_view_if_needed()
+    _shot(page, "train-confusion-cell")
