@@ -117,6 +117,38 @@ def test_every_page_renders_with_a_finished_run(trained, page):
 # --------------------------------------------------------------------------- train
 
 
+def test_train_form_remembers_its_choices_after_another_page(models):
+    at = open_page("pages/train.py")
+    at.select_slider(key="shapes_n").set_value(2000)
+    at.number_input(key="hp-cifar10_quick-epochs").set_value(3)
+    at.selectbox(key="hp-cifar10_quick-loss").set_value("nll")
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    no_exception(at)
+    assert at.select_slider(key="shapes_n").value == 2000
+    assert at.number_input(key="hp-cifar10_quick-epochs").value == 3
+    assert at.selectbox(key="hp-cifar10_quick-loss").value == "nll"
+
+
+def test_train_page_shows_the_loop_for_the_current_settings(models):
+    at = open_page("pages/train.py")
+    code = next(c.value for c in at.code if "for epoch in range(" in c.value)
+    assert "range(8)" in code and "nn.CrossEntropyLoss(label_smoothing=0)" in code and "torch.manual_seed(0)" in code
+    at.number_input(key="hp-cifar10_quick-epochs").set_value(3)
+    at.selectbox(key="hp-cifar10_quick-loss").set_value("nll")
+    at.number_input(key="hp-cifar10_quick-seed").set_value(7)
+    at.select_slider(key="shapes_n").set_value(600)
+    at.run()
+    no_exception(at)
+    code = next(c.value for c in at.code if "for epoch in range(" in c.value)
+    assert "range(3)" in code and "F.nll_loss(F.log_softmax(" in code and "torch.manual_seed(7)" in code
+    assert "load_dataset('shapes:600'" in code
+    assert at.number_input(key="hp-cifar10_quick-ls").disabled  # smoothing goes with cross-entropy only
+
+
 def test_train_page_run_produces_curves_and_results(trained):
     at, run_dir = trained
     assert "Finished" in at.success[0].value

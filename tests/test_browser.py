@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (and CI is not set)", allow_module_level=True)
 
 from playwright.sync_api import sync_playwright  # noqa: E402 - after the skip: a browser-less laptop needs neither
+
+STOP = re.compile(r"Stop$")  # the run's Stop button, not "Stopping…" nor "Force stop"
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -148,8 +151,12 @@ def test_train_reload_stop_then_predict(server, page):
 
     # A reload is a new browser session: it finds the run still training and keeps drawing.
     page.reload()
-    stop = page.get_by_role("button", name="Stop (saves a checkpoint)")
+    stop = page.get_by_role("button", name=STOP)
     stop.wait_for()  # only shown while the run trains
+    page.set_viewport_size({"width": 1280, "height": 900})
+    box = stop.bounding_box()
+    assert box and box["y"] + box["height"] <= 900, box  # the run's controls are on screen above the curves
+    page.set_viewport_size({"width": 1400, "height": 1000})
     after_reload = _wait_points_above(page, 1)
     _wait_points_above(page, after_reload)
 
@@ -219,7 +226,7 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
             with serve(models, tmp_path / "streamlit-1.log") as url:
                 a.goto(f"{url}/train")
                 _start_run(a, epochs=300)  # long enough to be training through the restart
-                a.get_by_role("button", name="Stop (saves a checkpoint)").wait_for(timeout=120_000)
+                a.get_by_role("button", name=STOP).wait_for(timeout=120_000)
                 code_a = a.url.split("ws=")[1]
                 (run_a,) = [r.path for r in runs.list_runs(models)]
 
@@ -244,7 +251,7 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
                 b.get_by_text("Waiting in the queue").wait_for()
                 a.goto(f"{url}/runs?ws={code_a}")
                 a.get_by_role("link", name="Train", exact=True).first.click()
-                a.get_by_role("button", name="Stop (saves a checkpoint)").click()
+                a.get_by_role("button", name=STOP).click()
                 a.get_by_text("Stopped by request", exact=False).first.wait_for(timeout=180_000)
                 b.get_by_text("Finished: test accuracy", exact=False).first.wait_for(timeout=300_000)
                 _no_exception(b, "train (B finished)")
