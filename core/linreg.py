@@ -22,7 +22,7 @@ LESSON_CODE = '''\
 import torch
 from torch import nn
 
-torch.manual_seed({seed})  # the page's Seed: same seed, same data, same start, same numbers
+torch.manual_seed({seed})  # the page's Seed: the same data and start, so the same numbers
 
 x = torch.rand(100, 1) * 4 - 2  # in [-2, 2]
 y = 2 * x + 3 + {noise} * torch.randn(100, 1)

@@ -213,7 +213,7 @@ def _spatial(shape: str) -> float:
 # spec below is fixed for a lesson (axes, colours, legend): a frame changes nothing but the data.
 
 _VEGA_CONFIG = {"axis": {"labelFontSize": 14, "titleFontSize": 16, "grid": True},
-                "legend": {"labelFontSize": 14, "orient": "top", "title": None}, "view": {"stroke": None}}
+                "legend": {"labelFontSize": 14, "orient": "top", "title": None, "columns": 2}, "view": {"stroke": None}}
 REGRESSION_SERIES = {"data": "data: y = 2x + 3 + noise", "best": "best possible line", "model": "the model: y = w·x + b"}
 
 
