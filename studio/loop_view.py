@@ -24,4 +24,4 @@ def panel(model: dict[str, Any] | None, data: str | None, overrides: dict[str, A
         st.caption("What **Start training** runs, as a plain loop you can copy: the same data, model, loss, optimizer, "
                    "learning-rate schedule, seed and epochs. The studio's trainer adds checkpoints, the live charts, "
                    "Stop and the GPU; run this from the project folder.")
-        st.code(loop_code(config), language="python", line_numbers=True)
+        st.code(loop_code(config), language="python", line_numbers=True, wrap_lines=True)

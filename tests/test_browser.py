@@ -138,7 +138,7 @@ def test_first_steps_animates_in_place(server, page):
     # Once the last step is shown the page runs once more to end the animation's timer; a redraw of the
     # charts then (rare, under load) is not an animation frame.
     animating = [f for f in frames if f[1] < 100]
-    assert all(drawn == 2 for drawn, _ in animating), animating
+    assert all(drawn == 2 for drawn, _ in animating), [(i, f) for i, f in enumerate(frames) if f[0] != 2] + [len(frames)]
     assert len({step for _, step in frames}) >= 2 and frames[-1] == (2, 100), frames  # it animated, to the last step
     _no_exception(page, "first steps")
 
