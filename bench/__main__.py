@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from bench.browser import page_overhead
@@ -42,13 +43,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loading", action="store_true", help="only time loading an image folder: plain PIL vs our cold and warm loads")
     p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement")
     p.add_argument("--loading-tar", help="a .tar.gz of an image folder for --loading (default: the CIFAR-10 dev images)")
+    g = p.add_argument_group("GPU", "python -m bench --gpu --airbench airbench94.py [airbench94_muon.py]: the speedrun "
+                                    "preset against airbench on this GPU and the same images (bench/gpu.py)")
+    g.add_argument("--gpu", action="store_true", help="run only the GPU comparison")
+    g.add_argument("--airbench", type=Path, nargs="+", default=[], metavar="SCRIPT",
+                   help="airbench scripts from https://github.com/KellerJordan/cifar10-airbench, run for reference")
+    g.add_argument("--runs", type=int, default=5, help="runs of each airbench script (after a warm-up run)")
+    g.add_argument("--seeds", type=int, default=5, help="speedrun runs (seeds 0..N-1)")
+    g.add_argument("--no-compile", action="store_true", help="skip the --compile row")
+    p.add_argument("--explain", action="store_true", help="only the latency of explaining one upload (core.explain)")
     args = p.parse_args(argv)
+    if args.explain:
+        from bench import explain
+
+        return explain.main(args.json)
     if args.loading:
         from bench import loading
 
         return loading.main(args.repeats, args.json, args.loading_tar)
     try:
         folder = ensure_dataset(args.data)
+        if args.gpu:
+            return gpu_main(args, folder)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +116,23 @@ def main(argv: list[str] | None = None) -> int:
                      f"{page['watched_img_per_s']:.0f} vs {page['headless_img_per_s']:.0f} img/s: {page['overhead_pct']}%"))
     print(markdown(rows))
     print(f"\ncommand: `{figures['command']}`")
+    return 0
+
+
+def gpu_main(args: argparse.Namespace, folder: Path) -> int:
+    import torch
+
+    from bench import gpu
+
+    if not torch.cuda.is_available():
+        raise PlaygroundError("--gpu needs a CUDA GPU, and none is visible here.")
+    missing = [str(s) for s in args.airbench if not s.is_file()]
+    if missing:
+        raise PlaygroundError(f"airbench script not found: {', '.join(missing)} (fetch it from "
+                              "https://github.com/KellerJordan/cifar10-airbench).")
+    figures = gpu.measure(folder, [s.resolve() for s in args.airbench], args.runs, args.seeds, not args.no_compile)
+    figures["command"] = "python -m bench " + " ".join(sys.argv[1:])
+    print(json.dumps(figures, indent=1) if args.json else gpu.table(figures) + f"\n\ncommand: `{figures['command']}`")
     return 0
 
 

@@ -37,6 +37,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_DATASET_BYTES = 6 * 1024**3  # decoded uint8 pixels kept in memory
 DOWNLOAD_TIMEOUT_S = 20
+TEST_FRACTION = 0.1  # of each class, held out for testing when a folder has no test split
+MIN_TEST_PER_CLASS = 3  # ... but at least this many per class: one or two test images say nothing
 PARALLEL_DECODE_MIN_FILES = 1024  # below this, starting worker processes costs more than it saves
 # Importing torchvision for its JPEG decoder costs 1-2 s; the decoder saves ~0.2 ms a file over PIL's path,
 # so it pays where each decoding process has this many files (or torchvision is imported already).
@@ -99,7 +101,7 @@ def describe_spec(spec: str) -> str:
 
 
 def load_dataset(spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None,
-                 test_fraction: float = 0.1, download: bool = True) -> Dataset:
+                 test_fraction: float = TEST_FRACTION, download: bool = True) -> Dataset:
     """Parse a data SPEC (`cifar10`, `shapes`, `imagefolder:PATH`) and load it as tensors."""
     data_dir = Path(data_dir or DATA_DIR)
     kind, _, arg = spec.partition(":")
@@ -486,7 +488,33 @@ def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path)
     return split, skipped
 
 
-def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test_fraction: float = 0.1,
+def test_count(n: int, fraction: float = TEST_FRACTION, minimum: int = MIN_TEST_PER_CLASS) -> int:
+    """How many of a class's `n` images a folder without a test split holds out for testing: `fraction` of them,
+    at least `minimum` (so every class is tested on a few images) and at most half (so every class still trains)."""
+    if n < 2:
+        return 0
+    return max(round(n * fraction), min(minimum, n // 2))
+
+
+def imagefolder_counts(path: str | os.PathLike, *, cache_dir: Path | None = None,
+                       test_fraction: float = TEST_FRACTION) -> dict[str, object]:
+    """Images per class in each split, from the file names alone (nothing decoded): {"classes", "train", "test",
+    "has_test_split"}; without a test folder, the counts the seeded split will give."""
+    root = _resolve_folder(Path(path).expanduser(), cache_dir or DATA_DIR / "cache")
+    splits, classes = _folder_layout(root)
+
+    def per_class(split_dir: Path) -> list[int]:
+        return [len(_scan_class(os.path.join(split_dir, name))) if os.path.isdir(os.path.join(split_dir, name)) else 0
+                for name in classes]
+
+    if "all" in splits or "test" not in splits:
+        total = per_class(splits.get("all") or splits["train"])
+        test = [test_count(n, test_fraction) for n in total]
+        return {"classes": classes, "train": [n - t for n, t in zip(total, test)], "test": test, "has_test_split": False}
+    return {"classes": classes, "train": per_class(splits["train"]), "test": per_class(splits["test"]), "has_test_split": True}
+
+
+def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test_fraction: float = TEST_FRACTION,
                         cache_dir: Path | None = None) -> Dataset:
     cache_dir = cache_dir or DATA_DIR / "cache"
     root = _resolve_folder(path, cache_dir)
@@ -499,14 +527,13 @@ def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test
         everything = train
     else:
         everything, skipped = _load_split(splits["all"], classes, image_size, cache_dir)
-    # No test folder: hold out a seeded, stratified fraction of each class.
+    # No test folder: hold out a seeded, stratified fraction of each class (test_count: with a minimum per class).
     gen = torch.Generator().manual_seed(seed)
     test_idx = []
     for label in range(len(classes)):
         idx = torch.nonzero(everything.labels == label).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_test = max(1, round(len(idx) * test_fraction)) if len(idx) > 1 else 0
-        test_idx.append(idx[:n_test])
+        test_idx.append(idx[:test_count(len(idx), test_fraction)])
     test_index = torch.cat(test_idx)
     is_test = torch.zeros(len(everything), dtype=torch.bool)
     is_test[test_index] = True

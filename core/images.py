@@ -108,14 +108,21 @@ def prepare_image(img: Image.Image, size: int) -> torch.Tensor:
         # Resampling only the centred square box gives the same pixels as resizing the
         # whole image and cropping afterwards, without building a huge intermediate for
         # panoramas (a 40000x1 strip would otherwise become 8960000x224 first).
-        side = min(width, height)
-        left = (width - side) / 2
-        top = (height - side) / 2
+        left, top, side = center_crop_box(width, height)
         img = img.resize(
             (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)
         )
     array = np.array(img, dtype=np.uint8)  # a copy: the tensor must not share PIL's buffer
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def center_crop_box(width: int, height: int) -> tuple[float, float, int]:
+    """(left, top, side) of the centred square that ``prepare_image`` keeps of a width x height image.
+
+    Everything outside it is never seen by the model (explanation maps are zero there).
+    """
+    side = min(width, height)
+    return (width - side) / 2, (height - side) / 2, side
 
 
 def load_for_model(source: ImageSource, size: int, *, name: str | None = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import urllib.error
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,6 +17,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from core import speedrun
+from core.device import uses_gpu
 from core.errors import PlaygroundError
 
 LayerSpec = list[dict[str, Any]]
@@ -26,6 +28,13 @@ LayerSpec = list[dict[str, Any]]
 # Recipes: the TrainConfig values each preset trains best with (TrainConfig.for_model applies them).
 SCRATCH_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}  # small nets, also custom ones
 FINE_TUNE_RECIPE: dict[str, Any] = {"lr": 0.01, "batch_size": 64, "epochs": 5}  # torchvision nets: SGD, a small batch
+# A recipe's "gpu" entry holds the values that differ on a CUDA GPU (recipe_for applies them): for the torchvision
+# nets a batch that keeps a GPU busy, the lr scaled with it (linear scaling from 0.01 at 64; onecycle warms up).
+# VGG16 and AlexNet see 224-pixel images, so their batches stay smaller.
+
+
+def _fine_tune(batch_size: int) -> dict[str, Any]:
+    return {**FINE_TUNE_RECIPE, "gpu": {"batch_size": batch_size, "lr": FINE_TUNE_RECIPE["lr"] * batch_size / 64}}
 
 
 @dataclass(frozen=True)
@@ -110,29 +119,44 @@ PRESETS: dict[str, Preset] = {
                SCRATCH_RECIPE),
         Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32, SCRATCH_RECIPE),
         Preset("resnet18", "ResNet-18", "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).", 32,
-               FINE_TUNE_RECIPE, head="fc", weights_enum="ResNet18_Weights"),
+               _fine_tune(512), head="fc", weights_enum="ResNet18_Weights"),
         Preset("vgg16", "VGG16", "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.", 224,
-               FINE_TUNE_RECIPE, head="classifier.6", weights_enum="VGG16_Weights"),
+               _fine_tune(128), head="classifier.6", weights_enum="VGG16_Weights"),
         Preset("alexnet", "AlexNet", "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.", 224,
-               FINE_TUNE_RECIPE, head="classifier.6", weights_enum="AlexNet_Weights"),
+               _fine_tune(256), head="classifier.6", weights_enum="AlexNet_Weights"),
     ]
 }
 TORCHVISION_MODELS = [name for name, preset in PRESETS.items() if preset.torchvision]
+SMALL_DATA_BACKBONE = "mobilenet_v3_small"  # the few-images recipe's network: ImageNet features, fast on a CPU
 
 
 def preset_input_size(name: str) -> int:
-    return PRESETS[name].input_size if name in PRESETS else 32
+    """The side a model is built for: the preset's, a torchvision model's own (its weights' crop size), else 32."""
+    if name in PRESETS:
+        return PRESETS[name].input_size
+    if is_torchvision(name):
+        return weights_transforms(name)["crop_size"]
+    return 32
 
 
-def recipe_for(model: str) -> dict[str, Any]:
-    """The TrainConfig values a preset (or a custom layer stack: "custom") trains best with."""
+def recipe_for(model: str, device: str = "auto") -> dict[str, Any]:
+    """The TrainConfig values a preset (or a custom layer stack: "custom", or any torchvision model) trains best with
+    on `device` (a --device choice): its recipe, with the recipe's "gpu" values applied when that is a CUDA GPU."""
     if model == "custom":
-        return dict(SCRATCH_RECIPE)
-    return dict(PRESETS[model].recipe) if model in PRESETS else {}
+        recipe = dict(SCRATCH_RECIPE)
+    elif model in PRESETS:
+        recipe = dict(PRESETS[model].recipe)
+    else:
+        recipe = dict(FINE_TUNE_RECIPE) if is_torchvision(model) else {}
+    gpu = recipe.pop("gpu", None) or {}
+    return {**recipe, **gpu} if uses_gpu(device) else recipe
 
 
 def is_torchvision(model: str) -> bool:
-    return model in PRESETS and PRESETS[model].torchvision
+    """A torchvision classification network: a preset built by torchvision, or any name torchvision lists."""
+    if model in PRESETS:
+        return PRESETS[model].torchvision
+    return isinstance(model, str) and model in torchvision_classifiers()
 
 
 # --------------------------------------------------------------------------- layer specs
@@ -273,10 +297,46 @@ def spec_of(model: nn.Sequential) -> LayerSpec:
 # --------------------------------------------------------------------------- torchvision + weights
 
 
-def _torchvision_model(name: str) -> nn.Module:
+@lru_cache(maxsize=1)
+def torchvision_classifiers() -> tuple[str, ...]:
+    """Every classification network torchvision builds (resnet50, efficientnet_b0, vit_b_16, ...), sorted."""
     import torchvision
 
-    return getattr(torchvision.models, name)(weights=None)
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+# Built without their auxiliary classifiers, so the model always returns one tensor of logits (training uses the
+# main logits; torchvision's own pretrained GoogLeNet drops them too). Their keys in a weights file are skipped.
+AUX_HEADS: dict[str, tuple[str, ...]] = {"inception_v3": ("AuxLogits",), "googlenet": ("aux1", "aux2")}
+
+
+def _builder_kwargs(name: str, size: int) -> dict[str, Any]:
+    """What a family needs beyond weights=None, the same for every build of it (training, Predict, resume)."""
+    if name in AUX_HEADS:
+        # transform_input: the pretrained weights expect inputs scaled to [-1, 1]; this maps ImageNet-normalized
+        # inputs there (a fixed affine map, harmless when training from scratch). init_weights: no FutureWarning.
+        return {"aux_logits": False, "transform_input": True, "init_weights": True}
+    if name.startswith("vit_"):
+        return {"image_size": size}  # the position embeddings are made for one image size
+    if name.startswith("maxvit_"):
+        return {"input_size": (size, size)}
+    return {}
+
+
+def _torchvision_model(name: str, size: int) -> nn.Module:
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, weights=None, **_builder_kwargs(name, size))
+    except (AssertionError, ValueError, RuntimeError) as exc:  # e.g. ViT: a size its patches do not divide
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise PlaygroundError(f"{name} cannot be built for {size}x{size} images ({reason}); use its own input size, "
+                              f"{preset_input_size(name)}.") from None
+
+
+def fixed_input_size(name: str) -> bool:
+    """True for networks that work only at the size they were built for (ViT's position embeddings, MaxViT's windows)."""
+    return name.startswith(("vit_", "maxvit_"))
 
 
 def cifar_stem(model: nn.Module, in_channels: int) -> None:
@@ -291,21 +351,47 @@ def _get_submodule_parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(parent_path) if parent_path else model), leaf
 
 
+def find_head(model: nn.Module) -> str:
+    """The classifier's module path in any torchvision network: its last Linear (`fc`, `classifier.1`, `heads.head`,
+    `classifier.5`, ...), or for SqueezeNet, whose head is a 1x1 convolution, its last Conv2d."""
+    linear = [path for path, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if linear:
+        return linear[-1]
+    conv = [path for path, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not conv:
+        raise PlaygroundError(f"{type(model).__name__} has no Linear or Conv2d layer to use as its classifier.")
+    return conv[-1]
+
+
+def head_path(model: nn.Module, name: str) -> str | None:
+    """The module path of a torchvision model's classifier (the preset's declared one, or found); None for others."""
+    if name in PRESETS:
+        return PRESETS[name].head
+    return find_head(model) if is_torchvision(name) else None
+
+
 def replace_head(model: nn.Module, name: str, num_classes: int) -> None:
     """Swap the ImageNet classifier for one with `num_classes` outputs (new, untrained weights)."""
-    parent, leaf = _get_submodule_parent(model, PRESETS[name].head)
+    parent, leaf = _get_submodule_parent(model, head_path(model, name))
     old = getattr(parent, leaf)
-    if old.out_features != num_classes:
-        setattr(parent, leaf, nn.Linear(old.in_features, num_classes))
+    if isinstance(old, nn.Linear):
+        if old.out_features != num_classes:
+            setattr(parent, leaf, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+    elif isinstance(old, nn.Conv2d):
+        if old.out_channels != num_classes:
+            setattr(parent, leaf, nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                                            bias=old.bias is not None))
+    else:
+        raise PlaygroundError(f"{name}'s classifier {head_path(model, name)} is a {type(old).__name__}; expected Linear or Conv2d.")
 
 
 def head_parameters(model: nn.Module, name: str) -> list[str]:
-    prefix = PRESETS[name].head if name in PRESETS else None
+    prefix = head_path(model, name) if is_torchvision(name) else None
     return [n for n, _ in model.named_parameters() if prefix and n.startswith(prefix + ".")]
 
 
 def weight_choices(name: str) -> list[str]:
-    """Names of torchvision's pretrained weights for a preset, e.g. ['IMAGENET1K_V1']."""
+    """Names of torchvision's pretrained weights for a torchvision model, e.g. ['IMAGENET1K_V1']."""
     if not is_torchvision(name):
         return []
     return [w.name for w in _weights_enum_class(name)]
@@ -314,7 +400,9 @@ def weight_choices(name: str) -> list[str]:
 def _weights_enum_class(name: str):
     import torchvision
 
-    return getattr(torchvision.models, PRESETS[name].weights_enum)
+    if name in PRESETS:
+        return getattr(torchvision.models, PRESETS[name].weights_enum)
+    return torchvision.models.get_model_weights(name)
 
 
 def weights_enum(name: str, choice: str):
@@ -325,6 +413,61 @@ def weights_enum(name: str, choice: str):
         return enum[choice]
     except KeyError:
         raise PlaygroundError(f"{name} has no weights called {choice!r}; choose one of {', '.join(w.name for w in enum)} or a file path.") from None
+
+
+def weights_transforms(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
+    """The eval preprocessing torchvision's weights were trained with: crop_size, resize_size, mean, std (from
+    `weights.transforms()`), so a fine-tuned model sees images the way its features expect."""
+    t = weights_enum(name, choice).transforms()
+    return {"crop_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]), "mean": tuple(float(v) for v in t.mean),
+            "std": tuple(float(v) for v in t.std)}
+
+
+def weights_info(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
+    """What a learner compares networks by: parameters, ImageNet top-1, GFLOPs, download size, input size."""
+    weights = weights_enum(name, choice)
+    meta = weights.meta
+    return {"name": weights.name, "params": meta.get("num_params"), "url": weights.url,
+            "top1": meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"), "gflops": meta.get("_ops"),
+            "file_mb": meta.get("_file_size"), "min_size": int(meta.get("min_size", (1, 1))[0]),
+            "file_name": Path(weights.url).name, **weights_transforms(name, choice)}
+
+
+def is_weights_name(name: str, weights: Any) -> bool:
+    """True when `weights` names torchvision's pretrained weights ("DEFAULT", "IMAGENET1K_V1") rather than a file."""
+    return isinstance(weights, str) and is_torchvision(name) and weights in ["DEFAULT"] + weight_choices(name)
+
+
+def pretrained_normalization(name: str, weights: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) a torchvision model's pretrained features expect, from its weights' transforms; None when it
+    starts from scratch (the data's own statistics are used then). A file is taken to hold ImageNet weights,
+    unless it is a Torch Playground export that says how it was normalized."""
+    if weights is None or not is_torchvision(name):
+        return None
+    if is_weights_name(name, weights):
+        t = weights_transforms(name, weights)
+        return t["mean"], t["std"]
+    if str(weights).endswith((".pt", ".pth")) and Path(str(weights)).is_file():
+        from core.runs import safe_torch_load
+
+        try:
+            blob = safe_torch_load(weights)
+        except PlaygroundError:
+            blob = None
+        norm = blob.get("normalization") if isinstance(blob, dict) else None
+        if isinstance(norm, dict) and "mean" in norm and "std" in norm:
+            return tuple(norm["mean"]), tuple(norm["std"])
+    t = weights_transforms(name)
+    return t["mean"], t["std"]
+
+
+def weights_cached(name: str, choice: str) -> bool:
+    """Whether torchvision's weights file is already in TORCH_HOME (so no download is needed)."""
+    try:
+        url = weights_enum(name, choice).url
+    except PlaygroundError:
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists()
 
 
 def imagenet_categories(name: str, choice: str = "DEFAULT") -> list[str]:
@@ -363,7 +506,7 @@ def _download_state_dict(name: str, choice: str) -> dict[str, torch.Tensor]:
         home = os.environ.get("TORCH_HOME", "~/.cache/torch")
         raise PlaygroundError(
             f"Could not download {name} weights {weights.name} ({str(exc).splitlines()[0]}). If you are offline, "
-            f"download {weights.url} elsewhere and pass the file's path, or copy it into {home}/hub/checkpoints/."
+            f"download {weights.url} elsewhere and pass the file's path (or upload it), or copy it into {home}/hub/checkpoints/."
         ) from None
 
 
@@ -387,13 +530,26 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
     model.load_state_dict(state)
 
 
+def _use_running_stats(module: nn.Module, args: Any) -> None:
+    module.training = False
+
+
 def freeze_backbone(model: nn.Module, name: str) -> None:
-    """Train only the head: the classic fine-tuning set-up for a small dataset."""
+    """Train only the head: the classic fine-tuning set-up for a small dataset.
+
+    The frozen backbone's BatchNorm layers also keep normalizing with their pretrained statistics while the head
+    trains (as Keras does for a frozen base): with a batch of 8 pictures, batch statistics would be noise, and the
+    head would learn from features that differ from the ones it sees at test time.
+    """
     head = set(head_parameters(model, name))
     if not head:
-        raise PlaygroundError(f"Freezing the backbone is available for torchvision models ({', '.join(TORCHVISION_MODELS)}), not {name}.")
+        raise PlaygroundError(f"Freezing the backbone is available for torchvision models ({', '.join(TORCHVISION_MODELS)}, "
+                              f"efficientnet_b0, ...), not {name}.")
     for pname, p in model.named_parameters():
         p.requires_grad_(pname in head)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            module.register_forward_pre_hook(_use_running_stats)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -411,69 +567,88 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 # --------------------------------------------------------------------------- build
 
 
+def _weights_state(name: str, weights: Any) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The tensors `weights` stands for (downloaded, read from a file, or given) and where they come from."""
+    if weights is None:
+        return None, ""
+    if isinstance(weights, dict):
+        return weights, "the checkpoint"
+    if is_weights_name(name, weights):
+        return _download_state_dict(name, str(weights)), f"torchvision {name} {weights}"
+    return read_state_dict(weights), Path(str(weights)).name
+
+
+def _build_torchvision(name: str, num_classes: int, in_channels: int, weights: Any, freeze: bool, size: int) -> nn.Module:
+    model = _torchvision_model(name, size)
+    state, source = _weights_state(name, weights)
+    if state is not None:
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(f"{aux}." for aux in AUX_HEADS.get(name, ())))}
+    # Small images get ResNet-18's CIFAR stem, unless the weights were made for the ImageNet one (7x7 conv1).
+    conv1 = state.get("conv1.weight") if state is not None else None
+    if name == "resnet18" and size <= 64 and (conv1 is None or conv1.shape[-1] == 3):
+        cifar_stem(model, in_channels)
+    elif in_channels != 3:
+        raise PlaygroundError(f"{name} expects 3-channel (RGB) images.")
+    if state is not None:
+        # ImageNet's 1000 classes, or an already fine-tuned model's own: the head is sized to fit the weights first.
+        head_key = head_path(model, name) + ".weight"
+        if head_key in state and state[head_key].shape[0] != model.state_dict()[head_key].shape[0]:
+            replace_head(model, name, state[head_key].shape[0])
+        load_state_dict_checked(model, state, source)
+    replace_head(model, name, num_classes)
+    if freeze:
+        freeze_backbone(model, name)
+    return model
+
+
 def build(
     name_or_spec: str | LayerSpec,
     num_classes: int = 10,
     in_channels: int = 3,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | dict[str, torch.Tensor] | None = None,
     freeze: bool = False,
     input_size: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> nn.Module:
-    """Build a preset by name or a model from a layer spec.
+    """Build a preset, any torchvision classification network (by its torchvision name, e.g. "efficientnet_b0"),
+    or a model from a layer spec.
 
     weights: None (random init), a torchvision weights name ("DEFAULT",
-    "IMAGENET1K_V1"; downloads into TORCH_HOME when online), or a local
-    .pth/.pt/.safetensors file. ImageNet weights load into the 1000-class model
-    first, then the head is replaced, so only the head starts from scratch.
+    "IMAGENET1K_V1"; downloads into TORCH_HOME when online), a local
+    .pth/.pt/.safetensors file, or a state_dict (a run's checkpoint, when it is rebuilt).
+    ImageNet weights load into the 1000-class model first, then the head is replaced,
+    so only the head starts from scratch.
+    widths: the speedrun net's three conv-group widths (None: its default, 32/128/128).
     """
     if num_classes < 1:
         raise PlaygroundError("num_classes must be at least 1.")
     if not isinstance(name_or_spec, str):
         if freeze:
-            raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}).")
+            raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}, ...).")
         side = input_size or 32
         model = build_from_spec(name_or_spec, num_classes, (in_channels, side, side))
         if weights is not None:
-            load_state_dict_checked(model, read_state_dict(weights), Path(str(weights)).name)
+            state, source = _weights_state("custom", weights)
+            load_state_dict_checked(model, state, source)
         return model
 
     name = name_or_spec
-    if name not in PRESETS:
-        raise PlaygroundError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)} or give a layer spec.")
-    preset = PRESETS[name]
-    size = input_size or preset.input_size
+    if name not in PRESETS and not is_torchvision(name):
+        raise PlaygroundError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}, any torchvision classification "
+                              "model (e.g. efficientnet_b0, mobilenet_v3_small, vit_b_16) or give a layer spec.")
+    size = input_size or preset_input_size(name)
+    if is_torchvision(name):
+        return _build_torchvision(name, num_classes, in_channels, weights, freeze, size)
     builders: dict[str, Callable[[], nn.Module]] = {
         "cifar10_quick": lambda: cifar10_quick(num_classes, in_channels),
         "mycnn": lambda: MyCNN(num_classes, in_channels, size),
         "lenet5": lambda: lenet5(num_classes, in_channels),
+        "speedrun": lambda: speedrun.build_speedrun(num_classes, in_channels, **({"widths": tuple(widths)} if widths else {})),
     }
-    if name == "speedrun":
-        model = speedrun.build_speedrun(num_classes, in_channels)
-    elif name in builders:
-        model = builders[name]()
-    else:
-        model = _torchvision_model(name)
-        imagenet_weights = weights is not None and str(weights) in (["DEFAULT"] + weight_choices(name))
-        if imagenet_weights:
-            load_state_dict_checked(model, _download_state_dict(name, str(weights)), f"torchvision {name} {weights}")
-        if name == "resnet18" and size <= 64 and not imagenet_weights:
-            cifar_stem(model, in_channels)
-        elif in_channels != 3:
-            raise PlaygroundError(f"{name} expects 3-channel (RGB) images.")
-        if weights is not None and not imagenet_weights:
-            # A local file may hold either the ImageNet model or an already fine-tuned one.
-            state = read_state_dict(weights)
-            head_key = preset.head + ".weight"
-            if head_key in state and state[head_key].shape[0] != model.state_dict()[head_key].shape[0]:
-                replace_head(model, name, state[head_key].shape[0])
-            load_state_dict_checked(model, state, Path(weights).name)
-        replace_head(model, name, num_classes)
-        if freeze:
-            freeze_backbone(model, name)
-        return model
-
+    model = builders[name]()
     if weights is not None:
-        load_state_dict_checked(model, read_state_dict(weights), Path(str(weights)).name)
+        state, source = _weights_state(name, weights)
+        load_state_dict_checked(model, state, source)
     if freeze:
-        raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}).")
+        raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}, ...).")
     return model

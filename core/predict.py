@@ -11,11 +11,13 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core import device as dev
@@ -24,6 +26,25 @@ from core.data import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from core.errors import PlaygroundError
 from core.images import ImageSource, load_for_model
 from core.models import build, imagenet_categories, preset_input_size, read_state_dict
+from core.ood import OODCheck
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+    """Logits of a normalized batch with test-time augmentation: the same image seen in several ways, averaged.
+
+    0: the image alone. 1: averaged with its mirror image. 2: half that, half the mirror-averaged views of the
+    image shifted by one pixel up-left and down-right (edges reflected); the crops a run trained on make these
+    views familiar, and averaging them cancels some of the net's position noise (as airbench94 evaluates).
+    """
+    logits = model(x)
+    if level >= 1:
+        logits = (logits + model(x.flip(-1))) / 2
+    if level >= 2:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+        logits = (logits + sum((model(v) + model(v.flip(-1))) / 2 for v in shifted) / 2) / 2
+    return logits
 
 
 @dataclass
@@ -35,17 +56,23 @@ class Predictor:
     image_size: int  # side the image is prepared at (as the training data was)
     input_size: int  # side the model sees
     device: torch.device
-    tta: bool = False
+    tta: int = 0  # test-time augmentation level, as the run was evaluated with (see tta_logits)
+    run_dir: Path | None = None  # set by from_run: the out-of-distribution check fits on the run's own data
+    _ood: Any = field(default=None, init=False, repr=False, compare=False)
+    _ood_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> "Predictor":
         ckpt = runs.load_checkpoint(run_dir)
         config = ckpt.get("config") or runs.read_config(run_dir)
         spec = config.get("layers") if config.get("model") == "custom" else config["model"]
-        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"])
-        model.load_state_dict(ckpt["model"])
-        return cls._ready(model, list(ckpt["classes"]), ckpt["normalization"], int(ckpt["image_size"]),
-                          int(ckpt["input_size"]), device, bool(config.get("tta", False)))
+        # Built around its own weights: details such as ResNet-18's stem follow what the run trained.
+        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"], weights=ckpt["model"],
+                      widths=config.get("widths"))
+        predictor = cls._ready(model, list(ckpt["classes"]), ckpt["normalization"], int(ckpt["image_size"]),
+                               int(ckpt["input_size"]), device, int(config.get("tta") or 0))
+        predictor.run_dir = Path(run_dir)
+        return predictor
 
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, model: str | list, classes: Sequence[str] | None = None,
@@ -66,11 +93,11 @@ class Predictor:
         size = input_size or meta.get("input_size") or (preset_input_size(model) if isinstance(model, str) else 32)
         norm = normalization or meta.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         net = build(model, num_classes=len(classes), weights=weights, input_size=size)
-        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, False)
+        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, 0)
 
     @classmethod
     def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int,
-               device: str, tta: bool) -> "Predictor":
+               device: str, tta: int) -> "Predictor":
         target = dev.resolve_device(device)
         model = model.to(target).eval()
         return cls(model, classes, torch.tensor(norm["mean"], device=target), torch.tensor(norm["std"], device=target),
@@ -92,22 +119,38 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        x = self.inputs(batch)
-        logits = self.model(x)
-        if self.tta:
-            logits = (logits + self.model(x.flip(-1))) / 2
-        return logits.float().cpu()
+        return tta_logits(self.model, self.inputs(batch), self.tta).float().cpu()
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.logits(batch).softmax(dim=1)
+
+    @property
+    def ood_ready(self) -> bool:
+        return self._ood is not None
+
+    def ood_check(self) -> OODCheck:
+        """The out-of-distribution check (core.ood), fitted on first use and cached in the run folder."""
+        with self._ood_lock:
+            if self._ood is None:
+                self._ood = OODCheck.for_predictor(self)
+            return self._ood
+
+    def classify(self, batch: torch.Tensor, ood: bool = True) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """Probabilities of a uint8 batch and, per image, the `ood` and `warning` fields (core.ood)."""
+        check = self.ood_check() if ood else OODCheck(unavailable="not asked for")
+        with check.capture() as captured:
+            probs = self.probabilities(batch)
+        scores = check.scores(captured, batch)
+        return probs, [check.assess(p, self.classes, s) for p, s in zip(probs, scores)]
 
     def topk(self, probs: torch.Tensor, k: int = 5) -> list[dict[str, Any]]:
         values, index = probs.topk(min(k, len(self.classes)))
         return [{"label": self.classes[i], "prob": round(float(v), 6)} for v, i in zip(values, index)]
 
     def predict(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None, k: int = 5,
-                batch_size: int = 64) -> list[dict[str, Any]]:
-        """One result per input, in order: {"file", "top"} or {"file", "error"}; a bad file never stops the rest."""
+                batch_size: int = 64, ood: bool = True) -> list[dict[str, Any]]:
+        """One result per input, in order: {"file", "top", "ood", "warning"} or {"file", "error"}; a bad file
+        never stops the rest. `warning` says in words when the answer is a guess (core.ood), else None."""
         names = list(names) if names is not None else [str(s) if isinstance(s, (str, os.PathLike)) else f"image {i + 1}"
                                                        for i, s in enumerate(sources)]
         results: list[dict[str, Any]] = [{} for _ in sources]
@@ -119,9 +162,9 @@ class Predictor:
                 results[i] = {"file": name, "error": str(exc)}
         for start in range(0, len(ready), batch_size):
             chunk = ready[start:start + batch_size]
-            probs = self.probabilities(torch.stack([t for _, t in chunk]))
-            for (i, _), p in zip(chunk, probs):
-                results[i] = {"file": names[i], "top": self.topk(p, k)}
+            probs, notes = self.classify(torch.stack([t for _, t in chunk]), ood=ood)
+            for (i, _), p, note in zip(chunk, probs, notes):
+                results[i] = {"file": names[i], "top": self.topk(p, k), **note}
         return results
 
 
@@ -131,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=dev.DEVICE_CHOICES)
+    p.add_argument("--no-ood", action="store_true", help="skip the unusual-image check (the first use per checkpoint "
+                   "fits it on the run's data and caches ood.safetensors in the run folder)")
     args = p.parse_args(argv)
     try:
         predictor = Predictor.from_run(args.run_dir, device=args.device)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(predictor.predict(args.images, names=args.images, k=max(1, args.topk)), indent=1))
+    print(json.dumps(predictor.predict(args.images, names=args.images, k=max(1, args.topk), ood=not args.no_ood), indent=1))
     return 0
 
 

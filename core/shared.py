@@ -20,7 +20,6 @@ import hmac
 import os
 import re
 import secrets
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path

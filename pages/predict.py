@@ -3,7 +3,7 @@ import streamlit as st
 from core import runs
 from core.data import SHAPES_CLASSES
 from core.models import PRESETS
-from studio import arch, predict_view as pv, workspace
+from studio import arch, explain_view as ev, predict_view as pv, workspace
 from studio.charts import topk_figure
 from studio.state import all_runs, through_navigation
 from studio.widgets import guard, run_title
@@ -63,6 +63,11 @@ if predictor is not None:
                                  help="JPEG, PNG, WEBP, BMP, GIF or TIFF; one or many.")
     k = c[1].number_input("Top-k", 1, min(10, len(predictor.classes)), min(5, len(predictor.classes)))
     files = [(u.name, u.getvalue()) for u in uploads or []]
+    if st.toggle("Camera", key="predict_camera", help="Point this computer's camera at an object and take a picture: "
+                 "the answer appears below, first. Take another to try again."):
+        shot = st.camera_input("Take a picture", key="predict_shot")
+        if shot is not None:
+            files.insert(0, ("camera.jpg", shot.getvalue()))
     if list(predictor.classes) == list(SHAPES_CLASSES) and st.toggle("Add sample shapes (no picture at hand?)",
                                                                         key="samples"):
         files += pv.sample_shapes()
@@ -70,20 +75,27 @@ if predictor is not None:
         st.info("Upload one or more images to see what the model thinks they are.")
     else:
         with guard():
+            ev.ensure_ood(predictor)
             results = predictor.predict([b for _, b in files], [n for n, _ in files], k=int(k))
+            ev.softmax_note(results)
             for i, ((name, payload), result) in enumerate(list(zip(files, results))[:GALLERY]):
                 with st.container(border=True):
                     if "error" in result:
                         message = result["error"]
                         st.error(message if name in message else f"**{name}**: {message}", icon=":material/block:")
                         continue
-                    best = result["top"][0]
-                    st.markdown(f"**{name}** → **{best['label']}** ({best['prob']:.0%})")
-                    left, mid, right = st.columns([2, 2, 5], vertical_alignment="center")
-                    left.image(pv.thumbnail(payload, name), caption="your image", width=200)
-                    mid.image(pv.model_view(predictor, payload, name), caption=f"what the model sees ({predictor.input_size} x "
-                              f"{predictor.input_size})", width=200)
-                    right.plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
+                    st.markdown(ev.headline(name, result))
+                    ev.warning(result)
+                    look = ev.controls(predictor, result, key=f"{i}-{name}")
+                    cols = st.columns([2, 2, 2, 3] if look else [2, 2, 5], vertical_alignment="center")
+                    side = ev.IMAGE_SIDE if look else 200
+                    cols[0].image(pv.thumbnail(payload, name), caption="your image", width=side)
+                    cols[1].image(pv.model_view(predictor, payload, name), caption=f"what the model sees ({predictor.input_size} x "
+                                  f"{predictor.input_size})", width=side)
+                    explanation = ev.show_overlay(cols[2], predictor, payload, name, *look) if look else None
+                    cols[-1].plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
+                    if explanation is not None:
+                        ev.legend(explanation)
             if len(files) > GALLERY:
                 st.caption(f"Showing the first {GALLERY} of {len(files)} images; the table has them all.")
             if len(files) > 1:

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from studio import form_memory, live, loop_view, state, train_form
+from studio import form_memory, live, loop_view, small_data, state, train_form
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -16,6 +16,8 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     with data_col:
         st.markdown("##### 1 · Data")
         data = train_form.data_picker()
+        small_data.propose(data)  # before the model picker: it may pre-select the recipe for few pictures
+        preview = st.container()
     with model_col:
         st.markdown("##### 2 · Model")
         model = train_form.model_picker()
@@ -24,6 +26,8 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     overrides = train_form.hyperparameters(model["model"] if model else "custom")
     form_memory.remember()
     loop_view.panel(model, data, overrides)
+    with preview:
+        small_data.augmentation_preview(lambda: train_form.make_config(model, data, overrides) if model and data else None)
     gpus = state.device_info().get("count", 1) if state.device_info()["kind"] == "cuda" else 1
     with st.container(horizontal=True, vertical_alignment="center"):
         start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)

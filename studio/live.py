@@ -17,7 +17,7 @@ import streamlit as st
 from core import jobs, runs
 from core.curves import format_duration
 from core.predict import Predictor
-from studio import insight, queue_view, run_controls, state, workspace
+from studio import insight, queue_view, run_controls, small_data, state, workspace
 from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
@@ -182,10 +182,11 @@ def _results(info: runs.RunInfo) -> None:
         return
     cols = st.columns(5)
     cols[0].metric("Test accuracy", percent(info.last_acc))
-    cols[1].metric("Best", percent(info.best_acc))
+    cols[1].metric("Best", percent(info.best_acc), help=small_data.BEST_HELP)
     cols[2].metric("Epochs", f"{info.epochs_done} / {epochs}")
     cols[3].metric("Time", format_duration(info.seconds))
     cols[4].metric("Images / s", f"{info.img_per_s:,.0f}" if info.img_per_s else "–")
+    small_data.results_notes(info, tail.epochs)
     _chart(_snapshot(tail, epochs))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
     if info.has_checkpoint:

@@ -13,19 +13,21 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
-import torch
 
 from core import data as datasets
-from core.device import DEVICE_CHOICES, PRECISION_CHOICES
-from core.errors import PlaygroundError
-from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for, weight_choices, weights_enum
+from core.device import DEVICE_CHOICES, PRECISION_CHOICES, uses_gpu
+from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
-from studio import arch, loss_picker, workspace
+from studio import arch, backbones, classes_view, loss_picker, workspace
 from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
 DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
-DATA_KINDS = {"shapes": "Shapes (offline)", "cifar10": "CIFAR-10", "zip": "Upload a .zip", "folder": "Folder path"}
+# Short labels: all five fit the half-width column without scrolling (the help says the rest).
+DATA_KINDS = {"shapes": "Shapes", "classes": "Your classes", "cifar10": "CIFAR-10", "zip": ".zip", "folder": "Folder"}
+DATA_HELP = ("**Shapes**: ten classes of drawn shapes, offline. **Your classes**: name classes and add your own pictures "
+             "(upload or camera). **CIFAR-10**: 60,000 small photos (one download). **.zip**: upload a .zip of class "
+             "folders. **Folder**: a folder of class folders on this computer.")
 MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
 
 
@@ -56,13 +58,15 @@ def data_picker() -> str | None:
     shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
     kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
     kind = st.segmented_control("Dataset", kinds, format_func=DATA_KINDS.get, default="shapes",
-                                required=True, key="data_kind")
+                                required=True, key="data_kind", help=DATA_HELP)
     if kind == "shapes":
         n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
                              help="Ten classes of coloured shapes drawn on the fly (2,000 test images). "
                                   "Fewer images: faster epochs, lower accuracy.")
         st.image([img for img, _ in _shape_samples()], caption=[c for _, c in _shape_samples()], width=72)
         return "shapes" if n == 12000 else f"shapes:{n}"
+    if kind == "classes":
+        return classes_view.data_source()
     if kind == "cifar10":
         if datasets.cifar10_available():
             st.success(f"CIFAR-10 is ready (60,000 photos, 10 classes) in `{datasets.DATA_DIR}`.")
@@ -113,14 +117,6 @@ def _preset_problem(name: str) -> str | None:
     return None
 
 
-def _weights_cached(name: str, choice: str) -> bool:
-    try:
-        url = weights_enum(name, choice).url
-    except PlaygroundError:
-        return False
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists()
-
-
 def _apply_choice() -> None:
     """Preselect what the Architecture page sent over ("Use for training")."""
     choice = st.session_state.pop("train_choice", None)
@@ -159,46 +155,45 @@ def model_picker() -> dict[str, Any] | None:
         st.caption(f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
                    + " → ".join(layer["type"] for layer in chosen["layers"]))
         return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
-    name = st.selectbox("Network", TORCHVISION_MODELS, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
-    options = weight_choices(name) + ([] if workspace.settings().shared else ["file"])  # no server paths when shared
-    weights = st.selectbox("Start from weights", options, key=f"weights-{name}",
-                           format_func=lambda w: "a .pth / .safetensors file on this computer…" if w == "file" else f"ImageNet {w}")
-    if weights == "file":
-        weights = st.text_input("Weights file", key="weights_path", placeholder="/path/to/weights.pth").strip()
-        if not weights:
-            return None
-    elif not _weights_cached(name, weights):
-        st.warning(f"{name} {weights} weights are not downloaded yet: the run downloads them first, which needs internet. "
-                   "Offline, it stops with a message saying where to put the file.")
-    freeze = st.toggle("Freeze the backbone: train only the new head", value=True, key="freeze",
-                       help="The ImageNet classifier is replaced by a new one with your classes. Frozen: only it trains "
-                            "(fast, good with little data). Unfrozen: everything is fine-tuned.")
-    size = st.select_slider("Image size the network sees", [32, 64, 96, 128, 160, 224], value=PRESETS[name].input_size,
-                            key=f"size-{name}", help="Images are resized to this. ImageNet models like 224; smaller is faster.")
-    return {"model": name, "weights": weights, "freeze_backbone": freeze, "image_size": size}
+    return backbones.pretrained_picker()
 
 
 # --------------------------------------------------------------------------- hyperparameters
 
 
-def base_config(model: str) -> TrainConfig:
-    return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS)
+def base_config(model: str, device: str = "auto") -> TrainConfig:
+    return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS, device=device)
+
+
+def per_device_note(model: str) -> str | None:
+    """The recipe's batch and lr on each kind of device, where they differ (a GPU takes bigger batches)."""
+    cpu, gpu = base_config(model, "cpu"), base_config(model, "cuda")
+    if (cpu.batch_size, cpu.lr, cpu.widths) == (gpu.batch_size, gpu.lr, gpu.widths):
+        return None
+    widths = f", widths {'/'.join(map(str, gpu.widths))}" if gpu.widths else ""
+    return (f"This preset's recipe on a CUDA GPU: batch {gpu.batch_size}, lr {gpu.lr:g}{widths}; "
+            f"on a CPU: batch {cpu.batch_size}, lr {cpu.lr:g}. The fields start at the recipe of the device chosen under More settings.")
 
 
 def hyperparameters(model: str) -> dict[str, Any]:
-    """Widgets start at the model's recipe; returns only what differs from it (epochs always)."""
-    base = base_config(model)
-    k = f"hp-{model}-"
+    """Widgets start at the model's recipe for the chosen device; returns only what differs from it (epochs always)."""
+    device_key = f"hp-{model}-dev"
+    device = st.session_state.get(device_key, "auto")
+    base = base_config(model, device)
+    k = f"hp-{model}-gpu-" if uses_gpu(device) else f"hp-{model}-"  # switching device restarts the fields at its recipe
     values: dict[str, Any] = {}
     c = st.columns(4)
     values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")
-    sizes = sorted({16, 32, 64, 128, 256, 512, 1024, base.batch_size})
+    sizes = sorted({4, 8, 16, 32, 64, 128, 256, 512, 1024, base.batch_size})
     values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
                                               help="Images per step. Bigger: faster per image, fewer steps per epoch.")
     values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=k + "lr",
                                      help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.")
     values["optimizer"] = c[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(base.optimizer), key=k + "opt",
                                          help="AdamW adapts the step per parameter; SGD with momentum is the classic.")
+    note = per_device_note(model)
+    if note:
+        st.caption(note)
     with st.expander("More settings"):
         c = st.columns(4)
         values["schedule"] = c[0].selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(base.schedule), key=k + "sched",
@@ -209,7 +204,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
         c = st.columns(4)
         values["augment"] = c[0].toggle("Augment (crop + flip)", value=bool(base.augment), key=k + "aug",
                                         help="Random shifts and mirror images each batch: more variety, less overfitting.")
-        values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(base.device), key=k + "dev")
+        values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(device), key=device_key)
         values["precision"] = c[2].selectbox("Precision", PRECISION_CHOICES, index=PRECISION_CHOICES.index(base.precision),
                                              key=k + "prec", help="auto: bf16 where the hardware is fast at it, else fp32.")
         limit = c[3].number_input("Time limit (s, 0 = none)", 0, 24 * 3600, int(base.time_limit or 0), key=k + "limit",
@@ -220,6 +215,8 @@ def hyperparameters(model: str) -> dict[str, Any]:
     if values["augment"] == bool(base.augment):  # the recipe may spell it differently (e.g. "flip+crop")
         changed.pop("augment", None)
     changed["epochs"] = int(values["epochs"])
+    if values["device"] != "auto":  # the recipe (batch, lr, widths) depends on it even where the fields match
+        changed["device"] = values["device"]
     return changed
 
 

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import streamlit as st
 
+from core.classes import describe as describe_set
 from core.curves import format_duration
 from core.data import describe_spec
 from core.errors import PlaygroundError
@@ -101,7 +102,7 @@ def data_name(spec: str) -> str:
         return f"Shapes ({int(n):,} images)" if n.isdigit() else "Shapes"
     if spec == "cifar10":
         return "CIFAR-10"
-    return describe_spec(spec)
+    return describe_set(spec) or describe_spec(spec)
 
 
 def status_badge(status: str) -> None:

@@ -206,6 +206,32 @@ def test_train_reload_stop_then_predict(server, page):
     _shot(page, "predict-results")
 
 
+def test_predict_where_does_it_look(server, page):
+    """Upload a picture, switch on "Where does it look?", and see the Grad-CAM overlay with its legend."""
+    if not any((run / "checkpoint.pt").exists() for run in server["models"].iterdir()):
+        from core.train import TrainConfig, train  # this test alone (-k): the story above left no run
+
+        train(TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
+              server["models"] / "explain-run")
+    page.goto(f"{server['url']}/predict")
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached")
+    _settle(page)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(files=[
+        {"name": "my-shape.png", "mimeType": "image/png", "buffer": _png()}])
+    page.get_by_text("what the model sees").first.wait_for(timeout=120_000)
+    _settle(page)
+    assert page.get_by_text("where it looks for").count() == 0
+    page.get_by_text("Where does it look?").first.click()
+    page.get_by_text("where it looks for").first.wait_for(timeout=120_000)
+    _settle(page, extra=1.0)
+    overlay = page.locator("[data-testid=stImage]").filter(has_text="where it looks for").locator("img").first
+    assert overlay.is_visible() and overlay.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator("[data-testid=stImage]").count() == 3  # your image, what the model sees, the overlay
+    assert page.get_by_text("Red and yellow").count() + page.get_by_text("speaks for").count() >= 1  # what colours mean
+    _no_exception(page, "predict (where does it look)")
+    _shot(page, "predict-where-it-looks")
+
+
 # --------------------------------------------------------------------------- shared mode (a class on one server)
 
 
@@ -327,3 +353,125 @@ def test_click_a_confusion_cell_to_see_its_images(server, page):
     assert page.locator("[data-testid=stImage] img").count() == before + min(cell["count"], 40)
     page.get_by_text("Test images in one cell of the matrix").first.scroll_into_view_if_needed()
     _shot(page, "train-confusion-cell")
+
+
+# --------------------------------------------------------------------------- your own classes (issue #13)
+
+
+def _cifar_pictures(tmp_path: Path, per_class: int) -> dict[str, list[dict]]:
+    """Real photos from the CIFAR-10 dev set as browser uploads, per class (skips where the set is absent)."""
+    from conftest import extract_dev_slice
+
+    root = extract_dev_slice(tmp_path / "cifar", per_class, 1)
+    return {cls: [{"name": p.name, "mimeType": "image/jpeg", "buffer": p.read_bytes()}
+                  for p in sorted((root / "train" / cls).iterdir())] for cls in ("airplane", "cat")} | {
+        "test": [{"name": "a-plane.jpg", "mimeType": "image/jpeg", "buffer": next((root / "test" / "airplane").iterdir()).read_bytes()}]}
+
+
+def _weights_upload() -> dict:
+    """A mobilenet_v3_small state_dict, as an offline user would upload torchvision's file (fresh weights: no network)."""
+    import torch
+    import torchvision
+
+    buffer = io.BytesIO()
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), buffer)
+    return {"name": "mobilenet_v3_small.pth", "mimeType": "application/octet-stream", "buffer": buffer.getvalue()}
+
+
+def _card_count(page, class_name: str, n: int) -> None:
+    page.get_by_text(f"{class_name} · {n} pictures", exact=True).first.wait_for(timeout=90_000)
+
+
+@pytest.mark.timeout(600)
+def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp_path):
+    """The issue's Teachable-Machine moment: a new set, pictures uploaded per class, one removed with a click, the
+    split and the small-data recipe shown, the augmentation preview, training, and a prediction from the run."""
+    from core import classes, models, runs
+
+    pictures = _cifar_pictures(tmp_path, per_class=10)
+    set_name = f"browser-{int(time.time())}"
+    root = classes.sets_root()  # the server's data folder (no workspace outside shared mode)
+    try:
+        page.goto(f"{server['url']}/train")
+        page.get_by_role("button", name="Start training").wait_for()
+        _settle(page)
+        page.get_by_role("radio", name="Your classes").click()
+        _settle(page)
+        page.get_by_role("textbox", name="Name of the new set").fill(set_name)
+        page.get_by_role("button", name="Create set").click()
+        _card_count(page, "Class 1", 0)
+        _card_count(page, "Class 2", 0)
+
+        # Pictures per class, each through its own card's uploader (a fresh, empty one comes back after each upload).
+        for i, (cls, files) in enumerate([("Class 1", pictures["airplane"]), ("Class 2", pictures["cat"])]):
+            page.locator("[data-testid=stFileUploaderDropzoneInput]").nth(i).set_input_files(files=files)
+            _card_count(page, cls, 10)
+            _settle(page)
+        assert classes.counts(root / set_name) == {"Class 1": 10, "Class 2": 10}
+        assert page.locator("[data-testid=stImage] img").count() >= 20  # the thumbnails
+
+        # Remove one picture with a click on its x.
+        page.locator("[class*='st-key-rm-'] button").first.click()
+        _card_count(page, "Class 1", 9)
+        _settle(page)
+        assert classes.counts(root / set_name) == {"Class 1": 9, "Class 2": 10}
+
+        # The split before training, the tiny-test warning, and the recipe for few pictures.
+        page.get_by_text("Train / test split").first.wait_for()
+        page.get_by_text("6 test images: each one is 17 points of accuracy", exact=False).first.wait_for()
+        page.get_by_text("Few pictures? Fine-tune a pretrained network").first.wait_for()
+        assert page.get_by_text("mobilenet_v3_small", exact=False).count() >= 1
+        page.get_by_role("combobox", name="Start from weights").wait_for()
+        _settle(page, extra=1.0)
+        _no_exception(page, "train (your own classes)")
+        _shot(page, "classes-set")
+
+        # Offline (no torchvision download here): the page says so, and an uploaded weights file stands in.
+        if not models.weights_cached("mobilenet_v3_small", "DEFAULT"):
+            page.get_by_text("are not on this computer yet", exact=False).first.wait_for()
+            page.get_by_role("combobox", name="Start from weights").click()
+            page.get_by_role("option", name="Upload a weights file", exact=False).click()
+            _settle(page)
+            page.locator("[data-testid=stFileUploader]").filter(has_text="Weights file").locator(
+                "[data-testid=stFileUploaderDropzoneInput]").set_input_files(files=[_weights_upload()])
+            _settle(page, extra=1.0)
+        epochs = page.get_by_role("spinbutton", name="Epochs")
+        epochs.fill("2")
+        epochs.press("Enter")
+        _settle(page)
+
+        # What the model will see: a few training pictures, stored and augmented.
+        page.get_by_text("What the model sees in training", exact=False).first.click()
+        page.get_by_text("Show a few training images").first.click()
+        page.get_by_text("As the model sees them", exact=False).first.wait_for(timeout=120_000)
+        _settle(page)
+        _no_exception(page, "train (augmentation preview)")
+        page.get_by_text("What the model sees in training", exact=False).first.scroll_into_view_if_needed()
+        _shot(page, "classes-augmentation-preview")
+
+        before = {r.run_id for r in runs.list_runs(server["models"])}
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Finished: test accuracy", exact=False).first.wait_for(timeout=400_000)
+        _settle(page, extra=1.0)
+        _no_exception(page, "train (finished on your classes)")
+        (run,) = [r for r in runs.list_runs(server["models"]) if r.run_id not in before]
+        assert run.status == "finished" and run.config["classes"] == ["Class 1", "Class 2"]
+        assert run.config["model"] == "mobilenet_v3_small" and run.config["freeze_backbone"]
+        assert run.config["batch_size"] == 4  # the recipe's: 13 training pictures, 3 steps per epoch
+        assert run.config["dataset"]["n_test"] == 6
+        _shot(page, "classes-trained")
+
+        page.get_by_role("button", name="Classify images with this run").click()
+        page.get_by_role("heading", name="Predict").first.wait_for()
+        page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached")
+        _settle(page)
+        assert "Class 1, Class 2" in page.inner_text("body")
+        page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(files=pictures["test"])
+        page.get_by_text("what the model sees").first.wait_for(timeout=60_000)
+        _settle(page, extra=1.0)
+        _no_exception(page, "predict (your classes)")
+        assert page.locator("[data-testid=stPlotlyChart]").count() >= 1
+        _shot(page, "classes-predict")
+    finally:
+        if (root / set_name).exists():
+            classes.delete_set(root, set_name)

@@ -100,8 +100,9 @@ def test_imagefolder_of_class_folders_gets_a_seeded_stratified_split(tmp_path):
     _write_images(tmp_path / "flat", n_per_class=10)
     a = imagefolder_dataset(tmp_path / "flat", seed=0, cache_dir=tmp_path / "c")
     b = imagefolder_dataset(tmp_path / "flat", seed=0, cache_dir=tmp_path / "c")
-    assert not a.has_test_split and len(a.test) == 2 and len(a.train) == 18
-    assert torch.bincount(a.test.labels).tolist() == [1, 1]
+    # 10% of each class, but at least MIN_TEST_PER_CLASS (3): one test image per class would say nothing
+    assert not a.has_test_split and len(a.test) == 6 and len(a.train) == 14
+    assert torch.bincount(a.test.labels).tolist() == [3, 3]
     assert torch.equal(a.test.images, b.test.images)
     split, classes = load_eval_split(f"imagefolder:{tmp_path / 'flat'}", data_dir=tmp_path)
     assert len(split) == 20  # evaluate scores every image when there is no test folder

@@ -1,0 +1,117 @@
+"""The Train form's "Pretrained + fine-tune" model picker: any torchvision classification network and its weights.
+
+torchvision's own list (`torchvision.models.list_models`), each with its weights enums; the numbers a learner
+compares networks by come from the weights' metadata, and the image size and normalization from the weights'
+transforms. Offline, torchvision's weights cannot be downloaded: the picker says so and takes an uploaded
+weights file instead.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core import models
+from core.errors import PlaygroundError
+from studio import workspace
+from studio.widgets import guard
+
+WEIGHT_FILE_TYPES = ["pth", "pt", "safetensors"]
+SIZES = [32, 64, 96, 128, 160, 224]
+UPLOAD, PATH, NONE = "\0upload", "\0path", "\0none"
+WEIGHT_LABELS = {UPLOAD: "Upload a weights file (.pth / .safetensors)…", PATH: "A weights file on this computer…",
+                 NONE: "None: train from scratch"}
+
+
+def networks() -> list[str]:
+    """The presets built by torchvision first (with their CIFAR-friendly set-ups), then every other torchvision network."""
+    return list(models.TORCHVISION_MODELS) + [n for n in models.torchvision_classifiers() if n not in models.PRESETS]
+
+
+def label(name: str) -> str:
+    if name in models.PRESETS:
+        return f"{models.PRESETS[name].title} ({name})"
+    return name + (" · recommended for few pictures" if name == models.SMALL_DATA_BACKBONE else "")
+
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} K"
+
+
+def describe(name: str, choice: str = "DEFAULT") -> str:
+    """'2.5 M parameters · ImageNet top-1 67.7% · 0.06 GFLOPs · 9.8 MB · sees 224 x 224'."""
+    info = models.weights_info(name, choice)
+    parts = [f"{_count(info['params'])} parameters"]
+    if info["top1"] is not None:
+        parts.append(f"ImageNet top-1 {info['top1']:.1f}%")
+    if info["gflops"] is not None:
+        parts.append(f"{info['gflops']:.2f} GFLOPs / image")
+    if info["file_mb"] is not None:
+        parts.append(f"{info['file_mb']:.0f} MB of weights")
+    parts.append(f"made for {info['crop_size']} x {info['crop_size']}")
+    return " · ".join(parts)
+
+
+def _weights_file(name: str) -> str | None:
+    """An uploaded weights file, saved in the data folder (so the training process can read it), as a path."""
+    from studio.train_form import _save_upload
+
+    info = models.weights_info(name)
+    upload = st.file_uploader("Weights file", type=WEIGHT_FILE_TYPES, key=f"weights-file-{name}",
+                              max_upload_size=workspace.upload_cap_mb(),
+                              help=f"torchvision's file for {name} is {info['file_name']} ({info['url']}); a state_dict "
+                                   "saved with torch.save(model.state_dict(), path) or a .safetensors file also works.")
+    return str(_save_upload(upload)) if upload is not None else None
+
+
+def pretrained_picker() -> dict[str, Any] | None:
+    """{"model", "weights", "freeze_backbone", "image_size"} for a torchvision network, or None until it is ready."""
+    every = networks()
+    name = st.selectbox("Network", every, key="pretrained_name", format_func=label,
+                        help=f"All {len(every)} classification networks in torchvision; type to search "
+                             "(e.g. efficientnet, convnext, vit).")
+    shared = workspace.settings().shared  # no server paths when shared
+    options = models.weight_choices(name) + [UPLOAD] + ([] if shared else [PATH]) + [NONE]
+    choice = st.selectbox("Start from weights", options, key=f"weights-{name}",
+                          format_func=lambda w: WEIGHT_LABELS.get(w, f"ImageNet {w}"))
+    named = choice if choice in models.weight_choices(name) else "DEFAULT"
+    with guard():
+        st.caption(describe(name, named))
+    weights: str | None = choice
+    if choice == UPLOAD:
+        weights = _weights_file(name)
+    elif choice == PATH:
+        weights = st.text_input("Weights file", key="weights_path", placeholder="/path/to/weights.pth").strip() or None
+    elif choice == NONE:
+        weights = None
+    elif not models.weights_cached(name, choice):
+        info = models.weights_info(name, choice)
+        size_mb = f" ({info['file_mb']:.0f} MB)" if info["file_mb"] else ""
+        st.warning(f"The {name} {choice} weights{size_mb} are not on this computer yet: the run "
+                   "downloads them first, which needs internet. **Offline?** Download "
+                   f"[{info['file_name']}]({info['url']}) on another computer and choose *Upload a weights file*.",
+                   icon=":material/cloud_off:")
+    if choice in (UPLOAD, PATH) and weights is None:
+        return None
+    freeze = st.toggle("Freeze the backbone: train only the new head", value=True, key="freeze", disabled=choice == NONE,
+                       help="The ImageNet classifier is replaced by a new one with your classes. Frozen: only it trains "
+                            "(fast, good with little data). Unfrozen: everything is fine-tuned.")
+    size = _image_size(name, named)
+    return {"model": name, "weights": weights, "freeze_backbone": bool(freeze and choice != NONE), "image_size": size}
+
+
+def _image_size(name: str, choice: str) -> int:
+    try:
+        info = models.weights_info(name, choice)
+    except PlaygroundError:
+        info = {"crop_size": models.preset_input_size(name), "min_size": 1}
+    own = models.preset_input_size(name) if name in models.PRESETS else info["crop_size"]
+    if models.fixed_input_size(name):
+        st.caption(f"{name} works only at the size it was made for: {own} x {own} pixels.")
+        return own
+    sizes = sorted({s for s in SIZES if s >= info["min_size"]} | {own})
+    return int(st.select_slider("Image size the network sees", sizes, value=own, key=f"size-{name}",
+                                help=f"Images are resized to this. {name}'s weights were made for {info['crop_size']} "
+                                     "pixels; smaller is faster but sees less detail."))

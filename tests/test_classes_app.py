@@ -1,0 +1,103 @@
+"""Your own classes on the pages, under Streamlit's AppTest: a set made on the Train page, pictures added per class by
+upload and by camera, one removed with a click, the split and the small-data recipe; then the camera on Predict."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+from test_app import APP, no_exception, open_page
+
+from core import classes, data, runs
+from core.train import TrainConfig, train
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def photo(colour: tuple[int, int, int], fmt: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    img = Image.new("RGB", (96, 72), colour)
+    img.paste((255 - colour[0], 255 - colour[1], 255 - colour[2]), (20, 20, 50, 50))  # not a flat picture
+    img.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def data_dir(tmp_path, models_root, monkeypatch):
+    folder = tmp_path / "data"
+    monkeypatch.setattr(data, "DATA_DIR", folder)  # read at import: the pages' sets_root() follows this
+    return folder
+
+
+def _widget(elements, key: str):
+    return next(e for e in elements if e.key == key)
+
+
+def test_a_set_is_made_on_the_train_page_by_upload_camera_and_a_click(data_dir):
+    at = open_page("pages/train.py")
+    at.segmented_control(key="data_kind").set_value("classes").run()
+    no_exception(at)
+    at.text_input(key="classes_new_name").set_value("desk")
+    next(b for b in at.button if b.label == "Create set").click().run()
+    no_exception(at)
+    desk = classes.sets_root(None, data_dir) / "desk"
+    assert classes.counts(desk) == {"Class 1": 0, "Class 2": 0}
+    assert any("Add at least 2 pictures to every class" in i.value for i in at.info)
+    assert not any(b.label == "Start training" and not b.disabled for b in at.button)  # nothing to train on yet
+
+    # Uploads: many files at once, one of them not a picture; the uploader comes back empty for the next ones.
+    at.file_uploader(key="up-desk/Class 1-0").set_value(
+        [(f"red{i}.png", photo((200 + 10 * i, 30, 30), "PNG"), "image/png") for i in range(4)]
+        + [("notes.jpg", b"my notes, not a picture", "image/jpeg")]).run()
+    no_exception(at)
+    assert classes.counts(desk)["Class 1"] == 4
+    assert any("notes.jpg" in w.value for w in at.warning)  # refused, with its name
+    assert at.file_uploader(key="up-desk/Class 1-1").value in (None, [])
+
+    # The camera: each picture taken goes into the class at once.
+    at.toggle(key="cam-on-desk/Class 2").set_value(True).run()
+    for shot, colour in enumerate([(30, 30, 200), (40, 60, 220), (20, 90, 180)]):
+        _widget(at.get("camera_input"), f"cam-desk/Class 2-{shot}").set_value(("shot.jpg", photo(colour), "image/jpeg"))
+        at.run()
+        no_exception(at)
+    assert classes.counts(desk) == {"Class 1": 4, "Class 2": 3}
+
+    # Remove a picture with a click on its x.
+    first = classes.images(desk, "Class 1")[0].name
+    at.button(key=f"rm-desk/Class 1/{first}").click().run()
+    no_exception(at)
+    assert classes.counts(desk) == {"Class 1": 3, "Class 2": 3}
+    assert first not in [p.name for p in classes.images(desk, "Class 1")]
+
+    # The split before training, its warning, and the recipe for few pictures pre-selected in the model picker.
+    split = at.dataframe[0].value
+    assert split.to_dict("records") == [{"class": "Class 1", "images": 3, "train": 2, "test": 1},
+                                        {"class": "Class 2", "images": 3, "train": 2, "test": 1}]
+    assert any(w.value.startswith("2 test images: each one is 50 points") for w in at.warning)
+    assert at.segmented_control(key="model_kind").value == "pretrained"
+    assert at.selectbox(key="pretrained_name").value == "mobilenet_v3_small" and at.toggle(key="freeze").value
+    assert at.toggle(key="small_recipe").value
+    assert at.select_slider(key="hp-mobilenet_v3_small-batch").value == classes.MIN_BATCH  # 4 pictures, batch 4
+    assert at.get("number_input") and any(e.key == "hp-mobilenet_v3_small-epochs" for e in at.number_input)
+
+
+def test_predict_from_the_camera(data_dir, models_root):
+    desk = classes.create_set(classes.sets_root(None, data_dir), "desk")
+    for name, colour in [("mug", (200, 40, 40)), ("keys", (40, 40, 200))]:
+        classes.add_class(desk, name)
+        classes.add_images(desk, name, [(f"{name}{i}.jpg", photo((colour[0] - 9 * i, colour[1] + 7 * i, colour[2])))
+                                        for i in range(6)])
+    run_dir = models_root / runs.new_run_id("cifar10_quick", "desk")
+    train(TrainConfig.for_model("cifar10_quick", data=classes.spec(desk), epochs=1, batch_size=4, precision="fp32"), run_dir)
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    no_exception(at)
+    assert not at.get("camera_input")  # off until asked for: a browser asks for the camera permission
+    at.toggle(key="predict_camera").set_value(True).run()
+    at.camera_input(key="predict_shot").set_value(("snap.jpg", photo((190, 50, 40)), "image/jpeg")).run()
+    no_exception(at)
+    answer = [m.value for m in at.markdown if "camera.jpg" in m.value and "→" in m.value]
+    assert answer and ("mug" in answer[0] or "keys" in answer[0]), [m.value for m in at.markdown]
