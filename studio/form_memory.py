@@ -10,11 +10,12 @@ import re
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 # The Train form's widget keys (studio.train_form and the loss picker). Not a file uploader's: its
 # value cannot be set, and the uploaded file itself is kept in the data folder anyway.
-FORM_KEYS = re.compile(r"^(data_kind|shapes_n|data_folder|model_kind|preset_name|saved_name|pretrained_name|freeze|"
-                       r"weights_path|weights-.+|size-.+|hp-.+)$")
+FORM_KEYS = re.compile(r"^(data_kind|shapes_n|data_folder|model_kind|preset_name|saved_name|pretrained_name|freeze|small_recipe|"
+                       r"weights_path|weights-(?!file-).+|size-.+|hp-.+)$")
 _KEPT = "_train_form_kept"
 
 
@@ -28,7 +29,10 @@ def restore() -> None:
     """Before the form: put back the values Streamlit dropped while another page was shown."""
     for key, value in st.session_state.get(_KEPT, {}).items():
         if key not in st.session_state:
-            st.session_state[key] = value
+            try:
+                st.session_state[key] = value
+            except StreamlitAPIException:  # a widget whose value cannot be set (a button): it starts afresh
+                pass
 
 
 def remember() -> None:
