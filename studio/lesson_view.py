@@ -43,14 +43,19 @@ def _shown(settings: tuple, n: int) -> tuple[int, bool]:
     return 1 + round(fraction * (n - 1)), True
 
 
+def _short(value: float) -> str:
+    """Fits a quarter of the column: 1.914 as it is, a diverged 1.8e18 as 2×10¹⁸ (the exact value is in the help)."""
+    return readable(value) if not math.isfinite(value) or abs(value) < 1e4 else readable(value, 1).replace(" ", "")
+
+
 def _draw(result: linreg.Lesson, count: int) -> None:
     history = result.history[:count]
     last = history[-1]
-    m = st.columns(4)
-    m[0].metric(f"step (of {result.steps})", last.step)
-    m[1].metric("w (→ 2)", readable(last.w), help=f"w = {last.w!r}")
-    m[2].metric("b (→ 3)", readable(last.b), help=f"b = {last.b!r}")
-    m[3].metric("loss", readable(last.loss), help=f"MSE loss = {last.loss!r}")
+    with st.container(horizontal=True, gap="medium"):  # each as wide as its number; they wrap when the column is narrow
+        st.metric(f"step (of {result.steps})", last.step, width="content")
+        st.metric("w (→ 2)", _short(last.w), help=f"w = {last.w!r}", width="content")
+        st.metric("b (→ 3)", _short(last.b), help=f"b = {last.b!r}", width="content")
+        st.metric("loss", _short(last.loss), help=f"MSE loss = {last.loss!r}", width="content")
     x, y = result.x.squeeze(1).tolist(), result.y.squeeze(1).tolist()
     data, spec = regression_chart(x, y, last.w, last.b, linreg.least_squares(result.x, result.y))
     st.vega_lite_chart(data, spec, key="lesson-line")
