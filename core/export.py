@@ -157,6 +157,7 @@ def _data_context(config: dict[str, Any]) -> dict[str, Any]:
 def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epochs_done: int = 0,
                    out_name: str = "model.pt") -> dict[str, Any]:
     """Everything the templates need, from a run's config.json."""
+    from core import losses
     from core.models import PRESETS, is_torchvision
     from core.train import TrainConfig, lr_factor
 
@@ -186,7 +187,8 @@ def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epo
         "input_size": input_size, "data_size": data_size, "resize": input_size != data_size,
         "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr, "momentum": recipe.momentum,
         "nesterov": bool(recipe.nesterov and recipe.momentum > 0), "weight_decay": recipe.weight_decay,
-        "label_smoothing": recipe.label_smoothing, "schedule": recipe.schedule, "warmup": recipe.warmup,
+        "label_smoothing": recipe.label_smoothing, "loss": recipe.loss, "loss_code": losses.code(recipe.loss, recipe.label_smoothing),
+        "loss_title": losses.LOSSES[recipe.loss].title, "loss_help": losses.LOSSES[recipe.loss].help, "schedule": recipe.schedule, "warmup": recipe.warmup,
         "warmup_start": recipe.warmup_start, "optimizer": recipe.optimizer, "augment": recipe.augment,
         "crop_padding": recipe.crop_padding, "tta": int(recipe.tta), "seed": recipe.seed,
         "optimizer_title": _OPTIMIZER_TITLES[recipe.optimizer], "schedule_title": _SCHEDULE_TITLES[recipe.schedule],

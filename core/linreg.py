@@ -16,10 +16,13 @@ from core.errors import PlaygroundError
 TRUE_W, TRUE_B = 2.0, 3.0
 
 # Shown on the First steps page next to the live chart (with the page's settings filled
-# in) and executed by the tests, so the code a learner copies is code that works.
+# in) and executed by the tests: run as it is, it prints the very w, b and loss the page
+# shows, because `lesson()` below draws its random numbers in the same order from the same seed.
 LESSON_CODE = '''\
 import torch
 from torch import nn
+
+torch.manual_seed({seed})  # the page's Seed: the same data and start, so the same numbers
 
 x = torch.rand(100, 1) * 4 - 2  # in [-2, 2]
 y = 2 * x + 3 + {noise} * torch.randn(100, 1)
@@ -43,19 +46,26 @@ for step in range({steps}):
     loss.backward()    # d(loss)/dw, d(loss)/db
     opt.step()         # nudge w, b downhill
 
-print(model.w.item(), model.b.item())  # ~2, ~3
+loss = loss_fn(model(x), y)  # after the last step
+print(model.w.item(), model.b.item(), loss.item())  # ~2, ~3, ~noise**2
 '''
+N_POINTS = 100  # the lesson's data size (written into LESSON_CODE)
 
 
-def lesson_code(lr: float = 0.05, steps: int = 100, noise: float = 0.5) -> str:
-    return LESSON_CODE.format(lr=f"{lr:g}", steps=int(steps), noise=f"{noise:g}")
+def _tidy(value: float) -> float:
+    """A slider's 0.30000000000000004 as the 0.3 the code shows, so page and code compute the same."""
+    return round(float(value), 6)
+
+
+def lesson_code(lr: float = 0.05, steps: int = 100, noise: float = 0.5, seed: int = 0) -> str:
+    return LESSON_CODE.format(lr=repr(_tidy(lr)), steps=int(steps), noise=repr(_tidy(noise)), seed=int(seed))
 
 
 class LinearRegression(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.w = nn.Parameter(torch.randn(1))
-        self.b = nn.Parameter(torch.randn(1))
+        self.w = nn.Parameter(torch.randn(1, generator=generator))
+        self.b = nn.Parameter(torch.randn(1, generator=generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w * x + self.b
@@ -69,27 +79,35 @@ class Step:
     loss: float
 
 
-def make_data(n: int = 100, noise: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """x in [-2, 2] (centred, so w and b converge at similar speeds) and y = 2x + 3 + noise."""
+def make_data(n: int = 100, noise: float = 0.5, seed: int = 0,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x in [-2, 2] (centred, so w and b converge at similar speeds) and y = 2x + 3 + noise.
+
+    A seeded torch.Generator draws exactly what `torch.manual_seed(seed)` and the global
+    generator would, so LESSON_CODE reproduces these numbers without touching global state here.
+    """
     if not 2 <= n <= 100_000:
         raise PlaygroundError("Use between 2 and 100,000 points.")
     if noise < 0:
         raise PlaygroundError("Noise must be zero or positive.")
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator or torch.Generator().manual_seed(seed)
     x = torch.rand(n, 1, generator=gen) * 4 - 2
     y = TRUE_W * x + TRUE_B + noise * torch.randn(n, 1, generator=gen)
     return x, y
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, lr: float = 0.05, steps: int = 100, seed: int = 0,
-        optimizer: str = "sgd") -> Iterator[Step]:
-    """Train step by step, yielding w, b and the loss before the first update and after each one."""
+        optimizer: str = "sgd", generator: torch.Generator | None = None) -> Iterator[Step]:
+    """Train step by step, yielding w, b and the loss before the first update and after each one.
+
+    The starting w and b come from `generator` (else one seeded with `seed`). Raises PlaygroundError
+    once the loss is no longer finite, after yielding that step.
+    """
     if not 0 < lr <= 10:
         raise PlaygroundError("The learning rate must be in (0, 10].")
     if not 1 <= steps <= 100_000:
         raise PlaygroundError("Use between 1 and 100,000 steps.")
-    torch.manual_seed(seed)
-    model = LinearRegression()
+    model = LinearRegression(generator or torch.Generator().manual_seed(seed))
     loss_fn = nn.MSELoss()
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr)
@@ -108,6 +126,36 @@ def fit(x: torch.Tensor, y: torch.Tensor, lr: float = 0.05, steps: int = 100, se
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What the First steps page shows for one setting: the data and every step of the fit."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    history: list[Step]  # step 0 (the random start) to the last step reached
+    steps: int  # planned
+    error: str = ""  # why it ended early: the loss stopped being a finite number
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.error) or self.history[-1].loss > self.history[0].loss
+
+
+def lesson(lr: float = 0.05, steps: int = 100, noise: float = 0.5, seed: int = 0) -> Lesson:
+    """LESSON_CODE's numbers, step by step: one generator seeded once draws the data, then the
+    starting w and b, in that order, as the code's global generator does after torch.manual_seed."""
+    gen = torch.Generator().manual_seed(int(seed))
+    x, y = make_data(N_POINTS, _tidy(noise), generator=gen)
+    history: list[Step] = []
+    try:
+        history.extend(fit(x, y, lr=_tidy(lr), steps=steps, generator=gen))
+    except PlaygroundError as exc:
+        if not history:  # a setting out of range: nothing to show
+            raise
+        return Lesson(x, y, history, int(steps), str(exc))
+    return Lesson(x, y, history, int(steps))
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -420,6 +420,19 @@ def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
     shutil.rmtree(run_dir)
 
 
+def position(epochs_done: int, step: int, epochs: int, steps_per_epoch: int = 0) -> str:
+    """'epoch 4 of 8, step 21 of 25': where a run is, counted one way everywhere (progress bar, stop message).
+
+    The epoch is the one under way, from 1 (as a progress bar counts); the step is how many of its batches are
+    done. `epochs_done` and `step` are what a checkpoint records: a stop right at the end of epoch 3 is
+    epoch 3, step 25 of 25 (not epoch 4, step 0).
+    """
+    if step == 0 and epochs_done > 0 and steps_per_epoch:
+        epochs_done, step = epochs_done - 1, steps_per_epoch
+    where = f"epoch {min(epochs_done + 1, max(epochs, 1))} of {epochs}"
+    return f"{where}, step {step} of {steps_per_epoch}" if steps_per_epoch else f"{where}, step {step}"
+
+
 def request_stop(run_dir: str | os.PathLike) -> None:
     """Ask a trainer in another process to stop: it checks for this file every batch."""
     (Path(run_dir) / STOP_FILE).touch()

@@ -33,6 +33,7 @@ from torch import nn
 
 from core import device as dev
 from core import runs
+from core import losses
 from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
@@ -61,6 +62,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
+    loss: str = "cross_entropy"  # a key of core.losses.LOSSES
     schedule: str = "onecycle"
     warmup: float = 0.15  # fraction of all steps spent ramping the learning rate up
     warmup_start: float = 0.1  # the ramp starts at this fraction of lr, so the first steps are not wasted
@@ -116,6 +118,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise PlaygroundError(message[0].upper() + message[1:] + ".")
+        losses.check(self.loss, self.label_smoothing)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -380,10 +383,15 @@ class Setup:
         return step % self.log_every == 0 or step == self.steps_per_epoch
 
 
+def image_sides(config: TrainConfig) -> tuple[int, int]:
+    """(the side images are stored at, the side the model sees): folders are loaded at the model's size."""
+    input_size = config.image_size or preset_input_size(config.model)
+    return (input_size if config.data.startswith("imagefolder:") else 32), input_size
+
+
 def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, Any] | None) -> tuple[Dataset, Normalization, int, int]:
     """The dataset, its normalization (the checkpoint's when resuming), the stored and the model's image sides."""
-    input_size = config.image_size or preset_input_size(config.model)
-    data_size = input_size if config.data.startswith("imagefolder:") else 32
+    data_size, input_size = image_sides(config)
     ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
     pretrained = pretrained_normalization(config.model, config.weights)
     if checkpoint:
@@ -451,7 +459,7 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     step_model: nn.Module = torch.compile(model) if config.compile else model
     if dist.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss_fn = losses.make(config.loss, config.label_smoothing)
 
     deadline = log.started + config.time_limit if config.time_limit is not None else None
     s = Setup(config=config, dist=dist, device=device, dtype=dtype, log=log,
@@ -671,13 +679,14 @@ class Outcome:
 
 
 def outcome(exc: BaseException | None, config: TrainConfig, progress: Progress, *, timed_out: bool = False,
-            device: str = "") -> Outcome:
+            device: str = "", steps_per_epoch: int = 0) -> Outcome:
     """The run's final status and message, from the exception that ended the loop (None: it finished)."""
     if exc is None:
         return Outcome("finished")
     if isinstance(exc, StopRequested):
         why = "Time limit reached" if timed_out else "Stopped by request"
-        return Outcome("stopped", f"{why}; checkpoint saved at epoch {progress.epoch} step {progress.step}. Resume to continue.")
+        where = runs.position(progress.epoch, progress.step, config.epochs, steps_per_epoch)
+        return Outcome("stopped", f"{why}; checkpoint saved at {where}. Resume to continue.")
     if isinstance(exc, FloatingPointError):
         return Outcome("diverged", f"The loss became NaN/inf at step {progress.global_step}: the learning rate ({config.lr:g}) "
                                    "is probably too high. Lower it (e.g. by 10x) and start again; the last good checkpoint is kept.")
@@ -727,7 +736,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
 
-    end = outcome(error, config, progress, timed_out=s is not None and s.stop.timed_out(), device=str(s.device if s else config.device))
+    end = outcome(error, config, progress, timed_out=s is not None and s.stop.timed_out(), device=str(s.device if s else config.device),
+                  steps_per_epoch=s.steps_per_epoch if s else 0)
     if end.status == "stopped" and s is not None:
         progress.last_eval = evaluate_run(s, final=True)
         save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]},
@@ -799,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--loss", choices=list(losses.LOSSES), help="training loss (the test loss is always cross-entropy)")
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--weights", help="torchvision weights name (DEFAULT) or a .pth/.safetensors file")
     p.add_argument("--freeze-backbone", action="store_true", default=None)
@@ -828,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             result = resume(args.resume, on_record=_progress_printer(), name=args.name)
         else:
-            overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing",
+            overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "loss",
                                                         "schedule", "weights", "freeze_backbone", "image_size", "device",
                                                         "precision", "seed", "time_limit", "compile", "data_dir", "data")}
             if args.config:

@@ -1,9 +1,7 @@
-import time
-
 import streamlit as st
 
 from core import linreg
-from studio.charts import loss_figure, regression_figure
+from studio import lesson_view
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -24,56 +22,26 @@ lr = c1.select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3
 steps = c2.slider("Steps", 10, 400, 100, step=10)
 noise = c3.slider("Noise", 0.0, 2.0, 0.5, step=0.1, help="Standard deviation of the noise added to y.")
 seed = c4.number_input("Seed", 0, 9999, 0, help="Changes the data and the random starting w and b.")
-speed = c5.segmented_control("Animation", ["slow", "normal", "instant"], default="normal",
+speed = c5.segmented_control("Animation", list(lesson_view.SPEEDS), default="normal",
                              help="Only how fast the page animates; the training is the same.")
+settings = (float(lr), int(steps), round(float(noise), 2), int(seed))
 
 code_col, live_col = st.columns([1, 1], gap="large")
 with code_col:
     st.markdown("##### The PyTorch that does it")
-    st.code(linreg.lesson_code(lr, steps, noise), language="python", wrap_lines=True)
+    st.code(linreg.lesson_code(*settings), language="python", wrap_lines=True)
+    st.caption("Run it and it prints the same w, b and loss as the page: the seed fixes the data and the start.")
 
 with live_col:
-    train_clicked = st.button("Train", icon=":material/play_arrow:", type="primary")
-    metrics = st.empty()
-    line_slot, loss_slot = st.empty(), st.empty()
+    if st.button("Train", icon=":material/play_arrow:", type="primary"):
+        lesson_view.start(settings, speed or "normal")
     with guard():
-        x, y = linreg.make_data(n=100, noise=noise, seed=int(seed))
-        best = linreg.least_squares(x, y)
-        xs, ys = x.squeeze(1).tolist(), y.squeeze(1).tolist()
-        key = (lr, steps, noise, int(seed))
-
-        def draw(history: list[linreg.Step], frame: str) -> None:
-            last = history[-1]
-            with metrics.container():
-                m1, m2, m3, m4 = st.columns(4)
-                m1.metric(f"step (of {steps})", last.step)
-                m2.metric("w (→ 2)", f"{last.w:.3f}")
-                m3.metric("b (→ 3)", f"{last.b:.3f}")
-                m4.metric("loss", f"{last.loss:.3g}")
-            line_slot.plotly_chart(regression_figure(xs, ys, last.w, last.b, best), key=f"line-{frame}")
-            loss_slot.plotly_chart(loss_figure([h.step for h in history], [h.loss for h in history], steps),
-                                   key=f"loss-{frame}")
-
-        if train_clicked:
-            history: list[linreg.Step] = []
-            frames, seconds = {"slow": (80, 8.0), "normal": (30, 3.0), "instant": (1, 0.0)}[speed or "normal"]
-            every = max(1, steps // frames)
-            try:
-                for point in linreg.fit(x, y, lr=lr, steps=steps, seed=int(seed)):
-                    history.append(point)
-                    if point.step % every == 0 or point.step == steps:
-                        draw(history, str(point.step))
-                        time.sleep(seconds / frames)
-            finally:
-                st.session_state["linreg"] = (key, history)
-            if history[-1].loss > history[0].loss:
-                st.warning(f"The loss went up instead of down: with lr = {lr:g} each step overshoots. Try a smaller "
-                           "learning rate.")
-        else:
-            saved_key, history = st.session_state.get("linreg", (None, []))
-            if saved_key != key or not history:
-                history = [next(linreg.fit(x, y, lr=lr, steps=steps, seed=int(seed)))]
-            draw(history, "still")
+        result = lesson_view.live_panel(settings)
+        if lesson_view.finished(settings) and result.diverged:
+            st.warning(f"{result.error} The charts show every step until then." if result.error else
+                       f"The loss went up instead of down: with lr = {lr:g} each step overshoots. Try a smaller "
+                       "learning rate.", icon=":material/trending_up:")
+        best = linreg.least_squares(result.x, result.y)
         st.caption(f"Dashed blue: the best line any (w, b) can reach on this noisy data, found in one go by least "
                    f"squares: w = {best[0]:.3f}, b = {best[1]:.3f}. Gradient descent gets there step by step — "
                    "the same loop trains every network on the other pages.")

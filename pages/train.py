@@ -1,6 +1,6 @@
 import streamlit as st
 
-from studio import live, small_data, state, train_form
+from studio import form_memory, live, loop_view, small_data, state, train_form
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -10,6 +10,7 @@ st.title("Train")
 
 watched = state.watched_run()
 training = bool(state.training_now())
+form_memory.restore()  # the choices made before a visit to another page
 with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not training):
     data_col, model_col = st.columns(2, gap="large")
     with data_col:
@@ -23,6 +24,8 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     st.markdown("##### 3 · Hyperparameters")
     st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
     overrides = train_form.hyperparameters(model["model"] if model else "custom")
+    form_memory.remember()
+    loop_view.panel(model, data, overrides)
     with preview:
         small_data.augmentation_preview(lambda: train_form.make_config(model, data, overrides) if model and data else None)
     gpus = state.device_info().get("count", 1) if state.device_info()["kind"] == "cuda" else 1

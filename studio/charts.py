@@ -224,28 +224,72 @@ def _spatial(shape: str) -> float:
     return 1.0 if dims else 0.0
 
 
-def regression_figure(x: Sequence[float], y: Sequence[float], w: float, b: float,
-                      best: tuple[float, float] | None = None) -> go.Figure:
+# ----------------------------------------------------------------- First steps (Vega-Lite)
+#
+# The lesson animates its two charts up to 30 times a second. A Plotly chart's element id hashes its
+# figure, so every frame would be a new element: the browser drops the old chart and draws the new
+# one from scratch, and for that instant the chart is empty. A Vega-Lite chart with a key keeps its
+# id while its data changes, and Streamlit then swaps only the dataset inside the live view. So each
+# spec below is fixed for a lesson (axes, colours, legend): a frame changes nothing but the data.
+
+_VEGA_CONFIG = {"axis": {"labelFontSize": 14, "titleFontSize": 16, "grid": True},
+                "legend": {"labelFontSize": 14, "orient": "top", "title": None, "columns": 2}, "view": {"stroke": None}}
+REGRESSION_SERIES = {"data": "data: y = 2x + 3 + noise", "best": "best possible line", "model": "the model: y = w·x + b"}
+
+
+def regression_chart(x: Sequence[float], y: Sequence[float], w: float, b: float,
+                     best: tuple[float, float] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of the points, the least-squares line and the model's line.
+
+    The axes follow the data only, so the spec stays the same while w and b move (a model line far
+    off, as when training diverges, is clipped at the edges)."""
     lo, hi = float(min(x)), float(max(x))
-    fig = go.Figure(layout=_base_layout(400, hovermode="closest", margin=dict(l=10, r=10, t=40, b=10),
-                                        xaxis=dict(title="x", range=[lo - 0.2, hi + 0.2]),
-                                        yaxis=dict(title="y", range=[min(y) - 1, max(y) + 1])))
-    fig.add_scatter(x=list(x), y=list(y), mode="markers", name="data: y = 2x + 3 + noise",
-                    marker=dict(color=GREY, size=8, opacity=0.7))
+    names = REGRESSION_SERIES
+    rows = [{"x": float(a), "y": float(c), "series": names["data"]} for a, c in zip(x, y)]
     if best is not None:
-        fig.add_scatter(x=[lo, hi], y=[best[0] * lo + best[1], best[0] * hi + best[1]], mode="lines",
-                        name="best possible line", line=dict(color=BLUE, width=2, dash="dash"))
-    fig.add_scatter(x=[lo, hi], y=[w * lo + b, w * hi + b], mode="lines", name=f"model: y = {w:.2f}x + {b:.2f}",
-                    line=dict(color=ORANGE, width=4))
-    return fig
+        rows += [{"x": v, "y": best[0] * v + best[1], "series": names["best"]} for v in (lo, hi)]
+    rows += [{"x": v, "y": _finite(w * v + b), "series": names["model"]} for v in (lo, hi)]
+    colour = {"field": "series", "type": "nominal", "scale": {"domain": list(names.values()), "range": [GREY, BLUE, ORANGE]}}
+    xs = {"field": "x", "type": "quantitative", "title": "x", "scale": {"domain": [lo - 0.2, hi + 0.2], "nice": False}}
+    ys = {"field": "y", "type": "quantitative", "title": "y", "scale": {"domain": [min(y) - 1, max(y) + 1], "nice": False}}
+
+    def only(series: str) -> list[dict[str, Any]]:
+        return [{"filter": {"field": "series", "equal": names[series]}}]
+
+    spec = {"height": 400, "config": _VEGA_CONFIG, "layer": [
+        {"transform": only("data"), "mark": {"type": "circle", "size": 70, "opacity": 0.7},
+         "encoding": {"x": xs, "y": ys, "color": colour}},
+        {"transform": only("best"), "mark": {"type": "line", "strokeDash": [6, 4], "strokeWidth": 2, "clip": True},
+         "encoding": {"x": xs, "y": ys, "color": colour}},
+        {"transform": only("model"), "mark": {"type": "line", "strokeWidth": 4, "clip": True},
+         "encoding": {"x": xs, "y": ys, "color": colour}},
+    ]}
+    return pd.DataFrame(rows, columns=["x", "y", "series"]), spec
 
 
-def loss_figure(steps: Sequence[int], losses: Sequence[float], total_steps: int) -> go.Figure:
-    finite = [v for v in losses if math.isfinite(v)] or [1.0]
-    fig = go.Figure(layout=_base_layout(300, hovermode="closest", margin=dict(l=10, r=10, t=20, b=10), showlegend=False,
-                                        xaxis=dict(title="step", range=[0, max(total_steps, 1)]),
-                                        yaxis=dict(title="MSE loss (log scale)", type="log",
-                                                   range=[math.log10(max(min(finite), 1e-3)) - 0.2,
-                                                          math.log10(max(max(finite), 1e-3)) + 0.2])))
-    fig.add_scatter(x=list(steps), y=list(losses), mode="lines", line=dict(color=ORANGE, width=3), name="loss")
-    return fig
+def loss_chart(steps: Sequence[int], losses: Sequence[float], total_steps: int,
+               y_range: tuple[float, float] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(data, Vega-Lite spec) of the loss per step on a log axis, with a dot on the latest step (one
+    step alone is still visible). `y_range`: the whole lesson's finite losses, so the axis stays put
+    while the animation draws; a loss that is no longer a finite number is left out."""
+    points = [(int(s), float(v)) for s, v in zip(steps, losses) if math.isfinite(v) and v > 0]
+    finite = [v for _, v in points] or [1.0]
+    low, high = y_range or (min(finite), max(finite))
+    domain = [10 ** math.floor(math.log10(max(low, 1e-12))), 10 ** math.ceil(math.log10(max(high, 1e-12)) + 1e-9)]
+    frame = pd.DataFrame({"step": [s for s, _ in points], "loss": [v for _, v in points],
+                          "latest": [i == len(points) - 1 for i in range(len(points))]}, columns=["step", "loss", "latest"])
+    xs = {"field": "step", "type": "quantitative", "title": "step", "scale": {"domain": [0, max(total_steps, 1)], "nice": False}}
+    ys = {"field": "loss", "type": "quantitative", "title": "MSE loss (log scale)", "axis": {"format": "~g"},
+          "scale": {"type": "log", "domain": domain, "nice": False}}
+    tooltip = [{"field": "step", "type": "quantitative"}, {"field": "loss", "type": "quantitative", "format": ".4~g"}]
+    spec = {"height": 300, "config": _VEGA_CONFIG, "layer": [
+        {"mark": {"type": "line", "color": ORANGE, "strokeWidth": 3, "clip": True}, "encoding": {"x": xs, "y": ys}},
+        {"transform": [{"filter": "datum.latest"}], "mark": {"type": "circle", "color": ORANGE, "size": 110, "opacity": 1},
+         "encoding": {"x": xs, "y": ys, "tooltip": tooltip}},
+    ]}
+    return frame, spec
+
+
+def _finite(value: float, limit: float = 1e12) -> float:
+    """Far beyond any axis, yet a number JSON and Vega can carry (inf and NaN are not)."""
+    return max(-limit, min(limit, value)) if math.isfinite(value) else limit

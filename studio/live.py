@@ -16,7 +16,7 @@ import streamlit as st
 
 from core import jobs, runs
 from core.curves import format_duration
-from studio import export_view, insight, queue_view, small_data, state
+from studio import export_view, insight, queue_view, run_controls, small_data, state
 from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
@@ -28,7 +28,6 @@ REFRESH_S, CHART_EVERY_S = 0.5, 2.0
 # from training: these keep the drawing to a few percent of a 2-core laptop.
 LOCAL_CPU_REFRESH_S, LOCAL_CPU_CHART_EVERY_S = 1.0, 4.0
 SILENT_S = 8.0  # a "running" run this quiet gets its process checked
-STUCK_S = 60.0  # a Stop not answered this long (one huge batch, a hung data load) offers Force stop
 
 
 def run_picker(current: Path | None) -> Path | None:
@@ -78,7 +77,7 @@ def _progress(tail, epochs: int) -> None:
     spe = tail.steps_per_epoch or 0
     step_in_epoch = round((progress - int(last.get("epoch", 0))) * spe) if spe else None
     eta = tail.eta_seconds(epochs)  # not counted down between records: an unchanged line costs nothing to resend
-    where = f"Epoch {int(last.get('epoch', 0)) + 1} of {epochs} · step {step_in_epoch} / {spe}" if spe else f"Epoch {progress:.1f}"
+    where = runs.position(int(last.get("epoch", 0)), step_in_epoch, epochs, spe).capitalize() if spe else f"Epoch {progress:.1f}"
     st.progress(min(1.0, progress / max(epochs, 1)),
                 text=f"{where} · loss {last.get('loss', float('nan')):.3f} · ETA {format_duration(eta)}")
 
@@ -147,6 +146,7 @@ def _live(run_dir: Path, config: dict) -> None:
         device = f"{tail.status.get('device')} {tail.status.get('precision')}" if tail.status.get("device") else None
         _header(tail.state, config, device)
         _progress(tail, epochs)
+        run_controls.controls(run_dir)  # at the top: on screen while the curves below grow
 
     @st.fragment(run_every=chart_every_s)
     def curves() -> None:
@@ -154,20 +154,7 @@ def _live(run_dir: Path, config: dict) -> None:
         for column, (label, value) in zip(st.columns(4), snap["numbers"].items()):
             column.metric(label, value)
         _chart(snap)
-        left, right = st.columns([1, 3], vertical_alignment="bottom")
-        try:  # the click's callback runs before this, so the button says "Stopping…" at once
-            stop_asked = (run_dir / runs.STOP_FILE).stat().st_mtime
-        except FileNotFoundError:
-            stop_asked = None
-        stopping = stop_asked is not None
-        left.button("Stop (saves a checkpoint)" if not stopping else "Stopping… (saving a checkpoint)",
-                    icon=":material/stop_circle:", disabled=stopping, key="stop", on_click=state.registry().stop,
-                    args=(run_dir,))
-        stuck = stopping and time.time() - stop_asked > STUCK_S
-        if stuck and left.button("Force stop", key="kill", help="The trainer has not answered Stop: end its process. "
-                                 "Progress since its last checkpoint is lost."):
-            state.registry().kill(run_dir)
-        right.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
+        st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
 
     progress()
     curves()

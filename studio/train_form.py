@@ -18,7 +18,7 @@ from core import data as datasets
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES, uses_gpu
 from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
-from studio import arch, backbones, classes_view, workspace
+from studio import arch, backbones, classes_view, loss_picker, workspace
 from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
@@ -200,9 +200,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
                                             help="onecycle: warm up, then decay linearly to zero.")
         values["weight_decay"] = c[1].number_input("Weight decay", 0.0, 1.0, float(base.weight_decay), format="%g",
                                                    key=k + "wd", help="Pulls weights towards zero; less overfitting.")
-        values["label_smoothing"] = c[2].number_input("Label smoothing", 0.0, 0.5, float(base.label_smoothing), 0.05,
-                                                      key=k + "ls", help="Targets of 0.9 instead of 1: less overconfident.")
-        values["seed"] = c[3].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help="Same seed, same run.")
+        values["seed"] = c[2].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help="Same seed, same run.")
         c = st.columns(4)
         values["augment"] = c[0].toggle("Augment (crop + flip)", value=bool(base.augment), key=k + "aug",
                                         help="Random shifts and mirror images each batch: more variety, less overfitting.")
@@ -212,6 +210,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
         limit = c[3].number_input("Time limit (s, 0 = none)", 0, 24 * 3600, int(base.time_limit or 0), key=k + "limit",
                                   help="Stops with a checkpoint after this long; resume later.")
         values["time_limit"] = float(limit) if limit else None
+        values.update(loss_picker.pick(base, k))
     changed = {name: value for name, value in values.items() if value != getattr(base, name)}
     if values["augment"] == bool(base.augment):  # the recipe may spell it differently (e.g. "flip+crop")
         changed.pop("augment", None)

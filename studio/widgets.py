@@ -68,6 +68,26 @@ def percent(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.1%}"
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def readable(value: float, digits: int = 3) -> str:
+    """A number that fits a metric whatever its size: 1.914, 0.198, 1,235, -8.91 × 10³⁰, ∞, NaN.
+
+    `digits`: decimals for ordinary values (below 10,000); tiny and huge ones get that many
+    significant digits in powers-of-ten notation, so the text never grows past ~10 characters.
+    """
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    size = abs(value)
+    if size == 0 or 1e-3 <= size < 1e4:
+        return f"{value:.{digits}f}" if size < 1000 else f"{value:,.0f}"
+    mantissa, exponent = f"{value:.{max(digits - 1, 0)}e}".split("e")
+    return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
 def run_title(info: RunInfo) -> str:
     """'cifar10_quick on Shapes · 93.1% · finished' for pickers and headers."""
     model = info.config.get("model", "?")

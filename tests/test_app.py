@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from core.curves import Curves, RunTail, downsample, ema, format_duration
 from core.data import shapes_dataset
 from core.models import build, build_from_spec, spec_of
 from studio import arch, charts, state
+from studio.widgets import readable
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -113,6 +115,38 @@ def test_every_page_renders_with_a_finished_run(trained, page):
 
 
 # --------------------------------------------------------------------------- train
+
+
+def test_train_form_remembers_its_choices_after_another_page(models):
+    at = open_page("pages/train.py")
+    at.select_slider(key="shapes_n").set_value(2000)
+    at.number_input(key="hp-cifar10_quick-epochs").set_value(3)
+    at.selectbox(key="hp-cifar10_quick-loss").set_value("nll")
+    at.run()
+    at.switch_page("pages/runs.py")
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    no_exception(at)
+    assert at.select_slider(key="shapes_n").value == 2000
+    assert at.number_input(key="hp-cifar10_quick-epochs").value == 3
+    assert at.selectbox(key="hp-cifar10_quick-loss").value == "nll"
+
+
+def test_train_page_shows_the_loop_for_the_current_settings(models):
+    at = open_page("pages/train.py")
+    code = next(c.value for c in at.code if "for epoch in range(" in c.value)
+    assert "range(8)" in code and "nn.CrossEntropyLoss(label_smoothing=0)" in code and "torch.manual_seed(0)" in code
+    at.number_input(key="hp-cifar10_quick-epochs").set_value(3)
+    at.selectbox(key="hp-cifar10_quick-loss").set_value("nll")
+    at.number_input(key="hp-cifar10_quick-seed").set_value(7)
+    at.select_slider(key="shapes_n").set_value(600)
+    at.run()
+    no_exception(at)
+    code = next(c.value for c in at.code if "for epoch in range(" in c.value)
+    assert "range(3)" in code and "F.nll_loss(F.log_softmax(" in code and "torch.manual_seed(7)" in code
+    assert "load_dataset('shapes:600'" in code
+    assert at.number_input(key="hp-cifar10_quick-ls").disabled  # smoothing goes with cross-entropy only
 
 
 def test_train_page_run_produces_curves_and_results(trained):
@@ -333,6 +367,34 @@ def test_first_steps_trains_the_line(models):
     values = {m.label: m.value for m in at.metric}
     assert values["step (of 100)"] == "100"
     assert abs(float(values["w (→ 2)"]) - 2) < 0.2 and abs(float(values["b (→ 3)"]) - 3) < 0.2
+    assert not at.warning
+    # both charts are keyed Vega-Lite charts: a frame swaps their data, the chart itself stays on the page
+    line, loss = (pd.DataFrame(vega_rows(chart)) for chart in at.get("vega_lite_chart"))
+    assert len(loss) == 101 and loss["step"].max() == 100
+    assert (line["series"] == charts.REGRESSION_SERIES["data"]).sum() == 100
+
+
+def vega_rows(chart) -> pd.DataFrame:
+    import pyarrow as pa  # streamlit's own dependency: the chart's data travels as Arrow
+
+    return pa.ipc.open_stream(chart.proto.data.data).read_pandas()
+
+
+def test_first_steps_shows_where_a_diverging_run_stopped(models):
+    """lr 1.1, instant: the page shows the step where the loss blew up, its loss curve until then and why."""
+    at = open_page("pages/first_steps.py")
+    at.select_slider[0].set_value(1.1)
+    at.button_group[0].set_value("instant").run()
+    next(b for b in at.button if b.label == "Train").click().run()
+    no_exception(at)
+    values = {m.label: m.value for m in at.metric}
+    stopped = int(values["step (of 100)"])
+    assert 1 < stopped < 100 and values["loss"] == "∞"
+    assert values["w (→ 2)"] == "2×10¹⁸"  # short enough for its column, not a clipped "1802013658..."
+    loss = vega_rows(at.get("vega_lite_chart")[1])
+    assert len(loss) == stopped and loss["step"].max() == stopped - 1  # every finite step is drawn
+    assert any("blew up" in w.value for w in at.warning)
+    assert "torch.manual_seed(0)" in at.code[0].value
 
 
 def test_runs_page_compares_and_deletes(trained, models):
@@ -374,6 +436,25 @@ def test_runs_page_compares_and_deletes(trained, models):
 def _steps(n: int, start: int = 1) -> list[dict]:
     return [{"kind": "step", "epoch": 0, "step": s, "progress": s / 100, "loss": 1.0 / s, "acc": 0.5, "lr": 0.1,
              "img_per_s": 100.0, "time": float(s)} for s in range(start, start + n)]
+
+
+def test_readable_numbers_fit_a_metric():
+    assert [readable(v) for v in (1.91449, -0.2, 1234.6, 12345.6, 0.0)] == ["1.914", "-0.200", "1,235", "1.23 × 10⁴", "0.000"]
+    assert readable(-8.9e30) == "-8.90 × 10³⁰" and readable(2.5e-7) == "2.50 × 10⁻⁷"
+    assert readable(float("inf")) == "∞" and readable(float("nan")) == "NaN"
+
+
+def test_lesson_charts_keep_their_spec_while_the_model_moves():
+    """A frame must change only the data (so the browser updates the chart in place), even when w explodes."""
+    x, y = [-2.0, 0.0, 2.0], [-1.0, 3.0, 7.0]
+    first = charts.regression_chart(x, y, 0.1, -0.3, (2.0, 3.0))
+    later = charts.regression_chart(x, y, 1.8e18, float("inf"), (2.0, 3.0))
+    assert first[1] == later[1] and not first[0].equals(later[0])
+    assert later[0]["y"].map(math.isfinite).all()  # JSON and Vega carry no inf
+    losses = [5.0, 2.0, 0.5, float("inf")]
+    frames = [charts.loss_chart(range(n), losses[:n], 3, (0.5, 5.0)) for n in (1, 3, 4)]
+    assert frames[0][1] == frames[1][1] == frames[2][1]
+    assert len(frames[0][0]) == 1 and len(frames[2][0]) == 3  # one step is still drawn; inf is left out
 
 
 def test_curves_stay_bounded_and_keep_the_newest_step():

@@ -60,9 +60,34 @@ def test_bad_data_settings_are_user_errors():
 
 def test_the_code_shown_on_the_page_runs_and_learns(capsys):
     namespace: dict = {}
-    torch.manual_seed(0)
     exec(linreg.lesson_code(lr=0.1, steps=200, noise=0.3), namespace)  # noqa: S102 - our own snippet
     model = namespace["model"]
     assert abs(model.w.item() - 2) < 0.15 and abs(model.b.item() - 3) < 0.15
     assert "lr=0.1" in linreg.lesson_code(lr=0.1) and "range(200)" in linreg.lesson_code(steps=200)
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("settings", [(0.05, 100, 0.5, 0), (0.3, 40, 1.2, 7), (0.9, 30, 0.0, 123)])
+def test_the_code_reproduces_the_pages_numbers(settings, capsys):
+    """The seed is in the code, so running it prints the very w, b and loss the page shows at the last step."""
+    lr, steps, noise, seed = settings
+    code = linreg.lesson_code(lr, steps, noise, seed)
+    assert f"torch.manual_seed({seed})" in code
+    torch.manual_seed(999)  # whatever state the global generator was in
+    exec(code, {})  # noqa: S102 - our own snippet
+    printed = [float(v) for v in capsys.readouterr().out.split()]
+    last = linreg.lesson(lr, steps, noise, seed).history[-1]
+    assert printed == pytest.approx([last.w, last.b, last.loss], rel=1e-5)
+
+
+def test_slider_float_noise_is_written_as_the_page_uses_it():
+    assert "0.3 * torch.randn" in linreg.lesson_code(noise=0.1 + 0.2)
+
+
+def test_a_diverging_lesson_keeps_every_step_until_the_loss_blows_up():
+    result = linreg.lesson(lr=1.1, steps=100, noise=0.5, seed=0)
+    assert result.diverged and "too large" in result.error
+    assert 1 < len(result.history) < 101  # stopped early, yet with all steps until then
+    assert [h.step for h in result.history] == list(range(len(result.history)))
+    assert sum(math.isfinite(h.loss) for h in result.history) >= len(result.history) - 1
+    assert not linreg.lesson(lr=0.05).diverged
