@@ -31,6 +31,7 @@ from core import device as dev
 from core import runs
 from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
+from core.health import Probe, Watcher
 from core.models import PRESETS, build, count_parameters, preset_input_size
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -71,6 +72,7 @@ class TrainConfig:
     compile: bool = False
     data_dir: str | None = None
     log_every: int = 0  # steps between step records; 0: about 25 per epoch
+    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs every log interval (core.health)
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
@@ -342,6 +344,7 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: torch.optim.swa_utils.AveragedModel | None
     resumed: bool
+    health: Probe | None = None  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
     start_epoch: int = 0  # where the loop begins: 0, or the checkpoint's epoch and batch
     start_step: int = 0
     start_global_step: int = 0
@@ -434,7 +437,9 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
               data=ds, norm=norm, data_size=data_size, input_size=input_size, train_loader=train_loader,
               log_every=config.log_every or max(1, steps_per_epoch // 25), model=model, step_model=step_model,
               loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer=optimizer, scheduler=scheduler,
-              ema=ema, resumed=checkpoint is not None, start_epoch=start_epoch, start_step=start_step,
+              ema=ema, resumed=checkpoint is not None, start_epoch=start_epoch,
+              # Hooks added and removed between steps would make torch.compile recompile: no dead-unit counts then.
+              health=Probe(model, dead_units=not config.compile) if config.health and dist.main else None, start_step=start_step,
               start_global_step=start_global_step)
     if dist.main and not checkpoint:
         write_run_config(s)
@@ -526,9 +531,11 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
         progress.counted_time += now - meter.started
     if not math.isfinite(loss_sum):
         raise FloatingPointError
-    s.log.emit({"kind": "step", "epoch": progress.epoch, "step": progress.global_step,
-                "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4), "loss": loss_sum / n,
-                "acc": correct / n, "lr": s.scheduler.get_last_lr()[0], "img_per_s": round(n / max(now - meter.started, 1e-9), 1)})
+    where = {"epoch": progress.epoch, "step": progress.global_step, "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4)}
+    s.log.emit({"kind": "step", **where, "loss": loss_sum / n, "acc": correct / n, "lr": s.scheduler.get_last_lr()[0],
+                "img_per_s": round(n / max(now - meter.started, 1e-9), 1)})
+    if s.health is not None and s.health.pending:
+        s.log.emit({"kind": "health", **where, "lr": s.scheduler.get_last_lr()[0], "loss": loss_sum / n, "layers": s.health.measure()})
     meter.epoch_loss += loss_sum
     meter.epoch_correct += correct
     meter.epoch_n += int(n)
@@ -536,6 +543,11 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
     meter.correct.zero_()
     meter.n = 0
     meter.started = time.perf_counter()
+
+
+def is_log_step(s: Setup, step: int) -> bool:
+    """Whether the epoch's batch number `step` (counting from 1) ends a log interval."""
+    return step % s.log_every == 0 or step == s.steps_per_epoch
 
 
 def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
@@ -551,11 +563,13 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
         if s.stop.requested():
             raise StopRequested
+        if s.health is not None and is_log_step(s, progress.step + 1):
+            s.health.begin()  # hooks and a copy of the weights for this one step; log_interval reads them
         loss, logits = train_step(s, x, y)
         progress.step += 1
         progress.global_step += 1
         meter.add(loss, logits, y)
-        if progress.step % s.log_every == 0 or progress.step == s.steps_per_epoch:
+        if is_log_step(s, progress.step):
             log_interval(s, progress, meter)
     return meter.epoch_metrics()
 
@@ -645,7 +659,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
         log.emit({"kind": "status", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
                   "resumed_from_epoch": s.start_epoch if s.resumed else None, "device": str(s.device),
-                  "precision": dev.precision_name(s.dtype), "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps})
+                  "precision": dev.precision_name(s.dtype), "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps,
+                  "num_classes": len(s.data.classes)})
         while progress.epoch < config.epochs:
             train_metrics = train_one_epoch(s, progress)
             eval_started = time.perf_counter()
@@ -692,10 +707,13 @@ def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command line
 
 
-def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
+def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
     tty = stream.isatty()
+    watcher: list[Watcher] = []  # made when the running status says how many classes there are
 
     def show(r: dict[str, Any]) -> None:
+        if r["kind"] == "status" and r.get("num_classes"):
+            watcher[:] = [Watcher(int(r["num_classes"]), config)]
         if r["kind"] == "step" and tty:
             stream.write(f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
                          f"lr {r['lr']:.2e}  {r['img_per_s']:.0f} img/s ")
@@ -704,6 +722,8 @@ def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
                          f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f} | {r['elapsed']:.1f}s\n")
         elif r["kind"] == "status":
             stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
+        for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
+            stream.write(("\n" if tty and r["kind"] == "health" else "") + f"health {warning.level}: {warning.message}\n")
         stream.flush()
 
     return show
@@ -729,6 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--time-limit", type=float, metavar="SECONDS")
     p.add_argument("--compile", action="store_true", default=None)
+    p.add_argument("--health", action=argparse.BooleanOptionalAction, default=None,
+                   help="record per-layer training health every log interval (default on; --no-health: off)")
     p.add_argument("--data-dir")
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")
@@ -746,11 +768,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.resume:
-            result = resume(args.resume, on_record=_progress_printer())
+            result = resume(args.resume, on_record=_progress_printer(config=runs.read_config(args.resume)))
         else:
             overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing",
                                                         "schedule", "weights", "freeze_backbone", "image_size", "device",
-                                                        "precision", "seed", "time_limit", "compile", "data_dir", "data")}
+                                                        "precision", "seed", "time_limit", "compile", "data_dir", "data", "health")}
             if args.config:
                 base = TrainConfig.from_dict(json.loads(Path(args.config).read_text())).to_dict()
                 config = TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None},
@@ -762,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
                     text = Path(args.layers).read_text() if Path(args.layers).is_file() else args.layers
                     overrides["layers"] = json.loads(text)
                 config = TrainConfig.for_model(args.model, **overrides)
-            result = train(config, args.out, on_record=_progress_printer())
+            result = train(config, args.out, on_record=_progress_printer(config=config.to_dict()))
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
