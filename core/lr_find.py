@@ -161,11 +161,17 @@ def main(argv: list[str] | None = None) -> int:
             overrides["layers"] = json.loads(Path(args.layers).read_text() if Path(args.layers).is_file() else args.layers)
         config = TrainConfig.for_model(args.model, **overrides)
 
+        tty = sys.stderr.isatty()
+
         def show(i: int, lr: float, loss: float) -> None:
-            print(f"\rstep {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f} ", end="", file=sys.stderr, flush=True)
+            if tty:
+                print(f"\rstep {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f} ", end="", file=sys.stderr, flush=True)
+            elif i % 20 == 0:
+                print(f"step {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f}", file=sys.stderr, flush=True)
 
         result = lr_find(config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, on_step=show)
-        print(file=sys.stderr)
+        print(("\n" if tty else "") + f"suggested lr {result['suggested_lr']} after {result['steps']} steps in {result['seconds']} s",
+              file=sys.stderr)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

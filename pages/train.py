@@ -1,6 +1,6 @@
 import streamlit as st
 
-from studio import live, state, train_form
+from studio import live, lr_finder, state, train_form
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -20,7 +20,9 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
         model = train_form.model_picker()
     st.markdown("##### 3 · Hyperparameters")
     st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
+    lr_finder.apply_suggestion()  # before the learning-rate field exists in this run
     overrides = train_form.hyperparameters(model["model"] if model else "custom")
+    lr_finder.section(model, data, overrides)
     gpus = state.device_info().get("count", 1) if state.device_info()["kind"] == "cuda" else 1
     with st.container(horizontal=True, vertical_alignment="center"):
         start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)

@@ -18,7 +18,7 @@ from core import jobs, runs
 from core.curves import format_duration
 from core.evaluate import evaluate_run
 from core.predict import Predictor
-from studio import state
+from studio import health, state
 from studio.charts import confusion_figure, per_class_figure, training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
@@ -150,7 +150,8 @@ def _live(run_dir: Path, config: dict) -> None:
 
     @st.fragment(run_every=chart_every_s)
     def curves() -> None:
-        snap = _snapshot(fresh_tail(), epochs)
+        tail = fresh_tail()
+        snap = _snapshot(tail, epochs)
         for column, (label, value) in zip(st.columns(4), snap["numbers"].items()):
             column.metric(label, value)
         _chart(snap)
@@ -168,6 +169,7 @@ def _live(run_dir: Path, config: dict) -> None:
                                  "Progress since its last checkpoint is lost."):
             state.registry().kill(run_dir)
         right.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
+        health.panel(tail, config)
 
     progress()
     curves()
@@ -200,6 +202,7 @@ def _results(info: runs.RunInfo) -> None:
     cols[4].metric("Images / s", f"{info.img_per_s:,.0f}" if info.img_per_s else "–")
     _chart(_snapshot(tail, epochs))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
+    health.panel(tail, info.config)
     classes = info.config.get("classes") or []
     final = tail.final_epoch
     if classes and final.get("confusion"):

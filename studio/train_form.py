@@ -184,6 +184,11 @@ def base_config(model: str) -> TrainConfig:
     return TrainConfig.for_model(model, epochs=DEFAULT_EPOCHS if model in SMALL_MODELS else None)
 
 
+def lr_key(model: str) -> str:
+    """The learning-rate field's widget key (the lr finder fills it in)."""
+    return f"hp-{model}-lr"
+
+
 def hyperparameters(model: str) -> dict[str, Any]:
     """Widgets start at the model's recipe; returns only what differs from it (epochs always)."""
     base = base_config(model)
@@ -194,7 +199,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
     sizes = sorted({16, 32, 64, 128, 256, 512, 1024, base.batch_size})
     values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
                                               help="Images per step. Bigger: faster per image, fewer steps per epoch.")
-    values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=k + "lr",
+    values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=lr_key(model),
                                      help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.")
     values["optimizer"] = c[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(base.optimizer), key=k + "opt",
                                          help="AdamW adapts the step per parameter; SGD with momentum is the classic.")
