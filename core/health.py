@@ -2,11 +2,12 @@
 
 Measuring (`Probe`, used by core.train on log-interval steps only, so other steps pay nothing):
 - gradient norm: the L2 norm of a layer's gradients (weight and bias together) after backward;
-- weight norm: the L2 norm of its parameters after the optimizer step;
-- update / weight: ||w_after - w_before|| / ||w_after||, from a copy of the parameters taken just before that
-  step. It is the step the weights really took (lr, momentum, Adam's scaling and weight decay included), not
-  lr * grad. Karpathy's rule of thumb: about 1e-3 (10^-3) is healthy; far below, the weights barely move (the
-  learning rate may be too low); far above, training is unstable (too high);
+- weight norm: the L2 norm of its weight matrices / kernels after the optimizer step (of its vectors, for a layer
+  that has only those: BatchNorm, a lone bias; such rows say `"vectors_only": true`);
+- update / weight: ||w_after - w_before|| / ||w_after|| of the same tensors, from a copy of the parameters taken
+  just before that step. It is the step the weights really took (lr, momentum, Adam's scaling and weight decay
+  included), not lr * grad. Karpathy's rule of thumb: about 1e-3 is healthy; far below, the weights barely move
+  (the learning rate may be too low); far above, training is unstable (too high);
 - dead units: the fraction of a ReLU's units (channels of a conv output, features of a Linear output) that are 0
   for every image of the batch, i.e. that pass no gradient back. Forward hooks count them, registered for that
   one step. A ReLU module used several times in one forward (torchvision's ResNet blocks) counts all its calls.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -47,6 +49,7 @@ class Probe:
     def __init__(self, model: nn.Module, *, dead_units: bool = True):
         self.layers: list[tuple[str, str]] = []  # (name, type) of every module that owns trainable parameters
         self.params: list[nn.Parameter] = []
+        self._has_matrix: list[bool] = []
         group: list[int] = []
         seen: set[int] = set()
         for name, module in model.named_modules():
@@ -56,7 +59,10 @@ class Probe:
             seen.update(id(p) for p in own)
             self.layers.append((name or ("model" if not any(True for _ in module.children()) else ROOT_NAME), type(module).__name__))
             self.params += own
-            group += [len(self.layers) - 1] * len(own)
+            # Two groups per layer: its weight matrices / kernels (what the update-size rule of thumb is about), and
+            # its vectors (biases, norm scales and shifts), which start at 0 or 1 and move at their own pace.
+            group += [2 * (len(self.layers) - 1) + int(p.ndim < 2) for p in own]
+            self._has_matrix.append(any(p.ndim >= 2 for p in own))
         device = self.params[0].device if self.params else torch.device("cpu")
         self._group = torch.tensor(group, dtype=torch.long, device=device)
         # Modules, not F.relu calls: only modules can be hooked (the presets and torchvision models use modules).
@@ -105,8 +111,8 @@ class Probe:
             deltas = torch._foreach_sub([p.detach() for p in self.params], before)
             per_param = torch.stack([torch.stack([v.float() for v in torch._foreach_norm(ts)])
                                      for ts in (grads, self.params, deltas)])  # 3 x parameters
-            per_layer = torch.zeros(3, n, device=per_param.device).index_add_(1, self._group, per_param.square()).sqrt()
-            parts.append(per_layer.flatten())  # grad norms, then weight norms, then update norms
+            squares = torch.zeros(3, 2 * n, device=per_param.device).index_add_(1, self._group, per_param.square())
+            parts.append(squares.flatten())  # squared grad, weight and update norms; per layer: matrices, then vectors
         counted = [(self.relus[i][0], sum(c for c, _ in seen), sum(u for _, u in seen)) for i, seen in calls.items() if seen]
         if counted:
             dead_counts = torch.stack([c.float() for _, c, _ in counted])
@@ -114,11 +120,16 @@ class Probe:
         values = torch.cat(parts).tolist() if parts else []  # the one read from the device
         rows: list[dict[str, Any]] = []
         for i, (name, kind) in enumerate(self.layers[:n]):
-            grad, weight, update = values[i], values[n + i], values[2 * n + i]
-            rows.append({"name": name, "type": kind, "grad_norm": _round(grad), "weight_norm": _round(weight),
-                         "update_ratio": _round(update / weight) if weight > 0 else None})
+            grad = math.sqrt(values[2 * i] + values[2 * i + 1])
+            which = 2 * i + (0 if self._has_matrix[i] else 1)
+            weight, update = math.sqrt(values[2 * n + which]), math.sqrt(values[4 * n + which])
+            row = {"name": name, "type": kind, "grad_norm": _round(grad), "weight_norm": _round(weight),
+                   "update_ratio": _round(update / weight) if weight > 0 else None}
+            if not self._has_matrix[i]:
+                row["vectors_only"] = True  # a norm layer or a lone bias: left out of the update-size rules
+            rows.append(row)
         for j, (name, _, units) in enumerate(counted):
-            rows.append({"name": name, "type": "ReLU", "dead": round(values[3 * n + j] / units, 4), "units": units})
+            rows.append({"name": name, "type": "ReLU", "dead": round(values[6 * n + j] / units, 4), "units": units})
         return rows
 
 
@@ -198,7 +209,7 @@ def _update_size(health: list[dict[str, Any]], config: dict[str, Any]) -> list[H
     near_peak = [r for r in health if (r.get("lr") or 0) >= 0.5 * peak][-5:]
     medians = []
     for r in near_peak:
-        ratios = [row["update_ratio"] for row in r.get("layers", []) if row.get("update_ratio")]
+        ratios = [row["update_ratio"] for row in r.get("layers", []) if row.get("update_ratio") and not row.get("vectors_only")]
         if ratios:
             medians.append(statistics.median(ratios))
     if len(medians) < 3:
@@ -251,10 +262,15 @@ def _test_above_train(epochs: list[dict[str, Any]], config: dict[str, Any]) -> l
 
 
 class Watcher:
-    """Says each warning once, as records arrive (the command line's progress output)."""
+    """Says each warning once, as records arrive (the command line's progress output).
 
-    def __init__(self, num_classes: int, config: dict[str, Any] | None = None):
-        self.num_classes, self.config = num_classes, config
+    It runs inside the trainer, so it judges at most every `every_s` seconds (and at every epoch's end): on a GPU a
+    log interval can be a few milliseconds, and judging a few hundred records each time would slow training.
+    """
+
+    def __init__(self, num_classes: int, config: dict[str, Any] | None = None, every_s: float = 5.0):
+        self.num_classes, self.config, self.every_s = num_classes, config, every_s
+        self.judged_at = -math.inf
         # Bounded, so judging stays cheap however long the run: the rules read the newest records and medians.
         self.health, self.steps = Thinned(HEALTH_POINTS), Thinned(HEALTH_POINTS)
         self.epochs: list[dict[str, Any]] = []
@@ -267,10 +283,13 @@ class Watcher:
             return []
         if kind == "health":
             self.health.add(record)
+            if time.monotonic() - self.judged_at < self.every_s:
+                return []
         elif kind == "epoch":
             self.epochs.append(record)
         else:
             return []
+        self.judged_at = time.monotonic()
         records = [*self.health.items(), *self.steps.items(), *self.epochs]
         new = [w for w in check(records, num_classes=self.num_classes, config=self.config) if w.code not in self.said]
         self.said.update(w.code for w in new)

@@ -23,12 +23,13 @@ def _log10(value: Any) -> float | None:
     return math.log10(value) if isinstance(value, (int, float)) and value > 0 and math.isfinite(value) else None
 
 
-def _grid(records: list[dict[str, Any]], field: str, transform=_log10) -> tuple[list[float], list[str], list[list[float | None]]]:
+def _grid(records: list[dict[str, Any]], field: str, transform=_log10,
+          weights_only: bool = False) -> tuple[list[float], list[str], list[list[float | None]]]:
     """(x: epochs, y: layer labels in model order, z[layer][time]) of one per-layer field."""
     labels: dict[str, str] = {}
     for r in records:
         for row in r.get("layers", []):
-            if field in row:
+            if field in row and not (weights_only and row.get("vectors_only")):
                 labels.setdefault(row["name"], f"{row['name']} · {row['type']}")
     x = [r.get("progress", r.get("step")) for r in records]
     z = []
@@ -49,7 +50,7 @@ def _height(rows: int) -> int:
 
 def update_ratio_figure(records: list[dict[str, Any]]) -> go.Figure:
     """log10(update / weight) per layer over time: white near the rule of thumb (1e-3), blue too small, red too large."""
-    x, y, z = _grid(records, "update_ratio")
+    x, y, z = _grid(records, "update_ratio", weights_only=True)  # the rule of thumb is about weights, not biases / norms
     good = math.log10(UPDATE_RATIO_GOOD)
     fig = go.Figure(go.Heatmap(x=x, y=y, z=z, zmin=RATIO_RANGE[0], zmax=RATIO_RANGE[1], zmid=good, colorscale="RdBu_r",
                                colorbar=dict(title="log10", tickvals=[-6, -5, -4, -3, -2, -1, 0],

@@ -44,6 +44,24 @@ def test_norms_and_update_ratio_of_known_tensors():
     assert not probe.pending
 
 
+def test_weight_norm_and_update_ratio_are_the_weight_matrix_s_and_the_gradient_norm_the_whole_layer_s():
+    layer = nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        layer.bias.fill_(12.0)
+    layer.weight.grad, layer.bias.grad = torch.tensor([[0.0, 3.0]]), torch.tensor([4.0])
+    probe = Probe(layer)
+    probe.begin()
+    with torch.no_grad():
+        layer.bias += 1.0  # a bias update does not count as a weight update
+    (row,) = probe.measure()
+    assert row["name"] == "model" and row["grad_norm"] == pytest.approx(5.0)
+    assert row["weight_norm"] == pytest.approx(5.0) and row["update_ratio"] == 0.0 and "vectors_only" not in row
+    bn = Probe(nn.BatchNorm2d(3))
+    bn.begin()
+    assert bn.measure()[0]["vectors_only"]
+
+
 def test_frozen_layers_are_left_out_and_a_root_with_own_parameters_is_named_as_the_layer_table_names_it():
     class Scaled(nn.Module):
         def __init__(self):
@@ -62,6 +80,7 @@ def test_frozen_layers_are_left_out_and_a_root_with_own_parameters_is_named_as_t
     rows = rows_by_name(probe.measure())
     assert set(rows) == {"(own parameters)", "body"}
     assert rows["(own parameters)"]["grad_norm"] > 0 and rows["body"]["update_ratio"] == 0.0  # no optimizer step: no update
+    assert rows["(own parameters)"]["vectors_only"] and "vectors_only" not in rows["body"]  # a lone scale vs a weight matrix
 
 
 def test_a_relu_after_a_strongly_negative_bias_is_reported_dead():
@@ -144,6 +163,12 @@ def test_small_updates_during_the_final_decay_are_no_problem():
 
 def test_huge_updates_say_the_learning_rate_may_be_too_high():
     assert codes([health_record(s, ratio=0.8, loss=1.0) for s in range(1, 10)]) == ["lr_high"]
+    # BatchNorm shifts start at 0 and may have their own large lr (speedrun): not judged by the weights' rule of thumb
+    records = [health_record(s, loss=1.0) for s in range(1, 10)]
+    for r in records:
+        r["layers"] += [{"name": f"bn{i}", "type": "BatchNorm2d", "grad_norm": 1.0, "weight_norm": 0.1, "update_ratio": 0.9,
+                         "vectors_only": True} for i in range(5)]
+    assert codes(records) == []
 
 
 def test_exploding_gradients():
