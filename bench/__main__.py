@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-page", action="store_true", help="skip the browser page-overhead measurement")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
     p.add_argument("--health", action="store_true", help="only measure the training-health records' cost (with vs without)")
-    p.add_argument("--repeats", type=int, default=3, help="--health: runs per variant (the median is reported)")
+    p.add_argument("--repeats", type=int, default=3, help="--health: runs per variant (the median is reported); "
+                                                              "--data shapes: only on shapes")
     args = p.parse_args(argv)
     if args.health:
         return health_main(args, argv)
@@ -104,19 +105,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def health_main(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """`python -m bench --health`: images/s with and without health records, on the bench's images and on shapes."""
-    try:
-        spec = f"imagefolder:{ensure_dataset(args.data)}"
-    except PlaygroundError as exc:
-        log(f"no image folder ({exc}); measuring on shapes only")
-        spec = None
+    """`python -m bench --health`: images/s with and without health records (`--data shapes`: on shapes only)."""
+    cases = []
+    if args.data != "shapes":
+        try:
+            spec = f"imagefolder:{ensure_dataset(args.data)}"
+            cases += [("cifar10_quick", spec, 1), ("lenet5", spec, 1)]
+        except PlaygroundError as exc:
+            log(f"no image folder ({exc}); measuring on shapes only")
     # lenet5 has ReLUs (dead-unit hooks) and is cheap per step, so health's fixed cost shows most; on shapes
-    # (12,000 images, ~93 steps per epoch) the log interval is every 3 steps, the shortest there is.
-    cases = [("cifar10_quick", spec), ("lenet5", spec)] if spec else []
-    cases += [("cifar10_quick", "shapes"), ("lenet5", "shapes")]
+    # (12,000 images, 93 steps per epoch) a log interval is every 3 steps, the shortest there is.
+    cases += [("cifar10_quick", "shapes", 2), ("lenet5", "shapes", 2)]
     with tempfile.TemporaryDirectory() as tmp:
-        log(f"health overhead: {len(cases)} cases x {args.repeats} x 2 runs of {args.seconds:g} s...")
-        rows = health_overhead(cases, args.seconds, args.repeats, tmp)
+        log(f"health overhead: {len(cases)} cases x {args.repeats} x 2 runs...")
+        rows = health_overhead(cases, args.repeats, tmp)
     figures = {"machine": machine(), "command": "python -m bench " + " ".join(argv or sys.argv[1:]), "health": rows}
     if args.json:
         print(json.dumps(figures, indent=1))
@@ -124,10 +126,10 @@ def health_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     m = figures["machine"]
     table = [("machine", f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, auto precision {m['auto_precision']}")]
     for r in rows:
-        data = "shapes" if r["data"] == "shapes" else "bench images"
-        table.append((f"{r['model']} on {data}: img/s with health / without",
-                      f"{r['with_health_img_per_s']:.0f} / {r['without_health_img_per_s']:.0f} "
-                      f"(**{r['overhead_pct']:+.1f}%** cost; runs: {r['runs']['on']} / {r['runs']['off']})"))
+        data = "shapes" if r["data"] == "shapes" else "the bench images"
+        table.append((f"{r['model']} on {data}, {r['epochs']} epoch(s): img/s with health / without",
+                      f"{r['with_health_img_per_s']:.0f} / {r['without_health_img_per_s']:.0f}: "
+                      f"**{r['overhead_pct']:+.1f}%** (runs: {r['runs']['on']} / {r['runs']['off']})"))
     print(markdown(table))
     print(f"\ncommand: `{figures['command']}`")
     return 0

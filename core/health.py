@@ -33,7 +33,8 @@ from core.curves import HEALTH_POINTS, Thinned
 UPDATE_RATIO_GOOD = 1e-3  # the rule of thumb for update / weight per step
 UPDATE_RATIO_LOW = 1e-5  # 100x below it: the weights hardly move
 UPDATE_RATIO_HIGH = 3e-1  # a step that changes a layer's weights by a third: far too large
-EXPLODING_FACTOR = 20.0  # total gradient norm this many times the run's typical one
+EXPLODING_FACTOR, EXPLODING_WINDOW = 20.0, 5  # total gradient norm this many times its median over the last few records
+# (not over the whole run: a net leaving the ln(C) plateau grows its gradients ~10x in an epoch, healthily)
 STUCK_FRACTION = 0.95  # train loss at or above this fraction of ln(num_classes), after
 STUCK_AFTER_EPOCHS, STUCK_AFTER_STEPS = 1.0, 200  # one epoch or this many steps, whichever comes first
 LEVELS = ("error", "warning", "info")
@@ -163,7 +164,8 @@ def check(records: Iterable[dict[str, Any]], *, num_classes: int, config: dict[s
         kind = r.get("kind")
         (health if kind == "health" else steps if kind == "step" else epochs if kind == "epoch" else []).append(r)
     config = config or {}
-    found = [*_exploding(health), *_dead_layers(health), *_update_size(health, config), *_stuck(health or steps, num_classes),
+    broken = [*_exploding(health), *_dead_layers(health)]
+    found = [*broken, *_update_size(health, config), *_stuck(health or steps, num_classes, explained=bool(broken)),
              *_test_above_train(epochs, config)]
     return sorted(found, key=lambda w: LEVELS.index(w.level))
 
@@ -180,7 +182,7 @@ def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
         bad = next(row["name"] for row in last if not math.isfinite(row["grad_norm"]))
         return [HealthWarning("error", "exploding", f"The gradients of layer {bad} are inf/NaN: training has blown up. Lower the "
                                                     "learning rate 10x (or use the learning-rate finder) and start again.", bad)]
-    history = [_total(row.get("grad_norm") for row in r.get("layers", [])) for r in health[:-1]]
+    history = [_total(row.get("grad_norm") for row in r.get("layers", [])) for r in health[-1 - EXPLODING_WINDOW:-1]]
     history = [h for h in history if h > 0]
     if len(history) < 3:
         return []
@@ -188,8 +190,8 @@ def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
     if now <= EXPLODING_FACTOR * typical:
         return []
     worst = max(last, key=lambda row: row["grad_norm"])["name"]
-    return [HealthWarning("error", "exploding", f"Exploding gradients: their norm is {now:.3g}, {now / typical:.0f}x the run's "
-                                                f"typical {typical:.3g} (largest in layer {worst}). Lower the learning rate "
+    return [HealthWarning("error", "exploding", f"Exploding gradients: their norm is {now:.3g}, {now / typical:.0f}x its recent "
+                                                f"{typical:.3g} (largest in layer {worst}). Lower the learning rate "
                                                 "(10x), or add BatchNorm; the loss may soon become NaN.", worst)]
 
 
@@ -227,7 +229,7 @@ def _update_size(health: list[dict[str, Any]], config: dict[str, Any]) -> list[H
     return []
 
 
-def _stuck(records: list[dict[str, Any]], num_classes: int) -> list[HealthWarning]:
+def _stuck(records: list[dict[str, Any]], num_classes: int, *, explained: bool = False) -> list[HealthWarning]:
     """The loss of guessing: a model that predicts every class with probability 1/C has cross-entropy ln(C)."""
     if num_classes < 2 or not records:
         return []
@@ -241,10 +243,12 @@ def _stuck(records: list[dict[str, Any]], num_classes: int) -> list[HealthWarnin
     if not STUCK_FRACTION * guess <= loss <= 1.1 * guess:
         return []
     where = f"{last['progress']:.1f} epochs" if last.get("progress") else f"{last.get('step')} steps"
+    # With a dead layer or exploding gradients the lr was too high: "try a higher one" would be the wrong advice.
+    advice = ("The problem above is why: fix it first." if explained else
+              "Try a higher learning rate (the learning-rate finder), more epochs or more images per class.")
     return [HealthWarning("warning", "stuck", f"The training loss is stuck near {loss:.2f} ≈ ln({num_classes}) = {guess:.2f}, the "
                                               f"loss of guessing among {num_classes} classes: after {where} the model has learned "
-                                              "almost nothing. Try a higher learning rate (the learning-rate finder), more epochs or "
-                                              "more images per class.")]
+                                              f"almost nothing. {advice}")]
 
 
 def _test_above_train(epochs: list[dict[str, Any]], config: dict[str, Any]) -> list[HealthWarning]:

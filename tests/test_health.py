@@ -175,6 +175,8 @@ def test_exploding_gradients():
     records = [health_record(s, grad=1.0, loss=1.0) for s in range(1, 10)] + [health_record(10, grad=500.0, loss=1.0)]
     (warning,) = check(records, num_classes=10)
     assert warning.code == "exploding" and warning.level == "error" and "500x" in warning.message
+    growing = [health_record(s, grad=1.1**s, loss=1.0) for s in range(1, 60)]  # 280x over the run, 1.6x per 5 records
+    assert codes(growing) == []
     records[-1]["layers"][1]["grad_norm"] = float("nan")
     (warning,) = check(records, num_classes=10)
     assert warning.layer == "2" and "inf/NaN" in warning.message
@@ -187,6 +189,10 @@ def test_loss_stuck_at_ln_num_classes():
     assert codes(stuck[:10]) == []  # the first epoch: every run starts at ln(10)
     assert codes([health_record(s, loss=math.log(3), epochs_per_step=0.1) for s in range(1, 30)]) == []  # ln 3, judged for 10
     assert [w.code for w in check([{**r, "kind": "step"} for r in stuck], num_classes=10)] == ["stuck"]  # health records off
+    for r in stuck[-3:]:  # a layer died (the lr was too high): the advice is not "a higher learning rate"
+        r["layers"][-1]["dead"] = 1.0
+    dead, stuck_again = check(stuck, num_classes=10)
+    assert dead.code == "dead:1" and "fix it first" in stuck_again.message and "higher" not in stuck_again.message
 
 
 def test_test_accuracy_above_training_accuracy_is_explained_once_with_the_runs_reasons():

@@ -1,10 +1,12 @@
 """The Train page's training-health panel and learning-rate finder, under Streamlit's AppTest."""
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -31,6 +33,14 @@ def train_page(models_root):
     return open_page
 
 
+def array(value) -> np.ndarray:
+    """A Plotly JSON array: a list, or numpy's bytes in base64 ({"dtype", "bdata", "shape"})."""
+    if isinstance(value, dict):
+        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+    return np.array(value, dtype=float)
+
+
 def heatmaps(at: AppTest) -> dict[str, dict]:
     specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
     return {s["layout"].get("title", {}).get("text", ""): s["data"][0] for s in specs
@@ -46,7 +56,8 @@ def test_the_health_panel_shows_a_finished_runs_layers_and_warnings(models_root,
     figures = heatmaps(at)
     ratio = next(v for k, v in figures.items() if "Update / weight" in k)
     assert ratio["y"][0] == "0 · Conv2d" and len(ratio["y"]) == 5  # LeNet's 3 Linear and 2 Conv2d layers, in model order
-    assert len(ratio["x"]) == len(ratio["z"][0]) >= 8 and -6 < ratio["z"][0][-1] < 0  # log10(update / weight) over time
+    z = array(ratio["z"])
+    assert len(array(ratio["x"])) == z.shape[1] >= 8 and -6 < z[0, -1] < 0  # log10(update / weight) over time
     assert any("Gradient norm" in k for k in figures)
     dead = next(v for k, v in figures.items() if "Dead ReLU" in k)
     assert [label.split(" · ")[1] for label in dead["y"]] == ["ReLU"] * 4
