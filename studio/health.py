@@ -19,9 +19,8 @@ ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": "
 RATIO_RANGE = (-6.0, 0.0)  # log10(update / weight) drawn from 1e-6 (frozen in place) to 1 (rewritten every step)
 
 
-def _grid(records: list[dict[str, Any]], field: str, *, log: bool = True,
-          weights_only: bool = False) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(x: epochs, y: layer labels in model order, z[layer, time]) of one per-layer field (log10 of it with `log`).
+def _grid(records: list[dict[str, Any]], field: str, weights_only: bool = False) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(x: epochs, y: layer labels in model order, z[layer, time]) of one per-layer field; NaN where a layer has none.
 
     Arrays, not lists: Plotly checks a list element by element (~0.1 s for a ResNet's grid), an array at once.
     """
@@ -34,10 +33,13 @@ def _grid(records: list[dict[str, Any]], field: str, *, log: bool = True,
     x = np.array([r.get("progress", r.get("step")) for r in records], dtype=float)
     z = np.array([[column[name][field] if name in column else None for column in columns] for name in labels],
                  dtype=float).reshape(len(labels), len(columns))  # None -> NaN: a gap in the heatmap
-    if log:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(z > 0, np.log10(z), np.nan)
     return x, list(labels.values()), z
+
+
+def _log10(z: np.ndarray, floor: float) -> np.ndarray:
+    """log10, with 0 (no gradient, no update) drawn at `floor` rather than left out: it is the news."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isnan(z), np.nan, np.log10(np.clip(z, 10.0**floor, None)))
 
 
 def _layout(height: int, title: str, **extra: Any) -> dict[str, Any]:
@@ -47,34 +49,42 @@ def _layout(height: int, title: str, **extra: Any) -> dict[str, Any]:
 
 
 def _height(rows: int) -> int:
-    return int(min(720, 130 + 24 * rows))
+    return int(min(760, max(340, 140 + 26 * rows)))
+
+
+# Blue: the weights hardly move; near white across 1e-4..1e-2 (healthy for SGD and Adam alike); red: rewritten each step.
+RATIO_COLORS = [[0.0, "#08306b"], [1 / 6, "#2171b5"], [2 / 6, "#deebf7"], [3 / 6, "#f7f7f7"], [4 / 6, "#fde0d2"],
+                [5 / 6, "#ef6548"], [1.0, "#990000"]]
 
 
 def update_ratio_figure(records: list[dict[str, Any]]) -> go.Figure:
-    """log10(update / weight) per layer over time: white near the rule of thumb (1e-3), blue too small, red too large."""
-    x, y, z = _grid(records, "update_ratio", weights_only=True)  # the rule of thumb is about weights, not biases / norms
-    good = float(np.log10(UPDATE_RATIO_GOOD))
-    return go.Figure(go.Heatmap(x=x, y=y, z=z, zmin=RATIO_RANGE[0], zmax=RATIO_RANGE[1], zmid=good, colorscale="RdBu_r",
-                               colorbar=dict(title="log10", tickvals=[-6, -5, -4, -3, -2, -1, 0],
-                                             ticktext=["1e-6", "1e-5", "1e-4", "1e-3 ✓", "1e-2", "0.1", "1"]),
-                               hovertemplate="%{y}<br>epoch %{x:.2f}<br>log10(update/weight) %{z:.2f}<extra></extra>"),
+    """log10(update / weight) per layer over time, on a fixed scale: white near the rule of thumb (1e-3)."""
+    x, y, raw = _grid(records, "update_ratio", weights_only=True)  # the rule of thumb is about weights, not biases / norms
+    return go.Figure(go.Heatmap(x=x, y=y, z=_log10(raw, RATIO_RANGE[0]), customdata=raw, zmin=RATIO_RANGE[0], zmax=RATIO_RANGE[1],
+                                colorscale=RATIO_COLORS,
+                                colorbar=dict(title="", tickvals=[-6, -4, -3, -2, 0], ticktext=["1e-6", "1e-4", "1e-3 ✓", "1e-2", "1"]),
+                                hovertemplate="%{y}<br>epoch %{x:.2f}<br>update / weight %{customdata:.2g}<extra></extra>"),
                      layout=_layout(_height(len(y)), "Update / weight per step (about 1e-3 is healthy)"))
 
 
 def grad_norm_figure(records: list[dict[str, Any]]) -> go.Figure:
-    x, y, z = _grid(records, "grad_norm")
-    return go.Figure(go.Heatmap(x=x, y=y, z=z, colorscale="Viridis", colorbar=dict(title="log10"),
-                                hovertemplate="%{y}<br>epoch %{x:.2f}<br>log10(gradient norm) %{z:.2f}<extra></extra>"),
-                     layout=_layout(_height(len(y)), "Gradient norm (log10)"))
+    x, y, raw = _grid(records, "grad_norm")
+    positive = raw[raw > 0]
+    floor = float(np.floor(np.log10(positive.min()))) - 1 if positive.size else -8.0  # a 0 gradient: darker than any other
+    return go.Figure(go.Heatmap(x=x, y=y, z=_log10(raw, floor), customdata=raw, colorscale="Viridis",
+                                colorbar=dict(title="", tickprefix="1e", tickformat="d", dtick=1),
+                                hovertemplate="%{y}<br>epoch %{x:.2f}<br>gradient norm %{customdata:.3g}<extra></extra>"),
+                     layout=_layout(_height(len(y)), "Gradient norm (dark: none reaches the layer)"))
 
 
 def dead_units_figure(records: list[dict[str, Any]]) -> go.Figure | None:
-    x, y, z = _grid(records, "dead", log=False)
+    x, y, z = _grid(records, "dead")
     if not y:
         return None
-    return go.Figure(go.Heatmap(x=x, y=y, z=z, zmin=0, zmax=1, colorscale="Reds", colorbar=dict(title="dead", tickformat=".0%"),
+    return go.Figure(go.Heatmap(x=x, y=y, z=z, zmin=0, zmax=1, colorscale="Reds",
+                                colorbar=dict(title="", tickvals=[0, 0.5, 1], ticktext=["0%", "50%", "all"]),
                                 hovertemplate="%{y}<br>epoch %{x:.2f}<br>%{z:.0%} of units output 0 for every image<extra></extra>"),
-                     layout=_layout(_height(len(y)) - 40, "Dead ReLU units (output 0 for every image of a batch)"))
+                     layout=_layout(max(260, _height(len(y)) - 80), "Dead ReLU units (0 for every image of a batch)"))
 
 
 def show_warnings(warnings: list[HealthWarning]) -> None:
@@ -103,7 +113,8 @@ def panel(tail: Curves, config: dict[str, Any]) -> None:
             cached = (key, update_ratio_figure(records), grad_norm_figure(records), dead_units_figure(records))
             st.session_state["_health_figs"] = cached
         _, ratio_fig, grad_fig, dead_fig = cached
-        left, right = st.columns(2)
+        # Side by side while the layer names leave the heatmaps room; a deep network's get the full width each.
+        left, right = st.columns(2) if len(ratio_fig.data[0].y) <= 16 else (st.container(), st.container())
         left.plotly_chart(ratio_fig, key="health-ratio")
         right.plotly_chart(grad_fig, key="health-grad")
         if dead_fig is not None:
