@@ -5,6 +5,7 @@ pages/ and everything else is in core/ (the engine) and studio/ (UI helpers).
 """
 import streamlit as st
 
+from studio import state, workspace
 from studio.widgets import device_badge, training_note
 
 st.set_page_config(page_title="Torch Playground", page_icon=":material/local_fire_department:", layout="wide")
@@ -16,10 +17,12 @@ pages = {
         st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/inside.py", title="Inside the model", icon=":material/layers:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/table_chart:"),
     ]
 }
 page = st.navigation(pages)
 device_badge(st.sidebar)
 training_note(st.sidebar)
+workspace.sidebar(state.all_runs())  # shared mode: this browser's workspace code (nothing otherwise)
 page.run()

@@ -43,11 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-page", action="store_true", help="skip the browser page-overhead measurement")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
     p.add_argument("--health", action="store_true", help="only measure the training-health records' cost (with vs without)")
-    p.add_argument("--repeats", type=int, default=3, help="--health: runs per variant (the median is reported); "
-                                                              "--data shapes: only on shapes")
+    p.add_argument("--loading", action="store_true", help="only time loading an image folder: plain PIL vs our cold and warm loads")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement; --health: runs per variant "
+                                                          "(the median is reported)")
+    p.add_argument("--loading-tar", help="a .tar.gz of an image folder for --loading (default: the CIFAR-10 dev images)")
     args = p.parse_args(argv)
     if args.health:
         return health_main(args, argv)
+    if args.loading:
+        from bench import loading
+
+        return loading.main(args.repeats, args.json, args.loading_tar)
     try:
         folder = ensure_dataset(args.data)
     except PlaygroundError as exc:

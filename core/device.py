@@ -39,6 +39,28 @@ def resolve_device(name: str = "auto", local_rank: int | None = None) -> torch.d
     return torch.device(name)
 
 
+def distributed_backend(name: str = "auto", local_world_size: int | None = None) -> str:
+    """The process group backend for a torchrun job: "nccl" when its processes will use GPUs, else "gloo".
+
+    Each process on a machine takes its own GPU (cuda:LOCAL_RANK), so more processes than GPUs would end
+    in CUDA's "invalid device ordinal" traceback; say what to do instead. `local_world_size` defaults to
+    the LOCAL_WORLD_SIZE torchrun sets.
+    """
+    if local_world_size is None:
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", 1)))
+    if name not in ("auto", "cuda") or (name == "auto" and not torch.cuda.is_available()):
+        return "gloo"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local_world_size > gpus:
+        cpu = f"add --device cpu to run the {local_world_size} processes on the CPU (gloo)"
+        if not gpus:
+            raise PlaygroundError(f"torchrun started {local_world_size} processes on this machine but no GPU is visible; {cpu}.")
+        raise PlaygroundError(f"torchrun started {local_world_size} processes on this machine but only {gpus} GPU"
+                              f"{' is' if gpus == 1 else 's are'} visible (each process needs its own); use "
+                              f"--nproc_per_node={gpus} (or --nproc_per_node=gpu), or {cpu}.")
+    return "nccl"
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16).

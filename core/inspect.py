@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from core.errors import PlaygroundError
+from core.models import count_parameters
 
 LAYER_COLUMNS = ["name", "type", "output_shape", "params", "trainable", "macs"]
 FREEZE_COLUMNS = ["name", "type", "params", "trainable", "status"]
@@ -117,7 +118,7 @@ def summary(
             }
         )
 
-    trainable_params, total_params = count_params(model)
+    trainable_params, total_params = count_parameters(model)
     return LayerTable(
         layers=pd.DataFrame(rows, columns=LAYER_COLUMNS).astype(
             {"params": "int64", "trainable": "int64", "macs": "int64"}
@@ -354,18 +355,6 @@ def explain_conv_output(
 
 
 # ------------------------------------------------------ parameters and freezing
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total); shared parameters count once, lazy ones not at all."""
-    trainable = total = 0
-    for p in model.parameters():
-        if is_lazy(p):
-            continue
-        total += p.numel()
-        if p.requires_grad:
-            trainable += p.numel()
-    return trainable, total
 
 
 def format_count(n: int) -> str:

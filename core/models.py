@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import os
 import urllib.error
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
+from core import speedrun
 from core.errors import PlaygroundError
 
 LayerSpec = list[dict[str, Any]]
 
 # --------------------------------------------------------------------------- presets
+
+
+# Recipes: the TrainConfig values each preset trains best with (TrainConfig.for_model applies them).
+SCRATCH_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}  # small nets, also custom ones
+FINE_TUNE_RECIPE: dict[str, Any] = {"lr": 0.01, "batch_size": 64, "epochs": 5}  # torchvision nets: SGD, a small batch
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,14 @@ class Preset:
     title: str
     description: str
     input_size: int  # the image side it is designed for
-    torchvision: bool = False  # built by torchvision, may load ImageNet weights
+    recipe: dict[str, Any] = field(default_factory=dict, hash=False)
+    head: str | None = None  # torchvision models: the classifier's module path, replaced to fit your classes
+    weights_enum: str | None = None  # torchvision models: the torchvision.models enum of their pretrained weights
+
+    @property
+    def torchvision(self) -> bool:
+        """Built by torchvision; may load ImageNet weights and freeze all but its head."""
+        return self.head is not None
 
 
 def cifar10_quick(num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
@@ -88,23 +102,37 @@ def lenet5(num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("cifar10_quick", "CIFAR-10 quick", "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).", 32),
-        Preset("speedrun", "Speedrun (airbench-style)", "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.", 32),
-        Preset("mycnn", "MyCNN (first nn.Module)", "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.", 32),
-        Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32),
-        Preset("resnet18", "ResNet-18", "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).", 32, torchvision=True),
-        Preset("vgg16", "VGG16", "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.", 224, torchvision=True),
-        Preset("alexnet", "AlexNet", "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.", 224, torchvision=True),
+        Preset("cifar10_quick", "CIFAR-10 quick", "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).", 32,
+               SCRATCH_RECIPE),
+        Preset("speedrun", "Speedrun (airbench-style)", "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.", 32,
+               speedrun.RECIPE),
+        Preset("mycnn", "MyCNN (first nn.Module)", "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.", 32,
+               SCRATCH_RECIPE),
+        Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32, SCRATCH_RECIPE),
+        Preset("resnet18", "ResNet-18", "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).", 32,
+               FINE_TUNE_RECIPE, head="fc", weights_enum="ResNet18_Weights"),
+        Preset("vgg16", "VGG16", "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.", 224,
+               FINE_TUNE_RECIPE, head="classifier.6", weights_enum="VGG16_Weights"),
+        Preset("alexnet", "AlexNet", "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.", 224,
+               FINE_TUNE_RECIPE, head="classifier.6", weights_enum="AlexNet_Weights"),
     ]
 }
-
-# Where each torchvision model keeps its classification head.
-_HEADS = {"resnet18": "fc", "vgg16": "classifier.6", "alexnet": "classifier.6"}
-_WEIGHT_ENUMS = {"resnet18": "ResNet18_Weights", "vgg16": "VGG16_Weights", "alexnet": "AlexNet_Weights"}
+TORCHVISION_MODELS = [name for name, preset in PRESETS.items() if preset.torchvision]
 
 
 def preset_input_size(name: str) -> int:
     return PRESETS[name].input_size if name in PRESETS else 32
+
+
+def recipe_for(model: str) -> dict[str, Any]:
+    """The TrainConfig values a preset (or a custom layer stack: "custom") trains best with."""
+    if model == "custom":
+        return dict(SCRATCH_RECIPE)
+    return dict(PRESETS[model].recipe) if model in PRESETS else {}
+
+
+def is_torchvision(model: str) -> bool:
+    return model in PRESETS and PRESETS[model].torchvision
 
 
 # --------------------------------------------------------------------------- layer specs
@@ -248,9 +276,6 @@ def spec_of(model: nn.Sequential) -> LayerSpec:
 def _torchvision_model(name: str) -> nn.Module:
     import torchvision
 
-    if name == "resnet18":
-        model = torchvision.models.resnet18(weights=None)
-        return model
     return getattr(torchvision.models, name)(weights=None)
 
 
@@ -268,31 +293,32 @@ def _get_submodule_parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def replace_head(model: nn.Module, name: str, num_classes: int) -> None:
     """Swap the ImageNet classifier for one with `num_classes` outputs (new, untrained weights)."""
-    parent, leaf = _get_submodule_parent(model, _HEADS[name])
+    parent, leaf = _get_submodule_parent(model, PRESETS[name].head)
     old = getattr(parent, leaf)
     if old.out_features != num_classes:
         setattr(parent, leaf, nn.Linear(old.in_features, num_classes))
 
 
 def head_parameters(model: nn.Module, name: str) -> list[str]:
-    prefix = _HEADS.get(name)
+    prefix = PRESETS[name].head if name in PRESETS else None
     return [n for n, _ in model.named_parameters() if prefix and n.startswith(prefix + ".")]
 
 
 def weight_choices(name: str) -> list[str]:
     """Names of torchvision's pretrained weights for a preset, e.g. ['IMAGENET1K_V1']."""
-    if name not in _WEIGHT_ENUMS:
+    if not is_torchvision(name):
         return []
+    return [w.name for w in _weights_enum_class(name)]
+
+
+def _weights_enum_class(name: str):
     import torchvision
 
-    enum = getattr(torchvision.models, _WEIGHT_ENUMS[name])
-    return [w.name for w in enum]
+    return getattr(torchvision.models, PRESETS[name].weights_enum)
 
 
 def weights_enum(name: str, choice: str):
-    import torchvision
-
-    enum = getattr(torchvision.models, _WEIGHT_ENUMS[name])
+    enum = _weights_enum_class(name)
     if choice == "DEFAULT":
         return enum.DEFAULT
     try:
@@ -365,15 +391,20 @@ def freeze_backbone(model: nn.Module, name: str) -> None:
     """Train only the head: the classic fine-tuning set-up for a small dataset."""
     head = set(head_parameters(model, name))
     if not head:
-        raise PlaygroundError(f"Freezing the backbone is available for torchvision models ({', '.join(_HEADS)}), not {name}.")
+        raise PlaygroundError(f"Freezing the backbone is available for torchvision models ({', '.join(TORCHVISION_MODELS)}), not {name}.")
     for pname, p in model.named_parameters():
         p.requires_grad_(pname in head)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """(trainable, total); shared parameters count once, lazy ones (not yet sized) not at all."""
+    trainable = total = 0
+    for p in model.parameters():
+        if is_lazy(p):
+            continue
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
     return trainable, total
 
 
@@ -399,7 +430,7 @@ def build(
         raise PlaygroundError("num_classes must be at least 1.")
     if not isinstance(name_or_spec, str):
         if freeze:
-            raise PlaygroundError("Freezing the backbone needs a torchvision model (resnet18, vgg16, alexnet).")
+            raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}).")
         side = input_size or 32
         model = build_from_spec(name_or_spec, num_classes, (in_channels, side, side))
         if weights is not None:
@@ -417,9 +448,7 @@ def build(
         "lenet5": lambda: lenet5(num_classes, in_channels),
     }
     if name == "speedrun":
-        from core.speedrun import build_speedrun
-
-        model = build_speedrun(num_classes, in_channels)
+        model = speedrun.build_speedrun(num_classes, in_channels)
     elif name in builders:
         model = builders[name]()
     else:
@@ -434,7 +463,7 @@ def build(
         if weights is not None and not imagenet_weights:
             # A local file may hold either the ImageNet model or an already fine-tuned one.
             state = read_state_dict(weights)
-            head_key = _HEADS[name] + ".weight"
+            head_key = preset.head + ".weight"
             if head_key in state and state[head_key].shape[0] != model.state_dict()[head_key].shape[0]:
                 replace_head(model, name, state[head_key].shape[0])
             load_state_dict_checked(model, state, Path(weights).name)
@@ -446,5 +475,5 @@ def build(
     if weights is not None:
         load_state_dict_checked(model, read_state_dict(weights), Path(str(weights)).name)
     if freeze:
-        raise PlaygroundError("Freezing the backbone needs a torchvision model (resnet18, vgg16, alexnet).")
+        raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}).")
     return model

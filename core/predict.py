@@ -20,10 +20,10 @@ from torch import nn
 
 from core import device as dev
 from core import runs
-from core.data import normalize_batch
+from core.data import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from core.errors import PlaygroundError
 from core.images import ImageSource, load_for_model
-from core.models import build, imagenet_categories, read_state_dict
+from core.models import build, imagenet_categories, preset_input_size, read_state_dict
 
 
 @dataclass
@@ -63,8 +63,8 @@ class Predictor:
             out = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
             n = out[-1].shape[0] if out else 10
             classes = imagenet_categories(model) if n == 1000 and isinstance(model, str) else [str(i) for i in range(n)]
-        size = input_size or meta.get("input_size") or (224 if isinstance(model, str) and model in ("vgg16", "alexnet") else 32)
-        norm = normalization or meta.get("normalization") or {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+        size = input_size or meta.get("input_size") or (preset_input_size(model) if isinstance(model, str) else 32)
+        norm = normalization or meta.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         net = build(model, num_classes=len(classes), weights=weights, input_size=size)
         return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, False)
 
@@ -86,13 +86,20 @@ class Predictor:
                             self.input_size, channels_last=False)
         return x[0].round().clamp(0, 255).to(torch.uint8).cpu()
 
+    def inputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> the normalized float batch the model takes, on its device."""
+        return normalize_batch(batch.to(self.device), self.mean, self.std, self.input_size, channels_last=False)
+
     @torch.no_grad()
-    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        x = normalize_batch(batch.to(self.device), self.mean, self.std, self.input_size, channels_last=False)
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(batch)
         logits = self.model(x)
         if self.tta:
             logits = (logits + self.model(x.flip(-1))) / 2
-        return logits.float().softmax(dim=1).cpu()
+        return logits.float().cpu()
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.logits(batch).softmax(dim=1)
 
     def topk(self, probs: torch.Tensor, k: int = 5) -> list[dict[str, Any]]:
         values, index = probs.topk(min(k, len(self.classes)))

@@ -31,6 +31,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 STOP_FILE = "STOP"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FINAL_STATUSES = ("finished", "stopped", "diverged", "failed", "interrupted")
+# "queued": waiting in the fair queue, no process yet; "running": a process owns the run (from the
+# moment the queue hands it over, through set-up, to the last step). See core/jobs.py.
+ACTIVE_STATUSES = ("running", "queued")
 
 
 def new_run_id(model: str, data: str) -> str:
@@ -172,7 +175,7 @@ class RunInfo:
     run_id: str
     path: Path
     config: dict[str, Any]
-    status: str  # running, finished, stopped, diverged, failed, interrupted, created
+    status: str  # queued, running, finished, stopped, diverged, failed, interrupted, created
     message: str = ""
     epochs_done: int = 0
     best_acc: float | None = None
@@ -182,6 +185,16 @@ class RunInfo:
     seconds: float | None = None
     has_checkpoint: bool = False
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    workspace: str | None = None  # shared mode: the workspace that started it (core.shared)
+    queue: dict[str, Any] | None = None  # the record that put it in the queue (core.jobs): when, how, on what
+    attempts: int = 0  # processes the queue gave it since it was queued
+    slots: list[str] | None = None  # the devices its process holds, e.g. ["cuda:0"]
+    pid: int | None = None
+    host: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
 
     @property
     def resumable(self) -> bool:
@@ -199,17 +212,28 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Status and headline figures from a run's records."""
+    """Status and headline figures from a run's records, and where it stands in the queue (core.jobs)."""
     out: dict[str, Any] = {"status": "created", "message": "", "epochs_done": 0, "best_acc": None,
-                           "last_acc": None, "img_per_s": None, "started": None, "seconds": None, "pid": None, "host": None}
+                           "last_acc": None, "img_per_s": None, "started": None, "seconds": None, "pid": None, "host": None,
+                           "workspace": None, "queue": None, "dispatched": False, "attempts": 0, "slots": None}
     for r in records:
         kind = r.get("kind")
         if kind == "status":
-            out["status"] = r.get("status", out["status"])
+            status = r.get("status", out["status"])
+            out["status"] = status
             out["message"] = r.get("message", "")
-            if r.get("status") in ("running", "queued"):
+            out["workspace"] = out["workspace"] or r.get("workspace")
+            if status == "queued" and not r.get("pid"):  # waiting in the queue: no process yet
+                out.update(queue=r, dispatched=False, attempts=0, slots=None, pid=None, host=None)
+            elif status in ACTIVE_STATUSES:
+                out["status"] = "running"  # a process owns it (an older app wrote "queued" with the pid)
                 out["pid"], out["host"] = r.get("pid"), r.get("host")
                 out["started"] = out["started"] or r.get("time")
+                # The queue's hand-over record (and an older app's "queued" with a pid): a process owns
+                # the run but training has not begun; the trainer's own "running" record follows.
+                out["dispatched"] = bool(r.get("dispatched") or status == "queued")
+                out["attempts"] += bool(r.get("dispatched"))
+                out["slots"] = r.get("slots", out["slots"])
             if "epochs_done" in r:
                 out["epochs_done"] = r["epochs_done"]
         elif kind == "epoch":
@@ -224,23 +248,55 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_info(run_dir: str | os.PathLike) -> RunInfo:
-    run_dir = Path(run_dir)
+_READ_CACHE: dict[Path, tuple[tuple, dict[str, Any], list[dict[str, Any]], dict[str, Any]]] = {}
+_READ_CACHE_MAX = 4096
+
+
+def _file_key(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (None,)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """config, records and their summary, re-read only when config.json or metrics.jsonl changed:
+    a class's listing is polled every second by every browser, and most runs are long finished."""
+    key = (_file_key(run_dir / CONFIG_FILE), _file_key(run_dir / METRICS_FILE))
+    hit = _READ_CACHE.get(run_dir)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2], hit[3]
     config = read_config(run_dir)
     records, _ = read_metrics(run_dir)
-    s = summarize(records)
-    status = s["status"]
-    if status in ("running", "queued") and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
-        # The process that owned the run is gone (killed, crashed, app restarted).
-        status, s["message"] = "interrupted", "The training process ended without finishing; resume from the last checkpoint."
-    return RunInfo(run_id=run_dir.name, path=run_dir, config=config, status=status, message=s["message"],
+    summary = summarize(records)
+    if len(_READ_CACHE) >= _READ_CACHE_MAX:
+        _READ_CACHE.pop(next(iter(_READ_CACHE)), None)
+    _READ_CACHE[run_dir] = (key, config, records, summary)
+    return config, records, summary
+
+
+def run_info(run_dir: str | os.PathLike) -> RunInfo:
+    run_dir = Path(run_dir)
+    config, records, s = _read_run(run_dir)
+    status, message = s["status"], s["message"]
+    if status in ACTIVE_STATUSES and s["pid"] and s["host"] == socket.gethostname() and not _pid_alive(int(s["pid"])):
+        if s["dispatched"] and s["queue"]:
+            # Its process died before training began (killed while starting up): the run never
+            # started, so it is still waiting, at its old place in the queue.
+            status, message = "queued", "Its training process ended before it started; it is back in the queue."
+        else:  # the process that owned the run is gone (killed, crashed, app restarted)
+            status, message = "interrupted", "The training process ended without finishing; resume from the last checkpoint."
+    return RunInfo(run_id=run_dir.name, path=run_dir, config=config, status=status, message=message,
                    epochs_done=s["epochs_done"], best_acc=s["best_acc"], last_acc=s["last_acc"],
                    img_per_s=s["img_per_s"], started=s["started"], seconds=s["seconds"],
-                   has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(), records=records)
+                   has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(), records=records, workspace=s["workspace"],
+                   queue=s["queue"], attempts=s["attempts"], slots=s["slots"], pid=s["pid"], host=s["host"])
 
 
-def list_runs(root: str | os.PathLike | None = None) -> list[RunInfo]:
-    """Every readable run under `root`, newest first; folders that are not runs are ignored."""
+def list_runs(root: str | os.PathLike | None = None, workspace: str | None = None) -> list[RunInfo]:
+    """Every readable run under `root`, newest first (only `workspace`'s when given); folders
+    that are not runs are ignored."""
     root = Path(root or MODELS_DIR)
     if not root.is_dir():
         return []
@@ -248,9 +304,13 @@ def list_runs(root: str | os.PathLike | None = None) -> list[RunInfo]:
     for child in root.iterdir():
         if child.is_dir() and (child / CONFIG_FILE).exists():
             try:
-                runs.append(run_info(child))
+                info = run_info(child)
             except PlaygroundError:
                 continue
+            if workspace is None or info.workspace == workspace:
+                runs.append(info)
+    for gone in [p for p in _READ_CACHE if p.parent == root and not p.is_dir()]:  # deleted runs
+        _READ_CACHE.pop(gone, None)
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
@@ -259,8 +319,8 @@ def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
     root = Path(root or MODELS_DIR).resolve()
     if run_dir.parent != root or not (run_dir / CONFIG_FILE).exists():
         raise PlaygroundError(f"{run_dir} is not a run folder inside {root}; nothing deleted.")
-    if run_info(run_dir).status in ("running", "queued"):
-        raise PlaygroundError("This run is still training; stop it before deleting it.")
+    if run_info(run_dir).active:
+        raise PlaygroundError("This run is queued or training; stop it before deleting it.")
     shutil.rmtree(run_dir)
 
 

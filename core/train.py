@@ -1,9 +1,13 @@
 """The training loop and `python -m core.train`.
 
-Read it top to bottom: TrainConfig, then `train()`, which sets up data, model
-and optimizer, then runs `train_one_epoch` / `evaluate` per epoch and writes
-every record to the run folder. The same code runs in the studio (a child
-process), on the command line and under torchrun (DistributedDataParallel).
+Read it top to bottom: TrainConfig; the pieces (schedule, optimizer,
+`evaluate()`); `setup()`, which returns a `Setup` (data, loader, model,
+optimizer, schedule, EMA, normalization, the run folder's log);
+`train_one_epoch()` with its per-batch `train_step()` and per-interval
+`log_interval()`; `outcome()`, which maps how the loop ended to a status and
+message; and `train()`, which is those in order. The same code runs in the
+studio (a child process), on the command line and under torchrun
+(DistributedDataParallel).
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from core import runs
 from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.health import Probe, Watcher
-from core.models import PRESETS, build, count_parameters, preset_input_size
+from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, recipe_for
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -76,19 +80,8 @@ class TrainConfig:
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
-        """The recipe a preset trains best with, then the caller's overrides."""
-        recipe: dict[str, Any] = {}
-        if model == "speedrun":
-            from core.speedrun import RECIPE
-
-            recipe = {k: v for k, v in RECIPE.items() if k in _FIELDS}
-            if isinstance(recipe.get("augment"), str):  # the recipe names its augmentation ("flip+crop")
-                recipe["augment"] = recipe["augment"] != "none"
-        elif model in ("vgg16", "alexnet", "resnet18"):
-            recipe = {"lr": 0.01, "batch_size": 64, "epochs": 5}
-        elif model in ("cifar10_quick", "lenet5", "mycnn", "custom"):
-            recipe = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}
-        return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
+        """The recipe a preset trains best with (`Preset.recipe`), then the caller's overrides."""
+        return cls(**{"model": model, **recipe_for(model), **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -186,7 +179,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(m in str(exc).lower() for m in ("out of memory", "can't allocate memory"))
 
 
 @dataclass
@@ -250,7 +243,7 @@ def init_distributed(config: TrainConfig) -> Dist:
     """Join the torchrun job, if there is one."""
     dist = Dist.from_env()
     if dist.enabled and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and config.device in ("auto", "cuda") else "gloo"
+        backend = dev.distributed_backend(config.device)  # one GPU per process, or a one-line error
         if backend == "nccl":
             torch.cuda.set_device(dist.local_rank)
         # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.
@@ -361,13 +354,17 @@ class Setup:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def logs_after(self, step: int) -> bool:
+        """Whether batch `step` (1-based, in its epoch) ends a log interval; the epoch's last batch always does."""
+        return step % self.log_every == 0 or step == self.steps_per_epoch
+
 
 def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, Any] | None) -> tuple[Dataset, Normalization, int, int]:
     """The dataset, its normalization (the checkpoint's when resuming), the stored and the model's image sides."""
     input_size = config.image_size or preset_input_size(config.model)
     data_size = input_size if config.data.startswith("imagefolder:") else 32
     ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-    pretrained = config.weights is not None and config.model in ("resnet18", "vgg16", "alexnet") and not Path(str(config.weights)).is_file()
+    pretrained = config.weights is not None and is_torchvision(config.model) and not Path(str(config.weights)).is_file()
     if checkpoint:
         mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
     elif pretrained:
@@ -453,7 +450,8 @@ def write_run_config(s: Setup) -> None:
     runs.write_config(
         s.log.run_dir, s.config.to_dict(),
         classes=s.data.classes, num_classes=len(s.data.classes), input_size=s.input_size, data_size=s.data_size,
-        normalization=s.norm.as_dict(),
+        # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
+        normalization={k: [round(v, 6) for v in values] for k, values in s.norm.as_dict().items()},
         dataset={"n_train": len(s.data.train), "n_test": len(s.data.test), "skipped": s.data.skipped,
                  "has_test_split": s.data.has_test_split},
         params={"trainable": trainable, "total": total},
@@ -545,16 +543,13 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
     meter.started = time.perf_counter()
 
 
-def is_log_step(s: Setup, step: int) -> bool:
-    """Whether the epoch's batch number `step` (counting from 1) ends a log interval."""
-    return step % s.log_every == 0 or step == s.steps_per_epoch
-
-
 def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     """Train epoch `progress.epoch` from batch `progress.step` on (0, or where a resumed run stopped).
 
     Returns the epoch's train loss and accuracy. Raises StopRequested (checked before every batch) and
-    FloatingPointError (the loss is not finite at a log interval).
+    FloatingPointError (the loss is not finite at a log interval). Between log intervals nothing here reads a
+    value back from the device (under torchrun the Stop check's all-reduce still does, once per batch), so the
+    host can queue steps ahead of an accelerator.
     """
     if hasattr(s.model, "on_epoch_start"):
         s.model.on_epoch_start(progress.epoch, s.config.epochs)
@@ -563,13 +558,15 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
         if s.stop.requested():
             raise StopRequested
-        if s.health is not None and is_log_step(s, progress.step + 1):
+        # Known before the step, so that a logged step can also watch the step itself (activations, the update).
+        logged = s.logs_after(progress.step + 1)
+        if logged and s.health is not None:
             s.health.begin()  # hooks and a copy of the weights for this one step; log_interval reads them
         loss, logits = train_step(s, x, y)
         progress.step += 1
         progress.global_step += 1
         meter.add(loss, logits, y)
-        if is_log_step(s, progress.step):
+        if logged:
             log_interval(s, progress, meter)
     return meter.epoch_metrics()
 
@@ -731,7 +728,7 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    p.add_argument("--model", help="preset name (cifar10_quick, speedrun, lenet5, mycnn, resnet18, vgg16, alexnet) or 'custom'")
+    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}) or 'custom'")
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
     p.add_argument("--data", help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--epochs", type=int)

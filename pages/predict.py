@@ -3,7 +3,7 @@ import streamlit as st
 from core import runs
 from core.data import SHAPES_CLASSES
 from core.models import PRESETS
-from studio import arch, predict_view as pv
+from studio import arch, predict_view as pv, workspace
 from studio.charts import topk_figure
 from studio.state import all_runs, through_navigation
 from studio.widgets import guard, run_title
@@ -40,6 +40,7 @@ with guard():
     else:
         c = st.columns([2, 2, 1])
         weights = c[0].file_uploader("Weights (.pt state_dict or .safetensors)", type=pv.WEIGHT_TYPES, key="weights_upload",
+                                     max_upload_size=workspace.upload_cap_mb(),
                                      help="Arbitrary pickles (a whole saved model) are refused: they can run code when loaded.")
         saved = {f"saved: {a['name']}": a for a in arch.saved_architectures()}
         choice = c[1].selectbox("Architecture the weights belong to", list(PRESETS) + list(saved),
@@ -58,6 +59,7 @@ if predictor is not None:
                f"{predictor.input_size} pixels")
     c = st.columns([4, 1])
     uploads = c[0].file_uploader("Images", type=pv.IMAGE_TYPES, accept_multiple_files=True, key="images",
+                                 max_upload_size=workspace.upload_cap_mb(),
                                  help="JPEG, PNG, WEBP, BMP, GIF or TIFF; one or many.")
     k = c[1].number_input("Top-k", 1, min(10, len(predictor.classes)), min(5, len(predictor.classes)))
     files = [(u.name, u.getvalue()) for u in uploads or []]

@@ -7,7 +7,7 @@ import streamlit as st
 from core import runs
 from core.curves import curves_of
 from core.train import TrainConfig
-from studio import state
+from studio import insight, state, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation
 from studio.widgets import data_name, duration, guard, percent
@@ -66,8 +66,14 @@ with st.container(horizontal=True, vertical_alignment="center"):
         st.write(f"Delete **{pick}** and its checkpoint? This cannot be undone.")
         if st.button("Yes, delete it", type="primary"):
             with guard():
-                runs.delete_run(info.path)
+                state.registry().delete(info.path)
                 state.runs_changed()
                 state.forget_tail(info.path)
                 st.toast(f"Deleted {pick}.")
                 st.rerun()
+
+if info.has_checkpoint or info.records:
+    st.subheader("Results and mistakes")
+    insight.results(info, key="runs")
+
+workspace.operator_panel(state.all_runs(), state.queue_spots())  # shared mode, operator only

@@ -28,12 +28,10 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
         start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)
         nproc = st.number_input("GPUs", 1, gpus, 1, help="More than one: torchrun with DistributedDataParallel, the "
                                 "batch split across GPUs.") if gpus > 1 else 1
-        concurrent = st.checkbox("Allow a second run at the same time", value=False,
-                                 help="Runs share the same cores or GPU, so each gets slower.")
     if start:
         with guard():
             config = train_form.make_config(model, data, overrides)
-            run_dir = state.registry().start(config, nproc=int(nproc), allow_concurrent=concurrent)
+            run_dir = state.registry().start(config, nproc=int(nproc))  # queued if the device is busy
             state.runs_changed()
             state.watch(run_dir)
             st.session_state.pop("_live_fig", None)

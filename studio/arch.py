@@ -17,7 +17,7 @@ import pandas as pd
 
 from core import runs
 from core.errors import PlaygroundError
-from core.models import LAYER_OPTIONS
+from core.models import LAYER_OPTIONS, count_parameters
 
 TABLE_COLUMNS = ["#", "type", "out", "kernel", "stride", "padding", "dilation", "p", "bias"]
 INT_COLUMNS = ["out", "kernel", "stride", "padding", "dilation"]
@@ -167,7 +167,7 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
     layers = table.layers
     if not isinstance(name_or_spec, str):  # one row per spec row: number them as the editor and the errors do
         layers = layers.assign(name=[str(i) for i in range(1, len(layers) + 1)])
-    trainable, total = look.count_params(model)
+    trainable, total = count_parameters(model)
     return {"layers": layers, "overview": layers if overview is None else overview, "total_params": table.total_params,
             "trainable_params": trainable, "total": total, "total_macs": table.total_macs,
             "output_shape": table.output_shape, "printed": str(model), "code": code, "code_error": code_error,

@@ -98,18 +98,35 @@ def per_class_figure(classes: Sequence[str], accuracy: Sequence[float]) -> go.Fi
     return fig
 
 
-def confusion_figure(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> go.Figure:
-    """Rows are the true class, columns the prediction; cells show row percentages and counts."""
+def confusion_figure(classes: Sequence[str], matrix: Sequence[Sequence[int]], selectable: bool = False) -> go.Figure:
+    """Rows are the true class, columns the prediction; cells show counts and row percentages.
+
+    With `selectable`, an invisible marker sits on every cell: Plotly selects scatter points, not
+    heatmap cells, so a click on a cell selects its marker (customdata: true, predicted, count),
+    which then outlines the cell.
+    """
     counts = np.asarray(matrix, dtype=float)
+    n = len(classes)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    text = [[("<1%" if share[i, j] < 0.005 else f"{share[i, j]:.0%}") if counts[i, j] else "" for j in range(len(classes))]
-            for i in range(len(classes))]
-    fig = go.Figure(layout=_base_layout(max(380, 40 * len(classes) + 140), hovermode="closest",
+    text = [[f"{counts[i, j]:.0f}<br>{'<1%' if share[i, j] < 0.01 else f'{share[i, j]:.0%}'}" if counts[i, j] else ""
+             for j in range(n)] for i in range(n)]
+    fig = go.Figure(layout=_base_layout(max(380, (52 if n <= 12 else 40) * n + 140), hovermode="closest",
                                         xaxis=dict(title="predicted", side="bottom", tickangle=-40),
                                         yaxis=dict(title="true", autorange="reversed", automargin=True)))
-    fig.add_heatmap(z=share, x=list(classes), y=list(classes), text=text, texttemplate="%{text}" if len(classes) <= 20 else None,
-                    customdata=counts, colorscale="Blues", zmin=0, zmax=1, showscale=False,
-                    hovertemplate="true %{y}, predicted %{x}: %{customdata:.0f} images (%{z:.1%})<extra></extra>")
+    hover = "true %{y}, predicted %{x}: %{customdata:.0f} images (%{z:.1%})<extra></extra>"
+    fig.add_heatmap(z=share, x=list(classes), y=list(classes), text=text, texttemplate="%{text}" if n <= 20 else None,
+                    textfont=dict(size=12 if n <= 12 else 10), customdata=counts, colorscale="Blues", zmin=0, zmax=1,
+                    showscale=False, hovertemplate=hover, hoverinfo="skip" if selectable else None)
+    if selectable:
+        cells = [(i, j) for i in range(n) for j in range(n)]
+        side = max(8, min(40, 480 // max(n, 1)))
+        fig.add_scatter(x=[classes[j] for _, j in cells], y=[classes[i] for i, _ in cells], mode="markers",
+                        customdata=[[i, j, int(counts[i, j]), share[i, j]] for i, j in cells], showlegend=False,
+                        marker=dict(symbol="square-open", size=side, opacity=0, color=ORANGE, line=dict(width=3)),
+                        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+                        hovertemplate="true %{y}, predicted %{x}: %{customdata[2]} images (%{customdata[3]:.1%})"
+                                      "<br>click to see them<extra></extra>")
+        fig.update_layout(clickmode="event+select", dragmode=False)
     return fig
 
 

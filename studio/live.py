@@ -16,10 +16,9 @@ import streamlit as st
 
 from core import jobs, runs
 from core.curves import format_duration
-from core.evaluate import evaluate_run
 from core.predict import Predictor
-from studio import health, state
-from studio.charts import confusion_figure, per_class_figure, training_figure
+from studio import health, insight, queue_view, state, workspace
+from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
 # Two cadences, because what the browser pays per redraw differs by ~10x: the progress
@@ -51,7 +50,9 @@ def run_picker(current: Path | None) -> Path | None:
 
 def run_panel(run_dir: Path) -> None:
     info = runs.run_info(run_dir)
-    if info.status in ("running", "queued"):
+    if info.status == "queued":  # waiting for a free device: its place in line, not curves
+        queue_view.queued_panel(run_dir)
+    elif info.status == "running":
         _live(run_dir, info.config)
     else:
         _header(info.status, info.config)
@@ -132,9 +133,9 @@ def _live(run_dir: Path, config: dict) -> None:
     def fresh_tail():
         tail = state.tail(run_dir)
         tail.update()
-        ended = tail.state not in ("running", "queued")  # finished, stopped or failed
+        ended = tail.state not in runs.ACTIVE_STATUSES  # finished, stopped or failed
         if not ended and time.time() - tail.changed_at > SILENT_S:  # or did the process die without a word?
-            ended = runs.run_info(run_dir).status not in ("running", "queued")
+            ended = not runs.run_info(run_dir).active
             tail.changed_at = time.time()  # alive: look again in SILENT_S, not on every tick
         if ended:
             state.runs_changed()
@@ -203,22 +204,9 @@ def _results(info: runs.RunInfo) -> None:
     _chart(_snapshot(tail, epochs))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
     health.panel(tail, info.config)
-    classes = info.config.get("classes") or []
-    final = tail.final_epoch
-    if classes and final.get("confusion"):
-        left, right = st.columns([2, 3])
-        left.markdown("##### Accuracy per class")
-        left.plotly_chart(per_class_figure(classes, final["per_class"]), key="per-class")
-        right.markdown("##### Confusion matrix (row = true class)")
-        right.plotly_chart(confusion_figure(classes, final["confusion"]), key="confusion")
-    elif classes and info.has_checkpoint and st.button("Compute per-class accuracy and the confusion matrix"):
-        with guard(), st.spinner("Evaluating the checkpoint on the test images…"):
-            result = evaluate_run(info.path, str(info.config.get("data")))
-            left, right = st.columns([2, 3])
-            left.plotly_chart(per_class_figure(classes, list(result["per_class"].values())), key="per-class-now")
-            right.plotly_chart(confusion_figure(classes, result["confusion"]), key="confusion-now")
     if info.has_checkpoint:
         _downloads(info)
+    insight.results(info, tail.final_epoch, key="train")  # per class, confusion matrix, the model's mistakes (long)
 
 
 def _downloads(info: runs.RunInfo) -> None:
@@ -230,6 +218,8 @@ def _downloads(info: runs.RunInfo) -> None:
                            file_name=f"{info.run_id}.pt", mime="application/octet-stream", on_click="ignore",
                            icon=":material/download:", help="Recommended: tensors only (plus classes and normalization). Loads with "
                                 "torch.load(path, weights_only=True) and on the Predict page.")
+        if workspace.settings().shared:  # a pickle runs code when loaded: a shared server does not hand them out
+            return
         st.download_button("Whole model (pickle)", lambda: runs.whole_model_bytes(Predictor.from_run(info.path).model),
                            file_name=f"{info.run_id}-model.pt", mime="application/octet-stream", on_click="ignore",
                            icon=":material/download:", help="torch.save(model): unsafe to load from others — loading a pickle can run any code. "

@@ -1,8 +1,9 @@
 """What outlives one script run: the process-wide job registry, and per-session views.
 
 One JobRegistry per app process (st.cache_resource) so every browser session
-sees the same training processes; the curve tails live in st.session_state
-because each session reads the run folder at its own pace.
+sees the same queue and training processes; the curve tails live in st.session_state
+because each session reads the run folder at its own pace. In shared mode a session
+lists and acts on its own workspace's runs only (studio.workspace).
 """
 from __future__ import annotations
 
@@ -13,20 +14,27 @@ import streamlit as st
 
 from core import device, runs
 from core.curves import RunTail
-from core.jobs import JobRegistry
+from core.jobs import JobRegistry, QueueSpot, WorkspaceJobs
+from core.shared import Settings
+from studio import workspace
 
 LIVE_POINTS = 1500  # plenty for a chart ~1000 px wide; bounds memory and bytes per redraw
 _MAX_TAILS = 4
 
 
 @st.cache_resource(show_spinner=False)
-def _registry(root: str) -> JobRegistry:
-    return JobRegistry(root)
+def _registry(root: str, settings: Settings) -> JobRegistry:
+    return JobRegistry(root, settings)
 
 
-def registry() -> JobRegistry:
-    # Keyed by the folder so tests pointing MODELS_DIR elsewhere get their own registry.
-    return _registry(str(runs.MODELS_DIR))
+def jobs() -> JobRegistry:
+    """The app's queue. Keyed by the folder (and settings) so tests pointing MODELS_DIR elsewhere get their own."""
+    return _registry(str(runs.MODELS_DIR), workspace.settings())
+
+
+def registry() -> WorkspaceJobs:
+    """Start, stop, resume and delete runs as this session may: its own workspace's in shared mode."""
+    return jobs().for_workspace(workspace.current(), operator=workspace.is_operator())
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,9 +48,20 @@ def _runs(root: str) -> list[runs.RunInfo]:
 
 
 def all_runs() -> list[runs.RunInfo]:
-    """Every run, newest first. Listing reads every metrics file, and one page run asks
-    several times (sidebar, picker, tables): one read per second is plenty."""
-    return _runs(str(runs.MODELS_DIR))
+    """Every run this session may see, newest first. Listing reads every metrics file, and one
+    page run asks several times (sidebar, picker, tables): one read per second is plenty."""
+    jobs()  # the first page anyone opens after a restart brings the queue back to life
+    return workspace.visible(_runs(str(runs.MODELS_DIR)))
+
+
+@st.cache_resource(ttl=1.0, max_entries=4, show_spinner=False)
+def _spots(root: str, settings: Settings) -> dict[str, QueueSpot]:
+    return _registry(root, settings).queue_spots(_runs(root))
+
+
+def queue_spots() -> dict[str, QueueSpot]:
+    """Place in line and estimated start of every queued run (of every workspace: the line is shared)."""
+    return _spots(str(runs.MODELS_DIR), workspace.settings())
 
 
 def runs_changed() -> None:
@@ -51,7 +70,7 @@ def runs_changed() -> None:
 
 
 def training_now() -> list[runs.RunInfo]:
-    return [r for r in all_runs() if r.status in ("running", "queued")]
+    return [r for r in all_runs() if r.active]
 
 
 def tail(run_dir: str | Path) -> RunTail:
@@ -73,7 +92,11 @@ def run_dir_of(run_id: str | None) -> Path | None:
     if not run_id:
         return None
     path = runs.MODELS_DIR / run_id
-    return path if (path / runs.CONFIG_FILE).exists() else None
+    if not (path / runs.CONFIG_FILE).exists():
+        return None
+    if workspace.current() is None or workspace.is_operator():
+        return path
+    return path if any(r.run_id == run_id for r in all_runs()) else None  # another workspace's run: not here
 
 
 def watched_run() -> Path | None:
@@ -84,7 +107,7 @@ def watched_run() -> Path | None:
         return chosen
     every = all_runs()
     for info in every:
-        if info.status in ("running", "queued"):
+        if info.active:
             return info.path
     return every[0].path if every else None
 

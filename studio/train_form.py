@@ -18,15 +18,13 @@ import torch
 from core import data as datasets
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES
 from core.errors import PlaygroundError
-from core.models import PRESETS, build, weight_choices, weights_enum
+from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for, weight_choices, weights_enum
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
-from studio import arch
+from studio import arch, workspace
 from studio.widgets import guard
 
 SHAPES_SIZES = [600, 2000, 6000, 12000]
-SMALL_MODELS = ("cifar10_quick", "lenet5", "mycnn", "custom")
-DEFAULT_EPOCHS = 8  # cifar10_quick on shapes: ~90% test accuracy in about a minute on a 2-core CPU
-PRETRAINED = [name for name, p in PRESETS.items() if p.torchvision]
+DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
 DATA_KINDS = {"shapes": "Shapes (offline)", "cifar10": "CIFAR-10", "zip": "Upload a .zip", "folder": "Folder path"}
 MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
 
@@ -55,7 +53,9 @@ def _save_upload(upload) -> Path:
 
 
 def data_picker() -> str | None:
-    kind = st.segmented_control("Dataset", list(DATA_KINDS), format_func=DATA_KINDS.get, default="shapes",
+    shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
+    kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
+    kind = st.segmented_control("Dataset", kinds, format_func=DATA_KINDS.get, default="shapes",
                                 required=True, key="data_kind")
     if kind == "shapes":
         n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
@@ -80,9 +80,10 @@ def data_picker() -> str | None:
                 st.rerun()
         return None
     if kind == "zip":
-        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="data_zip",
+        cap = workspace.upload_cap_mb()
+        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="data_zip", max_upload_size=cap,
                                   help="zip of <class>/<image> folders, or of train/ and test/ (or val/) folders of them. "
-                                       "Up to 50 MB.")
+                                       f"Up to {cap or 50} MB.")
         if upload is None:
             st.caption("Example layout: `pets.zip` → `cat/1.jpg, cat/2.jpg, …, dog/1.jpg, …`")
             return None
@@ -127,7 +128,7 @@ def _apply_choice() -> None:
         return
     if choice["kind"] == "saved":
         st.session_state.update(model_kind="saved", saved_name=choice["name"])
-    elif choice.get("freeze") and choice["name"] in PRETRAINED:
+    elif choice.get("freeze") and choice["name"] in TORCHVISION_MODELS:
         st.session_state.update(model_kind="pretrained", pretrained_name=choice["name"], freeze=True)
     else:
         st.session_state.update(model_kind="preset", preset_name=choice["name"])
@@ -158,8 +159,8 @@ def model_picker() -> dict[str, Any] | None:
         st.caption(f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
                    + " → ".join(layer["type"] for layer in chosen["layers"]))
         return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
-    name = st.selectbox("Network", PRETRAINED, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
-    options = weight_choices(name) + ["file"]
+    name = st.selectbox("Network", TORCHVISION_MODELS, key="pretrained_name", format_func=lambda n: PRESETS[n].title)
+    options = weight_choices(name) + ([] if workspace.settings().shared else ["file"])  # no server paths when shared
     weights = st.selectbox("Start from weights", options, key=f"weights-{name}",
                            format_func=lambda w: "a .pth / .safetensors file on this computer…" if w == "file" else f"ImageNet {w}")
     if weights == "file":
@@ -181,7 +182,7 @@ def model_picker() -> dict[str, Any] | None:
 
 
 def base_config(model: str) -> TrainConfig:
-    return TrainConfig.for_model(model, epochs=DEFAULT_EPOCHS if model in SMALL_MODELS else None)
+    return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS)
 
 
 def lr_key(model: str) -> str:

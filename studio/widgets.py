@@ -71,7 +71,7 @@ def run_title(info: RunInfo) -> str:
     model = info.config.get("model", "?")
     acc = f" · {percent(info.best_acc)}" if info.best_acc is not None else ""
     # "queued" turns into "running" within seconds; a label saying "training" stays true longer.
-    status = "training" if info.status in ("queued", "running") else info.status
+    status = "training" if info.active else info.status
     return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {status}"
 
 
@@ -96,5 +96,6 @@ def training_note(where=None) -> None:
     """Runs training right now, on every page, so switching pages never hides one."""
     where = where or st.sidebar
     for info in training_now()[:3]:
-        where.page_link("pages/train.py", label=f"Training: {info.config.get('model')} on "
+        doing = "Queued" if info.status == "queued" else "Training"
+        where.page_link("pages/train.py", label=f"{doing}: {info.config.get('model')} on "
                         f"{data_name(str(info.config.get('data', '')))}", icon=":material/sync:")

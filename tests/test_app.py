@@ -24,7 +24,7 @@ from studio import arch, charts, state
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
 PAGES = ["pages/home.py", "pages/first_steps.py", "pages/architecture.py", "pages/train.py", "pages/predict.py",
-         "pages/runs.py"]
+         "pages/inside.py", "pages/runs.py"]
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -175,3 +175,126 @@ def test_train_reload_stop_then_predict(server, page):
     assert bad.count() == 1
     _no_exception(page, "predict")
     _shot(page, "predict-results")
+
+
+# --------------------------------------------------------------------------- shared mode (a class on one server)
+
+
+def _start_run(tab, epochs: int) -> None:
+    tab.get_by_role("button", name="Start training").wait_for()
+    _settle(tab)
+    field = tab.get_by_role("spinbutton", name="Epochs")
+    field.fill(str(epochs))
+    field.press("Enter")
+    _settle(tab)
+    tab.get_by_role("button", name="Start training").click()
+
+
+def _status_times(run_dir: Path) -> dict:
+    from core import runs
+
+    records = [r for r in runs.read_metrics(run_dir)[0] if r.get("kind") == "status"]
+    return {"handed": [r["time"] for r in records if r.get("dispatched")],
+            "trainer_starts": sum(r.get("status") == "running" and not r.get("dispatched") for r in records),
+            "final": [r["time"] for r in records if r.get("status") in runs.FINAL_STATUSES]}
+
+
+@pytest.mark.timeout(900)
+def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
+    """Two students on one shared server: A trains, B sees none of A's runs and is queued behind A;
+    the server restarts while B waits; afterwards B's run starts, once, after A's has ended."""
+    from core import runs
+
+    from bench.browser import serve
+
+    models = tmp_path / "models"
+    models.mkdir()
+    browser = page.context.browser
+    a, b = (browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in range(2))
+    for tab in (a, b):
+        tab.set_default_timeout(90_000)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PLAYGROUND_SHARED", "1")
+        try:
+            with serve(models, tmp_path / "streamlit-1.log") as url:
+                a.goto(f"{url}/train")
+                _start_run(a, epochs=300)  # long enough to be training through the restart
+                a.get_by_role("button", name="Stop (saves a checkpoint)").wait_for(timeout=120_000)
+                code_a = a.url.split("ws=")[1]
+                (run_a,) = [r.path for r in runs.list_runs(models)]
+
+                b.goto(f"{url}/runs")
+                b.get_by_text("No runs yet").wait_for()  # A's run is not B's business
+                _no_exception(b, "runs (B)")
+                code_b = b.url.split("ws=")[1]
+                assert code_a != code_b
+                b.get_by_role("link", name="Train", exact=True).first.click()
+                _start_run(b, epochs=1)
+                b.get_by_text("Waiting in the queue").wait_for()
+                b.get_by_text("next", exact=True).first.wait_for()
+                _no_exception(b, "train (B queued)")
+                _shot(b, "shared-queued")
+                (run_b,) = [r.path for r in runs.list_runs(models) if r.path != run_a]
+                assert runs.run_info(run_b).status == "queued" and runs.run_info(run_b).workspace == code_b
+
+            # The server is down: A's trainer goes on in its own process, B's run waits in its folder.
+            assert runs.run_info(run_a).status == "running" and runs.run_info(run_b).status == "queued"
+            with serve(models, tmp_path / "streamlit-2.log") as url:
+                b.goto(f"{url}/train?ws={code_b}")  # B comes back with the code from the address bar
+                b.get_by_text("Waiting in the queue").wait_for()
+                a.goto(f"{url}/runs?ws={code_a}")
+                a.get_by_role("link", name="Train", exact=True).first.click()
+                a.get_by_role("button", name="Stop (saves a checkpoint)").click()
+                a.get_by_text("Stopped by request", exact=False).first.wait_for(timeout=180_000)
+                b.get_by_text("Finished: test accuracy", exact=False).first.wait_for(timeout=300_000)
+                _no_exception(b, "train (B finished)")
+                _shot(b, "shared-finished")
+                b.get_by_role("link", name="Runs", exact=True).first.click()
+                b.get_by_role("heading", name="Compare").wait_for()
+                assert run_b.name in b.content() and run_a.name not in b.content()
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        finally:
+            for run in runs.list_runs(models):
+                (run.path / runs.STOP_FILE).touch()
+    times_a, times_b = _status_times(run_a), _status_times(run_b)
+    assert runs.run_info(run_b).status == "finished"
+    assert times_a["trainer_starts"] == 1 and times_b["trainer_starts"] == 1  # each trained once
+    assert len(times_b["handed"]) == 1 and times_b["handed"][0] >= times_a["final"][-1]  # B only after A ended
+
+
+CONFUSION_CELL = """() => {
+  const gd = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(g => (g.data || []).some(t => t.marker && t.marker.symbol === 'square-open'));
+  if (!gd) return null;
+  const cells = gd.data.find(t => t.marker && t.marker.symbol === 'square-open');
+  let best = null;  // the fullest off-diagonal cell: the pair the model mixes up most
+  cells.customdata.forEach(([t, p, count]) => { if (t !== p && (!best || count > best.count)) best = {t, p, count}; });
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  return {...best, trueName: ya._categories[best.t], predName: xa._categories[best.p],
+          x: box.left + xa._offset + xa.l2p(best.p), y: box.top + ya._offset + ya.l2p(best.t)};
+}"""
+
+
+def test_click_a_confusion_cell_to_see_its_images(server, page):
+    from core.runs import new_run_id
+    from core.train import TrainConfig, train
+
+    run_dir = server["models"] / new_run_id("cifar10_quick", "shapes")  # the newest id: the Runs page picks it first
+    train(TrainConfig.for_model("cifar10_quick", data="shapes:500", epochs=1, batch_size=50, precision="fp32"), run_dir)
+    page.goto(f"{server['url']}/runs")
+    page.get_by_role("button", name="Open on the Train page").click()
+    page.get_by_text("Confusion matrix · click a cell").first.wait_for(timeout=120_000)
+    _settle(page, extra=1.0)
+    page.get_by_text("Confusion matrix · click a cell").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    cell = page.evaluate(CONFUSION_CELL)
+    assert cell and cell["count"] > 0, cell
+    before = page.locator("[data-testid=stImage] img").count()
+    page.mouse.click(cell["x"], cell["y"])
+    page.get_by_text(f"{cell['trueName']} predicted as {cell['predName']} ({cell['count']} images)").last.wait_for()
+    _settle(page, extra=1.0)
+    _no_exception(page, "train (confusion cell)")
+    assert page.locator("[data-testid=stImage] img").count() == before + min(cell["count"], 40)
+    page.get_by_text("Test images in one cell of the matrix").first.scroll_into_view_if_needed()
+    _shot(page, "train-confusion-cell")

@@ -60,6 +60,18 @@ def test_evaluate(trained_run):
     assert config["seed"] == 3
 
 
+def test_evaluate_lists_the_worst_mistakes_and_most_confused_pairs(trained_run):
+    done = cli("core.evaluate", str(trained_run), "--data", "shapes:500", "--mistakes", "5")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    wrong = result["n"] - sum(result["confusion"][i][i] for i in range(len(result["confusion"])))
+    assert len(result["mistakes"]) == min(5, wrong)
+    assert all(set(m) == {"index", "true", "pred", "prob", "loss"} and m["true"] != m["pred"] for m in result["mistakes"])
+    assert [m["loss"] for m in result["mistakes"]] == sorted((m["loss"] for m in result["mistakes"]), reverse=True)
+    assert sum(p["count"] for p in result["most_confused"]) == wrong
+    assert cli("core.evaluate", str(trained_run), "--data", "shapes:500", "--mistakes", "-1").returncode != 0
+
+
 def test_predict_gives_topk_per_file_and_errors_per_bad_file(trained_run, tmp_path):
     good = tmp_path / "circle.png"
     Image.new("RGB", (64, 48), "white").save(good)

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from core import runs
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--model", "cifar10_quick", "--data", "shapes:3000", "--epochs", "4", "--batch-size", "100", "--seed", "1"]
+# --device cpu: these are gloo tests, and must pass on a machine with fewer GPUs than processes too.
+ARGS = ["--model", "cifar10_quick", "--data", "shapes:3000", "--device", "cpu",
+        "--epochs", "4", "--batch-size", "100", "--seed", "1"]
 pytestmark = pytest.mark.slow
 
 
@@ -98,3 +101,16 @@ def test_a_killed_rank_ends_the_job_with_a_clear_status(tmp_path):
     info = runs.run_info(out)
     assert info.status in ("failed", "interrupted"), info
     assert info.message and info.has_checkpoint and info.resumable
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="needs a machine with fewer than 2 GPUs")
+def test_more_processes_than_gpus_is_a_one_line_error(tmp_path):
+    done = subprocess.run(torchrun(2, *ARGS[:4], "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "gpu")), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0 and not done.stdout
+    ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    gpus = torch.cuda.device_count()
+    visible = "only 1 GPU is" if gpus else "no GPU is"
+    assert ours and f"torchrun started 2 processes on this machine but {visible} visible" in ours[0]
+    assert "--device cpu" in ours[0]
+    assert "invalid device ordinal" not in done.stderr and "core/train.py" not in done.stderr  # no traceback of ours

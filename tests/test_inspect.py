@@ -12,7 +12,6 @@ from core.errors import PlaygroundError
 from core.inspect import (
     LAYER_COLUMNS,
     conv_output_size,
-    count_params,
     explain_conv_output,
     format_count,
     freeze_map,
@@ -20,6 +19,7 @@ from core.inspect import (
     summary,
     to_code,
 )
+from core.models import count_parameters
 
 
 def quick_cifar() -> nn.Sequential:
@@ -86,7 +86,7 @@ def test_frozen_layer_shows_fewer_trainable() -> None:
     assert rows.loc["0", "trainable"] == 0 < rows.loc["0", "params"]
     assert rows.loc["7", "trainable"] == 1024 * 64 < rows.loc["7", "params"]
     assert table.trainable_params == 145_578 - 2432 - 64
-    assert count_params(model) == (145_578 - 2432 - 64, 145_578)
+    assert count_parameters(model) == (145_578 - 2432 - 64, 145_578)
 
 
 def test_summary_puts_model_back_as_it_was() -> None:
@@ -266,10 +266,10 @@ def test_too_small_message_says_what_to_do() -> None:
 
 def test_vgg16_frozen_features(vgg_unfrozen: nn.Module) -> None:
     vgg = vgg_unfrozen
-    assert count_params(vgg) == (138_357_544, 138_357_544)
+    assert count_parameters(vgg) == (138_357_544, 138_357_544)
     vgg.features.requires_grad_(False)
     classifier = sum(p.numel() for p in vgg.classifier.parameters())
-    assert count_params(vgg) == (classifier, 138_357_544)
+    assert count_parameters(vgg) == (classifier, 138_357_544)
 
     fmap = freeze_map(vgg).set_index("name")
     assert len(fmap) == 31 + 1 + 7

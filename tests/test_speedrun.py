@@ -80,10 +80,8 @@ def test_recipe_keys():
     required = {
         "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
         "label_smoothing", "schedule", "warmup", "ema", "tta", "augment", "crop_padding",
-        "loss_reduction",
     }
     assert required <= RECIPE.keys()
     assert RECIPE["optimizer"] == "sgd" and RECIPE["nesterov"] is True
     assert RECIPE["schedule"] in ("onecycle", "cosine", "constant")
-    assert RECIPE["loss_reduction"] in ("mean", "sum")
     assert RECIPE["ema"] is None or 0 < RECIPE["ema"] < 1

@@ -137,6 +137,17 @@ def test_simulated_out_of_memory_fails_with_advice(models_root, monkeypatch):
     assert info.status == "failed" and "smaller batch" in info.message
 
 
+def test_an_unexpected_error_is_recorded_then_raised_with_its_traceback(models_root, monkeypatch):
+    def broken_step(s, x, y):
+        raise ValueError("a bug in the step")
+
+    monkeypatch.setattr("core.train.train_step", broken_step)
+    with pytest.raises(ValueError, match="a bug in the step"):
+        train(tiny(), models_root / "r")
+    info = runs.run_info(models_root / "r")
+    assert info.status == "failed" and info.message == "ValueError: a bug in the step"
+
+
 def test_all_parameters_frozen_is_refused(models_root):
     with pytest.raises(PlaygroundError, match="Every parameter is frozen"):
         from core.train import make_optimizer
@@ -203,6 +214,17 @@ def test_truncated_metrics_line_is_ignored(tmp_path):
         f.write('ch": 1, "test_acc": 0.5}\n')
     more, _ = runs.read_metrics(tmp_path, offset)
     assert more == [{"kind": "epoch", "epoch": 1, "test_acc": 0.5}]
+
+
+def test_for_model_applies_each_presets_recipe_then_the_overrides():
+    from core.models import PRESETS
+
+    for name, preset in PRESETS.items():
+        config = TrainConfig.for_model(name)  # a recipe key that is not a TrainConfig field fails here
+        assert {k: getattr(config, k) for k in preset.recipe} == preset.recipe, name
+    assert TrainConfig.for_model("speedrun", lr=0.1, epochs=None).lr == 0.1  # an override wins; None keeps the recipe
+    assert TrainConfig.for_model("speedrun", epochs=None).epochs == PRESETS["speedrun"].recipe["epochs"]
+    assert TrainConfig.for_model("custom", layers=[{"type": "Linear"}]).optimizer == PRESETS["cifar10_quick"].recipe["optimizer"]
 
 
 def test_bad_config_values_are_user_errors():
