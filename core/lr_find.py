@@ -17,6 +17,9 @@ way fastai's `lr_find` runs it:
    has too little history) and the smoothed loss's minimum (after it, the loss blows up). Not the minimum itself:
    there the loss has stopped improving and is about to diverge, typically at ~10x the suggestion. The
    suggestion suits the peak of the recipes' warm-up-then-decay (one-cycle) schedule.
+   When the smoothed loss hardly falls before it blows up (by less than 2%: a short sweep on a model that needs
+   more steps to start learning), the slopes are noise; then the suggestion is a tenth of the *edge*, the largest
+   lr before the loss climbs clearly above its best (Smith's "an order of magnitude below the blow-up").
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ STEPS, MAX_STEPS = 100, 500
 START_LR, END_LR = 1e-7, 10.0
 BETA = 0.98  # fastai's smoothing of the per-step losses
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this many times its best
+FLAT = 0.02  # a fall or rise of the smoothed loss below 2% of it is noise, not learning (or blowing up)
 
 
 def smooth(losses: list[float], beta: float = BETA) -> list[float]:
@@ -54,24 +58,34 @@ def smooth(losses: list[float], beta: float = BETA) -> list[float]:
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
-    """The lr of the steepest descent of the smoothed loss before its minimum (see the module's docstring)."""
+    """The suggested lr (see the module's docstring)."""
+    return suggestion(lrs, smoothed)[0]
+
+
+def suggestion(lrs: list[float], smoothed: list[float]) -> tuple[float | None, str | None]:
+    """(lr, how): "steepest", the steepest descent of the smoothed loss before its minimum; "edge", a tenth of the
+    largest lr before the loss climbs above its best, when it hardly fell; (None, None) when there is too little."""
     finite = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
     if len(finite) < 5:
-        return None
+        return None, None
     end = min(finite, key=lambda i: smoothed[i])  # the minimum: beyond it the loss blows up
     start = len(lrs) // 10
-    if end - start < 3:
-        return lrs[end] / 10 if end > 0 else None  # too short a descent to have a slope: fastai's older "min / 10"
+    if end - start < 3 or smoothed[start] - smoothed[end] < FLAT * smoothed[start]:
+        edge = end
+        while edge + 1 < len(smoothed) and math.isfinite(smoothed[edge + 1]) and smoothed[edge + 1] <= (1 + FLAT) * smoothed[end]:
+            edge += 1
+        return lrs[edge] / 10, "edge"
     x, y = np.log10(lrs[start:end + 1]), np.array(smoothed[start:end + 1])
     slopes = np.gradient(y, x)
-    return float(lrs[start + int(np.argmin(slopes))])
+    return float(lrs[start + int(np.argmin(slopes))]), "steepest"
 
 
 def lr_find(config: TrainConfig, *, steps: int = STEPS, start_lr: float = START_LR, end_lr: float = END_LR,
             on_step: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
     """Sweep the learning rate on a throwaway copy of `config`'s model; see the module's docstring.
 
-    Returns {"lrs", "losses" (smoothed), "raw_losses", "suggested_lr", "steps", "stopped_early", "seconds"}.
+    Returns {"lrs", "losses" (smoothed), "raw_losses", "suggested_lr", "suggested_by" ("steepest" | "edge" | None), "steps",
+    "stopped_early", "seconds"}.
     `on_step(i, lr, loss)` is told every step (a progress bar).
     """
     if not 5 <= steps <= MAX_STEPS:
@@ -121,8 +135,9 @@ def lr_find(config: TrainConfig, *, steps: int = STEPS, start_lr: float = START_
             break
         best = min(best, current)
     smoothed = smooth(raw)
+    suggested, how = suggestion(lrs, smoothed)
     return {"lrs": [_sig(v) for v in lrs], "losses": [_sig(v) for v in smoothed], "raw_losses": [_sig(v) for v in raw],
-            "suggested_lr": _sig(suggest(lrs, smoothed)), "steps": len(lrs), "stopped_early": stopped_early,
+            "suggested_lr": _sig(suggested), "suggested_by": how, "steps": len(lrs), "stopped_early": stopped_early,
             "seconds": round(time.perf_counter() - started, 2)}
 
 

@@ -81,7 +81,9 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     st.plotly_chart(figure(result), key="lr-find-chart")
     ended = "stopped when the loss blew up" if result["stopped_early"] else "the whole sweep"
     if result["suggested_lr"]:
-        st.caption(f"Suggested **{result['suggested_lr']:.2g}**: the steepest descent of the smoothed loss, before it blows up "
+        how = ("a tenth of where the loss starts to climb (it hardly fell in so few steps, so there is no descent to read)"
+               if result.get("suggested_by") == "edge" else "the steepest descent of the smoothed loss, before it blows up")
+        st.caption(f"Suggested **{result['suggested_lr']:.2g}**: {how} "
                    f"(filled in above; the recipe's default is {found['recipe_lr']:g}). {result['steps']} steps ({ended}) "
                    f"in {result['seconds']:.1f} s.")
     else:

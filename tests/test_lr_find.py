@@ -12,7 +12,7 @@ import pytest
 
 from core import runs
 from core.health import check
-from core.lr_find import lr_find, smooth, suggest
+from core.lr_find import lr_find, smooth, suggest, suggestion
 from core.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,14 @@ def test_the_suggestion_is_the_steepest_descent_before_the_blow_up():
     losses = [2.3 - 1.5 / (1 + math.exp(-4 * (math.log10(lr) + 3))) + (50 * (lr - 0.1) if lr > 0.1 else 0) for lr in lrs]
     assert suggest(lrs, losses) == pytest.approx(1e-3, rel=0.15)
     assert suggest(lrs[:4], losses[:4]) is None  # too short to say anything
+
+
+def test_a_sweep_whose_loss_never_falls_suggests_a_tenth_of_where_it_starts_to_climb():
+    lrs = [10 ** (-7 + 8 * i / 59) for i in range(60)]
+    # A short sweep on a model that needs more steps to start learning: noise around ln(10), then the blow-up at 1e-2.
+    losses = [2.303 + 0.004 * math.sin(7 * i) + (30 * (lr - 1e-2) if lr > 1e-2 else 0) for i, lr in enumerate(lrs)]
+    lr, how = suggestion(lrs, losses)
+    assert how == "edge" and 5e-4 <= lr <= 2e-3, lr  # not the noise's lowest point near 1e-7
 
 
 def test_a_sweep_on_shapes_suggests_a_sensible_lr_and_touches_no_run_folder(models_root):
