@@ -261,8 +261,7 @@ def _test_above_train(epochs: list[dict[str, Any]], config: dict[str, Any]) -> l
         why.insert(0, "training images are randomly cropped and flipped (harder) while test images are not")
     if any(layer.get("type") == "Dropout" for layer in config.get("layers") or []) or config.get("model") in ("vgg16", "alexnet"):
         why.insert(-1, "dropout is switched off when testing")
-    return [HealthWarning("info", "test_above_train", "Test accuracy above training accuracy is expected here: "
-                                                      + ", ".join(why[:-1]) + (" and " if len(why) > 1 else "") + why[-1] + ".")]
+    return [HealthWarning("info", "test_above_train", "Test accuracy above training accuracy is expected here: " + "; ".join(why) + ".")]
 
 
 class Watcher:

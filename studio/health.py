@@ -42,6 +42,23 @@ def _log10(z: np.ndarray, floor: float) -> np.ndarray:
         return np.where(np.isnan(z), np.nan, np.log10(np.clip(z, 10.0**floor, None)))
 
 
+def _log_ticks(z: np.ndarray) -> dict[str, Any]:
+    """Colour-bar ticks for log10 values: at 1, 2 and 5 of each decade over a narrow range (so it still gets labels),
+    at the decades over a wide one."""
+    finite = z[np.isfinite(z)]
+    if not finite.size:
+        return {}
+    low, high = float(finite.min()), float(finite.max())
+    steps = (1, 2, 5) if high - low <= 1.5 else (1,)
+    values = [float(d + np.log10(m)) for d in range(int(np.floor(low)), int(np.ceil(high)) + 1) for m in steps]
+    values = [v for v in values if low - 1e-9 <= v <= high + 1e-9]
+    return {"tickvals": values, "ticktext": [_number(10**v) for v in values]}
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if 1e-3 <= x < 1e4 else f"{x:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
 def _layout(height: int, title: str, **extra: Any) -> dict[str, Any]:
     return {"height": height, "font": FONT, "margin": dict(l=10, r=10, t=44, b=10),
             "title": dict(text=f"<b>{title}</b>", x=0, xanchor="left", font=dict(size=17)),
@@ -72,7 +89,7 @@ def grad_norm_figure(records: list[dict[str, Any]]) -> go.Figure:
     positive = raw[raw > 0]
     floor = float(np.floor(np.log10(positive.min()))) - 1 if positive.size else -8.0  # a 0 gradient: darker than any other
     return go.Figure(go.Heatmap(x=x, y=y, z=_log10(raw, floor), customdata=raw, colorscale="Viridis",
-                                colorbar=dict(title="", tickprefix="1e", tickformat="d", dtick=1),
+                                colorbar=dict(title="", **_log_ticks(_log10(raw, floor))),
                                 hovertemplate="%{y}<br>epoch %{x:.2f}<br>gradient norm %{customdata:.3g}<extra></extra>"),
                      layout=_layout(_height(len(y)), "Gradient norm (dark: none reaches the layer)"))
 
