@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from bench.browser import page_overhead
@@ -47,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement; --health: runs per variant "
                                                           "(the median is reported)")
     p.add_argument("--loading-tar", help="a .tar.gz of an image folder for --loading (default: the CIFAR-10 dev images)")
+    g = p.add_argument_group("GPU", "python -m bench --gpu --airbench airbench94.py [airbench94_muon.py]: the speedrun "
+                                    "preset against airbench on this GPU and the same images (bench/gpu.py)")
+    g.add_argument("--gpu", action="store_true", help="run only the GPU comparison")
+    g.add_argument("--airbench", type=Path, nargs="+", default=[], metavar="SCRIPT",
+                   help="airbench scripts from https://github.com/KellerJordan/cifar10-airbench, run for reference")
+    g.add_argument("--runs", type=int, default=5, help="runs of each airbench script (after a warm-up run)")
+    g.add_argument("--seeds", type=int, default=5, help="speedrun runs (seeds 0..N-1)")
+    g.add_argument("--no-compile", action="store_true", help="skip the --compile row")
     args = p.parse_args(argv)
     if args.health:
         return health_main(args, argv)
@@ -56,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return loading.main(args.repeats, args.json, args.loading_tar)
     try:
         folder = ensure_dataset(args.data)
+        if args.gpu:
+            return gpu_main(args, folder)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -138,6 +149,23 @@ def health_main(args: argparse.Namespace, argv: list[str] | None) -> int:
                       f"**{r['overhead_pct']:+.1f}%** (runs: {r['runs']['on']} / {r['runs']['off']})"))
     print(markdown(table))
     print(f"\ncommand: `{figures['command']}`")
+    return 0
+
+
+def gpu_main(args: argparse.Namespace, folder: Path) -> int:
+    import torch
+
+    from bench import gpu
+
+    if not torch.cuda.is_available():
+        raise PlaygroundError("--gpu needs a CUDA GPU, and none is visible here.")
+    missing = [str(s) for s in args.airbench if not s.is_file()]
+    if missing:
+        raise PlaygroundError(f"airbench script not found: {', '.join(missing)} (fetch it from "
+                              "https://github.com/KellerJordan/cifar10-airbench).")
+    figures = gpu.measure(folder, [s.resolve() for s in args.airbench], args.runs, args.seeds, not args.no_compile)
+    figures["command"] = "python -m bench " + " ".join(sys.argv[1:])
+    print(json.dumps(figures, indent=1) if args.json else gpu.table(figures) + f"\n\ncommand: `{figures['command']}`")
     return 0
 
 

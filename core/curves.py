@@ -86,7 +86,7 @@ class Curves:
             elif kind == "epoch":
                 self._add_epoch(record)
             elif kind == "health":
-                self._health.add(record)
+                self._health.add(record)  # rewinds itself: it is written before its interval's step record
             elif kind == "status":
                 self.status = record
                 if record.get("steps_per_epoch"):
@@ -119,7 +119,6 @@ class Curves:
     def _rewind(self, step: float) -> None:
         self.points = [p for p in self.points if (p["step"] or 0) < step]
         self._bucket = [p for p in self._bucket if (p["step"] or 0) < step]
-        self._health.rewind(step)
 
     def _add_epoch(self, record: dict[str, Any]) -> None:
         epoch = int(record.get("epoch", 0))

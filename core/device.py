@@ -61,6 +61,11 @@ def distributed_backend(name: str = "auto", local_world_size: int | None = None)
     return "nccl"
 
 
+def uses_gpu(device: str) -> bool:
+    """Whether a run with this --device trains on a CUDA GPU (what a preset recipe's "gpu" values are for)."""
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16).
@@ -109,10 +114,11 @@ def precision_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype, cache: bool = True) -> contextlib.AbstractContextManager:
+    """cache=False inside a CUDA graph capture: autocast's cache of cast weights must not outlive the capture."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

@@ -11,7 +11,8 @@ Measuring (`Probe`, used by core.train on log-interval steps only, so other step
 - dead units: the fraction of a ReLU's units (channels of a conv output, features of a Linear output) that are 0
   for every image of the batch, i.e. that pass no gradient back. Forward hooks count them, registered for that
   one step. A ReLU module used several times in one forward (torchvision's ResNet blocks) counts all its calls.
-Everything is computed on the device and read with one `.tolist()`, in the interval's one host sync.
+Everything is computed on the device and read with the interval's loss and accuracy (core.fastloop.IntervalReads):
+no wait of its own.
 
 Judging (`check`): records in (the `health`, `step` and `epoch` records of metrics.jsonl), `HealthWarning`s out,
 each with a level, the layer it is about (or None) and a one-line message that says what to do. The Train page
@@ -23,7 +24,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -100,8 +101,10 @@ class Probe:
         self._handles = []
 
     @torch.no_grad()
-    def measure(self) -> list[dict[str, Any]]:
-        """After the step: one dict per layer (name, type, grad_norm, weight_norm, update_ratio; dead and units for ReLUs)."""
+    def collect(self) -> tuple[torch.Tensor, Callable[[list[float]], list[dict[str, Any]]]]:
+        """After the step: (values, rows). `values` is a 1-D float tensor still on the device, so the loop can read it
+        with the interval's loss, without a wait of its own; `rows(values as floats)` gives one dict per layer (name,
+        type, grad_norm, weight_norm, update_ratio; dead and units for ReLUs)."""
         self._remove_hooks()
         before, self._before = self._before, None
         calls, self._dead = self._dead, {}
@@ -118,7 +121,15 @@ class Probe:
         if counted:
             dead_counts = torch.stack([c.float() for _, c, _ in counted])
             parts.append(dead_counts.to(parts[0].device) if parts else dead_counts)
-        values = torch.cat(parts).tolist() if parts else []  # the one read from the device
+        values = torch.cat(parts) if parts else torch.zeros(0)
+        return values, lambda floats: self._rows(floats, n, counted)
+
+    def measure(self) -> list[dict[str, Any]]:
+        """collect(), read at once."""
+        values, rows = self.collect()
+        return rows(values.tolist())
+
+    def _rows(self, values: list[float], n: int, counted: list[tuple[str, Any, int]]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for i, (name, kind) in enumerate(self.layers[:n]):
             grad = math.sqrt(values[2 * i] + values[2 * i + 1])
@@ -165,7 +176,7 @@ def check(records: Iterable[dict[str, Any]], *, num_classes: int, config: dict[s
         (health if kind == "health" else steps if kind == "step" else epochs if kind == "epoch" else []).append(r)
     config = config or {}
     broken = [*_exploding(health), *_dead_layers(health)]
-    found = [*broken, *_update_size(health, config), *_stuck(health or steps, num_classes, explained=bool(broken)),
+    found = [*broken, *_update_size(health, config), *_stuck(steps or health, num_classes, explained=bool(broken)),
              *_test_above_train(epochs, config)]
     return sorted(found, key=lambda w: LEVELS.index(w.level))
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from core import speedrun
+from core.device import uses_gpu
 from core.errors import PlaygroundError
 
 LayerSpec = list[dict[str, Any]]
@@ -26,6 +27,13 @@ LayerSpec = list[dict[str, Any]]
 # Recipes: the TrainConfig values each preset trains best with (TrainConfig.for_model applies them).
 SCRATCH_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}  # small nets, also custom ones
 FINE_TUNE_RECIPE: dict[str, Any] = {"lr": 0.01, "batch_size": 64, "epochs": 5}  # torchvision nets: SGD, a small batch
+# A recipe's "gpu" entry holds the values that differ on a CUDA GPU (recipe_for applies them): for the torchvision
+# nets a batch that keeps a GPU busy, the lr scaled with it (linear scaling from 0.01 at 64; onecycle warms up).
+# VGG16 and AlexNet see 224-pixel images, so their batches stay smaller.
+
+
+def _fine_tune(batch_size: int) -> dict[str, Any]:
+    return {**FINE_TUNE_RECIPE, "gpu": {"batch_size": batch_size, "lr": FINE_TUNE_RECIPE["lr"] * batch_size / 64}}
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,11 @@ PRESETS: dict[str, Preset] = {
                SCRATCH_RECIPE),
         Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32, SCRATCH_RECIPE),
         Preset("resnet18", "ResNet-18", "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).", 32,
-               FINE_TUNE_RECIPE, head="fc", weights_enum="ResNet18_Weights"),
+               _fine_tune(512), head="fc", weights_enum="ResNet18_Weights"),
         Preset("vgg16", "VGG16", "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.", 224,
-               FINE_TUNE_RECIPE, head="classifier.6", weights_enum="VGG16_Weights"),
+               _fine_tune(128), head="classifier.6", weights_enum="VGG16_Weights"),
         Preset("alexnet", "AlexNet", "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.", 224,
-               FINE_TUNE_RECIPE, head="classifier.6", weights_enum="AlexNet_Weights"),
+               _fine_tune(256), head="classifier.6", weights_enum="AlexNet_Weights"),
     ]
 }
 TORCHVISION_MODELS = [name for name, preset in PRESETS.items() if preset.torchvision]
@@ -124,11 +132,12 @@ def preset_input_size(name: str) -> int:
     return PRESETS[name].input_size if name in PRESETS else 32
 
 
-def recipe_for(model: str) -> dict[str, Any]:
-    """The TrainConfig values a preset (or a custom layer stack: "custom") trains best with."""
-    if model == "custom":
-        return dict(SCRATCH_RECIPE)
-    return dict(PRESETS[model].recipe) if model in PRESETS else {}
+def recipe_for(model: str, device: str = "auto") -> dict[str, Any]:
+    """The TrainConfig values a preset (or a custom layer stack: "custom") trains best with on `device` (a --device
+    choice): its recipe, with the recipe's "gpu" values applied when that is a CUDA GPU."""
+    recipe = dict(SCRATCH_RECIPE if model == "custom" else PRESETS[model].recipe if model in PRESETS else {})
+    gpu = recipe.pop("gpu", None) or {}
+    return {**recipe, **gpu} if uses_gpu(device) else recipe
 
 
 def is_torchvision(model: str) -> bool:
@@ -418,6 +427,7 @@ def build(
     weights: str | os.PathLike | None = None,
     freeze: bool = False,
     input_size: int | None = None,
+    widths: Sequence[int] | None = None,
 ) -> nn.Module:
     """Build a preset by name or a model from a layer spec.
 
@@ -425,6 +435,7 @@ def build(
     "IMAGENET1K_V1"; downloads into TORCH_HOME when online), or a local
     .pth/.pt/.safetensors file. ImageNet weights load into the 1000-class model
     first, then the head is replaced, so only the head starts from scratch.
+    widths: the speedrun net's three conv-group widths (None: its default, 32/128/128).
     """
     if num_classes < 1:
         raise PlaygroundError("num_classes must be at least 1.")
@@ -448,7 +459,7 @@ def build(
         "lenet5": lambda: lenet5(num_classes, in_channels),
     }
     if name == "speedrun":
-        model = speedrun.build_speedrun(num_classes, in_channels)
+        model = speedrun.build_speedrun(num_classes, in_channels, **({"widths": tuple(widths)} if widths else {}))
     elif name in builders:
         model = builders[name]()
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core import device as dev
@@ -24,6 +25,24 @@ from core.data import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from core.errors import PlaygroundError
 from core.images import ImageSource, load_for_model
 from core.models import build, imagenet_categories, preset_input_size, read_state_dict
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+    """Logits of a normalized batch with test-time augmentation: the same image seen in several ways, averaged.
+
+    0: the image alone. 1: averaged with its mirror image. 2: half that, half the mirror-averaged views of the
+    image shifted by one pixel up-left and down-right (edges reflected); the crops a run trained on make these
+    views familiar, and averaging them cancels some of the net's position noise (as airbench94 evaluates).
+    """
+    logits = model(x)
+    if level >= 1:
+        logits = (logits + model(x.flip(-1))) / 2
+    if level >= 2:
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+        logits = (logits + sum((model(v) + model(v.flip(-1))) / 2 for v in shifted) / 2) / 2
+    return logits
 
 
 @dataclass
@@ -35,17 +54,17 @@ class Predictor:
     image_size: int  # side the image is prepared at (as the training data was)
     input_size: int  # side the model sees
     device: torch.device
-    tta: bool = False
+    tta: int = 0  # test-time augmentation level, as the run was evaluated with (see tta_logits)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> "Predictor":
         ckpt = runs.load_checkpoint(run_dir)
         config = ckpt.get("config") or runs.read_config(run_dir)
         spec = config.get("layers") if config.get("model") == "custom" else config["model"]
-        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"])
+        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"], widths=config.get("widths"))
         model.load_state_dict(ckpt["model"])
         return cls._ready(model, list(ckpt["classes"]), ckpt["normalization"], int(ckpt["image_size"]),
-                          int(ckpt["input_size"]), device, bool(config.get("tta", False)))
+                          int(ckpt["input_size"]), device, int(config.get("tta") or 0))
 
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, model: str | list, classes: Sequence[str] | None = None,
@@ -66,11 +85,11 @@ class Predictor:
         size = input_size or meta.get("input_size") or (preset_input_size(model) if isinstance(model, str) else 32)
         norm = normalization or meta.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         net = build(model, num_classes=len(classes), weights=weights, input_size=size)
-        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, False)
+        return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, 0)
 
     @classmethod
     def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int,
-               device: str, tta: bool) -> "Predictor":
+               device: str, tta: int) -> "Predictor":
         target = dev.resolve_device(device)
         model = model.to(target).eval()
         return cls(model, classes, torch.tensor(norm["mean"], device=target), torch.tensor(norm["std"], device=target),
@@ -92,11 +111,7 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        x = self.inputs(batch)
-        logits = self.model(x)
-        if self.tta:
-            logits = (logits + self.model(x.flip(-1))) / 2
-        return logits.float().cpu()
+        return tta_logits(self.model, self.inputs(batch), self.tta).float().cpu()
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.logits(batch).softmax(dim=1)

@@ -35,8 +35,10 @@ from core import device as dev
 from core import runs
 from core.data import IMAGENET_MEAN, IMAGENET_STD, BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
+from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
 from core.health import Probe, Watcher
 from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, recipe_for
+from core.predict import tta_logits
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -71,17 +73,20 @@ class TrainConfig:
     augment: bool = True  # random crop (with padding) and horizontal flip, per batch on the device
     crop_padding: int = 4
     ema: float | None = None  # per-step EMA decay of the weights used for evaluation
-    tta: bool = False  # evaluate on the image and its mirror image
+    tta: int = 0  # test-time augmentation of the final evaluation: 0 none, 1 (or true) + mirror, 2 + 1-pixel shifts
     channels_last: bool = True
     compile: bool = False
+    cuda_graphs: bool = True  # on CUDA, replay each step's forward+backward as one CUDA graph (core/fastloop.py)
+    widths: list[int] | None = None  # speedrun: channels of its three conv groups; None: its CPU widths (32/128/128)
     data_dir: str | None = None
     log_every: int = 0  # steps between step records; 0: about 25 per epoch
     health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs every log interval (core.health)
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
-        """The recipe a preset trains best with (`Preset.recipe`), then the caller's overrides."""
-        return cls(**{"model": model, **recipe_for(model), **{k: v for k, v in overrides.items() if v is not None}})
+        """The recipe a preset trains best with (`Preset.recipe`) on the device the run will use, then the caller's overrides."""
+        recipe = recipe_for(model, overrides.get("device") or "auto")
+        return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -104,14 +109,17 @@ class TrainConfig:
                   (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
                   (0 <= self.warmup < 1, "warmup must be a fraction in [0, 1)"),
                   (0 <= self.warmup_start <= 1, "warmup_start must be a fraction in [0, 1]"),
-                  (self.ema is None or 0 < self.ema < 1, "ema must be a decay in (0, 1)")]
+                  (self.ema is None or 0 < self.ema < 1, "ema must be a decay in (0, 1)"),
+                  (self.tta in (0, 1, 2), "tta must be 0 (none), 1 (mirror) or 2 (mirror and shifts)"),
+                  (self.widths is None or (self.model == "speedrun" and len(self.widths) == 3
+                                           and all(isinstance(w, int) and w > 0 for w in self.widths)),
+                   "widths must be three positive channel counts, and only the speedrun preset has them")]
         for ok, message in checks:
             if not ok:
                 raise PlaygroundError(message[0].upper() + message[1:] + ".")
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
 
 # --------------------------------------------------------------------------- distributed
 
@@ -161,7 +169,8 @@ def lr_factor(schedule: str, step: int, total: int, warmup: float, warmup_start:
     return 1.0
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = False) -> torch.optim.Optimizer:
+    """fused: one kernel per parameter group (CUDA) instead of a few per tensor."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise PlaygroundError("Every parameter is frozen, so nothing would train; unfreeze the head (or the backbone).")
@@ -173,9 +182,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         no_decay = [p for p in trainable if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+                               **({"fused": True} if fused else {}))
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=config.lr)
+    return cls(groups, lr=config.lr, **({"fused": True} if fused else {}))
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -193,29 +203,31 @@ class Normalization:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, norm: Normalization, input_size: int, device: torch.device,
-             dtype: torch.dtype, *, tta: bool = False, num_classes: int, dist: Dist = Dist(),
+             dtype: torch.dtype, *, tta: int = 0, num_classes: int, dist: Dist = Dist(),
              batch_size: int = 500, channels_last: bool = True) -> dict[str, Any]:
-    """Test loss, accuracy, per-class accuracy and the confusion matrix (counts)."""
+    """Test loss, accuracy, per-class accuracy and the confusion matrix (counts), with `tta` (see `tta_logits`).
+
+    Sums stay on the device until the one read at the end (no wait per batch).
+    """
     loader = BatchLoader(split, batch_size, device, shuffle=False, rank=dist.rank, world_size=dist.world_size, drop_last=False)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
-    loss_sum = 0.0
+    # [loss sum, then the confusion counts]: one tensor, so distributed runs reduce it in one call
+    sums = torch.zeros(1 + num_classes * num_classes, dtype=torch.float64, device=device)
     with dev.eval_mode(model):
         for x, y in loader.epoch(0):
             x = normalize_batch(x, norm.mean, norm.std, input_size, channels_last)
             with dev.autocast(device, dtype):
-                logits = model(x)
-                if tta:
-                    logits = (logits + model(x.flip(-1))) / 2
+                logits = tta_logits(model, x, int(tta))
             logits = logits.float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            confusion += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2).double()
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            # index_add_, not bincount: bincount reads its input's maximum on the host (a sync per batch on CUDA)
+            sums[1:].index_add_(0, y * num_classes + logits.argmax(1), torch.ones_like(y, dtype=sums.dtype))
     if dist.enabled:
-        torch.distributed.all_reduce(confusion)
-        loss_sum = dist.all_reduce_sum([loss_sum], device)[0]
-    cm = confusion.view(num_classes, num_classes).long().cpu()
+        torch.distributed.all_reduce(sums)
+    sums = sums.cpu()
+    cm = sums[1:].view(num_classes, num_classes).long()
     n = int(cm.sum())
     per_class = (cm.diag().double() / cm.sum(1).clamp_min(1)).tolist()
-    return {"test_loss": loss_sum / max(1, n), "test_acc": float(cm.diag().sum()) / max(1, n), "n": n,
+    return {"test_loss": float(sums[0]) / max(1, n), "test_acc": float(cm.diag().sum()) / max(1, n), "n": n,
             "per_class": per_class, "confusion": cm.tolist()}
 
 
@@ -230,10 +242,10 @@ def _versions() -> dict[str, str]:
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The live tensors; the CheckpointWriter copies them (contiguous, on the host) before training goes on."""
     inner = getattr(model, "module", model)  # DDP wraps the model
     inner = getattr(inner, "_orig_mod", inner)  # and torch.compile too
-    # Contiguous copies: channels_last weights would otherwise leak into exports (safetensors refuses them).
-    return {k: v.detach().cpu().contiguous().clone() for k, v in inner.state_dict().items()}
+    return {k: v.detach() for k, v in inner.state_dict().items()}
 
 
 # --------------------------------------------------------------------------- set-up
@@ -296,7 +308,11 @@ class RunLog:
 
 @dataclass
 class StopCheck:
-    """Asked before every batch: the caller's event (the studio), the STOP file (any other process), the time limit."""
+    """Asked before every batch: the caller's event (the studio), the STOP file (any other process), the time limit.
+
+    Host-only checks (an event, a file stat, the clock), so asking costs the device nothing; under torchrun the
+    ranks must agree, which takes an all-reduce, so the loop asks only at log intervals there.
+    """
 
     stop_file: Path
     event: threading.Event | None
@@ -341,6 +357,11 @@ class Setup:
     start_epoch: int = 0  # where the loop begins: 0, or the checkpoint's epoch and batch
     start_step: int = 0
     start_global_step: int = 0
+    # The parts that keep a GPU busy (core/fastloop.py); setup() makes them.
+    test_split: Split | None = None  # the test images on the training device, moved there once
+    graphed: GraphedStep | None = None  # CUDA: the step's forward+backward replayed as one CUDA graph
+    reads: IntervalReads | None = None  # the log interval's figures, read without waiting for the device
+    checkpoints: CheckpointWriter | None = None  # checkpoints written in the background
 
     @property
     def steps_per_epoch(self) -> int:
@@ -380,7 +401,7 @@ def make_model(config: TrainConfig, ds: Dataset, norm: Normalization, input_size
     """Built on the CPU, then moved once (the only .to(device) in the loop's life); the checkpoint's weights when resuming."""
     spec_or_name = config.layers if config.model == "custom" else config.model
     model = build(spec_or_name, num_classes=len(ds.classes), in_channels=3, weights=None if checkpoint else config.weights,
-                  freeze=config.freeze_backbone, input_size=input_size)
+                  freeze=config.freeze_backbone, input_size=input_size, widths=config.widths)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     if checkpoint:
@@ -396,6 +417,8 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     """Device, data, model, optimizer, schedule and EMA (restored from the checkpoint when resuming); writes config.json."""
     device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
     dtype = dev.resolve_precision(config.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN times its algorithms once and keeps the fastest
     if dist.enabled and config.batch_size % dist.world_size:
         raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
     checkpoint = runs.load_checkpoint(log.run_dir) if resume else None
@@ -408,7 +431,7 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     total_steps = steps_per_epoch * config.epochs
 
     model = make_model(config, ds, norm, input_size, device, checkpoint)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start))
     ema = None
@@ -427,17 +450,24 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     step_model: nn.Module = torch.compile(model) if config.compile else model
     if dist.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     deadline = log.started + config.time_limit if config.time_limit is not None else None
     s = Setup(config=config, dist=dist, device=device, dtype=dtype, log=log,
               stop=StopCheck(log.run_dir / runs.STOP_FILE, stop_event, deadline, dist, device),
               data=ds, norm=norm, data_size=data_size, input_size=input_size, train_loader=train_loader,
               log_every=config.log_every or max(1, steps_per_epoch // 25), model=model, step_model=step_model,
-              loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer=optimizer, scheduler=scheduler,
-              ema=ema, resumed=checkpoint is not None, start_epoch=start_epoch,
-              # Hooks added and removed between steps would make torch.compile recompile: no dead-unit counts then.
-              health=Probe(model, dead_units=not config.compile) if config.health and dist.main else None, start_step=start_step,
-              start_global_step=start_global_step)
+              loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
+              ema=ema, resumed=checkpoint is not None, start_epoch=start_epoch, start_step=start_step,
+              start_global_step=start_global_step, test_split=Split(ds.test.images.to(device), ds.test.labels.to(device)),
+              reads=IntervalReads(device), checkpoints=CheckpointWriter(runs.save_checkpoint, device))
+    if device.type == "cuda" and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
+        s.graphed = GraphedStep(lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer,
+                                before_capture=s.checkpoints.wait)
+    if config.health and dist.main:  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
+        # Forward hooks do not run in a compiled or CUDA-graphed step (and adding them would make torch.compile
+        # recompile): no dead-unit counts there; the norms and update sizes are read outside the step and still work.
+        s.health = Probe(model, dead_units=not config.compile and s.graphed is None)
     if dist.main and not checkpoint:
         write_run_config(s)
     return s
@@ -474,6 +504,7 @@ class Progress:
     global_step: int = 0
     counted_images: int = 0  # steady-state throughput: every log interval but the run's first
     counted_time: float = 0.0
+    warmed_up: bool = False  # this process has trained its first (warm-up) interval
     last_eval: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -488,7 +519,6 @@ class Meter:
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device)
         self.n = 0
-        self.started = time.perf_counter()
         self.epoch_loss, self.epoch_correct, self.epoch_n = 0.0, 0.0, 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
@@ -500,63 +530,91 @@ class Meter:
         return {"train_loss": self.epoch_loss / max(1, self.epoch_n), "train_acc": self.epoch_correct / max(1, self.epoch_n)}
 
 
-def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch of uint8 images; returns (loss, logits) still on the device, unread."""
+def forward_backward(s: Setup, x: torch.Tensor, y: torch.Tensor, *, autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """zero_grad, forward, loss and backward of a batch of uint8 images; returns (loss, logits), still on the device.
+
+    What `GraphedStep` captures (autocast's weight cache must be off inside a CUDA graph).
+    """
     x = normalize_batch(x, s.norm.mean, s.norm.std, s.input_size, s.config.channels_last)
-    with dev.autocast(s.device, s.dtype):
+    with dev.autocast(s.device, s.dtype, cache=autocast_cache):
         logits = s.step_model(x)
         loss = s.loss_fn(logits.float(), y)
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    return loss, logits
+
+
+def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch of uint8 images; returns (loss, logits) still on the device, unread."""
+    loss, logits = s.graphed(x, y) if s.graphed is not None else forward_backward(s, x, y)
     s.optimizer.step()
-    s.scheduler.step()
+    s.scheduler.step()  # host arithmetic only: the lr goes to the fused kernel as an argument
     if s.ema is not None:
-        s.ema.update_parameters(s.model)
+        ema_update(s.ema, s.model, s.config.ema)
     return loss, logits
 
 
 def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
-    """Once per log interval: the one place the loop waits for the device. Reads (and all-reduces) the interval's
-    loss and accuracy, checks for divergence, and writes a step record.
+    """Once per log interval: queue the interval's loss and accuracy for reading (all-reduced under torchrun), then
+    write the step records whose figures have arrived. The device is never waited for here (see IntervalReads).
 
-    Anything else measured per interval belongs here too (e.g. per-layer gradient and weight norms: it runs right
-    after the step, while every .grad still holds that step's gradients).
+    The per-layer health values (core.health) are measured here, right after the step while every .grad still holds its
+    gradients, and ride along in the same read; their record follows the interval's step record.
     """
-    loss_sum, correct, n = s.dist.all_reduce_sum([meter.loss.item(), meter.correct.item(), meter.n], s.device)
-    now = time.perf_counter()
-    if not (progress.epoch == 0 and meter.epoch_n == 0):  # the run's first interval is warm-up, not throughput
-        progress.counted_images += n
-        progress.counted_time += now - meter.started
-    if not math.isfinite(loss_sum):
-        raise FloatingPointError
-    where = {"epoch": progress.epoch, "step": progress.global_step, "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4)}
-    s.log.emit({"kind": "step", **where, "loss": loss_sum / n, "acc": correct / n, "lr": s.scheduler.get_last_lr()[0],
-                "img_per_s": round(n / max(now - meter.started, 1e-9), 1)})
-    if s.health is not None and s.health.pending:
-        s.log.emit({"kind": "health", **where, "lr": s.scheduler.get_last_lr()[0], "loss": loss_sum / n, "layers": s.health.measure()})
-    meter.epoch_loss += loss_sum
-    meter.epoch_correct += correct
-    meter.epoch_n += int(n)
+    values = torch.stack([meter.loss, meter.correct])
+    if s.dist.enabled:
+        torch.distributed.all_reduce(values)
+    meta = {"epoch": progress.epoch, "step": progress.global_step,
+            "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4),
+            "lr": s.scheduler.get_last_lr()[0], "n": meter.n * s.dist.world_size, "warmup": not progress.warmed_up}
+    if s.health is not None and s.health.pending:  # rank 0 only, hence after the all-reduce; read with the loss, no wait of its own
+        health_values, meta["health"] = s.health.collect()
+        values = torch.cat([values, health_values.to(values.device, values.dtype)])
+    s.reads.push(values, meta)
+    progress.warmed_up = True
     meter.loss.zero_()
     meter.correct.zero_()
     meter.n = 0
-    meter.started = time.perf_counter()
+    # Under torchrun every rank must see a NaN at the same step (or they part ways), so there the read waits; the
+    # all-reduce above has made the ranks wait for each other anyway.
+    write_step_records(s, progress, meter, wait=s.dist.enabled)
+
+
+def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool = False) -> None:
+    """Step records for the intervals whose figures have arrived (wait=True: all of them; once an epoch)."""
+    for floats, meta, seconds in s.reads.ready(block=wait):
+        (loss_sum, correct), health_values, health_rows = floats[:2], floats[2:], meta.pop("health", None)
+        n = meta.pop("n")
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError
+        if not meta.pop("warmup"):  # the run's first interval is warm-up (and graph capture), not throughput
+            progress.counted_images += n
+            progress.counted_time += seconds
+        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n,
+                    "img_per_s": round(n / max(seconds, 1e-9), 1)})
+        if health_rows is not None:
+            s.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
+        meter.epoch_loss += loss_sum
+        meter.epoch_correct += correct
+        meter.epoch_n += int(n)
 
 
 def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     """Train epoch `progress.epoch` from batch `progress.step` on (0, or where a resumed run stopped).
 
-    Returns the epoch's train loss and accuracy. Raises StopRequested (checked before every batch) and
-    FloatingPointError (the loss is not finite at a log interval). Between log intervals nothing here reads a
-    value back from the device (under torchrun the Stop check's all-reduce still does, once per batch), so the
-    host can queue steps ahead of an accelerator.
+    Returns the epoch's train loss and accuracy. Raises StopRequested (checked before every batch; at log
+    intervals under torchrun) and FloatingPointError (the loss is not finite at a log interval). Between log
+    intervals nothing here reads a value back from the device, so the host can queue steps ahead of an
+    accelerator.
     """
     if hasattr(s.model, "on_epoch_start"):
         s.model.on_epoch_start(progress.epoch, s.config.epochs)
     s.step_model.train()
     meter = Meter(s.device)
+    s.reads.restart()
     for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
-        if s.stop.requested():
+        if (not s.dist.enabled or progress.step % s.log_every == 0) and s.stop.requested():
+            write_step_records(s, progress, meter, wait=True)  # a stopped run keeps the records of what it trained
             raise StopRequested
         # Known before the step, so that a logged step can also watch the step itself (activations, the update).
         logged = s.logs_after(progress.step + 1)
@@ -568,20 +626,26 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
         meter.add(loss, logits, y)
         if logged:
             log_interval(s, progress, meter)
+    write_step_records(s, progress, meter, wait=True)
     return meter.epoch_metrics()
 
 
-def evaluate_run(s: Setup) -> dict[str, Any]:
-    """`evaluate` on the test split with the weights checkpoints keep (the EMA's when there is one)."""
-    return evaluate(s.eval_model, s.data.test, s.norm, s.input_size, s.device, s.dtype, tta=s.config.tta,
-                    num_classes=len(s.data.classes), dist=s.dist, channels_last=s.config.channels_last)
+def evaluate_run(s: Setup, *, final: bool) -> dict[str, Any]:
+    """`evaluate` on the test split with the weights checkpoints keep (the EMA's when there is one).
+
+    Test-time augmentation costs 2-6 forward passes, so it is kept for the evaluation that ends a run (the last
+    epoch, or a stop); the evaluations between epochs are single views, a cheap progress check.
+    """
+    return evaluate(s.eval_model, s.test_split, s.norm, s.input_size, s.device, s.dtype, tta=s.config.tta if final else 0,
+                    num_classes=len(s.data.classes), dist=s.dist, channels_last=s.config.channels_last,
+                    batch_size=max(500, s.config.batch_size))
 
 
 def epoch_record(s: Setup, progress: Progress, train_metrics: dict[str, float], eval_seconds: float) -> dict[str, Any]:
     last, metrics = progress.epoch + 1 == s.config.epochs, progress.last_eval
     record = {"kind": "epoch", "epoch": progress.epoch + 1, **train_metrics, "test_loss": metrics["test_loss"],
-              "test_acc": metrics["test_acc"], "lr": s.scheduler.get_last_lr()[0], "img_per_s": progress.img_per_s,
-              "eval_seconds": round(eval_seconds, 3)}
+              "test_acc": metrics["test_acc"], "tta": int(s.config.tta) if last else 0, "lr": s.scheduler.get_last_lr()[0],
+              "img_per_s": progress.img_per_s, "eval_seconds": round(eval_seconds, 3)}
     if last or len(s.data.classes) <= 20:
         record["per_class"] = metrics["per_class"]
     if last and len(s.data.classes) <= 50:
@@ -589,8 +653,12 @@ def epoch_record(s: Setup, progress: Progress, train_metrics: dict[str, float], 
     return record
 
 
-def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, metrics: dict[str, Any]) -> None:
-    """Rank 0 writes checkpoint.pt atomically: plain tensors and values, loadable with weights_only=True."""
+def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, metrics: dict[str, Any], *,
+                    wait: bool = False) -> None:
+    """Rank 0 writes checkpoint.pt atomically: plain tensors and values, loadable with weights_only=True.
+
+    Written in the background (CheckpointWriter) from a snapshot taken now; wait=True returns once it is on disk.
+    """
     if not s.dist.main:
         return
     payload = {"model": _state_dict(s.eval_model), "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
@@ -600,7 +668,7 @@ def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, 
     if s.ema is not None:
         payload["train_model"] = _state_dict(s.model)
         payload["ema"] = s.ema.state_dict()
-    runs.save_checkpoint(s.log.run_dir / runs.CHECKPOINT_FILE, payload)
+    s.checkpoints.save(s.log.run_dir / runs.CHECKPOINT_FILE, payload, wait=wait)
 
 
 # --------------------------------------------------------------------------- how a run ends
@@ -661,20 +729,28 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         while progress.epoch < config.epochs:
             train_metrics = train_one_epoch(s, progress)
             eval_started = time.perf_counter()
-            progress.last_eval = evaluate_run(s)
+            progress.last_eval = evaluate_run(s, final=progress.epoch + 1 == config.epochs)
             log.emit(epoch_record(s, progress, train_metrics, time.perf_counter() - eval_started))
             save_checkpoint(s, progress.epoch + 1, 0, progress.global_step, {"test_acc": progress.last_eval["test_acc"]})
             progress.epoch, progress.step = progress.epoch + 1, 0
+        s.checkpoints.wait()  # a finished run's checkpoint is on disk before its status says so
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
 
     end = outcome(error, config, progress, timed_out=s is not None and s.stop.timed_out(), device=str(s.device if s else config.device))
     if end.status == "stopped" and s is not None:
-        progress.last_eval = evaluate_run(s)
-        save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]})
+        progress.last_eval = evaluate_run(s, final=True)
+        save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]},
+                        wait=True)
         if dist.main:
             # Consumed only now: a Stop pressed while the trainer was still starting up is not lost.
             s.stop.stop_file.unlink(missing_ok=True)
+    if s is not None and s.checkpoints is not None:
+        try:
+            s.checkpoints.close()  # whatever the outcome, no write is left half-way
+        except PlaygroundError as exc:
+            if error is None or end.status == "stopped":
+                error, end = exc, outcome(exc, config, progress)
     result = finish(log, end, progress)
     if end.unexpected:
         raise error  # type: ignore[misc]  # with its own traceback

@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from core import data as datasets
-from core.device import DEVICE_CHOICES, PRECISION_CHOICES
+from core.device import DEVICE_CHOICES, PRECISION_CHOICES, uses_gpu
 from core.errors import PlaygroundError
 from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for, weight_choices, weights_enum
 from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -181,8 +181,18 @@ def model_picker() -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- hyperparameters
 
 
-def base_config(model: str) -> TrainConfig:
-    return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS)
+def base_config(model: str, device: str = "auto") -> TrainConfig:
+    return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS, device=device)
+
+
+def per_device_note(model: str) -> str | None:
+    """The recipe's batch and lr on each kind of device, where they differ (a GPU takes bigger batches)."""
+    cpu, gpu = base_config(model, "cpu"), base_config(model, "cuda")
+    if (cpu.batch_size, cpu.lr, cpu.widths) == (gpu.batch_size, gpu.lr, gpu.widths):
+        return None
+    widths = f", widths {'/'.join(map(str, gpu.widths))}" if gpu.widths else ""
+    return (f"This preset's recipe on a CUDA GPU: batch {gpu.batch_size}, lr {gpu.lr:g}{widths}; "
+            f"on a CPU: batch {cpu.batch_size}, lr {cpu.lr:g}. The fields start at the recipe of the device chosen under More settings.")
 
 
 def lr_key(model: str) -> str:
@@ -191,9 +201,11 @@ def lr_key(model: str) -> str:
 
 
 def hyperparameters(model: str) -> dict[str, Any]:
-    """Widgets start at the model's recipe; returns only what differs from it (epochs always)."""
-    base = base_config(model)
-    k = f"hp-{model}-"
+    """Widgets start at the model's recipe for the chosen device; returns only what differs from it (epochs always)."""
+    device_key = f"hp-{model}-dev"
+    device = st.session_state.get(device_key, "auto")
+    base = base_config(model, device)
+    k = f"hp-{model}-gpu-" if uses_gpu(device) else f"hp-{model}-"  # switching device restarts the fields at its recipe
     values: dict[str, Any] = {}
     c = st.columns(4)
     values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")
@@ -204,6 +216,9 @@ def hyperparameters(model: str) -> dict[str, Any]:
                                      help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.")
     values["optimizer"] = c[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(base.optimizer), key=k + "opt",
                                          help="AdamW adapts the step per parameter; SGD with momentum is the classic.")
+    note = per_device_note(model)
+    if note:
+        st.caption(note)
     with st.expander("More settings"):
         c = st.columns(4)
         values["schedule"] = c[0].selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(base.schedule), key=k + "sched",
@@ -216,7 +231,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
         c = st.columns(4)
         values["augment"] = c[0].toggle("Augment (crop + flip)", value=bool(base.augment), key=k + "aug",
                                         help="Random shifts and mirror images each batch: more variety, less overfitting.")
-        values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(base.device), key=k + "dev")
+        values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(device), key=device_key)
         values["precision"] = c[2].selectbox("Precision", PRECISION_CHOICES, index=PRECISION_CHOICES.index(base.precision),
                                              key=k + "prec", help="auto: bf16 where the hardware is fast at it, else fp32.")
         limit = c[3].number_input("Time limit (s, 0 = none)", 0, 24 * 3600, int(base.time_limit or 0), key=k + "limit",
@@ -226,6 +241,8 @@ def hyperparameters(model: str) -> dict[str, Any]:
     if values["augment"] == bool(base.augment):  # the recipe may spell it differently (e.g. "flip+crop")
         changed.pop("augment", None)
     changed["epochs"] = int(values["epochs"])
+    if values["device"] != "auto":  # the recipe (batch, lr, widths) depends on it even where the fields match
+        changed["device"] = values["device"]
     return changed
 
 

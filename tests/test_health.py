@@ -215,7 +215,7 @@ def test_curves_keep_health_records_bounded_and_replayed_steps_once():
     assert len(kept) <= HEALTH_POINTS + 1 and kept[-1]["step"] == HEALTH_POINTS * 3 and kept[0]["step"] < 10
     steps = [r["step"] for r in kept]
     assert steps == sorted(steps)
-    curves.add([{"kind": "step", "step": 50}, health_record(50)])  # a resumed run replays from step 50
+    curves.add([health_record(50), {"kind": "step", "step": 50}])  # a resumed run replays from step 50 (health first)
     assert [r["step"] for r in curves.health if r["step"] >= 50] == [50]
     thinned = Thinned(4)
     for s in range(1, 11):

@@ -211,7 +211,7 @@ def wait_all_done(root: Path, timeout: float) -> list[runs.RunInfo]:
 
 
 def trained_once_each_and_one_at_a_time(infos: list[runs.RunInfo]) -> None:
-    from core.queue_bench import check_run_folder, max_overlap
+    from bench.queue import check_run_folder, max_overlap
 
     intervals = []
     for info in infos:
@@ -271,7 +271,7 @@ def test_out_of_memory_fails_that_run_only_and_says_what_to_change(models_root):
 @pytest.mark.timeout(1500)
 def test_a_class_of_twenty_starting_at_once():
     """The issue's load test: 20 users start a run each at the same moment (1 epoch on a small shapes set)."""
-    out = subprocess.run([sys.executable, "-m", "core.queue_bench", "load", "--users", "20"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "bench.queue", "load", "--users", "20"], cwd=ROOT,
                          capture_output=True, text=True, timeout=1400, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads(out.stdout)

@@ -217,11 +217,13 @@ def test_truncated_metrics_line_is_ignored(tmp_path):
 
 
 def test_for_model_applies_each_presets_recipe_then_the_overrides():
-    from core.models import PRESETS
+    from core.models import PRESETS, recipe_for
 
-    for name, preset in PRESETS.items():
-        config = TrainConfig.for_model(name)  # a recipe key that is not a TrainConfig field fails here
-        assert {k: getattr(config, k) for k in preset.recipe} == preset.recipe, name
+    for name in PRESETS:
+        for device in ("cpu", "cuda"):  # a recipe's "gpu" values apply on a CUDA GPU
+            config = TrainConfig.for_model(name, device=device)  # a recipe key that is not a TrainConfig field fails here
+            recipe = recipe_for(name, device)
+            assert "gpu" not in recipe and {k: getattr(config, k) for k in recipe} == recipe, (name, device)
     assert TrainConfig.for_model("speedrun", lr=0.1, epochs=None).lr == 0.1  # an override wins; None keeps the recipe
     assert TrainConfig.for_model("speedrun", epochs=None).epochs == PRESETS["speedrun"].recipe["epochs"]
     assert TrainConfig.for_model("custom", layers=[{"type": "Linear"}]).optimizer == PRESETS["cifar10_quick"].recipe["optimizer"]

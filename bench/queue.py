@@ -1,7 +1,7 @@
-"""`python -m core.queue_bench`: a class of simulated users against the queue, and the start-up time.
+"""`python -m bench.queue`: a class of simulated users against the queue, and the start-up time.
 
-    python -m core.queue_bench load [--users 20]     # 20 users start a run each, at once (shared mode)
-    python -m core.queue_bench startup               # Start -> first step record, cold and warm
+    python -m bench.queue load [--users 20]     # 20 users start a run each, at once (shared mode)
+    python -m bench.queue startup               # Start -> first step record, cold and warm
 
 `load`: this process plays the server (one JobRegistry, as the app holds one) and every
 user is a thread that starts its run through the same calls the Train page makes
@@ -223,7 +223,7 @@ def startup_table(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.queue_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     load = sub.add_parser("load", help="simulated users start runs at once (shared mode)")
     load.add_argument("--users", type=int, default=20)
