@@ -11,6 +11,9 @@ Rows:
   channels_last, bf16 autocast where the CPU has AMX/AVX512-BF16 (fp32 elsewhere);
 - prediction latency for one uploaded JPEG and for a batch of 64;
 - page overhead: the same run with and without a browser on the Train page.
+
+`--health` measures only the cost of the per-layer training-health records (core.health): the same runs with
+and without them, alternating, medians of `--repeats` runs each.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.browser import page_overhead
-from bench.measure import ensure_dataset, log, machine, prediction_latency, run_train, tutorial_loop
+from bench.measure import ensure_dataset, health_overhead, log, machine, prediction_latency, run_train, tutorial_loop
 from core.errors import PlaygroundError
 
 
@@ -40,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speedrun", action="store_true", help="also run the full speedrun recipe (about 10 minutes on 2 CPU cores)")
     p.add_argument("--no-page", action="store_true", help="skip the browser page-overhead measurement")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
+    p.add_argument("--health", action="store_true", help="only measure the training-health records' cost (with vs without)")
     p.add_argument("--loading", action="store_true", help="only time loading an image folder: plain PIL vs our cold and warm loads")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement; --health: runs per variant "
+                                                          "(the median is reported)")
     p.add_argument("--loading-tar", help="a .tar.gz of an image folder for --loading (default: the CIFAR-10 dev images)")
     g = p.add_argument_group("GPU", "python -m bench --gpu --airbench airbench94.py [airbench94_muon.py]: the speedrun "
                                     "preset against airbench on this GPU and the same images (bench/gpu.py)")
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import explain
 
         return explain.main(args.json)
+    if args.health:
+        return health_main(args, argv)
     if args.loading:
         from bench import loading
 
@@ -115,6 +122,37 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("page overhead (browser streaming curves vs headless)",
                      f"{page['watched_img_per_s']:.0f} vs {page['headless_img_per_s']:.0f} img/s: {page['overhead_pct']}%"))
     print(markdown(rows))
+    print(f"\ncommand: `{figures['command']}`")
+    return 0
+
+
+def health_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """`python -m bench --health`: images/s with and without health records (`--data shapes`: on shapes only)."""
+    cases = []
+    if args.data != "shapes":
+        try:
+            spec = f"imagefolder:{ensure_dataset(args.data)}"
+            cases += [("cifar10_quick", spec, 1), ("lenet5", spec, 1)]
+        except PlaygroundError as exc:
+            log(f"no image folder ({exc}); measuring on shapes only")
+    # lenet5 has ReLUs (dead-unit hooks) and is cheap per step, so health's fixed cost shows most; on shapes
+    # (12,000 images, 93 steps per epoch) a log interval is every 3 steps, the shortest there is.
+    cases += [("cifar10_quick", "shapes", 2), ("lenet5", "shapes", 2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"health overhead: {len(cases)} cases x {args.repeats} x 2 runs...")
+        rows = health_overhead(cases, args.repeats, tmp)
+    figures = {"machine": machine(), "command": "python -m bench " + " ".join(argv or sys.argv[1:]), "health": rows}
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    m = figures["machine"]
+    table = [("machine", f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, auto precision {m['auto_precision']}")]
+    for r in rows:
+        data = "shapes" if r["data"] == "shapes" else "the bench images"
+        table.append((f"{r['model']} on {data}, {r['epochs']} epoch(s): img/s with health / without",
+                      f"{r['with_health_img_per_s']:.0f} / {r['without_health_img_per_s']:.0f}: "
+                      f"**{r['overhead_pct']:+.1f}%** (runs: {r['runs']['on']} / {r['runs']['off']})"))
+    print(markdown(table))
     print(f"\ncommand: `{figures['command']}`")
     return 0
 

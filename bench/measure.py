@@ -120,3 +120,25 @@ def prediction_latency(run_dir: str, folder: Path, repeats: int) -> dict[str, fl
     q = statistics.quantiles(single, n=20)
     return {"single_p50_ms": round(statistics.median(single), 2), "single_p95_ms": round(q[18], 2),
             "batch64_ms": round(statistics.median(batch), 1)}
+
+
+def health_overhead(cases: list[tuple[str, str, int]], repeats: int, workdir: str) -> list[dict[str, Any]]:
+    """Images/s of the same run with and without health records (core.health), per (model, data, epochs) case.
+
+    Whole epochs, not a time limit: the limit counts data loading too, which a loaded machine can stretch past it.
+    The two variants alternate (on, off, on, off, ...) so a machine whose load drifts penalises both alike; each
+    figure is the median of `repeats` runs (their steady-state img/s, the run's first log interval left out).
+    """
+    rows = []
+    for model, data, epochs in cases:
+        figures: dict[str, list[float]] = {"on": [], "off": []}
+        for i in range(repeats):
+            for variant in ("on", "off"):
+                log(f"  {model} on {data}, health {variant} ({i + 1}/{repeats})")
+                result = run_train(["--model", model, "--data", data, "--epochs", str(epochs),
+                                    "--health" if variant == "on" else "--no-health", "--out", f"{workdir}/{model}-{variant}-{i}"])
+                figures[variant].append(result["train_img_per_s"])
+        on, off = statistics.median(figures["on"]), statistics.median(figures["off"])
+        rows.append({"model": model, "data": data, "epochs": epochs, "with_health_img_per_s": on,
+                     "without_health_img_per_s": off, "overhead_pct": round(100 * (off - on) / off, 1), "runs": figures})
+    return rows

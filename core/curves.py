@@ -21,6 +21,39 @@ from core import runs
 STEP_FIELDS = ("step", "progress", "loss", "acc", "lr", "img_per_s", "time")
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "img_per_s", "elapsed")
 MAX_POINTS = 2000
+HEALTH_POINTS = 240  # health records kept per run (each holds every layer): columns of the page's heatmaps
+
+
+class Thinned:
+    """The newest record always, and at most about `limit` records in all, evenly spread over the run:
+    when full, every other kept record is dropped and from then on only every `stride`-th new one is kept."""
+
+    def __init__(self, limit: int):
+        self.limit = max(2, limit)
+        self.stride, self.seen = 1, 0
+        self.kept: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        step = _number(record.get("step"))
+        if self.last is not None and step is not None and step <= _number(self.last.get("step"), -1):
+            self.rewind(step)
+        self.last = record
+        self.seen += 1
+        if self.seen % self.stride == 0:
+            self.kept.append(record)
+            if len(self.kept) > self.limit:
+                self.kept = self.kept[::-1][::2][::-1]  # every other one, the newest kept
+                self.stride *= 2
+
+    def rewind(self, step: float) -> None:
+        """A resumed run replays steps after its last checkpoint: forget what it is about to redo."""
+        self.kept = [r for r in self.kept if _number(r.get("step"), -1) < step]
+        self.last = self.kept[-1] if self.kept else None
+
+    def items(self) -> list[dict[str, Any]]:
+        return self.kept + ([self.last] if self.last is not None and (not self.kept or self.kept[-1] is not self.last) else [])
+
 
 
 class Curves:
@@ -39,6 +72,7 @@ class Curves:
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
         self._segment_start: tuple[float, float] | None = None  # (time, progress) when this process began stepping
+        self._health = Thinned(HEALTH_POINTS)  # per-layer health records (core.health), thinned
 
     # ------------------------------------------------------------------ folding
 
@@ -51,6 +85,8 @@ class Curves:
                 self._add_step(record)
             elif kind == "epoch":
                 self._add_epoch(record)
+            elif kind == "health":
+                self._health.add(record)  # rewinds itself: it is written before its interval's step record
             elif kind == "status":
                 self.status = record
                 if record.get("steps_per_epoch"):
@@ -100,6 +136,11 @@ class Curves:
 
     def epochs_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{k: e.get(k) for k in EPOCH_FIELDS} for e in self.epochs], columns=list(EPOCH_FIELDS))
+
+    @property
+    def health(self) -> list[dict[str, Any]]:
+        """Health records (kind "health"): at most about HEALTH_POINTS spread over the run, and the newest."""
+        return self._health.items()
 
     @property
     def state(self) -> str:

@@ -37,6 +37,7 @@ from core import losses
 from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
+from core.health import Probe, Watcher
 from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, pretrained_normalization, recipe_for
 from core.predict import tta_logits
 
@@ -81,6 +82,7 @@ class TrainConfig:
     widths: list[int] | None = None  # speedrun: channels of its three conv groups; None: its CPU widths (32/128/128)
     data_dir: str | None = None
     log_every: int = 0  # steps between step records; 0: about 25 per epoch
+    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs every log interval (core.health)
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
@@ -357,6 +359,7 @@ class Setup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: torch.optim.swa_utils.AveragedModel | None
     resumed: bool
+    health: Probe | None = None  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
     start_epoch: int = 0  # where the loop begins: 0, or the checkpoint's epoch and batch
     start_step: int = 0
     start_global_step: int = 0
@@ -473,6 +476,10 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     if device.type == "cuda" and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
         s.graphed = GraphedStep(lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer,
                                 before_capture=s.checkpoints.wait)
+    if config.health and dist.main:  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
+        # Forward hooks do not run in a compiled or CUDA-graphed step (and adding them would make torch.compile
+        # recompile): no dead-unit counts there; the norms and update sizes are read outside the step and still work.
+        s.health = Probe(model, dead_units=not config.compile and s.graphed is None)
     if dist.main and not checkpoint:
         write_run_config(s)
     return s
@@ -563,16 +570,19 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
     """Once per log interval: queue the interval's loss and accuracy for reading (all-reduced under torchrun), then
     write the step records whose figures have arrived. The device is never waited for here (see IntervalReads).
 
-    Anything else measured per interval belongs here too (e.g. per-layer gradient and weight norms: it runs right
-    after the step, while every .grad still holds that step's gradients).
+    The per-layer health values (core.health) are measured here, right after the step while every .grad still holds its
+    gradients, and ride along in the same read; their record follows the interval's step record.
     """
     values = torch.stack([meter.loss, meter.correct])
     if s.dist.enabled:
         torch.distributed.all_reduce(values)
-    s.reads.push(values, {"epoch": progress.epoch, "step": progress.global_step,
-                          "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4),
-                          "lr": s.scheduler.get_last_lr()[0], "n": meter.n * s.dist.world_size,
-                          "warmup": not progress.warmed_up})
+    meta = {"epoch": progress.epoch, "step": progress.global_step,
+            "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4),
+            "lr": s.scheduler.get_last_lr()[0], "n": meter.n * s.dist.world_size, "warmup": not progress.warmed_up}
+    if s.health is not None and s.health.pending:  # rank 0 only, hence after the all-reduce; read with the loss, no wait of its own
+        health_values, meta["health"] = s.health.collect()
+        values = torch.cat([values, health_values.to(values.device, values.dtype)])
+    s.reads.push(values, meta)
     progress.warmed_up = True
     meter.loss.zero_()
     meter.correct.zero_()
@@ -584,7 +594,8 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
 
 def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool = False) -> None:
     """Step records for the intervals whose figures have arrived (wait=True: all of them; once an epoch)."""
-    for (loss_sum, correct), meta, seconds in s.reads.ready(block=wait):
+    for floats, meta, seconds in s.reads.ready(block=wait):
+        (loss_sum, correct), health_values, health_rows = floats[:2], floats[2:], meta.pop("health", None)
         n = meta.pop("n")
         if not math.isfinite(loss_sum):
             raise FloatingPointError
@@ -593,6 +604,8 @@ def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool
             progress.counted_time += seconds
         s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n,
                     "img_per_s": round(n / max(seconds, 1e-9), 1)})
+        if health_rows is not None:
+            s.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
         meter.epoch_loss += loss_sum
         meter.epoch_correct += correct
         meter.epoch_n += int(n)
@@ -617,6 +630,8 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
             raise StopRequested
         # Known before the step, so that a logged step can also watch the step itself (activations, the update).
         logged = s.logs_after(progress.step + 1)
+        if logged and s.health is not None:
+            s.health.begin()  # hooks and a copy of the weights for this one step; log_interval reads them
         loss, logits = train_step(s, x, y)
         progress.step += 1
         progress.global_step += 1
@@ -724,7 +739,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
         progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
         log.emit({"kind": "status", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
                   "resumed_from_epoch": s.start_epoch if s.resumed else None, "device": str(s.device),
-                  "precision": dev.precision_name(s.dtype), "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps})
+                  "precision": dev.precision_name(s.dtype), "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps,
+                  "num_classes": len(s.data.classes)})
         while progress.epoch < config.epochs:
             train_metrics = train_one_epoch(s, progress)
             eval_started = time.perf_counter()
@@ -780,10 +796,13 @@ def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command line
 
 
-def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
+def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
     tty = stream.isatty()
+    watcher: list[Watcher] = []  # made when the running status says how many classes there are
 
     def show(r: dict[str, Any]) -> None:
+        if r["kind"] == "status" and r.get("num_classes"):
+            watcher[:] = [Watcher(int(r["num_classes"]), config)]
         if r["kind"] == "step" and tty:
             stream.write(f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
                          f"lr {r['lr']:.2e}  {r['img_per_s']:.0f} img/s ")
@@ -792,6 +811,8 @@ def _progress_printer(stream=sys.stderr) -> Callable[[dict[str, Any]], None]:
                          f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f} | {r['elapsed']:.1f}s\n")
         elif r["kind"] == "status":
             stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
+        for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
+            stream.write(("\n" if tty and r["kind"] == "health" else "") + f"health {warning.level}: {warning.message}\n")
         stream.flush()
 
     return show
@@ -819,6 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--time-limit", type=float, metavar="SECONDS")
     p.add_argument("--compile", action="store_true", default=None)
+    p.add_argument("--health", action=argparse.BooleanOptionalAction, default=None,
+                   help="record per-layer training health every log interval (default on; --no-health: off)")
     p.add_argument("--data-dir")
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")
@@ -837,11 +860,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.resume:
-            result = resume(args.resume, on_record=_progress_printer(), name=args.name)
+            result = resume(args.resume, on_record=_progress_printer(config=runs.read_config(args.resume)), name=args.name)
         else:
             overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "loss",
                                                         "schedule", "weights", "freeze_backbone", "image_size", "device",
-                                                        "precision", "seed", "time_limit", "compile", "data_dir", "data")}
+                                                        "precision", "seed", "time_limit", "compile", "data_dir", "data", "health")}
             if args.config:
                 base = TrainConfig.from_dict(json.loads(Path(args.config).read_text())).to_dict()
                 config = TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None},
@@ -853,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
                     text = Path(args.layers).read_text() if Path(args.layers).is_file() else args.layers
                     overrides["layers"] = json.loads(text)
                 config = TrainConfig.for_model(args.model, **overrides)
-            result = train(config, args.out, on_record=_progress_printer(), name=args.name)
+            result = train(config, args.out, on_record=_progress_printer(config=config.to_dict()), name=args.name)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from studio import form_memory, live, loop_view, small_data, state, train_form
+from studio import form_memory, live, loop_view, lr_finder, small_data, state, train_form
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -23,7 +23,9 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
         model = train_form.model_picker()
     st.markdown("##### 3 · Hyperparameters")
     st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
+    lr_finder.apply_suggestion()  # before the learning-rate field exists in this run
     overrides = train_form.hyperparameters(model["model"] if model else "custom")
+    lr_finder.section(model, data, overrides)
     form_memory.remember()
     loop_view.panel(model, data, overrides)
     with preview:

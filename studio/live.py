@@ -16,7 +16,7 @@ import streamlit as st
 
 from core import jobs, runs
 from core.curves import format_duration
-from studio import export_view, insight, queue_view, run_controls, small_data, state
+from studio import export_view, health, insight, queue_view, run_controls, small_data, state
 from studio.charts import training_figure
 from studio.widgets import data_name, guard, percent, status_badge
 
@@ -150,11 +150,13 @@ def _live(run_dir: Path, config: dict) -> None:
 
     @st.fragment(run_every=chart_every_s)
     def curves() -> None:
-        snap = _snapshot(fresh_tail(), epochs)
+        tail = fresh_tail()
+        snap = _snapshot(tail, epochs)
         for column, (label, value) in zip(st.columns(4), snap["numbers"].items()):
             column.metric(label, value)
         _chart(snap)
         st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
+        health.panel(tail, config)
 
     progress()
     curves()
@@ -188,6 +190,7 @@ def _results(info: runs.RunInfo) -> None:
     small_data.results_notes(info, tail.epochs)
     _chart(_snapshot(tail, epochs))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
+    health.panel(tail, info.config)
     if info.has_checkpoint:
         _downloads(info)
     insight.results(info, tail.final_epoch, key="train")  # per class, confusion matrix, the model's mistakes (long)

@@ -175,6 +175,11 @@ def per_device_note(model: str) -> str | None:
             f"on a CPU: batch {cpu.batch_size}, lr {cpu.lr:g}. The fields start at the recipe of the device chosen under More settings.")
 
 
+def lr_key(model: str) -> str:
+    """The learning-rate field's widget key (the lr finder fills it in)."""
+    return f"hp-{model}-lr"
+
+
 def hyperparameters(model: str) -> dict[str, Any]:
     """Widgets start at the model's recipe for the chosen device; returns only what differs from it (epochs always)."""
     device_key = f"hp-{model}-dev"
@@ -187,7 +192,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
     sizes = sorted({4, 8, 16, 32, 64, 128, 256, 512, 1024, base.batch_size})
     values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
                                               help="Images per step. Bigger: faster per image, fewer steps per epoch.")
-    values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=k + "lr",
+    values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=lr_key(model),
                                      help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.")
     values["optimizer"] = c[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(base.optimizer), key=k + "opt",
                                          help="AdamW adapts the step per parameter; SGD with momentum is the classic.")

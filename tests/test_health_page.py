@@ -1,0 +1,107 @@
+"""The Train page's training-health panel and learning-rate finder, under Streamlit's AppTest."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import runs
+from core.train import TrainConfig, train
+from studio import lr_finder
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def train_page(models_root):
+    def open_page() -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=300)
+        at.run()
+        at.switch_page("pages/train.py")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def array(value) -> np.ndarray:
+    """A Plotly JSON array: a list, or numpy's bytes in base64 ({"dtype", "bdata", "shape"})."""
+    if isinstance(value, dict):
+        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+    return np.array(value, dtype=float)
+
+
+def heatmaps(at: AppTest) -> dict[str, dict]:
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    return {s["layout"].get("title", {}).get("text", ""): s["data"][0] for s in specs
+            if s["data"] and s["data"][0].get("type") == "heatmap"}
+
+
+def test_the_health_panel_shows_a_finished_runs_layers_and_warnings(models_root, train_page):
+    # The case of issue #13, smaller: LeNet whose loss stays near ln(10).
+    train(TrainConfig.for_model("lenet5", data="shapes:600", epochs=2, batch_size=50, log_every=3, precision="fp32"),
+          models_root / "lenet")
+    at = train_page()
+    assert "Finished" in at.success[0].value
+    figures = heatmaps(at)
+    ratio = next(v for k, v in figures.items() if "Update / weight" in k)
+    assert ratio["y"][0] == "0 · Conv2d" and len(ratio["y"]) == 5  # LeNet's 3 Linear and 2 Conv2d layers, in model order
+    z = array(ratio["z"])
+    assert len(array(ratio["x"])) == z.shape[1] >= 8 and -6 < z[0, -1] < 0  # log10(update / weight) over time
+    assert any("Gradient norm" in k for k in figures)
+    dead = next(v for k, v in figures.items() if "Dead ReLU" in k)
+    assert [label.split(" · ")[1] for label in dead["y"]] == ["ReLU"] * 4
+    assert any("stuck near" in w.value and "ln(10)" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("Training health" in e.label for e in at.expander)
+
+
+def test_a_run_without_health_records_still_gets_its_loss_judged(models_root, train_page):
+    run = models_root / "old"
+    run.mkdir()
+    runs.write_config(run, TrainConfig.for_model("lenet5", data="shapes", epochs=1).to_dict(), num_classes=10)
+    steps = [{"kind": "step", "epoch": 0, "step": s, "progress": s / 20, "loss": 2.302, "acc": 0.1, "lr": 0.01} for s in range(1, 21)]
+    records = [{"kind": "status", "status": "running"}, *steps,
+               {"kind": "epoch", "epoch": 1, "train_loss": 2.302, "train_acc": 0.1, "test_loss": 2.302, "test_acc": 0.1},
+               {"kind": "status", "status": "finished", "epochs_done": 1, "test_acc": 0.1}]
+    (run / runs.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    at = train_page()
+    assert not heatmaps(at)
+    assert any("stuck near" in w.value for w in at.warning)
+    assert any("No health records" in c.value for c in at.caption)
+
+
+def test_the_lr_finder_button_draws_the_sweep_and_fills_in_the_learning_rate(models_root, train_page, monkeypatch):
+    monkeypatch.setattr(lr_finder, "STEPS", 40)  # the page's sweep, shorter for the test
+    at = train_page()
+    at.select_slider(key="shapes_n").set_value(600)
+    at.run()
+    assert at.number_input(key="hp-cifar10_quick-lr").value == pytest.approx(3e-3)  # the recipe's
+    at.button(key="lr-find").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    found = at.session_state[lr_finder.RESULT_KEY]["result"]
+    assert found["steps"] <= 40 and found["suggested_lr"]
+    lr = at.number_input(key="hp-cifar10_quick-lr").value
+    assert lr == pytest.approx(found["suggested_lr"], rel=0.05) and lr != pytest.approx(3e-3)
+    chart = next(json.loads(el.proto.spec) for el in at.get("plotly_chart")
+                 if "learning rate grows" in json.loads(el.proto.spec)["layout"].get("title", {}).get("text", ""))
+    assert chart["layout"]["xaxis"]["type"] == "log" and any(t.get("name") == "suggestion" for t in chart["data"])
+    assert any("Suggested" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Start training").click()  # the run trains with the found lr
+    at.run()
+    (run_dir,) = [p for p in models_root.iterdir() if (p / runs.CONFIG_FILE).exists()]
+    assert runs.read_config(run_dir)["lr"] == pytest.approx(lr)
+    runs.request_stop(run_dir)  # no need to finish it, but leave no trainer behind
+    deadline = time.time() + 240
+    while runs.run_info(run_dir).status in ("running", "queued", "created") and time.time() < deadline:
+        time.sleep(1)
