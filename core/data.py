@@ -14,14 +14,14 @@ import io
 import math
 import multiprocessing
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: torch.Tensor) -> "Split":
+    def subset(self, index: torch.Tensor) -> Split:
         files = None
         if self.files is not None:
             positions = index.nonzero().flatten() if index.dtype == torch.bool else index.flatten()
@@ -238,7 +238,7 @@ def download_cifar10(data_dir: str | os.PathLike | None = None, progress: Callab
                     done += len(chunk)
                     if progress:
                         progress(done, total)
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             partial.unlink(missing_ok=True)
             raise PlaygroundError(f"Could not download CIFAR-10 ({getattr(exc, 'reason', exc)}). If this machine is offline, "
                                   f"use the `shapes` dataset or `imagefolder:PATH`, or put {CIFAR10.filename} in {root}.") from None
@@ -541,7 +541,8 @@ def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test
                    skipped, has_test_split=False)
 
 
-def load_eval_split(spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None) -> tuple[Split, list[str]]:
+def load_eval_split(spec: str, *, image_size: int = 32, seed: int = 0,
+                    data_dir: str | os.PathLike | None = None) -> tuple[Split, list[str]]:
     """What `core.evaluate` scores: the test/val split when there is one, else every image.
 
     A folder's test split is read (from the same cache training wrote) without its training split.

@@ -92,7 +92,8 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
     if name == "speedrun":
         from core import speedrun
 
-        return {"model_template": "model_source.j2", "constants": [(c, repr(getattr(speedrun, c))) for c in ("DEFAULT_WIDTHS", "WHITEN_BIAS_EPOCHS")],
+        constants = [(c, repr(getattr(speedrun, c))) for c in ("DEFAULT_WIDTHS", "WHITEN_BIAS_EPOCHS")]
+        return {"model_template": "model_source.j2", "constants": constants,
                 "model_source": _source(speedrun._BatchNorm, speedrun._Conv, speedrun._ConvGroup, speedrun.SpeedrunNet),
                 "model_call": "SpeedrunNet(num_classes" + (f", widths={tuple(config['widths'])})" if config.get("widths") else ")"),
                 "model_markdown": f"**{preset.title}**. {preset.description} The classes below are the studio's own code "
@@ -188,7 +189,8 @@ def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epo
         "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr, "momentum": recipe.momentum,
         "nesterov": bool(recipe.nesterov and recipe.momentum > 0), "weight_decay": recipe.weight_decay,
         "label_smoothing": recipe.label_smoothing, "loss": recipe.loss, "loss_code": losses.code(recipe.loss, recipe.label_smoothing),
-        "loss_title": losses.LOSSES[recipe.loss].title, "loss_help": losses.LOSSES[recipe.loss].help, "schedule": recipe.schedule, "warmup": recipe.warmup,
+        "loss_title": losses.LOSSES[recipe.loss].title, "loss_help": losses.LOSSES[recipe.loss].help,
+        "schedule": recipe.schedule, "warmup": recipe.warmup,
         "warmup_start": recipe.warmup_start, "optimizer": recipe.optimizer, "augment": recipe.augment,
         "crop_padding": recipe.crop_padding, "tta": int(recipe.tta), "seed": recipe.seed,
         "optimizer_title": _OPTIMIZER_TITLES[recipe.optimizer], "schedule_title": _SCHEDULE_TITLES[recipe.schedule],

@@ -11,8 +11,9 @@ import codecs
 import io
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch

@@ -11,8 +11,9 @@ import contextlib
 import inspect as pyinspect
 import keyword
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import torch

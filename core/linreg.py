@@ -5,8 +5,8 @@ a bigger model; seeing w and b walk to 2 and 3 is the whole idea in miniature.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn

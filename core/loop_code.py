@@ -89,6 +89,6 @@ def loop_code(config: TrainConfig) -> str:
                             warmup=f"{config.warmup:g}", warmup_start=f"{config.warmup_start:g}", augment=augment,
                             input_size=input_size)
     if config.augment:
-        code = code.replace("for epoch in range(", "gen = torch.Generator().manual_seed(%d)  # the augmentation's dice\n"
-                            "for epoch in range(" % config.seed, 1)
+        code = code.replace("for epoch in range(", f"gen = torch.Generator().manual_seed({config.seed})  # the augmentation's dice\n"
+                            "for epoch in range(", 1)
     return code

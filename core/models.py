@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import urllib.error
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -111,11 +112,14 @@ def lenet5(num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("cifar10_quick", "CIFAR-10 quick", "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).", 32,
+        Preset("cifar10_quick", "CIFAR-10 quick",
+               "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).", 32,
                SCRATCH_RECIPE),
-        Preset("speedrun", "Speedrun (airbench-style)", "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.", 32,
+        Preset("speedrun", "Speedrun (airbench-style)",
+               "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.", 32,
                speedrun.RECIPE),
-        Preset("mycnn", "MyCNN (first nn.Module)", "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.", 32,
+        Preset("mycnn", "MyCNN (first nn.Module)",
+               "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.", 32,
                SCRATCH_RECIPE),
         Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32, SCRATCH_RECIPE),
         Preset("resnet18", "ResNet-18", "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).", 32,
@@ -233,7 +237,7 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
     before_shape = shape  # the input of the layer before this one (to explain what a Flatten did)
     x = torch.zeros(1, *shape)
     layers: list[nn.Module] = []
-    last_linear = max((i for i, l in enumerate(spec) if isinstance(l, dict) and l.get("type") == "Linear"), default=-1)
+    last_linear = max((i for i, layer in enumerate(spec) if isinstance(layer, dict) and layer.get("type") == "Linear"), default=-1)
     for i, raw in enumerate(spec, start=1):
         if not isinstance(raw, dict) or "type" not in raw:
             raise PlaygroundError(f"Layer {i}: each layer needs a \"type\" (one of {', '.join(LAYER_OPTIONS)}).")
@@ -271,12 +275,14 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
             raise
         except (RuntimeError, ValueError, TypeError) as exc:
             reason = str(exc).splitlines()[0]
-            hint = " Use a larger input, fewer pooling layers, or a smaller kernel/stride." if "too small" in reason or "size" in reason else ""
+            too_small = "too small" in reason or "size" in reason
+            hint = " Use a larger input, fewer pooling layers, or a smaller kernel/stride." if too_small else ""
             raise PlaygroundError(f"{where} cannot take input {_shape_str(shape)}: {reason}.{hint}") from None
         before_shape, shape = shape, tuple(x.shape[1:])
         layers.append(layer.train())
     if len(shape) != 1:
-        raise PlaygroundError(f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score per class.")
+        raise PlaygroundError(f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score "
+                              "per class.")
     if shape[0] != num_classes:
         raise PlaygroundError(f"The last layer gives {shape[0]} outputs but there are {num_classes} classes; "
                               "set the last Linear's out_features to the number of classes (or leave it empty).")
@@ -446,7 +452,8 @@ def weights_enum(name: str, choice: str):
     try:
         return enum[choice]
     except KeyError:
-        raise PlaygroundError(f"{name} has no weights called {choice!r}; choose one of {', '.join(w.name for w in enum)} or a file path.") from None
+        raise PlaygroundError(f"{name} has no weights called {choice!r}; choose one of {', '.join(w.name for w in enum)} "
+                              "or a file path.") from None
 
 
 def weights_transforms(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
@@ -528,7 +535,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a Torch Playground checkpoint
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise PlaygroundError(f"{path.name} does not hold a state_dict (a dict of tensors); save it with torch.save(model.state_dict(), path).")
+        raise PlaygroundError(f"{path.name} does not hold a state_dict (a dict of tensors); save it with "
+                              "torch.save(model.state_dict(), path).")
     return obj
 
 

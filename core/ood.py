@@ -32,9 +32,10 @@ import functools
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -111,7 +112,7 @@ class FeatureTap:
         finally:
             self._local.slot = None
 
-    def __deepcopy__(self, memo: dict) -> "FeatureTap":
+    def __deepcopy__(self, memo: dict) -> FeatureTap:
         # A copied model (core.explain keeps a private one) keeps pointing at this tap; it only
         # records inside capture(), so the copy's passes never land in a prediction's slot.
         return self
@@ -183,7 +184,7 @@ class Reference:
 
     @classmethod
     def fit(cls, bank_feats: torch.Tensor, bank_images: torch.Tensor, held_feats: torch.Tensor,
-            held_images: torch.Tensor, percentile: float = PERCENTILE) -> "Reference":
+            held_images: torch.Tensor, percentile: float = PERCENTILE) -> Reference:
         edges = edge_statistics(bank_images)
         mean, std = edges.mean(0), edges.std(0).clamp_min(1e-6)
         ref = cls(normalized_features(bank_feats).float(), ((edges - mean) / std).float(), mean, std, torch.empty(0, 2))
@@ -203,7 +204,7 @@ class Reference:
         runs.atomic_write_bytes(path, save(tensors, metadata={**self.info, "format": FORMAT, "threshold": repr(self.threshold)}))
 
     @classmethod
-    def load(cls, path: Path) -> "Reference":
+    def load(cls, path: Path) -> Reference:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
@@ -215,7 +216,7 @@ class Reference:
         return cls(**tensors, threshold=float(meta.pop("threshold")), info=meta)
 
 
-def features(predictor: "Predictor", tap: FeatureTap, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def features(predictor: Predictor, tap: FeatureTap, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """(N, D) float64 penultimate features of uint8 images, through the run's own eval preprocessing."""
     out = []
     for chunk in images.split(batch_size):
@@ -232,7 +233,7 @@ def _sample(split: Split, n: int, seed: int) -> Split:
     return split.subset(torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n])
 
 
-def fit_for_run(predictor: "Predictor", tap: FeatureTap, run_dir: Path) -> Reference:
+def fit_for_run(predictor: Predictor, tap: FeatureTap, run_dir: Path) -> Reference:
     """Bank from the run's own training data (loaded the way training loaded it), calibrated on its test split."""
     config = runs.read_config(run_dir)
     data = str(config.get("data", ""))
@@ -255,7 +256,7 @@ def fit_for_run(predictor: "Predictor", tap: FeatureTap, run_dir: Path) -> Refer
     return ref
 
 
-def load_or_fit(predictor: "Predictor", tap: FeatureTap, run_dir: Path) -> Reference:
+def load_or_fit(predictor: Predictor, tap: FeatureTap, run_dir: Path) -> Reference:
     """The run's cached reference when it belongs to the current checkpoint, else a new fit (cached when possible)."""
     try:
         mtime = str((run_dir / runs.CHECKPOINT_FILE).stat().st_mtime_ns)
@@ -286,7 +287,7 @@ class OODCheck:
     unavailable: str = ""  # why there is no check (uploaded weights, the data is no longer there, ...)
 
     @classmethod
-    def for_predictor(cls, predictor: "Predictor") -> "OODCheck":
+    def for_predictor(cls, predictor: Predictor) -> OODCheck:
         run_dir = getattr(predictor, "run_dir", None)
         if run_dir is None:
             return cls(unavailable="there are no training images to compare with (uploaded weights)")

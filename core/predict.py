@@ -12,9 +12,10 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,7 @@ class Predictor:
     _ood_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> "Predictor":
+    def from_run(cls, run_dir: str | os.PathLike, device: str = "cpu") -> Predictor:
         ckpt = runs.load_checkpoint(run_dir)
         config = ckpt.get("config") or runs.read_config(run_dir)
         spec = config.get("layers") if config.get("model") == "custom" else config["model"]
@@ -77,7 +78,7 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, model: str | list, classes: Sequence[str] | None = None,
                      input_size: int | None = None, normalization: dict[str, Sequence[float]] | None = None,
-                     device: str = "cpu", info: dict[str, Any] | None = None) -> "Predictor":
+                     device: str = "cpu", info: dict[str, Any] | None = None) -> Predictor:
         """Uploaded weights (state_dict .pt or .safetensors) plus the architecture they belong to.
 
         `info` is the JSON that comes with an exported state_dict (runs.weights_info: classes, normalization,
@@ -101,7 +102,7 @@ class Predictor:
 
     @classmethod
     def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int,
-               device: str, tta: int) -> "Predictor":
+               device: str, tta: int) -> Predictor:
         target = dev.resolve_device(device)
         model = model.to(target).eval()
         return cls(model, classes, torch.tensor(norm["mean"], device=target), torch.tensor(norm["std"], device=target),

@@ -26,7 +26,10 @@ def augmented_samples(config: TrainConfig, n: int = 8, epoch: int = 0) -> dict[s
     (plain, labels), (seen, _) = (next(loader.epoch(epoch)) for loader in loaders)
     x = normalize_batch(seen, norm.mean, norm.std, input_size, channels_last=False)
     shown = (x * norm.std.view(1, -1, 1, 1) + norm.mean.view(1, -1, 1, 1)).clamp(0, 1).mul(255).round().to(torch.uint8)
-    as_hwc = lambda t: [img.permute(1, 2, 0).numpy() for img in t]
+
+    def as_hwc(t: torch.Tensor) -> list:
+        return [img.permute(1, 2, 0).numpy() for img in t]
+
     return {"stored": as_hwc(plain), "seen": as_hwc(shown), "labels": [ds.classes[i] for i in labels.tolist()],
             "data_size": data_size, "input_size": input_size, "augment": bool(config.augment),
             "crop_padding": config.crop_padding, "mean": norm.mean.tolist(), "std": norm.std.tolist()}

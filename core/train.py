@@ -23,17 +23,17 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core import device as dev
-from core import runs
-from core import losses
+from core import losses, runs
 from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
@@ -85,13 +85,13 @@ class TrainConfig:
     health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs every log interval (core.health)
 
     @classmethod
-    def for_model(cls, model: str, **overrides: Any) -> "TrainConfig":
+    def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
         """The recipe a preset trains best with (`Preset.recipe`) on the device the run will use, then the caller's overrides."""
         recipe = recipe_for(model, overrides.get("device") or "auto")
         return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class Dist:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls) -> "Dist":
+    def from_env(cls) -> Dist:
         """torchrun sets these; a plain `python -m core.train` is a world of one."""
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
@@ -207,12 +207,13 @@ class Normalization:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, norm: Normalization, input_size: int, device: torch.device,
-             dtype: torch.dtype, *, tta: int = 0, num_classes: int, dist: Dist = Dist(),
+             dtype: torch.dtype, *, tta: int = 0, num_classes: int, dist: Dist | None = None,
              batch_size: int = 500, channels_last: bool = True) -> dict[str, Any]:
     """Test loss, accuracy, per-class accuracy and the confusion matrix (counts), with `tta` (see `tta_logits`).
 
     Sums stay on the device until the one read at the end (no wait per batch).
     """
+    dist = dist or Dist()
     loader = BatchLoader(split, batch_size, device, shuffle=False, rank=dist.rank, world_size=dist.world_size, drop_last=False)
     # [loss sum, then the confusion counts]: one tensor, so distributed runs reduce it in one call
     sums = torch.zeros(1 + num_classes * num_classes, dtype=torch.float64, device=device)
@@ -283,7 +284,7 @@ class RunLog:
 
     @classmethod
     def open(cls, config: TrainConfig, run_dir: str | os.PathLike | None, dist: Dist, *, resume: bool, started: float,
-             on_record: Callable[[dict[str, Any]], None] | None = None, name: str | None = None) -> "RunLog":
+             on_record: Callable[[dict[str, Any]], None] | None = None, name: str | None = None) -> RunLog:
         run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
         elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0) if resume else 0.0
         if dist.main:

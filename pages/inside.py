@@ -2,7 +2,9 @@ import numpy as np
 import streamlit as st
 
 from core import runs
-from studio import inside_view as iv, insight, predict_view as pv
+from studio import inside_view as iv
+from studio import insight
+from studio import predict_view as pv
 from studio.state import all_runs, through_navigation, watched_run
 from studio.widgets import guard, run_label
 

@@ -3,7 +3,9 @@ import streamlit as st
 from core import runs
 from core.data import SHAPES_CLASSES
 from core.models import PRESETS
-from studio import arch, explain_view as ev, predict_view as pv, workspace
+from studio import arch, workspace
+from studio import explain_view as ev
+from studio import predict_view as pv
 from studio.charts import topk_figure
 from studio.state import all_runs, through_navigation
 from studio.widgets import guard, run_label

@@ -8,7 +8,8 @@ styles them instead, and the font sizes are chosen for a projector.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -81,7 +81,8 @@ def update_ratio_figure(records: list[dict[str, Any]]) -> go.Figure:
                                 colorscale=RATIO_COLORS,
                                 colorbar=dict(title="", tickvals=[-6, -4, -3, -2, 0], ticktext=["1e-6", "1e-4", "1e-3 ✓", "1e-2", "1"]),
                                 hovertemplate="%{y}<br>epoch %{x:.2f}<br>update / weight %{customdata:.2g}<extra></extra>"),
-                     layout=_layout(_height(len(y)), f"Update / weight per step (about {UPDATE_RATIO_GOOD:.0e} is healthy)".replace("e-0", "e-")))
+                     layout=_layout(_height(len(y)),
+                                    f"Update / weight per step (about {UPDATE_RATIO_GOOD:.0e} is healthy)".replace("e-0", "e-")))
 
 
 def grad_norm_figure(records: list[dict[str, Any]]) -> go.Figure:

@@ -5,8 +5,9 @@ The page picks a run and an image; everything here draws what core.activations c
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import plotly.colors

@@ -64,7 +64,8 @@ def propose(spec: str | None) -> None:
         st.markdown(":material/lightbulb: **Few pictures? Fine-tune a pretrained network**")
         st.caption(recipe["why"])
         use = st.toggle(f"Use the recipe for few pictures: **{model}**, ImageNet weights, frozen backbone, batch "
-                        f"{recipe['batch_size']} ({recipe['steps_per_epoch']} step{'s' * (recipe['steps_per_epoch'] != 1)} per epoch), {recipe['epochs']} epochs",
+                        f"{recipe['batch_size']} ({recipe['steps_per_epoch']} step{'s' * (recipe['steps_per_epoch'] != 1)} per epoch), "
+                        f"{recipe['epochs']} epochs",
                         value=True, key="small_recipe")
     applied = (spec, model, recipe["batch_size"], recipe["epochs"])
     if use and st.session_state.get("_small_recipe_applied") != applied:

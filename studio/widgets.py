@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Iterator
 
 import streamlit as st
 

@@ -21,6 +21,7 @@ from core.models import build, count_parameters, find_head, preset_input_size, p
 from core.predict import Predictor
 from core.train import TrainConfig, load_data, resume, train
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny inputs through big networks are many small ops: one thread runs them fastest, and much faster than two

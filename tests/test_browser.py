@@ -97,8 +97,9 @@ def _wait_points_above(page, n: int, timeout_s: float = 150) -> int:
 
 
 def _png() -> bytes:
-    from core.data import shapes_dataset
     from PIL import Image
+
+    from core.data import shapes_dataset
 
     ds = shapes_dataset(n_train=10, n_test=10, seed=11)
     buffer = io.BytesIO()
@@ -258,9 +259,8 @@ def _status_times(run_dir: Path) -> dict:
 def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
     """Two students on one shared server: A trains, B sees none of A's runs and is queued behind A;
     the server restarts while B waits; afterwards B's run starts, once, after A's has ended."""
-    from core import runs
-
     from bench.browser import serve
+    from core import runs
 
     models = tmp_path / "models"
     models.mkdir()

@@ -11,8 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import (SHAPES_CLASSES, BatchLoader, Split, imagefolder_dataset, load_dataset, load_eval_split,
-                       random_crop, random_flip, shapes_dataset)
+from core.data import (
+    SHAPES_CLASSES,
+    BatchLoader,
+    Split,
+    imagefolder_dataset,
+    load_dataset,
+    load_eval_split,
+    random_crop,
+    random_flip,
+    shapes_dataset,
+)
 from core.errors import PlaygroundError
 
 

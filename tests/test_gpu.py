@@ -200,7 +200,10 @@ def test_bench_gpu_refuses_without_cuda_or_script(tmp_path):
     args = [sys.executable, "-m", "bench", "--gpu", "--data", str(tmp_path), "--airbench", str(tmp_path / "missing.py")]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
-    assert ("no CUDA GPU" in proc.stderr or "none is visible" in proc.stderr) if not torch.cuda.is_available() else "missing.py" in proc.stderr
+    if torch.cuda.is_available():
+        assert "missing.py" in proc.stderr
+    else:
+        assert "no CUDA GPU" in proc.stderr or "none is visible" in proc.stderr
 
 
 # --------------------------------------------------------------------------- on a CUDA GPU

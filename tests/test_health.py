@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from core import runs
-from core.curves import Curves, HEALTH_POINTS, Thinned
+from core.curves import HEALTH_POINTS, Curves, Thinned
 from core.health import Probe, Watcher, check
 from core.models import build
 from core.train import TrainConfig, _progress_printer, resume, train

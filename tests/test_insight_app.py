@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
+from test_app import APP, chart_specs, no_exception
 
 from core import runs
 from core.evaluate import predict_split, run_test_split
 from core.predict import Predictor
 from core.train import TrainConfig, train
-from test_app import APP, chart_specs, no_exception
 
 pytestmark = pytest.mark.timeout(300)
 

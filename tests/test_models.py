@@ -8,9 +8,9 @@ import warnings
 import pytest
 import torch
 import torchvision
+from conftest import HostilePayload
 from safetensors.torch import save_file
 
-from conftest import HostilePayload
 from core.errors import PlaygroundError
 from core.models import PRESETS, build, build_from_spec, count_parameters, spec_of
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import HostilePayload
 from PIL import Image
 from safetensors.torch import save_file
 
 from core import runs
-from conftest import HostilePayload
 from core.errors import PlaygroundError
 from core.models import build
 from core.predict import Predictor
