@@ -175,9 +175,14 @@ def per_device_note(model: str) -> str | None:
             f"on a CPU: batch {cpu.batch_size}, lr {cpu.lr:g}. The fields start at the recipe of the device chosen under More settings.")
 
 
+def _field_prefix(model: str) -> str:
+    """Widget keys of the hyperparameter fields: switching the device restarts them at that device's recipe."""
+    return f"hp-{model}-gpu-" if uses_gpu(st.session_state.get(f"hp-{model}-dev", "auto")) else f"hp-{model}-"
+
+
 def lr_key(model: str) -> str:
     """The learning-rate field's widget key (the lr finder fills it in)."""
-    return f"hp-{model}-lr"
+    return _field_prefix(model) + "lr"
 
 
 def hyperparameters(model: str) -> dict[str, Any]:
@@ -185,7 +190,7 @@ def hyperparameters(model: str) -> dict[str, Any]:
     device_key = f"hp-{model}-dev"
     device = st.session_state.get(device_key, "auto")
     base = base_config(model, device)
-    k = f"hp-{model}-gpu-" if uses_gpu(device) else f"hp-{model}-"  # switching device restarts the fields at its recipe
+    k = _field_prefix(model)
     values: dict[str, Any] = {}
     c = st.columns(4)
     values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")

@@ -20,7 +20,8 @@ from bench.browser import CHROMIUM, launch_chromium, serve
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (and CI is not set)", allow_module_level=True)
 
-from playwright.sync_api import sync_playwright  # noqa: E402 - after the skip: a browser-less laptop needs neither
+from playwright.sync_api import TimeoutError as PlaywrightTimeout  # noqa: E402 - after the skip: a browser-less laptop needs neither
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 STOP = re.compile(r"Stop$")  # the run's Stop button, not "Stopping…" nor "Force stop"
 
@@ -342,12 +343,24 @@ def test_click_a_confusion_cell_to_see_its_images(server, page):
     page.get_by_text("Confusion matrix · click a cell").first.wait_for(timeout=120_000)
     _settle(page, extra=1.0)
     page.get_by_text("Confusion matrix · click a cell").first.scroll_into_view_if_needed()
-    page.wait_for_timeout(500)
-    cell = page.evaluate(CONFUSION_CELL)
+    cell, previous = page.evaluate(CONFUSION_CELL), None
+    for _ in range(20):  # charts above it may still be drawing: click once the cell has stopped moving
+        if cell == previous:
+            break
+        page.wait_for_timeout(500)
+        previous, cell = cell, page.evaluate(CONFUSION_CELL)
     assert cell and cell["count"] > 0, cell
     before = page.locator("[data-testid=stImage] img").count()
-    page.mouse.click(cell["x"], cell["y"])
-    page.get_by_text(f"{cell['trueName']} predicted as {cell['predName']} ({cell['count']} images)").last.wait_for()
+    heading = page.get_by_text(f"{cell['trueName']} predicted as {cell['predName']} ({cell['count']} images)").last
+    for attempt in range(3):  # a click that lands while the page is rerunning is dropped by the browser: click again
+        page.mouse.click(cell["x"], cell["y"])
+        try:
+            heading.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            cell = page.evaluate(CONFUSION_CELL)
     _settle(page, extra=1.0)
     _no_exception(page, "train (confusion cell)")
     assert page.locator("[data-testid=stImage] img").count() == before + min(cell["count"], 40)
@@ -454,7 +467,11 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
         page.get_by_text("Finished: test accuracy", exact=False).first.wait_for(timeout=400_000)
         _settle(page, extra=1.0)
         _no_exception(page, "train (finished on your classes)")
-        (run,) = [r for r in runs.list_runs(server["models"]) if r.run_id not in before]
+        for _ in range(60):  # the final status is written once the last checkpoint is on disk
+            (run,) = [r for r in runs.list_runs(server["models"]) if r.run_id not in before]
+            if run.status == "finished":
+                break
+            time.sleep(0.5)
         assert run.status == "finished" and run.config["classes"] == ["Class 1", "Class 2"]
         assert run.config["model"] == "mobilenet_v3_small" and run.config["freeze_backbone"]
         assert run.config["batch_size"] == 4  # the recipe's: 13 training pictures, 3 steps per epoch

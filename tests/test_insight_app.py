@@ -75,7 +75,8 @@ def test_results_panel_counts_cells_and_shows_a_clicked_cells_images(run_dir, ex
     at = open_page("pages/train.py")
     no_exception(at)
     cm = expected.confusion()
-    matrix = next(s for s in chart_specs(at) if any(t.get("type") == "heatmap" for t in s["data"]))
+    # the confusion matrix: a heatmap with a clickable marker per cell (the health panel's heatmaps have none)
+    matrix = next(s for s in chart_specs(at) if {t.get("type") for t in s["data"]} >= {"heatmap", "scatter"})
     heat = next(t for t in matrix["data"] if t["type"] == "heatmap")
     assert np.array_equal(array(heat["customdata"]), cm)  # counts, not only shares
     i, j = np.unravel_index(np.argmax(cm), cm.shape)
