@@ -43,6 +43,7 @@ from torch import nn
 from core import device as dev
 from core.errors import PlaygroundError
 from core.images import ImageSource, center_crop_box, open_image, prepare_image
+from core.models import forward_calls
 from core.predict import Predictor
 
 METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "Integrated gradients"}
@@ -95,18 +96,7 @@ def gradcam_layer(model: nn.Module, input_size: int, device: torch.device | str 
     """(name, module, output height x width) of the layer Grad-CAM reads: the last conv layer a forward pass
     runs, or the last module run right after it that keeps its output shape (its BatchNorm and ReLU, the
     ResNet stage or speedrun group that ends with it), so the map weighs what the next layers really receive."""
-    calls: list[tuple[nn.Module, tuple[int, ...] | None]] = []  # in the order modules finish: children first
-
-    def record(module: nn.Module, args: tuple, output: Any) -> None:
-        calls.append((module, tuple(output.shape) if isinstance(output, torch.Tensor) else None))
-
-    hooks = [m.register_forward_hook(record) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
+    calls = forward_calls(model, input_size, device)  # in the order modules finish: children first
     last = max((i for i, (m, _) in enumerate(calls) if isinstance(m, nn.Conv2d)), default=None)
     if last is None:
         raise PlaygroundError("Grad-CAM needs a Conv2d layer and this model has none; use --method saliency "

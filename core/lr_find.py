@@ -30,7 +30,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from torch import nn
 from core import device as dev
 from core.data import BatchLoader, normalize_batch
 from core.errors import PlaygroundError
-from core.train import TrainConfig, load_data, make_model, make_optimizer
+from core.train import SHARED_OPTIONS, TrainConfig, add_shared_options, layers_option, load_data, make_model, make_optimizer
 
 STEPS, MAX_STEPS = 100, 500
 START_LR, END_LR = 1e-7, 10.0
@@ -150,31 +149,19 @@ def _sig(value: float | None) -> float | None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.lr_find", description="Suggest a learning rate: an exponential lr sweep "
                                 "on a throwaway copy of the model, with the run's data, preprocessing and optimizer.")
-    p.add_argument("--model", required=True, help="preset name, or 'custom' with --layers")
-    p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
-    p.add_argument("--data", required=True, help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
-    p.add_argument("--batch-size", type=int)
+    add_shared_options(p, required=True)
     p.add_argument("--steps", type=int, default=STEPS, help=f"at most this many steps (default {STEPS}, at most {MAX_STEPS})")
     p.add_argument("--start-lr", type=float, default=START_LR)
     p.add_argument("--end-lr", type=float, default=END_LR)
-    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
-    p.add_argument("--weights", help="torchvision weights name (DEFAULT) or a .pth/.safetensors file")
-    p.add_argument("--freeze-backbone", action="store_true", default=None)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--device", choices=dev.DEVICE_CHOICES)
-    p.add_argument("--precision", choices=dev.PRECISION_CHOICES)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--data-dir")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("batch_size", "optimizer", "weights", "freeze_backbone", "image_size", "device",
-                                                "precision", "seed", "data_dir", "data")}
+    overrides = {k: getattr(args, k) for k in SHARED_OPTIONS}
     try:
         if args.layers:
-            overrides["layers"] = json.loads(Path(args.layers).read_text() if Path(args.layers).is_file() else args.layers)
+            overrides["layers"] = layers_option(args.layers)
         config = TrainConfig.for_model(args.model, **overrides)
 
         tty = sys.stderr.isatty()

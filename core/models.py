@@ -594,6 +594,21 @@ def freeze_backbone(model: nn.Module, name: str) -> None:
             module.register_forward_pre_hook(_use_running_stats)
 
 
+def forward_calls(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> list[tuple[nn.Module, tuple[int, ...] | None]]:
+    """(module, output shape) of every module one forward pass of a blank image runs, in the order they finish
+    (children before their parents): which layer really is the last conv or the classifier, whatever the class."""
+    calls: list[tuple[nn.Module, tuple[int, ...] | None]] = []
+    hooks = [m.register_forward_hook(lambda module, args, out: calls.append(
+        (module, tuple(out.shape) if isinstance(out, torch.Tensor) else None))) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total); shared parameters count once, lazy ones (not yet sized) not at all."""
     trainable = total = 0

@@ -45,6 +45,7 @@ from torch import nn
 from core import runs
 from core.data import Split, describe_spec, load_dataset
 from core.errors import PlaygroundError
+from core.models import forward_calls
 
 if TYPE_CHECKING:
     from core.predict import Predictor
@@ -72,16 +73,8 @@ SOFTMAX_NOTE = ("Its last layer turns scores into probabilities with a *softmax*
 
 def head_layer(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> nn.Linear | None:
     """The last nn.Linear a forward pass calls (the classifier): its input is the penultimate features."""
-    called: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: called.append(mod))
-             for m in model.modules() if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return called[-1] if called else None  # type: ignore[return-value]
+    linears = [m for m, _ in forward_calls(model, input_size, device) if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
 
 
 class FeatureTap:

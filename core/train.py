@@ -819,31 +819,46 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
     return show
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    p.add_argument("--model", help=f"preset name ({', '.join(PRESETS)}), 'custom', or any torchvision classification model "
-                                      "(efficientnet_b0, mobilenet_v3_small, ...)")
+# The options every command that builds a TrainConfig takes (core.train, core.lr_find), and the fields they set.
+SHARED_OPTIONS = ("data", "batch_size", "optimizer", "weights", "freeze_backbone", "image_size", "device", "precision", "seed",
+                  "data_dir")
+
+
+def add_shared_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """--model/--layers and SHARED_OPTIONS: the model, its data and how it runs."""
+    p.add_argument("--model", required=required, help=f"preset name ({', '.join(PRESETS)}), 'custom' with --layers, or any "
+                                                      "torchvision classification model (efficientnet_b0, mobilenet_v3_small, ...)")
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
-    p.add_argument("--data", help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--data", required=required, help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--loss", choices=list(losses.LOSSES), help="training loss (the test loss is always cross-entropy)")
-    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--weights", help="torchvision weights name (DEFAULT) or a .pth/.safetensors file")
     p.add_argument("--freeze-backbone", action="store_true", default=None)
     p.add_argument("--image-size", type=int)
     p.add_argument("--device", choices=dev.DEVICE_CHOICES)
     p.add_argument("--precision", choices=dev.PRECISION_CHOICES)
     p.add_argument("--seed", type=int)
+    p.add_argument("--data-dir")
+
+
+def layers_option(value: str) -> list[dict[str, Any]]:
+    """--layers: a JSON layer spec, or the path of a file holding one (json.JSONDecodeError when it is neither)."""
+    return json.loads(Path(value).read_text() if Path(value).is_file() else value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
+    add_shared_options(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--loss", choices=list(losses.LOSSES), help="training loss (the test loss is always cross-entropy)")
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--time-limit", type=float, metavar="SECONDS")
     p.add_argument("--compile", action="store_true", default=None)
     p.add_argument("--health", action=argparse.BooleanOptionalAction, default=None,
                    help="record per-layer training health every log interval (default on; --no-health: off)")
-    p.add_argument("--data-dir")
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run to its configured epochs")
@@ -863,9 +878,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             result = resume(args.resume, on_record=_progress_printer(config=runs.read_config(args.resume)), name=args.name)
         else:
-            overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "label_smoothing", "loss",
-                                                        "schedule", "weights", "freeze_backbone", "image_size", "device",
-                                                        "precision", "seed", "time_limit", "compile", "data_dir", "data", "health")}
+            overrides = {k: getattr(args, k) for k in (*SHARED_OPTIONS, "epochs", "lr", "weight_decay", "label_smoothing", "loss",
+                                                        "schedule", "time_limit", "compile", "health")}
             if args.config:
                 base = TrainConfig.from_dict(json.loads(Path(args.config).read_text())).to_dict()
                 config = TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None},
@@ -874,8 +888,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.model or not args.data:
                     raise PlaygroundError("--model and --data are required (or --resume RUN_DIR).")
                 if args.layers:
-                    text = Path(args.layers).read_text() if Path(args.layers).is_file() else args.layers
-                    overrides["layers"] = json.loads(text)
+                    overrides["layers"] = layers_option(args.layers)
                 config = TrainConfig.for_model(args.model, **overrides)
             result = train(config, args.out, on_record=_progress_printer(config=config.to_dict()), name=args.name)
     except PlaygroundError as exc:

@@ -331,7 +331,8 @@ def test_a_run_gets_the_check_fitted_once_and_a_damaged_cache_is_refitted(quick_
 # --------------------------------------------------------------------------- the Predict page
 
 
-def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path, monkeypatch):
+def predict_page(quick_run, tmp_path, monkeypatch):
+    """The Predict page (AppTest) with the trained shapes run as the only run."""
     import shutil
 
     from streamlit.testing.v1 import AppTest
@@ -344,6 +345,11 @@ def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path
     at.run()
     at.switch_page("pages/predict.py")
     at.run()
+    return at
+
+
+def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path, monkeypatch):
+    at = predict_page(quick_run, tmp_path, monkeypatch)
     at.file_uploader(key="images").set_value([("circle.png", png(render(0, 64, 48, 30, 24, 14)[0]), "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
 
@@ -366,18 +372,7 @@ def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path
 
 
 def test_predict_page_warns_about_an_unusual_picture_and_says_why_softmax_still_answers(quick_run, tmp_path, monkeypatch):
-    import shutil
-
-    from streamlit.testing.v1 import AppTest
-
-    root = tmp_path / "models"
-    shutil.copytree(quick_run, root / "quick")
-    monkeypatch.setattr(runs, "MODELS_DIR", root)
-    monkeypatch.setenv("PLAYGROUND_MODELS_DIR", str(root))
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("pages/predict.py")
-    at.run()
+    at = predict_page(quick_run, tmp_path, monkeypatch)
     static = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))  # TV static
     at.file_uploader(key="images").set_value([("static.png", png(static), "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
