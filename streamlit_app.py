@@ -3,6 +3,7 @@
 Only navigation and the device badge live here; each page is a thin file in
 pages/ and everything else is in core/ (the engine) and studio/ (UI helpers).
 """
+
 import streamlit as st
 
 from studio import state, workspace

@@ -15,6 +15,7 @@ Rows:
 `--health` measures only the cost of the per-layer training-health records (core.health): the same runs with
 and without them, alternating, medians of `--repeats` runs each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON instead of a table")
     p.add_argument("--health", action="store_true", help="only measure the training-health records' cost (with vs without)")
     p.add_argument("--loading", action="store_true", help="only time loading an image folder: plain PIL vs our cold and warm loads")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of the --loading measurement; --health: runs per variant "
-                                                          "(the median is reported)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="rounds of the --loading measurement; --health: runs per variant (the median is reported)"
+    )
     p.add_argument("--loading-tar", help="a .tar.gz of an image folder for --loading (default: the CIFAR-10 dev images)")
-    g = p.add_argument_group("GPU", "python -m bench --gpu --airbench airbench94.py [airbench94_muon.py]: the speedrun "
-                                    "preset against airbench on this GPU and the same images (bench/gpu.py)")
+    g = p.add_argument_group(
+        "GPU",
+        "python -m bench --gpu --airbench airbench94.py [airbench94_muon.py]: the speedrun "
+        "preset against airbench on this GPU and the same images (bench/gpu.py)",
+    )
     g.add_argument("--gpu", action="store_true", help="run only the GPU comparison")
-    g.add_argument("--airbench", type=Path, nargs="+", default=[], metavar="SCRIPT",
-                   help="airbench scripts from https://github.com/KellerJordan/cifar10-airbench, run for reference")
+    g.add_argument(
+        "--airbench",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="SCRIPT",
+        help="airbench scripts from https://github.com/KellerJordan/cifar10-airbench, run for reference",
+    )
     g.add_argument("--runs", type=int, default=5, help="runs of each airbench script (after a warm-up run)")
     g.add_argument("--seeds", type=int, default=5, help="speedrun runs (seeds 0..N-1)")
     g.add_argument("--no-compile", action="store_true", help="skip the --compile row")
@@ -83,12 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     figures["tutorial_workers2_img_per_s"] = round(tutorial_loop(folder, args.tutorial_batches, 2), 1)
     with tempfile.TemporaryDirectory() as tmp:
         log("our path, cifar10_quick...")
-        quick = run_train(["--model", "cifar10_quick", "--data", spec, "--epochs", "1", "--time-limit",
-                                str(args.seconds), "--out", f"{tmp}/quick"])
+        quick = run_train(
+            ["--model", "cifar10_quick", "--data", spec, "--epochs", "1", "--time-limit", str(args.seconds), "--out", f"{tmp}/quick"]
+        )
         figures["quick"] = quick
         log("our path, speedrun...")
-        figures["speedrun_throughput"] = run_train(["--model", "speedrun", "--data", spec, "--epochs", "1",
-                                                         "--time-limit", str(args.seconds), "--out", f"{tmp}/speedrun"])
+        figures["speedrun_throughput"] = run_train(
+            ["--model", "speedrun", "--data", spec, "--epochs", "1", "--time-limit", str(args.seconds), "--out", f"{tmp}/speedrun"]
+        )
         log("prediction latency...")
         figures["prediction"] = prediction_latency(f"{tmp}/quick", folder, repeats=200)
     if args.speedrun:
@@ -103,24 +116,40 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     m, q, s = figures["machine"], figures["quick"], figures["speedrun_throughput"]
     ratio = q["train_img_per_s"] / figures["tutorial_img_per_s"]
-    rows = [("machine", f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, auto precision {m['auto_precision']}"),
-            ("tutorial loop, cifar10_quick (ImageFolder+DataLoader+ToTensor, batch 64, fp32, NCHW, 0 workers)",
-             f"{figures['tutorial_img_per_s']:.0f} img/s"),
-            ("same with num_workers=2", f"{figures['tutorial_workers2_img_per_s']:.0f} img/s"),
-            ("our path, cifar10_quick", f"{q['train_img_per_s']:.0f} img/s (**{ratio:.1f}x** the tutorial loop), "
-                                        f"peak RSS {q['peak_rss_mb']} MB"),
-            ("our path, speedrun net", f"{s['train_img_per_s']:.0f} img/s, peak RSS {s['peak_rss_mb']} MB"),
-            ("prediction, one uploaded JPEG (decode + preprocess + forward)",
-             f"p50 {figures['prediction']['single_p50_ms']} ms, p95 {figures['prediction']['single_p95_ms']} ms"),
-            ("prediction, batch of 64 JPEGs", f"{figures['prediction']['batch64_ms']} ms")]
+    rows = [
+        ("machine", f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, auto precision {m['auto_precision']}"),
+        (
+            "tutorial loop, cifar10_quick (ImageFolder+DataLoader+ToTensor, batch 64, fp32, NCHW, 0 workers)",
+            f"{figures['tutorial_img_per_s']:.0f} img/s",
+        ),
+        ("same with num_workers=2", f"{figures['tutorial_workers2_img_per_s']:.0f} img/s"),
+        (
+            "our path, cifar10_quick",
+            f"{q['train_img_per_s']:.0f} img/s (**{ratio:.1f}x** the tutorial loop), peak RSS {q['peak_rss_mb']} MB",
+        ),
+        ("our path, speedrun net", f"{s['train_img_per_s']:.0f} img/s, peak RSS {s['peak_rss_mb']} MB"),
+        (
+            "prediction, one uploaded JPEG (decode + preprocess + forward)",
+            f"p50 {figures['prediction']['single_p50_ms']} ms, p95 {figures['prediction']['single_p95_ms']} ms",
+        ),
+        ("prediction, batch of 64 JPEGs", f"{figures['prediction']['batch64_ms']} ms"),
+    ]
     if "speedrun_full" in figures:
         f = figures["speedrun_full"]
-        rows.append(("speedrun recipe, whole command", f"test accuracy **{f['val_acc']:.4f}** in {f['wall_s']} s wall "
-                                                       f"({f['epochs']} epochs), peak RSS {f['peak_rss_mb']} MB"))
+        rows.append(
+            (
+                "speedrun recipe, whole command",
+                f"test accuracy **{f['val_acc']:.4f}** in {f['wall_s']} s wall ({f['epochs']} epochs), peak RSS {f['peak_rss_mb']} MB",
+            )
+        )
     page = figures.get("page")
     if page:
-        rows.append(("page overhead (browser streaming curves vs headless)",
-                     f"{page['watched_img_per_s']:.0f} vs {page['headless_img_per_s']:.0f} img/s: {page['overhead_pct']}%"))
+        rows.append(
+            (
+                "page overhead (browser streaming curves vs headless)",
+                f"{page['watched_img_per_s']:.0f} vs {page['headless_img_per_s']:.0f} img/s: {page['overhead_pct']}%",
+            )
+        )
     print(markdown(rows))
     print(f"\ncommand: `{figures['command']}`")
     return 0
@@ -149,9 +178,13 @@ def health_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     table = [("machine", f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, auto precision {m['auto_precision']}")]
     for r in rows:
         data = "shapes" if r["data"] == "shapes" else "the bench images"
-        table.append((f"{r['model']} on {data}, {r['epochs']} epoch(s): img/s with health / without",
-                      f"{r['with_health_img_per_s']:.0f} / {r['without_health_img_per_s']:.0f}: "
-                      f"**{r['overhead_pct']:+.1f}%** (runs: {r['runs']['on']} / {r['runs']['off']})"))
+        table.append(
+            (
+                f"{r['model']} on {data}, {r['epochs']} epoch(s): img/s with health / without",
+                f"{r['with_health_img_per_s']:.0f} / {r['without_health_img_per_s']:.0f}: "
+                f"**{r['overhead_pct']:+.1f}%** (runs: {r['runs']['on']} / {r['runs']['off']})",
+            )
+        )
     print(markdown(table))
     print(f"\ncommand: `{figures['command']}`")
     return 0
@@ -166,8 +199,9 @@ def gpu_main(args: argparse.Namespace, folder: Path) -> int:
         raise PlaygroundError("--gpu needs a CUDA GPU, and none is visible here.")
     missing = [str(s) for s in args.airbench if not s.is_file()]
     if missing:
-        raise PlaygroundError(f"airbench script not found: {', '.join(missing)} (fetch it from "
-                              "https://github.com/KellerJordan/cifar10-airbench).")
+        raise PlaygroundError(
+            f"airbench script not found: {', '.join(missing)} (fetch it from https://github.com/KellerJordan/cifar10-airbench)."
+        )
     figures = gpu.measure(folder, [s.resolve() for s in args.airbench], args.runs, args.seeds, not args.no_compile)
     figures["command"] = "python -m bench " + " ".join(sys.argv[1:])
     print(json.dumps(figures, indent=1) if args.json else gpu.table(figures) + f"\n\ncommand: `{figures['command']}`")

@@ -12,6 +12,7 @@ times, and prints one JSON document: each run's test accuracy (what `main` retur
 augmentation) and its own reported training time (the last column of its final "eval" row). The script's
 tables go to stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def prepare_data(folder: Path, workdir: Path) -> dict[str, int]:
     target = workdir / "cifar10"
     target.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", ds.train), ("test", ds.test)):
-        torch.save({"images": split.images.permute(0, 2, 3, 1).contiguous(), "labels": split.labels, "classes": ds.classes},
-                   target / f"{name}.pt")
+        torch.save(
+            {"images": split.images.permute(0, 2, 3, 1).contiguous(), "labels": split.labels, "classes": ds.classes}, target / f"{name}.pt"
+        )
     return {"n_train": len(ds.train), "n_test": len(ds.test)}
 
 

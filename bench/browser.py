@@ -5,6 +5,7 @@ Train page in Debian's Chromium through Playwright and trains with
 `python -m core.train` while the page streams the run's curves, so it measures
 what a demo costs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,26 @@ def serve(models_root: str | os.PathLike, log_path: str | os.PathLike | None = N
     port = _free_port()
     log = open(log_path or os.devnull, "w+")
     env = {**os.environ, "PLAYGROUND_MODELS_DIR": str(models_root), "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -65,8 +83,7 @@ def serve(models_root: str | os.PathLike, log_path: str | os.PathLike | None = N
 
 def launch_chromium(playwright: Any) -> Any:
     """Debian's Chromium, headless, as Playwright's browser (root in a container needs --no-sandbox)."""
-    return playwright.chromium.launch(executable_path=CHROMIUM,
-                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
 
 
 def _sync_playwright() -> Any:

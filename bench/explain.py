@@ -6,6 +6,7 @@ image as a colour overlay. Untrained weights take as long as trained ones, so no
 CPU milliseconds (all of this process's threads) are printed beside the wall times: on a busy machine
 they move less than the wall times do.
 """
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,9 @@ def explain_latency(repeats: int = 30, size: int = 32) -> dict[str, dict[str, fl
     norm = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     figures: dict[str, dict[str, float]] = {}
     for model_name in MODELS:
-        predictor = Predictor._ready(build(model_name, len(SHAPES_CLASSES), input_size=size), list(SHAPES_CLASSES),
-                                     norm, size, size, "cpu", False)
+        predictor = Predictor._ready(
+            build(model_name, len(SHAPES_CLASSES), input_size=size), list(SHAPES_CLASSES), norm, size, size, "cpu", False
+        )
         explainer = Explainer(predictor)
         for method in METHODS:
             n = repeats if method != "integrated_gradients" else max(3, repeats // 5)
@@ -52,9 +54,11 @@ def explain_latency(repeats: int = 30, size: int = 32) -> dict[str, dict[str, fl
                     times.append((time.perf_counter() - started) * 1000)
                     cpu.append((time.process_time() - cpu_started) * 1000)
             times.sort()
-            figures[f"{model_name}/{method}"] = {"p50_ms": round(statistics.median(times), 1),
-                                                 "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
-                                                 "cpu_p50_ms": round(statistics.median(cpu), 1)}
+            figures[f"{model_name}/{method}"] = {
+                "p50_ms": round(statistics.median(times), 1),
+                "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
+                "cpu_p50_ms": round(statistics.median(cpu), 1),
+            }
     return figures
 
 
@@ -66,11 +70,21 @@ def main(as_json: bool, repeats: int = 30) -> int:
         return 0
     from bench.__main__ import markdown
 
-    rows = [(f"explain one uploaded JPEG, {key.split('/')[0]}, {METHODS[key.split('/')[1]]} (decode + predict + map + overlay)",
-             f"p50 {v['p50_ms']} ms, p95 {v['p95_ms']} ms (CPU time p50 {v['cpu_p50_ms']} ms)")
-            for key, v in figures["explain"].items()]
-    rows.insert(0, ("machine", f"{figures['machine']['cpu']}, {figures['machine']['cores']} cores, "
-                               f"{figures['threads']} torch threads, torch {figures['machine']['torch']}"))
+    rows = [
+        (
+            f"explain one uploaded JPEG, {key.split('/')[0]}, {METHODS[key.split('/')[1]]} (decode + predict + map + overlay)",
+            f"p50 {v['p50_ms']} ms, p95 {v['p95_ms']} ms (CPU time p50 {v['cpu_p50_ms']} ms)",
+        )
+        for key, v in figures["explain"].items()
+    ]
+    rows.insert(
+        0,
+        (
+            "machine",
+            f"{figures['machine']['cpu']}, {figures['machine']['cores']} cores, "
+            f"{figures['threads']} torch threads, torch {figures['machine']['torch']}",
+        ),
+    )
     print(markdown(rows))
     print("\ncommand: `python -m bench --explain`")
     return 0

@@ -10,6 +10,7 @@ Rows (a Markdown table, then the raw figures with --json):
   per-epoch evaluation), and the whole command, cold (empty data cache: the JPEGs are decoded) and warm;
 - the same with `--compile` (compilation counts in the training time).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,13 @@ from core import runs
 def airbench(script: Path, folder: Path, runs_: int, workdir: Path) -> dict[str, Any]:
     """`python -m bench.airbench` in a child process: its own CUDA context and global settings."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.airbench", str(script), "--data", str(folder), "--workdir", str(workdir),
-                           "--runs", str(runs_)], cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.airbench", str(script), "--data", str(folder), "--workdir", str(workdir), "--runs", str(runs_)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{script.name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout)
@@ -58,8 +64,19 @@ def speedrun(folder: Path, tmp: Path, label: str, seeds: int, extra: list[str] |
     out = []
     for seed in range(seeds):
         run_dir = tmp / f"speedrun-{label}-{seed}"
-        args = ["--model", "speedrun", "--data", f"imagefolder:{folder}", "--seed", str(seed), "--data-dir", str(data_dir),
-                "--out", str(run_dir), *(extra or [])]
+        args = [
+            "--model",
+            "speedrun",
+            "--data",
+            f"imagefolder:{folder}",
+            "--seed",
+            str(seed),
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(run_dir),
+            *(extra or []),
+        ]
         result = run_train(args)
         result["training_s"] = training_seconds(run_dir)
         result["seed"] = seed
@@ -76,8 +93,12 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def measure(folder: Path, scripts: list[Path], runs_: int, seeds: int, compile_: bool) -> dict[str, Any]:
-    figures: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                               "torch": torch.__version__, "cuda": torch.version.cuda, "airbench": {}}
+    figures: dict[str, Any] = {
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "airbench": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp_name:
         tmp = Path(tmp_name)
         log("speedrun, cold (empty data cache)...")
@@ -102,22 +123,28 @@ def table(figures: dict[str, Any]) -> str:
         secs = [s for s in result["seconds"] if s is not None]
         mean_s = statistics.fmean(secs) if secs else float("nan")
         reference = reference if reference is not None else mean_s
-        rows.append(f"| {name} ({result['runs']} runs after a warm-up; its own timer) | {100 * acc:.2f}% ± {100 * acc_sd:.2f} | "
-                    f"{mean_s:.2f} s | - |")
+        rows.append(
+            f"| {name} ({result['runs']} runs after a warm-up; its own timer) | {100 * acc:.2f}% ± {100 * acc_sd:.2f} | "
+            f"{mean_s:.2f} s | - |"
+        )
     ours = figures["speedrun"]
     acc, acc_sd = _mean_sd([r["val_acc"] for r in ours])
     train_s, train_sd = _mean_sd([r["training_s"] for r in ours])
     wall = statistics.fmean(r["wall_s"] for r in ours)
     recipe = ours[0]["recipe"]
     ratio = f" ({train_s / reference:.2f}x {next(iter(figures['airbench']))})" if reference else ""
-    rows.append(f"| `python -m core.train --model speedrun` ({recipe['epochs']} epochs, batch {recipe['batch_size']}, widths "
-                f"{'/'.join(map(str, recipe['widths'] or [32, 128, 128]))}, {ours[0]['precision']}, {len(ours)} seeds) | "
-                f"{100 * acc:.2f}% ± {100 * acc_sd:.2f} | {train_s:.2f} s ± {train_sd:.2f}{ratio} | "
-                f"{wall:.1f} s warm, {figures['speedrun_cold']['wall_s']:.1f} s cold |")
+    rows.append(
+        f"| `python -m core.train --model speedrun` ({recipe['epochs']} epochs, batch {recipe['batch_size']}, widths "
+        f"{'/'.join(map(str, recipe['widths'] or [32, 128, 128]))}, {ours[0]['precision']}, {len(ours)} seeds) | "
+        f"{100 * acc:.2f}% ± {100 * acc_sd:.2f} | {train_s:.2f} s ± {train_sd:.2f}{ratio} | "
+        f"{wall:.1f} s warm, {figures['speedrun_cold']['wall_s']:.1f} s cold |"
+    )
     if "speedrun_compile" in figures:
         c = figures["speedrun_compile"][0]
-        rows.append(f"| same with `--compile` (1 run) | {100 * c['val_acc']:.2f}% | {c['training_s']:.2f} s incl. compile | "
-                    f"{c['wall_s']:.1f} s warm |")
+        rows.append(
+            f"| same with `--compile` (1 run) | {100 * c['val_acc']:.2f}% | {c['training_s']:.2f} s incl. compile | "
+            f"{c['wall_s']:.1f} s warm |"
+        )
     n_test = next(iter(figures["airbench"].values()), {}).get("n_test")
     head = f"{figures['gpu']}, torch {figures['torch']}, CUDA {figures['cuda']}" + (f"; {n_test} test images" if n_test else "")
     return head + "\n\n" + "\n".join(rows)

@@ -11,6 +11,7 @@ The cold load's first step, importing torchvision for its JPEG decoder, is also 
 CPU seconds (the process and its children) are printed beside the wall times: on a busy machine they
 move less than the wall times do.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ def cpu():
     return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                for f in ("ru_utime", "ru_stime"))
 """
-PLAIN_PIL = _CLOCK + """
+PLAIN_PIL = (
+    _CLOCK
+    + """
 import os
 import numpy as np
 from PIL import Image
@@ -45,7 +48,10 @@ for i, f in enumerate(files):
         out[i] = np.asarray(im.convert("RGB"))
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_s": cpu() - cpu0, "images": len(files)}))
 """
-OUR_LOAD = _CLOCK + """
+)
+OUR_LOAD = (
+    _CLOCK
+    + """
 import sys
 from core import data
 decoder = data.fast_jpeg_decoder
@@ -66,6 +72,7 @@ n = len(ds.train) + len(ds.test)
 print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "images": n, "workers": data.decode_workers(n), "skipped": ds.skipped,
                   "decoder_s": sum(decoder_s), "imported_torchvision": "torchvision" in sys.modules}))
 """
+)
 
 
 def _timed(code: str, *args: str) -> dict[str, Any]:
@@ -91,37 +98,56 @@ def loading_figures(tar: Path = DEV_TAR, repeats: int = 3, log=print) -> dict[st
             warm = _timed(OUR_LOAD, str(folder), str(cache))
             if not plain["images"] == cold["images"] == warm["images"]:
                 raise RuntimeError(f"the loads saw different files: {plain}, {cold}, {warm}")
-            rounds.append({"plain": plain, "cold": cold, "warm": warm, "ratio": cold["seconds"] / plain["seconds"],
-                           "ratio_without_import": (cold["seconds"] - cold["decoder_s"]) / plain["seconds"],
-                           "cpu_ratio": cold["cpu_s"] / plain["cpu_s"], "load_average": [load_before, os.getloadavg()[0]]})
-    return {"images": rounds[0]["plain"]["images"], "cores": os.cpu_count(), "workers": rounds[0]["cold"]["workers"],
-            "rounds": rounds, "median_ratio": statistics.median(r["ratio"] for r in rounds),
-            "median_ratio_without_import": statistics.median(r["ratio_without_import"] for r in rounds)}
+            rounds.append(
+                {
+                    "plain": plain,
+                    "cold": cold,
+                    "warm": warm,
+                    "ratio": cold["seconds"] / plain["seconds"],
+                    "ratio_without_import": (cold["seconds"] - cold["decoder_s"]) / plain["seconds"],
+                    "cpu_ratio": cold["cpu_s"] / plain["cpu_s"],
+                    "load_average": [load_before, os.getloadavg()[0]],
+                }
+            )
+    return {
+        "images": rounds[0]["plain"]["images"],
+        "cores": os.cpu_count(),
+        "workers": rounds[0]["cold"]["workers"],
+        "rounds": rounds,
+        "median_ratio": statistics.median(r["ratio"] for r in rounds),
+        "median_ratio_without_import": statistics.median(r["ratio_without_import"] for r in rounds),
+    }
 
 
 def loading_table(figures: dict[str, Any]) -> str:
     n = figures["images"]
-    lines = [f"{n} JPEGs, {figures['cores']} cores, {figures['workers']} decode workers", "",
-             "| round | plain PIL, 1 process | our cold load | of it, importing torchvision | our warm load | cold / plain "
-             "| same without the import | CPU s: plain, cold | load average |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"{n} JPEGs, {figures['cores']} cores, {figures['workers']} decode workers",
+        "",
+        "| round | plain PIL, 1 process | our cold load | of it, importing torchvision | our warm load | cold / plain "
+        "| same without the import | CPU s: plain, cold | load average |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for i, r in enumerate(figures["rounds"], 1):
         p, c, w = r["plain"], r["cold"], r["warm"]
-        lines.append(f"| {i} | {p['seconds']:.2f} s ({n / p['seconds']:,.0f} img/s) | {c['seconds']:.2f} s "
-                     f"({n / c['seconds']:,.0f} img/s) | {c['decoder_s']:.2f} s | {w['seconds']:.2f} s | **{r['ratio']:.2f}x** | "
-                     f"{r['ratio_without_import']:.2f}x | {p['cpu_s']:.1f}, {c['cpu_s']:.1f} | "
-                     f"{r['load_average'][0]:.1f} -> {r['load_average'][1]:.1f} |")
-    lines.append(f"\nmedian cold / plain: **{figures['median_ratio']:.2f}x** "
-                 f"({figures['median_ratio_without_import']:.2f}x without importing torchvision, which "
-                 "`python -m core.train` does in every run anyway)")
+        lines.append(
+            f"| {i} | {p['seconds']:.2f} s ({n / p['seconds']:,.0f} img/s) | {c['seconds']:.2f} s "
+            f"({n / c['seconds']:,.0f} img/s) | {c['decoder_s']:.2f} s | {w['seconds']:.2f} s | **{r['ratio']:.2f}x** | "
+            f"{r['ratio_without_import']:.2f}x | {p['cpu_s']:.1f}, {c['cpu_s']:.1f} | "
+            f"{r['load_average'][0]:.1f} -> {r['load_average'][1]:.1f} |"
+        )
+    lines.append(
+        f"\nmedian cold / plain: **{figures['median_ratio']:.2f}x** "
+        f"({figures['median_ratio_without_import']:.2f}x without importing torchvision, which "
+        "`python -m core.train` does in every run anyway)"
+    )
     return "\n".join(lines)
 
 
 def main(repeats: int = 3, as_json: bool = False, tar: str | None = None) -> int:
     source = Path(tar) if tar else DEV_TAR
     if not source.exists():
-        print(f"error: {source} not found; pass --loading-tar with a .tar.gz of an image folder (train/ and test/).",
-              file=sys.stderr)
+        print(f"error: {source} not found; pass --loading-tar with a .tar.gz of an image folder (train/ and test/).", file=sys.stderr)
         return 2
     figures = loading_figures(source, repeats, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(figures, indent=1) if as_json else loading_table(figures))

@@ -1,5 +1,6 @@
 """What `python -m bench` measures, each as a function: the machine, the tutorial's loop, our trainer
 (a real `python -m core.train` subprocess, so its peak memory is measured too) and prediction latency."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,14 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     info = dev.describe()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "device": info["name"],
-            "auto_precision": info["precision"], "fast_bf16": info.get("fast_bf16")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": info["name"],
+        "auto_precision": info["precision"],
+        "fast_bf16": info.get("fast_bf16"),
+    }
 
 
 def ensure_dataset(path: str | None) -> Path:
@@ -87,8 +94,14 @@ def tutorial_loop(folder: Path, batches: int, num_workers: int) -> float:
 def run_train(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `python -m core.train ARGS`: its JSON result, wall time and peak resident memory (MB)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     out, err = proc.stdout.read(), proc.stderr.read()  # read before waiting, or a full pipe blocks the child
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -118,8 +131,11 @@ def prediction_latency(run_dir: str, folder: Path, repeats: int) -> dict[str, fl
         predictor.predict(uploads, names=[f.name for f in files], k=5)
         batch.append((time.perf_counter() - t) * 1000)
     q = statistics.quantiles(single, n=20)
-    return {"single_p50_ms": round(statistics.median(single), 2), "single_p95_ms": round(q[18], 2),
-            "batch64_ms": round(statistics.median(batch), 1)}
+    return {
+        "single_p50_ms": round(statistics.median(single), 2),
+        "single_p95_ms": round(q[18], 2),
+        "batch64_ms": round(statistics.median(batch), 1),
+    }
 
 
 def health_overhead(cases: list[tuple[str, str, int]], repeats: int, workdir: str) -> list[dict[str, Any]]:
@@ -135,10 +151,30 @@ def health_overhead(cases: list[tuple[str, str, int]], repeats: int, workdir: st
         for i in range(repeats):
             for variant in ("on", "off"):
                 log(f"  {model} on {data}, health {variant} ({i + 1}/{repeats})")
-                result = run_train(["--model", model, "--data", data, "--epochs", str(epochs),
-                                    "--health" if variant == "on" else "--no-health", "--out", f"{workdir}/{model}-{variant}-{i}"])
+                result = run_train(
+                    [
+                        "--model",
+                        model,
+                        "--data",
+                        data,
+                        "--epochs",
+                        str(epochs),
+                        "--health" if variant == "on" else "--no-health",
+                        "--out",
+                        f"{workdir}/{model}-{variant}-{i}",
+                    ]
+                )
                 figures[variant].append(result["train_img_per_s"])
         on, off = statistics.median(figures["on"]), statistics.median(figures["off"])
-        rows.append({"model": model, "data": data, "epochs": epochs, "with_health_img_per_s": on,
-                     "without_health_img_per_s": off, "overhead_pct": round(100 * (off - on) / off, 1), "runs": figures})
+        rows.append(
+            {
+                "model": model,
+                "data": data,
+                "epochs": epochs,
+                "with_health_img_per_s": on,
+                "without_health_img_per_s": off,
+                "overhead_pct": round(100 * (off - on) / off, 1),
+                "runs": figures,
+            }
+        )
     return rows

@@ -15,6 +15,7 @@ through the queue, cold (a fresh `python -m core.worker` process) and warm (hand
 the ready spare), timed from the start call to the first step record, with the
 breakdown read off the run's own records.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,12 +82,19 @@ def check_run_folder(info: runs.RunInfo) -> list[str]:
     return problems
 
 
-def load_test(users: int = 20, data: str = "shapes:200", epochs: int = 1, timeout: float = 900,
-              root: str | None = None, runs_per_device: int | None = None) -> dict[str, Any]:
+def load_test(
+    users: int = 20,
+    data: str = "shapes:200",
+    epochs: int = 1,
+    timeout: float = 900,
+    root: str | None = None,
+    runs_per_device: int | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root_path = Path(root or tmp)
-        settings = dataclasses.replace(Settings.load(), shared=True, max_active=2,
-                                       **({"runs_per_device": runs_per_device} if runs_per_device else {}))
+        settings = dataclasses.replace(
+            Settings.load(), shared=True, max_active=2, **({"runs_per_device": runs_per_device} if runs_per_device else {})
+        )
         registry = JobRegistry(root_path, settings)
         capacity = registry._capacity(default_pool(registry.pools))
         rss_before = rss_mb()
@@ -111,8 +119,13 @@ def load_test(users: int = 20, data: str = "shapes:200", epochs: int = 1, timeou
                 if status not in runs.ACTIVE_STATUSES:
                     break
                 time.sleep(0.5)
-            results[i] = {"workspace": workspace, "run": run_dir.name, "status": status, "listed_foreign": sorted(foreign),
-                          "listed": [r.run_id for r in runs.list_runs(root_path, workspace)]}
+            results[i] = {
+                "workspace": workspace,
+                "run": run_dir.name,
+                "status": status,
+                "listed_foreign": sorted(foreign),
+                "listed": [r.run_id for r in runs.list_runs(root_path, workspace)],
+            }
 
         def monitor() -> None:
             while not done.is_set():
@@ -148,13 +161,23 @@ def load_test(users: int = 20, data: str = "shapes:200", epochs: int = 1, timeou
             if bad:
                 problems[info.run_id] = bad
         isolation = all(r["listed"] == [r["run"]] and not r["listed_foreign"] for r in results.values())
-        return {"users": users, "data": data, "epochs": epochs, "k": capacity, "runs": len(infos),
-                "finished": sum(r.status == "finished" for r in infos.values()),
-                "max_running_sampled": seen["max_running"], "max_running_from_records": max_overlap(intervals),
-                "wall_s": round(wall, 1), "queue_wait_max_s": round(max(waits), 1) if waits else None,
-                "each_lists_only_its_own": isolation, "folder_problems": problems,
-                "server_rss_before_mb": round(rss_before), "server_peak_rss_mb": round(max(seen["peak_rss_mb"], rss_mb())),
-                "server_ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+        return {
+            "users": users,
+            "data": data,
+            "epochs": epochs,
+            "k": capacity,
+            "runs": len(infos),
+            "finished": sum(r.status == "finished" for r in infos.values()),
+            "max_running_sampled": seen["max_running"],
+            "max_running_from_records": max_overlap(intervals),
+            "wall_s": round(wall, 1),
+            "queue_wait_max_s": round(max(waits), 1) if waits else None,
+            "each_lists_only_its_own": isolation,
+            "folder_problems": problems,
+            "server_rss_before_mb": round(rss_before),
+            "server_peak_rss_mb": round(max(seen["peak_rss_mb"], rss_mb())),
+            "server_ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        }
 
 
 # --------------------------------------------------------------------------- start-up
@@ -193,12 +216,17 @@ def startup_once(root: Path, warm: bool, timeout: float = 300) -> dict[str, Any]
     handed = next(r for r in statuses if r.get("dispatched"))
     trainer = next(r for r in statuses if r.get("status") == "running" and not r.get("dispatched"))
     entered = trainer["time"] - trainer["elapsed"]  # when train() began, on the trainer's own clock
-    return {"mode": "warm" if warm else "cold", "start_to_first_step_s": round(step["time"] - t0, 2),
-            "breakdown_s": {"queue (start call -> handed to a process)": round(handed["time"] - t0, 3),
-                            "process start + imports (-> train() entered)": round(entered - handed["time"], 2),
-                            "train() set-up: data, model, optimizer (-> 'running')": round(trainer["elapsed"], 2),
-                            f"first {step['step']} steps (-> first step record)": round(step["time"] - trainer["time"], 2)},
-            "queued_record_s": round(queued["time"] - t0, 3)}
+    return {
+        "mode": "warm" if warm else "cold",
+        "start_to_first_step_s": round(step["time"] - t0, 2),
+        "breakdown_s": {
+            "queue (start call -> handed to a process)": round(handed["time"] - t0, 3),
+            "process start + imports (-> train() entered)": round(entered - handed["time"], 2),
+            "train() set-up: data, model, optimizer (-> 'running')": round(trainer["elapsed"], 2),
+            f"first {step['step']} steps (-> first step record)": round(step["time"] - trainer["time"], 2),
+        },
+        "queued_record_s": round(queued["time"] - t0, 3),
+    }
 
 
 def startup(repeats: int = 2) -> dict[str, Any]:

@@ -7,6 +7,7 @@ traced as a leaf, so layers written outside torch.nn (the speedrun net's BatchNo
 their names and need not be traceable inside. Layers are named as core.inspect's layer table
 names them (dotted module names), so a map's label matches the Architecture page.
 """
+
 from __future__ import annotations
 
 import copy
@@ -85,8 +86,9 @@ class Activations:
         try:
             graph = tracer.trace(self.model)
         except Exception as exc:  # data-dependent control flow in a custom forward
-            raise PlaygroundError(f"This model's forward pass cannot be traced to read its layers "
-                                  f"({str(exc).splitlines()[0][:120]}).") from None
+            raise PlaygroundError(
+                f"This model's forward pass cannot be traced to read its layers ({str(exc).splitlines()[0][:120]})."
+            ) from None
         self._name = {node: tracer.node_to_qualname.get(node, node.name) for node in graph.nodes}
         self._calls = [node for node in graph.nodes if node.op == "call_module"]
         self.convs = [str(n.target) for n in self._calls if isinstance(self._modules.get(str(n.target)), nn.Conv2d)]
@@ -94,7 +96,8 @@ class Activations:
     def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
         if nodes not in self._extractors:
             self._extractors[nodes] = create_feature_extractor(
-                self.model, return_nodes=list(nodes), tracer_kwargs={"leaf_modules": self._leaves}).eval()
+                self.model, return_nodes=list(nodes), tracer_kwargs={"leaf_modules": self._leaves}
+            ).eval()
         return self._extractors[nodes]
 
     @torch.no_grad()
@@ -168,8 +171,7 @@ class Activations:
         y = out[node][0]
         c_out, h_out, w_out = y.shape
         if not (0 <= channel < c_out and 0 <= row < h_out and 0 <= col < w_out):
-            raise PlaygroundError(f"Layer {name} has {c_out} channels of {h_out} x {w_out}; "
-                                  f"({channel}, {row}, {col}) is outside it.")
+            raise PlaygroundError(f"Layer {name} has {c_out} channels of {h_out} x {w_out}; ({channel}, {row}, {col}) is outside it.")
         kh, kw = conv.kernel_size
         (sh, sw), (dh, dw) = conv.stride, conv.dilation
         top, left = _leading_padding(conv)
@@ -182,9 +184,18 @@ class Activations:
                 if 0 <= r < x.shape[1] and 0 <= c < x.shape[2]:
                     patch[:, i, j] = x[:, r, c]
         bias = float(conv.bias.detach()[channel]) if conv.bias is not None else 0.0
-        return ConvArithmetic(name, channel, row, col, patch.numpy(),
-                              conv.weight[channel].detach().float().cpu().numpy(), bias, rows, cols,
-                              float(y[channel, row, col]))
+        return ConvArithmetic(
+            name,
+            channel,
+            row,
+            col,
+            patch.numpy(),
+            conv.weight[channel].detach().float().cpu().numpy(),
+            bias,
+            rows,
+            cols,
+            float(y[channel, row, col]),
+        )
 
     # ------------------------------------------------------------------ embedding
 
@@ -201,8 +212,7 @@ class Activations:
     def features(self, images: torch.Tensor, batch_size: int = 250) -> np.ndarray:
         """Penultimate-layer features (N, D) of uint8 images (N, 3, S, S)."""
         node = self.penultimate()
-        parts = [self._run((node,), images[i:i + batch_size])[node].flatten(1).float().cpu()
-                 for i in range(0, len(images), batch_size)]
+        parts = [self._run((node,), images[i : i + batch_size])[node].flatten(1).float().cpu() for i in range(0, len(images), batch_size)]
         return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
 
 
@@ -245,13 +255,17 @@ def project(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndar
         perplexity = float(min(30.0, (n - 1) / 3))
         # One thread: with a trainer on the same cores, OpenMP's spinning threads made it 5x slower, not faster.
         with threadpool_limits(limits=1):
-            return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                        random_state=seed).fit_transform(x).astype(np.float32)
+            return (
+                TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+                .fit_transform(x)
+                .astype(np.float32)
+            )
     raise PlaygroundError(f"Unknown projection {method!r}; use pca or tsne.")
 
 
-def embedding(activations: Activations, images: torch.Tensor, method: str = "pca", max_points: int | None = None,
-              seed: int = 0) -> dict[str, Any]:
+def embedding(
+    activations: Activations, images: torch.Tensor, method: str = "pca", max_points: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """A seeded subset of `images` projected to 2-D: {"index", "xy", "seconds", "dim"} (index into `images`)."""
     limit = max_points or (TSNE_MAX_POINTS if method == "tsne" else PCA_MAX_POINTS)
     index = sample_indices(len(images), limit, seed)

@@ -80,15 +80,12 @@ def safe_extract_zip(
         ) from exc
     except NotImplementedError as exc:
         raise PlaygroundError(
-            f"{label} uses a compression method Python cannot read ({_one_line(exc)}); "
-            "re-zip it with standard (deflate) compression"
+            f"{label} uses a compression method Python cannot read ({_one_line(exc)}); re-zip it with standard (deflate) compression"
         ) from exc
     except OSError as exc:
         # Disk full, permissions, a member that is both a file and a folder: all fixable
         # by the user, none of them a bug here.
-        raise PlaygroundError(
-            f"{label} could not be extracted ({_one_line(exc)}); check disk space and the zip's contents"
-        ) from exc
+        raise PlaygroundError(f"{label} could not be extracted ({_one_line(exc)}); check disk space and the zip's contents") from exc
     return dest
 
 
@@ -121,22 +118,16 @@ def _plan(
         if parts is None:
             continue
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise PlaygroundError(
-                f"{label} contains a symbolic link ({_shown(info.filename)}), which is not allowed; zip real files only"
-            )
+            raise PlaygroundError(f"{label} contains a symbolic link ({_shown(info.filename)}), which is not allowed; zip real files only")
         if info.flag_bits & 0x1:
             raise PlaygroundError(f"{label} is password-protected; zip it again without a password")
         if not info.is_dir():
             files += 1
             total += info.file_size
             if files > max_files:
-                raise PlaygroundError(
-                    f"{label} contains more than {max_files:,} files; upload a smaller dataset"
-                )
+                raise PlaygroundError(f"{label} contains more than {max_files:,} files; upload a smaller dataset")
             if total > max_bytes:
-                raise PlaygroundError(
-                    f"{label} would unpack to more than {_size(max_bytes)}; upload a smaller dataset"
-                )
+                raise PlaygroundError(f"{label} would unpack to more than {_size(max_bytes)}; upload a smaller dataset")
             if info.file_size > _RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
                 raise PlaygroundError(
                     f"{label} looks like a zip bomb: {_shown(info.filename)} expands "
@@ -156,14 +147,10 @@ def _safe_parts(filename: str, label: str) -> tuple[str, ...] | None:
     # so a "..\\" cannot slip past the checks and folders come out as folders.
     name = filename.replace("\\", "/")
     if name.startswith("/") or _DRIVE.match(name):
-        raise PlaygroundError(
-            f"{label} contains a member with an absolute path ({_shown(filename)}); zip the folder with relative paths"
-        )
+        raise PlaygroundError(f"{label} contains a member with an absolute path ({_shown(filename)}); zip the folder with relative paths")
     parts = tuple(part for part in PurePosixPath(name).parts if part not in ("", "."))
     if ".." in parts:
-        raise PlaygroundError(
-            f"{label} contains a member that points outside its folder ({_shown(filename)}); zip the folder again"
-        )
+        raise PlaygroundError(f"{label} contains a member that points outside its folder ({_shown(filename)}); zip the folder again")
     if not parts or parts[0] == "__MACOSX" or any(part.startswith(".") for part in parts):
         return None
     return parts
@@ -183,8 +170,7 @@ def _extract(
         # _safe_parts already forbids escaping; this guards against anything it missed.
         if not target.resolve().is_relative_to(root):
             raise PlaygroundError(
-                f"{label} contains a member that points outside its folder ({_shown(info.filename)}); "
-                "zip the folder again"
+                f"{label} contains a member that points outside its folder ({_shown(info.filename)}); zip the folder again"
             )
         if info.is_dir():
             target.mkdir(parents=True, exist_ok=True)
@@ -194,9 +180,7 @@ def _extract(
             while chunk := src.read(_CHUNK):
                 written += len(chunk)
                 if written > max_bytes:
-                    raise PlaygroundError(
-                        f"{label} would unpack to more than {_size(max_bytes)}; upload a smaller dataset"
-                    )
+                    raise PlaygroundError(f"{label} would unpack to more than {_size(max_bytes)}; upload a smaller dataset")
                 out.write(chunk)
 
 

@@ -17,6 +17,7 @@ Also the advice for small data: below a few hundred images per class, fine-tune 
 pretrained network with a batch that gives several steps per epoch, and a warning
 when the test split is too small to mean anything.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,10 @@ def sets_root(workspace: str | None = None, data_dir: str | Path | None = None) 
 def _check_name(name: str, what: str) -> str:
     name = (name or "").strip()
     if not _NAME.match(name):
-        raise PlaygroundError(f"Name the {what} with up to 40 letters, digits, spaces, '-', '_' or '.' "
-                              f"(starting with a letter or digit); {name!r} does not fit.")
+        raise PlaygroundError(
+            f"Name the {what} with up to 40 letters, digits, spaces, '-', '_' or '.' "
+            f"(starting with a letter or digit); {name!r} does not fit."
+        )
     return name
 
 
@@ -103,8 +106,9 @@ def class_names(set_path: Path) -> list[str]:
 def add_class(set_path: Path, name: str) -> Path:
     name = _check_name(name, "class")
     if name.lower() in _RESERVED:
-        raise PlaygroundError(f"{name!r} cannot be a class name: a folder called {name} means a data split. "
-                              "Choose another name (e.g. 'train engine').")
+        raise PlaygroundError(
+            f"{name!r} cannot be a class name: a folder called {name} means a data split. Choose another name (e.g. 'train engine')."
+        )
     if any(existing.lower() == name.lower() for existing in class_names(set_path)):
         raise PlaygroundError(f"There is already a class called {name!r} in this set.")
     path = set_path / name
@@ -241,8 +245,10 @@ def not_ready(set_path: Path) -> str | None:
         return "Add at least two classes: a classifier tells classes apart."
     short = [f"{name} has {n}" for name, n in per_class.items() if n < MIN_PER_CLASS]
     if short:
-        return (f"Add at least {MIN_PER_CLASS} pictures to every class ({', '.join(short)}): one to train on and one to "
-                "test with. A dozen or more per class works much better.")
+        return (
+            f"Add at least {MIN_PER_CLASS} pictures to every class ({', '.join(short)}): one to train on and one to "
+            "test with. A dozen or more per class works much better."
+        )
     return None
 
 
@@ -318,11 +324,20 @@ def small_data_recipe(train_per_class: list[int]) -> dict[str, Any] | None:
     steps = max(1, n_train // batch)
     epochs = max(5, min(30, math.ceil(TARGET_STEPS / steps)))
     fewest = min(train_per_class)
-    why = (f"Only {fewest} training picture{'s' * (fewest != 1)} in the smallest class: a network pretrained on ImageNet "
-           "already knows edges, textures and object parts, so a new head on its features learns from a handful of "
-           "pictures, where training from scratch needs thousands.")
-    return {"model": SMALL_DATA_BACKBONE, "weights": "DEFAULT", "freeze_backbone": True, "batch_size": batch,
-            "epochs": epochs, "steps_per_epoch": steps, "why": why}
+    why = (
+        f"Only {fewest} training picture{'s' * (fewest != 1)} in the smallest class: a network pretrained on ImageNet "
+        "already knows edges, textures and object parts, so a new head on its features learns from a handful of "
+        "pictures, where training from scratch needs thousands."
+    )
+    return {
+        "model": SMALL_DATA_BACKBONE,
+        "weights": "DEFAULT",
+        "freeze_backbone": True,
+        "batch_size": batch,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "why": why,
+    }
 
 
 def test_split_warning(n_test: int) -> str | None:
@@ -332,6 +347,8 @@ def test_split_warning(n_test: int) -> str | None:
     if n_test >= MEANINGFUL_TEST_IMAGES:
         return None
     points = 100 / n_test
-    return (f"{n_test} test image{'s' * (n_test != 1)}: each one is {points:.0f} points of accuracy, so the test "
-            f"accuracy jumps in steps of {points:.0f}% and says little. Add pictures: each class keeps "
-            f"{data.TEST_FRACTION:.0%} of its images (at least {data.MIN_TEST_PER_CLASS}) for testing.")
+    return (
+        f"{n_test} test image{'s' * (n_test != 1)}: each one is {points:.0f} points of accuracy, so the test "
+        f"accuracy jumps in steps of {points:.0f}% and says little. Add pictures: each class keeps "
+        f"{data.TEST_FRACTION:.0%} of its images (at least {data.MIN_TEST_PER_CLASS}) for testing."
+    )

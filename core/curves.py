@@ -6,6 +6,7 @@ reads only the lines appended since its last look and folds step records into
 at most `max_points` buckets (merging neighbours pairwise when full), so a
 million-step run and a 50-step run cost the same to draw.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,6 @@ class Thinned:
 
     def items(self) -> list[dict[str, Any]]:
         return self.kept + ([self.last] if self.last is not None and (not self.kept or self.kept[-1] is not self.last) else [])
-
 
 
 class Curves:
@@ -114,7 +114,7 @@ class Curves:
             self.points.append(_mean_point(self._bucket))
             self._bucket = []
             if len(self.points) > self.max_points:
-                self.points = [_mean_point(self.points[i:i + 2]) for i in range(0, len(self.points), 2)]
+                self.points = [_mean_point(self.points[i : i + 2]) for i in range(0, len(self.points), 2)]
                 self.stride *= 2
 
     def _rewind(self, step: float) -> None:
@@ -207,7 +207,7 @@ def ema(values: Iterable[float | None], weight: float) -> list[float | None]:
             continue
         n += 1
         avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** n) if weight else v)
+        out.append(avg / (1 - weight**n) if weight else v)
     return out
 
 

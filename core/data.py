@@ -6,6 +6,7 @@ batch, and normalization. No per-sample PIL work or DataLoader workers in the
 training loop, which is both faster and one less thing to crash
 (airbench's approach).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,7 +84,7 @@ class Dataset:
 
         From each channel's histogram of its 256 levels: exact, and ~8x cheaper than the images as floats.
         """
-        x = self.train.images[: 20000]
+        x = self.train.images[:20000]
         counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]).double()
         levels = torch.arange(256, dtype=torch.float64, device=counts.device) / 255
         n = counts.sum(1)
@@ -100,8 +101,15 @@ def describe_spec(spec: str) -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_dataset(spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None,
-                 test_fraction: float = TEST_FRACTION, download: bool = True) -> Dataset:
+def load_dataset(
+    spec: str,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    test_fraction: float = TEST_FRACTION,
+    download: bool = True,
+) -> Dataset:
     """Parse a data SPEC (`cifar10`, `shapes`, `imagefolder:PATH`) and load it as tensors."""
     data_dir = Path(data_dir or DATA_DIR)
     kind, _, arg = spec.partition(":")
@@ -113,8 +121,9 @@ def load_dataset(spec: str, *, image_size: int = 32, seed: int = 0, data_dir: st
     if kind == "imagefolder":
         if not arg:
             raise PlaygroundError("imagefolder needs a path: imagefolder:/path/to/folder_or.zip")
-        return imagefolder_dataset(Path(arg).expanduser(), image_size=image_size, seed=seed,
-                                   test_fraction=test_fraction, cache_dir=data_dir / "cache")
+        return imagefolder_dataset(
+            Path(arg).expanduser(), image_size=image_size, seed=seed, test_fraction=test_fraction, cache_dir=data_dir / "cache"
+        )
     raise PlaygroundError(f"Unknown data spec {spec!r}; use cifar10, shapes, or imagefolder:PATH.")
 
 
@@ -207,12 +216,14 @@ def shapes_dataset(n_train: int = 12000, n_test: int = 2000, seed: int = 0, cach
         rng = np.random.default_rng([seed, stream])
         labels = np.arange(n) % len(SHAPES_CLASSES)
         rng.shuffle(labels)
-        chunks = [_render_shapes(labels[i:i + 2000], rng) for i in range(0, n, 2000)]
+        chunks = [_render_shapes(labels[i : i + 2000], rng) for i in range(0, n, 2000)]
         images = np.concatenate(chunks) if chunks else np.zeros((0, 3, 32, 32), dtype=np.uint8)
         out.append(Split(torch.from_numpy(images), torch.from_numpy(labels).long()))
     if cache:
-        _write_cache(cache, {"train_images": out[0].images, "train_labels": out[0].labels,
-                             "test_images": out[1].images, "test_labels": out[1].labels})
+        _write_cache(
+            cache,
+            {"train_images": out[0].images, "train_labels": out[0].labels, "test_images": out[1].images, "test_labels": out[1].labels},
+        )
     return Dataset("shapes", list(SHAPES_CLASSES), out[0], out[1])
 
 
@@ -240,8 +251,10 @@ def download_cifar10(data_dir: str | os.PathLike | None = None, progress: Callab
                         progress(done, total)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             partial.unlink(missing_ok=True)
-            raise PlaygroundError(f"Could not download CIFAR-10 ({getattr(exc, 'reason', exc)}). If this machine is offline, "
-                                  f"use the `shapes` dataset or `imagefolder:PATH`, or put {CIFAR10.filename} in {root}.") from None
+            raise PlaygroundError(
+                f"Could not download CIFAR-10 ({getattr(exc, 'reason', exc)}). If this machine is offline, "
+                f"use the `shapes` dataset or `imagefolder:PATH`, or put {CIFAR10.filename} in {root}."
+            ) from None
         os.replace(partial, archive)
         if not check_integrity(str(archive), CIFAR10.tgz_md5):
             archive.unlink(missing_ok=True)
@@ -321,8 +334,9 @@ def _folder_layout(root: Path) -> tuple[dict[str, Path], list[str]]:
         splits = {"all": root}
         classes = [d.name for d in _class_dirs(root)]
     if not classes:
-        raise PlaygroundError(f"{root} has no class folders; arrange images as {root.name}/<class>/<image> "
-                              "(optionally inside train/ and test/ folders).")
+        raise PlaygroundError(
+            f"{root} has no class folders; arrange images as {root.name}/<class>/<image> (optionally inside train/ and test/ folders)."
+        )
     return splits, classes
 
 
@@ -397,12 +411,12 @@ class _DecodeChunks(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> tuple[int, torch.Tensor, torch.Tensor]:
         start = k * self.chunk
-        return (start, *load_files_for_model(self.files[start:start + self.chunk], self.size,
-                                             use_torchvision=self.use_torchvision))
+        return (start, *load_files_for_model(self.files[start : start + self.chunk], self.size, use_torchvision=self.use_torchvision))
 
 
-def _decode_all(files: list[str], size: int, workers: int | None = None,
-                use_torchvision: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_all(
+    files: list[str], size: int, workers: int | None = None, use_torchvision: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode files to (N, 3, size, size) uint8 and a mask of those that could be read."""
     workers = decode_workers(len(files)) if workers is None else workers
     if use_torchvision is None:
@@ -412,11 +426,10 @@ def _decode_all(files: list[str], size: int, workers: int | None = None,
     chunk = min(1024, max(64, len(files) // (8 * max(1, workers))))  # ~8 chunks a worker keeps them all busy
     images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     ok = torch.zeros(len(files), dtype=torch.bool)
-    loader = torch.utils.data.DataLoader(_DecodeChunks(files, size, chunk, use_torchvision), batch_size=None,
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(_DecodeChunks(files, size, chunk, use_torchvision), batch_size=None, num_workers=workers)
     for start, part, part_ok in loader:
-        images[start:start + len(part)] = part
-        ok[start:start + len(part)] = part_ok
+        images[start : start + len(part)] = part
+        ok[start : start + len(part)] = part_ok
     return images, ok
 
 
@@ -436,9 +449,15 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
 
 
 def _is_split(images: Any, labels: Any, size: int) -> bool:
-    return (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dtype == torch.uint8
-            and labels.dtype == torch.long and images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size)
-            and len(images) == len(labels))
+    return (
+        isinstance(images, torch.Tensor)
+        and isinstance(labels, torch.Tensor)
+        and images.dtype == torch.uint8
+        and labels.dtype == torch.long
+        and images.dim() == 4
+        and tuple(images.shape[1:]) == (3, size, size)
+        and len(images) == len(labels)
+    )
 
 
 def _write_cache(path: Path, blob: dict[str, Any]) -> None:
@@ -464,14 +483,20 @@ def _load_split(split_dir: Path, classes: list[str], size: int, cache_dir: Path)
         raise PlaygroundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {split_dir}.")
     needed = len(files) * 3 * size * size
     if needed > MAX_DATASET_BYTES:
-        raise PlaygroundError(f"{len(files)} images at {size}x{size} need {needed / 1024**3:.1f} GB of memory; "
-                              "choose a smaller image size.")
+        raise PlaygroundError(
+            f"{len(files)} images at {size}x{size} need {needed / 1024**3:.1f} GB of memory; choose a smaller image size."
+        )
     cache = cache_dir / f"{key}.pt"
     blob = _read_cache(cache)
     if blob is not None:
         images, kept_labels, skipped, kept = blob.get("images"), blob.get("labels"), blob.get("skipped"), blob.get("kept")
-        if (_is_split(images, kept_labels, size) and isinstance(skipped, int) and skipped + len(kept_labels) == len(files)
-                and isinstance(kept, torch.Tensor) and len(kept) == len(files)):
+        if (
+            _is_split(images, kept_labels, size)
+            and isinstance(skipped, int)
+            and skipped + len(kept_labels) == len(files)
+            and isinstance(kept, torch.Tensor)
+            and len(kept) == len(files)
+        ):
             return Split(images, kept_labels, _kept_files(files, kept)), skipped
         cache.unlink(missing_ok=True)  # readable but not this split's: rebuilt like a corrupt one
     images, ok = _decode_all(files, size)
@@ -496,16 +521,16 @@ def test_count(n: int, fraction: float = TEST_FRACTION, minimum: int = MIN_TEST_
     return max(round(n * fraction), min(minimum, n // 2))
 
 
-def imagefolder_counts(path: str | os.PathLike, *, cache_dir: Path | None = None,
-                       test_fraction: float = TEST_FRACTION) -> dict[str, object]:
+def imagefolder_counts(
+    path: str | os.PathLike, *, cache_dir: Path | None = None, test_fraction: float = TEST_FRACTION
+) -> dict[str, object]:
     """Images per class in each split, from the file names alone (nothing decoded): {"classes", "train", "test",
     "has_test_split"}; without a test folder, the counts the seeded split will give."""
     root = _resolve_folder(Path(path).expanduser(), cache_dir or DATA_DIR / "cache")
     splits, classes = _folder_layout(root)
 
     def per_class(split_dir: Path) -> list[int]:
-        return [len(_scan_class(os.path.join(split_dir, name))) if os.path.isdir(os.path.join(split_dir, name)) else 0
-                for name in classes]
+        return [len(_scan_class(os.path.join(split_dir, name))) if os.path.isdir(os.path.join(split_dir, name)) else 0 for name in classes]
 
     if "all" in splits or "test" not in splits:
         total = per_class(splits.get("all") or splits["train"])
@@ -514,8 +539,9 @@ def imagefolder_counts(path: str | os.PathLike, *, cache_dir: Path | None = None
     return {"classes": classes, "train": per_class(splits["train"]), "test": per_class(splits["test"]), "has_test_split": True}
 
 
-def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test_fraction: float = TEST_FRACTION,
-                        cache_dir: Path | None = None) -> Dataset:
+def imagefolder_dataset(
+    path: Path, *, image_size: int = 32, seed: int = 0, test_fraction: float = TEST_FRACTION, cache_dir: Path | None = None
+) -> Dataset:
     cache_dir = cache_dir or DATA_DIR / "cache"
     root = _resolve_folder(path, cache_dir)
     splits, classes = _folder_layout(root)
@@ -533,16 +559,16 @@ def imagefolder_dataset(path: Path, *, image_size: int = 32, seed: int = 0, test
     for label in range(len(classes)):
         idx = torch.nonzero(everything.labels == label).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        test_idx.append(idx[:test_count(len(idx), test_fraction)])
+        test_idx.append(idx[: test_count(len(idx), test_fraction)])
     test_index = torch.cat(test_idx)
     is_test = torch.zeros(len(everything), dtype=torch.bool)
     is_test[test_index] = True
-    return Dataset(f"imagefolder:{path}", classes, everything.subset(~is_test), everything.subset(is_test),
-                   skipped, has_test_split=False)
+    return Dataset(f"imagefolder:{path}", classes, everything.subset(~is_test), everything.subset(is_test), skipped, has_test_split=False)
 
 
-def load_eval_split(spec: str, *, image_size: int = 32, seed: int = 0,
-                    data_dir: str | os.PathLike | None = None) -> tuple[Split, list[str]]:
+def load_eval_split(
+    spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> tuple[Split, list[str]]:
     """What `core.evaluate` scores: the test/val split when there is one, else every image.
 
     A folder's test split is read (from the same cache training wrote) without its training split.
@@ -563,8 +589,9 @@ def load_eval_split(spec: str, *, image_size: int = 32, seed: int = 0,
 # --------------------------------------------------------------------------- batches on the device
 
 
-def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, input_size: int | None = None,
-                    channels_last: bool = True) -> torch.Tensor:
+def normalize_batch(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, input_size: int | None = None, channels_last: bool = True
+) -> torch.Tensor:
     """uint8 (N, C, H, W) -> normalized float, resized to the model's input size.
 
     Training batches and prediction inputs both go through this function, so
@@ -604,9 +631,21 @@ class BatchLoader:
     replays the same batches, and each torchrun rank takes its own shard of it.
     """
 
-    def __init__(self, split: Split, batch_size: int, device: torch.device, *, shuffle: bool = True,
-                 augment: bool = False, crop_padding: int = 4, flip: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        device: torch.device,
+        *,
+        shuffle: bool = True,
+        augment: bool = False,
+        crop_padding: int = 4,
+        flip: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -632,9 +671,9 @@ class BatchLoader:
         # Every rank shares the permutation but draws its own crops and flips.
         gen.manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.rank + 1)
         if self.world_size > 1:
-            order = order[self.rank::self.world_size][: self.per_rank]
+            order = order[self.rank :: self.world_size][: self.per_rank]
         for step in range(start_step, len(self)):
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
             x = self.images[idx]
             if self.augment:
                 if self.crop_padding:

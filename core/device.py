@@ -4,6 +4,7 @@ Device placement happens here and nowhere else, so a model and its batches can
 never end up on different devices ("Input type and weight type should be the
 same" is the classic learner error this prevents).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,9 +57,11 @@ def distributed_backend(name: str = "auto", local_world_size: int | None = None)
         cpu = f"add --device cpu to run the {local_world_size} processes on the CPU (gloo)"
         if not gpus:
             raise PlaygroundError(f"torchrun started {local_world_size} processes on this machine but no GPU is visible; {cpu}.")
-        raise PlaygroundError(f"torchrun started {local_world_size} processes on this machine but only {gpus} GPU"
-                              f"{' is' if gpus == 1 else 's are'} visible (each process needs its own); use "
-                              f"--nproc_per_node={gpus} (or --nproc_per_node=gpu), or {cpu}.")
+        raise PlaygroundError(
+            f"torchrun started {local_world_size} processes on this machine but only {gpus} GPU"
+            f"{' is' if gpus == 1 else 's are'} visible (each process needs its own); use "
+            f"--nproc_per_node={gpus} (or --nproc_per_node=gpu), or {cpu}."
+        )
     return "nccl"
 
 

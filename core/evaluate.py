@@ -5,6 +5,7 @@ same numbers give the accuracy, the confusion matrix, the images in any of its c
 mistakes the model is most sure of, and the pairs of classes it mixes up most. The pass uses
 the run's own eval preprocessing (core.predict.Predictor), exactly as a photo on the Predict page.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,12 @@ class Predictions:
         cm = self.confusion()
         n = int(cm.sum())
         per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
-        return {"accuracy": float(cm.diagonal().sum()) / max(1, n), "n": n,
-                "per_class": {name: float(acc) for name, acc in zip(self.classes, per_class)},
-                "confusion": cm.tolist()}
+        return {
+            "accuracy": float(cm.diagonal().sum()) / max(1, n),
+            "n": n,
+            "per_class": {name: float(acc) for name, acc in zip(self.classes, per_class)},
+            "confusion": cm.tolist(),
+        }
 
     def by_loss(self, index: np.ndarray) -> np.ndarray:
         """`index` reordered by loss, largest first (ties: lower index first, so the order is stable)."""
@@ -72,8 +76,12 @@ class Predictions:
         row: dict[str, Any] = {"index": int(i)}
         if self.files is not None:
             row["file"] = self.files[i]
-        return row | {"true": self.classes[int(self.labels[i])], "pred": self.classes[pred],
-                      "prob": round(float(self.probs[i, pred]), 6), "loss": round(float(self.losses[i]), 6)}
+        return row | {
+            "true": self.classes[int(self.labels[i])],
+            "pred": self.classes[pred],
+            "prob": round(float(self.probs[i, pred]), 6),
+            "loss": round(float(self.losses[i]), 6),
+        }
 
     def mistakes(self, n: int | None = None) -> list[dict[str, Any]]:
         """The misclassified images with the highest loss, largest first."""
@@ -83,8 +91,7 @@ class Predictions:
     def most_confused(self, n: int | None = None) -> list[dict[str, Any]]:
         """Off-diagonal cells of the confusion matrix with a count, largest first."""
         cm = self.confusion()
-        pairs = [(int(cm[t, p]), t, p) for t in range(len(self.classes)) for p in range(len(self.classes))
-                 if t != p and cm[t, p]]
+        pairs = [(int(cm[t, p]), t, p) for t in range(len(self.classes)) for p in range(len(self.classes)) if t != p and cm[t, p]]
         pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
         return [{"true": self.classes[t], "pred": self.classes[p], "count": count} for count, t, p in pairs[:n]]
 
@@ -93,31 +100,39 @@ class Predictions:
 def predict_split(predictor: Predictor, split: Split, classes: list[str], batch_size: int = 500) -> Predictions:
     """Every image of `split` through the model, keeping each one's probabilities and loss."""
     if list(classes) != list(predictor.classes):
-        raise PlaygroundError(f"The data's classes ({', '.join(classes[:6])}...) differ from the run's "
-                              f"({', '.join(predictor.classes[:6])}...); evaluate on data with the same class folders.")
+        raise PlaygroundError(
+            f"The data's classes ({', '.join(classes[:6])}...) differ from the run's "
+            f"({', '.join(predictor.classes[:6])}...); evaluate on data with the same class folders."
+        )
     probs, losses = [], []
     for start in range(0, len(split), batch_size):
-        logits = predictor.logits(split.images[start:start + batch_size])
-        labels = split.labels[start:start + batch_size]
+        logits = predictor.logits(split.images[start : start + batch_size])
+        labels = split.labels[start : start + batch_size]
         probs.append(logits.softmax(dim=1))
         losses.append(F.cross_entropy(logits, labels, reduction="none"))
     c = len(classes)
-    return Predictions(list(classes), split.labels.numpy().astype(np.int64),
-                       torch.cat(probs).numpy() if probs else np.zeros((0, c), np.float32),
-                       torch.cat(losses).numpy() if losses else np.zeros(0, np.float32), split.files)
+    return Predictions(
+        list(classes),
+        split.labels.numpy().astype(np.int64),
+        torch.cat(probs).numpy() if probs else np.zeros((0, c), np.float32),
+        torch.cat(losses).numpy() if losses else np.zeros(0, np.float32),
+        split.files,
+    )
 
 
 def run_test_split(run_dir: str | os.PathLike, predictor: Predictor | None = None) -> tuple[Split, list[str]]:
     """The test images the run itself was scored on while training (its held-out split, same seed)."""
     config = runs.read_config(run_dir)
     predictor = predictor or Predictor.from_run(run_dir)
-    ds = load_dataset(str(config["data"]), image_size=predictor.image_size, seed=int(config.get("seed", 0)),
-                      data_dir=config.get("data_dir"))
+    ds = load_dataset(
+        str(config["data"]), image_size=predictor.image_size, seed=int(config.get("seed", 0)), data_dir=config.get("data_dir")
+    )
     return ds.test, ds.classes
 
 
-def evaluate_run(run_dir: str | os.PathLike, data: str, device: str = "cpu", data_dir: str | None = None,
-                 mistakes: int | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | os.PathLike, data: str, device: str = "cpu", data_dir: str | None = None, mistakes: int | None = None
+) -> dict[str, Any]:
     """Accuracy on the data's test/val split (or every image when it has none), per class by name;
     with `mistakes`, also the N worst mistakes and the most confused pairs."""
     predictor = Predictor.from_run(run_dir, device=device)
@@ -136,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="cifar10 | shapes | imagefolder:PATH")
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-dir")
-    p.add_argument("--mistakes", type=int, metavar="N",
-                   help="also list the N misclassified images with the highest loss, and the most confused class pairs")
+    p.add_argument(
+        "--mistakes",
+        type=int,
+        metavar="N",
+        help="also list the N misclassified images with the highest loss, and the most confused class pairs",
+    )
     args = p.parse_args(argv)
     if args.mistakes is not None and args.mistakes < 0:
         p.error("--mistakes must be 0 or more")

@@ -22,6 +22,7 @@ backbone, the speedrun's whitening conv) and channels_last weights change nothin
 JSON list and writes DIR/<stem>.<method>.png (the map over the image) and .npy (the map,
 float32 in [0, 1], at the image's own height x width).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,10 @@ class Explanation:
         left, top, side = center_crop_box(width, height)
         x0, y0 = int(left), int(top)  # the box starts at a half pixel when the margin is odd
         out = np.zeros((height, width), dtype=np.float32)
-        square = F.interpolate(torch.from_numpy(self.heat)[None, None], size=(side, side), mode="bilinear",
-                               align_corners=False)[0, 0].clamp_(0, 1)
-        out[y0:y0 + side, x0:x0 + side] = square.numpy()
+        square = F.interpolate(torch.from_numpy(self.heat)[None, None], size=(side, side), mode="bilinear", align_corners=False)[
+            0, 0
+        ].clamp_(0, 1)
+        out[y0 : y0 + side, x0 : x0 + side] = square.numpy()
         return out
 
 
@@ -99,15 +101,14 @@ def gradcam_layer(model: nn.Module, input_size: int, device: torch.device | str 
     calls = forward_calls(model, input_size, device)  # in the order modules finish: children first
     last = max((i for i, (m, _) in enumerate(calls) if isinstance(m, nn.Conv2d)), default=None)
     if last is None:
-        raise PlaygroundError("Grad-CAM needs a Conv2d layer and this model has none; use --method saliency "
-                              "or integrated_gradients.")
+        raise PlaygroundError("Grad-CAM needs a Conv2d layer and this model has none; use --method saliency or integrated_gradients.")
     shape = calls[last][1]
     assert shape is not None
     times_called: dict[nn.Module, int] = {}
     for m, _ in calls:
         times_called[m] = times_called.get(m, 0) + 1
     chosen = calls[last][0]
-    for module, out in calls[last + 1:]:
+    for module, out in calls[last + 1 :]:
         if out != shape or module is model:
             break
         if times_called[module] == 1:  # a module run twice (a block's shared ReLU) would be hooked twice
@@ -143,12 +144,14 @@ class Explainer:
             self._layer = gradcam_layer(self.model, self.predictor.input_size, self.predictor.device)
         return self._layer
 
-    def explain(self, source: ImageSource, name: str | None = None, method: str = "gradcam",
-                target: str | int | None = None) -> Explanation:
+    def explain(
+        self, source: ImageSource, name: str | None = None, method: str = "gradcam", target: str | int | None = None
+    ) -> Explanation:
         return self.explain_prepared(self.predictor.prepare(source, name), method, target)
 
-    def explain_prepared(self, prepared: torch.Tensor, method: str = "gradcam", target: str | int | None = None,
-                         probs: torch.Tensor | None = None) -> Explanation:
+    def explain_prepared(
+        self, prepared: torch.Tensor, method: str = "gradcam", target: str | int | None = None, probs: torch.Tensor | None = None
+    ) -> Explanation:
         """Explain a uint8 (3, S, S) image as `Predictor.prepare` makes it; `probs` saves a forward pass."""
         if method not in METHODS:
             raise PlaygroundError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -177,8 +180,9 @@ class Explainer:
         if method == "saliency":
             grads = Saliency(self.model).attribute(x, target=index, abs=True)
             return _spread(grads.detach()[0].amax(0).cpu()), size
-        attributions = IntegratedGradients(self.model).attribute(x, baselines=torch.zeros_like(x), target=index,
-                                                                 n_steps=IG_STEPS, internal_batch_size=IG_STEPS)
+        attributions = IntegratedGradients(self.model).attribute(
+            x, baselines=torch.zeros_like(x), target=index, n_steps=IG_STEPS, internal_batch_size=IG_STEPS
+        )
         # Summed over colour channels and kept where positive: evidence *for* the class.
         return _spread(attributions.detach()[0].sum(0).clamp_min(0).cpu()), size
 
@@ -193,15 +197,22 @@ def overlay(image: Image.Image, heat: np.ndarray) -> Image.Image:
     left, top, side = center_crop_box(width, height)
     x0, y0 = int(left), int(top)
     seen = np.full((height, width, 1), OUTSIDE_DIM, dtype=np.float32)
-    seen[y0:y0 + side, x0:x0 + side] = 1.0
+    seen[y0 : y0 + side, x0 : x0 + side] = 1.0
     colours = matplotlib.colormaps["jet"](heat)[..., :3].astype(np.float32)
     alpha = OVERLAY_ALPHA * heat[..., None]  # no evidence, no tint: the picture stays readable around the hot spots
     out = ((1 - alpha) * rgb * seen + alpha * colours).clip(0, 1)
     return Image.fromarray((out * 255).round().astype(np.uint8))
 
 
-def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: Path, method: str = "gradcam",
-                  target: str | int | None = None, k: int = 5, ood: bool = True) -> list[dict[str, Any]]:
+def explain_files(
+    explainer: Explainer,
+    paths: Sequence[str],
+    out_dir: Path,
+    method: str = "gradcam",
+    target: str | int | None = None,
+    k: int = 5,
+    ood: bool = True,
+) -> list[dict[str, Any]]:
     """The CLI's work: per file a result dict, with the overlay PNG and the raw .npy map written to out_dir."""
     p = explainer.predictor
     resolve_target(target, p.classes)  # a bad --target is the user's one mistake for every file: fail before any work
@@ -233,10 +244,12 @@ def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: Path, met
             np.save(npy, heat)
             overlay(img, heat).save(png)
         except OSError as exc:
-            raise PlaygroundError(f"Cannot write {png.name} into {out_dir} ({exc.strerror or exc}); free disk space "
-                                  "or choose another --out folder.") from None
-        results.append({"file": path, "top": p.topk(e.probs, k), "method": method, "target": e.label,
-                        "heatmap": str(png), "map": str(npy), **notes[0]})
+            raise PlaygroundError(
+                f"Cannot write {png.name} into {out_dir} ({exc.strerror or exc}); free disk space or choose another --out folder."
+            ) from None
+        results.append(
+            {"file": path, "top": p.topk(e.probs, k), "method": method, "target": e.label, "heatmap": str(png), "map": str(npy), **notes[0]}
+        )
     return results
 
 
@@ -254,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = Predictor.from_run(args.run_dir, device=args.device)
         out = Path(args.out) if args.out else Path(args.run_dir) / "explain"
-        results = explain_files(Explainer(predictor), args.images, out, args.method, args.target, max(1, args.topk),
-                                ood=not args.no_ood)
+        results = explain_files(Explainer(predictor), args.images, out, args.method, args.target, max(1, args.topk), ood=not args.no_ood)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ net, the shapes generator, the learning-rate schedule) the templates receive tha
 with `inspect.getsource`, so the exported recipe cannot drift from the one the studio trains with.
 The plain state_dict and its JSON sidecar come from core.runs (state_dict_bytes, weights_info).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,12 @@ SECTIONS = ("data", "dataloader", "model", "loss", "optimizer", "train", "test",
 SCRIPT_PACKAGES = ("torch", "torchvision", "numpy", "PIL")
 ONNX_MAX_ABS_DIFF = 1e-3  # the check an ONNX export must pass against PyTorch
 ONNX_OPSET = 18
-_SCHEDULE_TITLES = {"onecycle": "a linear decay to zero (one cycle)", "cosine": "a cosine decay to zero",
-                    "step": "x0.1 at half and again at three quarters of the steps", "constant": "constant"}
+_SCHEDULE_TITLES = {
+    "onecycle": "a linear decay to zero (one cycle)",
+    "cosine": "a cosine decay to zero",
+    "step": "x0.1 at half and again at three quarters of the steps",
+    "constant": "constant",
+}
 _OPTIMIZER_TITLES = {"sgd": "SGD with momentum", "adam": "Adam", "adamw": "AdamW"}
 
 
@@ -66,10 +71,13 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
 
     name = config["model"]
     if name == "custom":
-        return {"model_template": "model_sequential.j2", "layers": _sequential_lines(config["layers"], num_classes, input_size),
-                "input_shape": f"3 x {input_size} x {input_size}",
-                "model_markdown": "Your own layer stack, as one `nn.Sequential`; the comment on each line is the shape of what "
-                                  "that layer outputs for one image."}
+        return {
+            "model_template": "model_sequential.j2",
+            "layers": _sequential_lines(config["layers"], num_classes, input_size),
+            "input_shape": f"3 x {input_size} x {input_size}",
+            "model_markdown": "Your own layer stack, as one `nn.Sequential`; the comment on each line is the shape of what "
+            "that layer outputs for one image.",
+        }
     preset = models.PRESETS.get(name)
     if models.is_torchvision(name):
         weights = config.get("weights")
@@ -85,25 +93,44 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
         if stem:
             parts.append("with the studio's CIFAR stem (a 3x3 first conv and no max-pool, so small images keep their detail)")
         parts.append(f"and a new head (`{head}`) with one output per class")
-        return {"model_template": "model_torchvision.j2", "name": name, "weights": weights if imagenet else None,
-                "weights_file": weights_file, "stem": stem, "stem_source": _source(models.cifar_stem) if stem else "",
-                "head": head, "head_expr": head_expr, "head_conv": head_conv, "builder_kwargs": kwargs,
-                "model_markdown": " ".join(parts) + "."}
+        return {
+            "model_template": "model_torchvision.j2",
+            "name": name,
+            "weights": weights if imagenet else None,
+            "weights_file": weights_file,
+            "stem": stem,
+            "stem_source": _source(models.cifar_stem) if stem else "",
+            "head": head,
+            "head_expr": head_expr,
+            "head_conv": head_conv,
+            "builder_kwargs": kwargs,
+            "model_markdown": " ".join(parts) + ".",
+        }
     if name == "speedrun":
         from core import speedrun
 
         constants = [(c, repr(getattr(speedrun, c))) for c in ("DEFAULT_WIDTHS", "WHITEN_BIAS_EPOCHS")]
-        return {"model_template": "model_source.j2", "constants": constants,
-                "model_source": _source(speedrun._BatchNorm, speedrun._Conv, speedrun._ConvGroup, speedrun.SpeedrunNet),
-                "model_call": "SpeedrunNet(num_classes" + (f", widths={tuple(config['widths'])})" if config.get("widths") else ")"),
-                "model_markdown": f"**{preset.title}**. {preset.description} The classes below are the studio's own code "
-                                  "(core/speedrun.py), copied as they are; their comments explain each choice."}
-    builders = {"cifar10_quick": (models.cifar10_quick, "cifar10_quick(num_classes)"),
-                "lenet5": (models.lenet5, "lenet5(num_classes)"),
-                "mycnn": (models.MyCNN, "MyCNN(num_classes, input_size=INPUT_SIZE)")}
+        return {
+            "model_template": "model_source.j2",
+            "constants": constants,
+            "model_source": _source(speedrun._BatchNorm, speedrun._Conv, speedrun._ConvGroup, speedrun.SpeedrunNet),
+            "model_call": "SpeedrunNet(num_classes" + (f", widths={tuple(config['widths'])})" if config.get("widths") else ")"),
+            "model_markdown": f"**{preset.title}**. {preset.description} The classes below are the studio's own code "
+            "(core/speedrun.py), copied as they are; their comments explain each choice.",
+        }
+    builders = {
+        "cifar10_quick": (models.cifar10_quick, "cifar10_quick(num_classes)"),
+        "lenet5": (models.lenet5, "lenet5(num_classes)"),
+        "mycnn": (models.MyCNN, "MyCNN(num_classes, input_size=INPUT_SIZE)"),
+    }
     builder, call = builders[name]
-    return {"model_template": "model_source.j2", "constants": [], "model_source": _source(builder), "model_call": call,
-            "model_markdown": f"**{preset.title}**. {preset.description} The code is the studio's own (core/models.py)."}
+    return {
+        "model_template": "model_source.j2",
+        "constants": [],
+        "model_source": _source(builder),
+        "model_call": call,
+        "model_markdown": f"**{preset.title}**. {preset.description} The code is the studio's own (core/models.py).",
+    }
 
 
 def _sequential_lines(spec: list[dict[str, Any]], num_classes: int, input_size: int) -> tuple[tuple[str, str], ...]:
@@ -137,34 +164,47 @@ def _data_context(config: dict[str, Any]) -> dict[str, Any]:
     ctx: dict[str, Any] = {"shapes": shapes, "cifar10": cifar10, "folder": True}
     dataset = config.get("dataset") or {}
     if shapes:
-        ctx.update(data="shapes", data_title="generated shapes", shapes_classes=repr(data.SHAPES_CLASSES),
-                   n_train=int(dataset.get("n_train") or (arg if arg.isdigit() else 12000)),
-                   n_test=int(dataset.get("n_test") or 2000), shapes_source=_source(data._shape_masks, data._render_shapes),
-                   data_help="'shapes' regenerates the run's images; or a folder of class folders",
-                   data_option_help="shapes (the run's images, regenerated), shapes:N (N training images), "
-                                    "or a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)")
+        ctx.update(
+            data="shapes",
+            data_title="generated shapes",
+            shapes_classes=repr(data.SHAPES_CLASSES),
+            n_train=int(dataset.get("n_train") or (arg if arg.isdigit() else 12000)),
+            n_test=int(dataset.get("n_test") or 2000),
+            shapes_source=_source(data._shape_masks, data._render_shapes),
+            data_help="'shapes' regenerates the run's images; or a folder of class folders",
+            data_option_help="shapes (the run's images, regenerated), shapes:N (N training images), "
+            "or a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
+        )
     elif cifar10:
-        ctx.update(data="cifar10", data_title="CIFAR-10",
-                   data_help="'cifar10' downloads it into ./data; or a folder of class folders",
-                   data_option_help="cifar10 (torchvision, downloads into ./data) or a folder of class folders "
-                                    "(train/ and test/ inside, or only class folders; or a .zip)")
+        ctx.update(
+            data="cifar10",
+            data_title="CIFAR-10",
+            data_help="'cifar10' downloads it into ./data; or a folder of class folders",
+            data_option_help="cifar10 (torchvision, downloads into ./data) or a folder of class folders "
+            "(train/ and test/ inside, or only class folders; or a .zip)",
+        )
     else:
-        ctx.update(data=arg, data_title=f"the image folder {Path(arg).name}",
-                   data_help="a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
-                   data_option_help="a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)")
+        ctx.update(
+            data=arg,
+            data_title=f"the image folder {Path(arg).name}",
+            data_help="a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
+            data_option_help="a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
+        )
     return ctx
 
 
-def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epochs_done: int = 0,
-                   out_name: str = "model.pt") -> dict[str, Any]:
+def recipe_context(
+    config: dict[str, Any], *, test_acc: float | None = None, epochs_done: int = 0, out_name: str = "model.pt"
+) -> dict[str, Any]:
     """Everything the templates need, from a run's config.json."""
     from core import losses
     from core.models import PRESETS, is_torchvision
     from core.train import TrainConfig, lr_factor
 
     if not config.get("classes") or not config.get("normalization"):
-        raise PlaygroundError(f"Run {config.get('run_id', '?')} has not started training yet (no classes recorded); "
-                              "export it once it has trained an epoch.")
+        raise PlaygroundError(
+            f"Run {config.get('run_id', '?')} has not started training yet (no classes recorded); export it once it has trained an epoch."
+        )
     recipe = TrainConfig.from_dict(config)  # the defaults of fields an older config.json lacks
     input_size = int(config.get("input_size") or recipe.image_size or 32)
     data_size = int(config.get("data_size") or (input_size if recipe.data.startswith("imagefolder:") else 32))
@@ -173,31 +213,59 @@ def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epo
     title = "Custom layers" if name == "custom" else PRESETS[name].title if name in PRESETS else name
     notes = []
     if recipe.ema:
-        notes.append(f"Left out: the run evaluated an exponential moving average of the weights (decay {recipe.ema}); "
-                     "this script trains and tests the weights themselves.")
+        notes.append(
+            f"Left out: the run evaluated an exponential moving average of the weights (decay {recipe.ema}); "
+            "this script trains and tests the weights themselves."
+        )
     if is_torchvision(name) and recipe.weights:
-        notes.append("With pretrained weights the new head starts from other random numbers than the studio's "
-                     "(the studio builds the model randomly, then loads the weights; torchvision skips that first step).")
+        notes.append(
+            "With pretrained weights the new head starts from other random numbers than the studio's "
+            "(the studio builds the model randomly, then loads the weights; torchvision skips that first step)."
+        )
     if recipe.weights and Path(str(recipe.weights)).suffix == ".safetensors":
         notes.append("The run started from a .safetensors file; torch.load reads .pt/.pth only, so convert it first.")
     ctx: dict[str, Any] = {
-        "run_id": config.get("run_id", ""), "model_name": name, "model_title": title,
+        "run_id": config.get("run_id", ""),
+        "model_name": name,
+        "model_title": title,
         "classes_repr": pprint.pformat(classes, width=110, compact=True),
         "mean": tuple(round(float(v), 6) for v in config["normalization"]["mean"]),
         "std": tuple(round(float(v), 6) for v in config["normalization"]["std"]),
-        "input_size": input_size, "data_size": data_size, "resize": input_size != data_size,
-        "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr, "momentum": recipe.momentum,
-        "nesterov": bool(recipe.nesterov and recipe.momentum > 0), "weight_decay": recipe.weight_decay,
-        "label_smoothing": recipe.label_smoothing, "loss": recipe.loss, "loss_code": losses.code(recipe.loss, recipe.label_smoothing),
-        "loss_title": losses.LOSSES[recipe.loss].title, "loss_help": losses.LOSSES[recipe.loss].help,
-        "schedule": recipe.schedule, "warmup": recipe.warmup,
-        "warmup_start": recipe.warmup_start, "optimizer": recipe.optimizer, "augment": recipe.augment,
-        "crop_padding": recipe.crop_padding, "tta": int(recipe.tta), "seed": recipe.seed,
-        "optimizer_title": _OPTIMIZER_TITLES[recipe.optimizer], "schedule_title": _SCHEDULE_TITLES[recipe.schedule],
-        "lr_factor_source": _source(lr_factor), "whiten": name == "speedrun", "param_groups": name == "speedrun",
-        "freeze": bool(recipe.freeze_backbone), "torchvision_model": is_torchvision(name),
+        "input_size": input_size,
+        "data_size": data_size,
+        "resize": input_size != data_size,
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "lr": recipe.lr,
+        "momentum": recipe.momentum,
+        "nesterov": bool(recipe.nesterov and recipe.momentum > 0),
+        "weight_decay": recipe.weight_decay,
+        "label_smoothing": recipe.label_smoothing,
+        "loss": recipe.loss,
+        "loss_code": losses.code(recipe.loss, recipe.label_smoothing),
+        "loss_title": losses.LOSSES[recipe.loss].title,
+        "loss_help": losses.LOSSES[recipe.loss].help,
+        "schedule": recipe.schedule,
+        "warmup": recipe.warmup,
+        "warmup_start": recipe.warmup_start,
+        "optimizer": recipe.optimizer,
+        "augment": recipe.augment,
+        "crop_padding": recipe.crop_padding,
+        "tta": int(recipe.tta),
+        "seed": recipe.seed,
+        "optimizer_title": _OPTIMIZER_TITLES[recipe.optimizer],
+        "schedule_title": _SCHEDULE_TITLES[recipe.schedule],
+        "lr_factor_source": _source(lr_factor),
+        "whiten": name == "speedrun",
+        "param_groups": name == "speedrun",
+        "freeze": bool(recipe.freeze_backbone),
+        "torchvision_model": is_torchvision(name),
         "layers": pprint.pformat(recipe.layers, width=100, compact=True) if name == "custom" else None,
-        "test_acc": test_acc, "epochs_done": epochs_done, "out_name": out_name, "notes": notes, "speedrun": name == "speedrun",
+        "test_acc": test_acc,
+        "epochs_done": epochs_done,
+        "out_name": out_name,
+        "notes": notes,
+        "speedrun": name == "speedrun",
     }
     ctx.update(_data_context(config))
     ctx.update(_model_context(config, len(classes), input_size))
@@ -213,8 +281,14 @@ def recipe_context(config: dict[str, Any], *, test_acc: float | None = None, epo
 def _environment():
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
     # Values written into the code as Python literals (double-quoted strings, like the rest of the code).
     env.filters["py"] = lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, str) else repr(v)
     return env
@@ -239,10 +313,18 @@ def render_script(config: dict[str, Any], **kwargs: Any) -> str:
     ctx = {**recipe_context(config, **kwargs), "title": "training script"}
     header = _blocks("header.j2", ctx)
     settings = _blocks("settings.j2", ctx)
-    text = _environment().get_template("script.j2").render(
-        header=f"{header['title']}.\n\n{header['markdown']}".replace('"""', "'''"), imports=_blocks("imports.j2", ctx)["code"],
-        constants=settings["constants"], parse_args=settings["script"], settings=settings["script_run"],
-        sections=sections(ctx))
+    text = (
+        _environment()
+        .get_template("script.j2")
+        .render(
+            header=f"{header['title']}.\n\n{header['markdown']}".replace('"""', "'''"),
+            imports=_blocks("imports.j2", ctx)["code"],
+            constants=settings["constants"],
+            parse_args=settings["script"],
+            settings=settings["script_run"],
+            sections=sections(ctx),
+        )
+    )
     return text.rstrip() + "\n"
 
 
@@ -254,18 +336,21 @@ def render_notebook(config: dict[str, Any], **kwargs: Any) -> str:
     ctx = {**recipe_context(config, **kwargs), "title": "training notebook"}
     header = _blocks("header.j2", ctx)
     settings = _blocks("settings.j2", ctx)
-    cells = [v4.new_markdown_cell(f"# {header['title']}\n\n{header['markdown']}"),
-             v4.new_code_cell(_blocks("imports.j2", ctx)["code"] + "\n\n" + settings["constants"]),
-             v4.new_markdown_cell(settings["notebook_markdown"]),
-             v4.new_code_cell(settings["notebook"])]
+    cells = [
+        v4.new_markdown_cell(f"# {header['title']}\n\n{header['markdown']}"),
+        v4.new_code_cell(_blocks("imports.j2", ctx)["code"] + "\n\n" + settings["constants"]),
+        v4.new_markdown_cell(settings["notebook_markdown"]),
+        v4.new_code_cell(settings["notebook"]),
+    ]
     for section in sections(ctx):
         cells.append(v4.new_markdown_cell(section.markdown))
         cells.append(v4.new_code_cell("\n\n\n".join(part for part in (section.define, section.run) if part)))
     for i, cell in enumerate(cells):
         cell["id"] = f"cell-{i:02d}"  # stable ids: the same run exports the same file
-    notebook = v4.new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"}})
+    notebook = v4.new_notebook(
+        cells=cells,
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "language_info": {"name": "python"}},
+    )
     nbformat.validate(notebook)
     return nbformat.writes(notebook)
 
@@ -293,10 +378,12 @@ def export_notebook(run_dir: str | os.PathLike) -> str:
 def load_snippet(run_id: str, model: str) -> str:
     """The lines that load a downloaded state_dict (shown under the download button)."""
     module = Path(script_filename({"model": model})).stem
-    return (f"from {module} import build_model  # the exported training script defines the model\n"
-            f"model = build_model()\n"
-            f"model.load_state_dict(torch.load(\"{run_id}.pt\", weights_only=True))\n"
-            f"info = json.load(open(\"{run_id}.json\"))  # classes, normalization, input size")
+    return (
+        f"from {module} import build_model  # the exported training script defines the model\n"
+        f"model = build_model()\n"
+        f'model.load_state_dict(torch.load("{run_id}.pt", weights_only=True))\n'
+        f'info = json.load(open("{run_id}.json"))  # classes, normalization, input size'
+    )
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -312,8 +399,7 @@ def _check_inputs(run_dir: Path, config: dict[str, Any], predictor, n: int) -> t
         if kind == "shapes":  # the test stream does not depend on the training split's size
             test = data.shapes_dataset(n_train=0, n_test=max(n, 1), seed=seed).test
         else:
-            test = data.load_dataset(str(config["data"]), image_size=size, seed=seed, download=False,
-                                     data_dir=config.get("data_dir")).test
+            test = data.load_dataset(str(config["data"]), image_size=size, seed=seed, download=False, data_dir=config.get("data_dir")).test
         images, where = test.images[:n], "the run's test images"
     except PlaygroundError:
         gen = torch.Generator().manual_seed(0)
@@ -342,15 +428,31 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, *, check_ima
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # the exporter prints progress
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (torch.zeros(2, 3, size, size),), dynamo=True, opset_version=ONNX_OPSET,
-                                    input_names=["image"], output_names=["logits"], dynamic_shapes=({0: batch},),
-                                    verbose=False)
-    program.model.metadata_props.update({
-        "classes": json.dumps(info["classes"]), "normalization": json.dumps(info["normalization"]),
-        "input_size": str(size), "image_size": str(info["image_size"]), "preprocessing": info["preprocessing"],
-        "run_id": run_dir.name, "model": str(info["model"])})
-    program.model.doc_string = (f"Torch Playground run {run_dir.name}: input 'image' is a batch of normalized "
-                                f"3 x {size} x {size} images, output 'logits' has one score per class (see metadata).")
+        program = torch.onnx.export(
+            model,
+            (torch.zeros(2, 3, size, size),),
+            dynamo=True,
+            opset_version=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    program.model.metadata_props.update(
+        {
+            "classes": json.dumps(info["classes"]),
+            "normalization": json.dumps(info["normalization"]),
+            "input_size": str(size),
+            "image_size": str(info["image_size"]),
+            "preprocessing": info["preprocessing"],
+            "run_id": run_dir.name,
+            "model": str(info["model"]),
+        }
+    )
+    program.model.doc_string = (
+        f"Torch Playground run {run_dir.name}: input 'image' is a batch of normalized "
+        f"3 x {size} x {size} images, output 'logits' has one score per class (see metadata)."
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(out))
     inputs, where = _check_inputs(run_dir, runs.read_config(run_dir), predictor, max(1, check_images))
@@ -358,16 +460,27 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, *, check_ima
     worst, agree = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(inputs), 64):
-            x = inputs[start:start + 64]
+            x = inputs[start : start + 64]
             expected = model(x).float()
             got = torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
             worst = max(worst, float((got - expected).abs().max()))
             agree += int((got.argmax(1) == expected.argmax(1)).sum())
-    check = {"images": len(inputs), "on": where, "max_abs_logit_diff": worst, "top1_agreement": agree / len(inputs),
-             "passed": worst <= ONNX_MAX_ABS_DIFF and agree == len(inputs)}
-    return {"format": "onnx", "path": str(out), "opset": ONNX_OPSET, "bytes": out.stat().st_size,
-            "input": f"image: batch x 3 x {size} x {size}, normalized", "output": f"logits: batch x {len(info['classes'])}",
-            "check": check}
+    check = {
+        "images": len(inputs),
+        "on": where,
+        "max_abs_logit_diff": worst,
+        "top1_agreement": agree / len(inputs),
+        "passed": worst <= ONNX_MAX_ABS_DIFF and agree == len(inputs),
+    }
+    return {
+        "format": "onnx",
+        "path": str(out),
+        "opset": ONNX_OPSET,
+        "bytes": out.stat().st_size,
+        "input": f"image: batch x 3 x {size} x {size}, normalized",
+        "output": f"logits: batch x {len(info['classes'])}",
+        "check": check,
+    }
 
 
 def onnx_bytes(run_dir: str | os.PathLike, check_images: int = 64) -> bytes:
@@ -383,8 +496,9 @@ def onnx_bytes(run_dir: str | os.PathLike, check_images: int = 64) -> bytes:
 # --------------------------------------------------------------------------- command line
 
 
-def export(run_dir: str | os.PathLike, fmt: str = "script", out: str | os.PathLike | None = None,
-           check_images: int = 256) -> tuple[dict[str, Any] | None, str | None]:
+def export(
+    run_dir: str | os.PathLike, fmt: str = "script", out: str | os.PathLike | None = None, check_images: int = 256
+) -> tuple[dict[str, Any] | None, str | None]:
     """(result JSON, text for stdout): a script or notebook without `out` is the text itself."""
     run_dir = Path(run_dir)
     run_id = run_dir.name
@@ -401,18 +515,28 @@ def export(run_dir: str | os.PathLike, fmt: str = "script", out: str | os.PathLi
         info = runs.weights_info(run_dir)
         path.write_bytes(runs.state_dict_bytes(run_dir))
         path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
-        return {"format": "state_dict", "path": str(path), "info_path": str(path.with_suffix(".json")),
-                "load": f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))", "info": info}, None
+        return {
+            "format": "state_dict",
+            "path": str(path),
+            "info_path": str(path.with_suffix(".json")),
+            "load": f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))",
+            "info": info,
+        }, None
     raise PlaygroundError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.export", description="Export a run as a script, notebook, ONNX model "
-                                "or plain state_dict.")
+    p = argparse.ArgumentParser(
+        prog="python -m core.export", description="Export a run as a script, notebook, ONNX model or plain state_dict."
+    )
     p.add_argument("run_dir")
     p.add_argument("--format", default="script", choices=FORMATS)
-    p.add_argument("--out", metavar="PATH", help="file to write (script/notebook: stdout without it; onnx/state_dict: "
-                                                 "<run-id>.onnx / <run-id>.pt (+ .json) in the current folder)")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="file to write (script/notebook: stdout without it; onnx/state_dict: "
+        "<run-id>.onnx / <run-id>.pt (+ .json) in the current folder)",
+    )
     p.add_argument("--check-images", type=int, default=256, help="onnx: test images compared with PyTorch")
     args = p.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ queues the next step. So on CUDA:
 
 On a CPU the same objects do the same work synchronously, so there is one code path.
 """
+
 from __future__ import annotations
 
 import collections
@@ -48,9 +49,14 @@ class GraphedStep:
     eager warm-up steps and a new capture.
     """
 
-    def __init__(self, forward_backward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-                 model: nn.Module, optimizer: torch.optim.Optimizer, warmup: int = 3,
-                 before_capture: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        forward_backward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        warmup: int = 3,
+        before_capture: Callable[[], None] | None = None,
+    ):
         self.forward_backward = forward_backward
         self.before_capture = before_capture  # e.g. let a background checkpoint write finish first
         self.params = list(model.parameters())

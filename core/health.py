@@ -18,6 +18,7 @@ Judging (`check`): records in (the `health`, `step` and `epoch` records of metri
 each with a level, the layer it is about (or None) and a one-line message that says what to do. The Train page
 and the command line's progress output both show them.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,6 +95,7 @@ class Probe:
             out = output.detach()
             alive = out.amax(dim=[d for d in range(out.ndim) if d != 1]) > 0  # a unit: one channel / feature
             self._dead[index].append(((~alive).sum(), out.shape[1]))
+
         return hook
 
     def _remove_hooks(self) -> None:
@@ -114,8 +116,9 @@ class Probe:
         if n:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
             deltas = torch._foreach_sub([p.detach() for p in self.params], before)
-            per_param = torch.stack([torch.stack([v.float() for v in torch._foreach_norm(ts)])
-                                     for ts in (grads, self.params, deltas)])  # 3 x parameters
+            per_param = torch.stack(
+                [torch.stack([v.float() for v in torch._foreach_norm(ts)]) for ts in (grads, self.params, deltas)]
+            )  # 3 x parameters
             squares = torch.zeros(3, 2 * n, device=per_param.device).index_add_(1, self._group, per_param.square())
             parts.append(squares.flatten())  # squared grad, weight and update norms; per layer: matrices, then vectors
         counted = [(self.relus[i][0], sum(c for c, _ in seen), sum(u for _, u in seen)) for i, seen in calls.items() if seen]
@@ -136,8 +139,13 @@ class Probe:
             grad = math.sqrt(values[2 * i] + values[2 * i + 1])
             which = 2 * i + (0 if self._has_matrix[i] else 1)
             weight, update = math.sqrt(values[2 * n + which]), math.sqrt(values[4 * n + which])
-            row = {"name": name, "type": kind, "grad_norm": _round(grad), "weight_norm": _round(weight),
-                   "update_ratio": _round(update / weight) if weight > 0 else None}
+            row = {
+                "name": name,
+                "type": kind,
+                "grad_norm": _round(grad),
+                "weight_norm": _round(weight),
+                "update_ratio": _round(update / weight) if weight > 0 else None,
+            }
             if not self._has_matrix[i]:
                 row["vectors_only"] = True  # a norm layer or a lone bias: left out of the update-size rules
             rows.append(row)
@@ -177,8 +185,12 @@ def check(records: Iterable[dict[str, Any]], *, num_classes: int, config: dict[s
         (health if kind == "health" else steps if kind == "step" else epochs if kind == "epoch" else []).append(r)
     config = config or {}
     broken = [*_exploding(health), *_dead_layers(health)]
-    found = [*broken, *_update_size(health, config), *_stuck(steps or health, num_classes, explained=bool(broken)),
-             *_test_above_train(epochs, config)]
+    found = [
+        *broken,
+        *_update_size(health, config),
+        *_stuck(steps or health, num_classes, explained=bool(broken)),
+        *_test_above_train(epochs, config),
+    ]
     return sorted(found, key=lambda w: LEVELS.index(w.level))
 
 
@@ -192,9 +204,16 @@ def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
     last = [row for row in health[-1].get("layers", []) if "grad_norm" in row]
     if any(not math.isfinite(row["grad_norm"]) for row in last):
         bad = next(row["name"] for row in last if not math.isfinite(row["grad_norm"]))
-        return [HealthWarning("error", "exploding", f"The gradients of layer {bad} are inf/NaN: training has blown up. Lower the "
-                                                    "learning rate 10x (or use the learning-rate finder) and start again.", bad)]
-    history = [_total(row.get("grad_norm") for row in r.get("layers", [])) for r in health[-1 - EXPLODING_WINDOW:-1]]
+        return [
+            HealthWarning(
+                "error",
+                "exploding",
+                f"The gradients of layer {bad} are inf/NaN: training has blown up. Lower the "
+                "learning rate 10x (or use the learning-rate finder) and start again.",
+                bad,
+            )
+        ]
+    history = [_total(row.get("grad_norm") for row in r.get("layers", [])) for r in health[-1 - EXPLODING_WINDOW : -1]]
     history = [h for h in history if h > 0]
     if len(history) < 3:
         return []
@@ -202,19 +221,33 @@ def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
     if now <= EXPLODING_FACTOR * typical:
         return []
     worst = max(last, key=lambda row: row["grad_norm"])["name"]
-    return [HealthWarning("error", "exploding", f"Exploding gradients: their norm is {now:.3g}, {now / typical:.0f}x its recent "
-                                                f"{typical:.3g} (largest in layer {worst}). Lower the learning rate "
-                                                "(10x), or add BatchNorm; the loss may soon become NaN.", worst)]
+    return [
+        HealthWarning(
+            "error",
+            "exploding",
+            f"Exploding gradients: their norm is {now:.3g}, {now / typical:.0f}x its recent "
+            f"{typical:.3g} (largest in layer {worst}). Lower the learning rate "
+            "(10x), or add BatchNorm; the loss may soon become NaN.",
+            worst,
+        )
+    ]
 
 
 def _dead_layers(health: list[dict[str, Any]]) -> list[HealthWarning]:
     if not health:
         return []
     dead = [row for row in health[-1].get("layers", []) if row.get("dead") is not None and row["dead"] >= 1.0]
-    return [HealthWarning("error", f"dead:{row['name']}",
-                          f"Every unit of layer {row['name']} (ReLU, {row.get('units', '?')} units) outputs 0 for every image, "
-                          "so no gradient flows back through it and the layers before it stop learning. Start again with a "
-                          "lower learning rate (or add BatchNorm before it).", row["name"]) for row in dead]
+    return [
+        HealthWarning(
+            "error",
+            f"dead:{row['name']}",
+            f"Every unit of layer {row['name']} (ReLU, {row.get('units', '?')} units) outputs 0 for every image, "
+            "so no gradient flows back through it and the layers before it stop learning. Start again with a "
+            "lower learning rate (or add BatchNorm before it).",
+            row["name"],
+        )
+        for row in dead
+    ]
 
 
 def _update_size(health: list[dict[str, Any]], config: dict[str, Any]) -> list[HealthWarning]:
@@ -231,13 +264,25 @@ def _update_size(health: list[dict[str, Any]], config: dict[str, Any]) -> list[H
     ratio = statistics.median(medians)
     lr = f" ({config['lr']:g})" if isinstance(config.get("lr"), (int, float)) else ""
     if ratio < UPDATE_RATIO_LOW:
-        return [HealthWarning("warning", "lr_low", f"Each step changes the weights by only ~{ratio:.0e} of their size (rule of "
-                                                   f"thumb: about 1e-3): the learning rate{lr} may be too low. Try it 10x higher, "
-                                                   "or use the learning-rate finder.")]
+        return [
+            HealthWarning(
+                "warning",
+                "lr_low",
+                f"Each step changes the weights by only ~{ratio:.0e} of their size (rule of "
+                f"thumb: about 1e-3): the learning rate{lr} may be too low. Try it 10x higher, "
+                "or use the learning-rate finder.",
+            )
+        ]
     if ratio > UPDATE_RATIO_HIGH:
-        return [HealthWarning("warning", "lr_high", f"Each step changes the weights by ~{ratio:.0%} of their size (rule of thumb: "
-                                                    f"about 0.1%): the learning rate{lr} may be too high. Try it 10x lower, or use "
-                                                    "the learning-rate finder.")]
+        return [
+            HealthWarning(
+                "warning",
+                "lr_high",
+                f"Each step changes the weights by ~{ratio:.0%} of their size (rule of thumb: "
+                f"about 0.1%): the learning rate{lr} may be too high. Try it 10x lower, or use "
+                "the learning-rate finder.",
+            )
+        ]
     return []
 
 
@@ -248,7 +293,7 @@ def _stuck(records: list[dict[str, Any]], num_classes: int, *, explained: bool =
     last = records[-1]
     if (last.get("progress") or 0) < STUCK_AFTER_EPOCHS and (last.get("step") or 0) < STUCK_AFTER_STEPS:
         return []
-    recent = [r["loss"] for r in records[-max(3, len(records) // 4):] if isinstance(r.get("loss"), (int, float))]
+    recent = [r["loss"] for r in records[-max(3, len(records) // 4) :] if isinstance(r.get("loss"), (int, float))]
     if len(recent) < 3:
         return []
     guess, loss = math.log(num_classes), statistics.mean(recent)
@@ -256,11 +301,20 @@ def _stuck(records: list[dict[str, Any]], num_classes: int, *, explained: bool =
         return []
     where = f"{last['progress']:.1f} epochs" if last.get("progress") else f"{last.get('step')} steps"
     # With a dead layer or exploding gradients the lr was too high: "try a higher one" would be the wrong advice.
-    advice = ("The problem above is why: fix it first." if explained else
-              "Try a higher learning rate (the learning-rate finder), more epochs or more images per class.")
-    return [HealthWarning("warning", "stuck", f"The training loss is stuck near {loss:.2f} ≈ ln({num_classes}) = {guess:.2f}, the "
-                                              f"loss of guessing among {num_classes} classes: after {where} the model has learned "
-                                              f"almost nothing. {advice}")]
+    advice = (
+        "The problem above is why: fix it first."
+        if explained
+        else "Try a higher learning rate (the learning-rate finder), more epochs or more images per class."
+    )
+    return [
+        HealthWarning(
+            "warning",
+            "stuck",
+            f"The training loss is stuck near {loss:.2f} ≈ ln({num_classes}) = {guess:.2f}, the "
+            f"loss of guessing among {num_classes} classes: after {where} the model has learned "
+            f"almost nothing. {advice}",
+        )
+    ]
 
 
 def _test_above_train(epochs: list[dict[str, Any]], config: dict[str, Any]) -> list[HealthWarning]:

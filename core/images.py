@@ -80,17 +80,13 @@ def open_image(
             f"resize it under {max_pixels:,} pixels and upload it again"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise PlaygroundError(
-            f"{label} is not an image PIL can read ({_describe_unknown(data)}); {_WHAT_TO_DO}"
-        ) from exc
+        raise PlaygroundError(f"{label} is not an image PIL can read ({_describe_unknown(data)}); {_WHAT_TO_DO}") from exc
     except MemoryError as exc:
         raise PlaygroundError(f"{label} is too large to decode in memory; resize it smaller") from exc
     # Decoders fed hostile bytes fail with whatever type they like (OSError, SyntaxError,
     # ValueError, struct.error, ...); for the user every one of them means a broken file.
     except Exception as exc:
-        raise PlaygroundError(
-            f"{label} is truncated or corrupt ({_one_line(exc)}); re-export or re-download it"
-        ) from exc
+        raise PlaygroundError(f"{label} is truncated or corrupt ({_one_line(exc)}); re-export or re-download it") from exc
 
 
 def prepare_image(img: Image.Image, size: int) -> torch.Tensor:
@@ -110,9 +106,7 @@ def prepare_image(img: Image.Image, size: int) -> torch.Tensor:
         # whole image and cropping afterwards, without building a huge intermediate for
         # panoramas (a 40000x1 strip would otherwise become 8960000x224 first).
         left, top, side = center_crop_box(width, height)
-        img = img.resize(
-            (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side)
-        )
+        img = img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
     array = np.array(img, dtype=np.uint8)  # a copy: the tensor must not share PIL's buffer
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -131,8 +125,9 @@ def load_for_model(source: ImageSource, size: int, *, name: str | None = None) -
     return prepare_image(open_image(source, name=name), size)
 
 
-def load_files_for_model(paths: Sequence[str | os.PathLike], size: int, *,
-                         use_torchvision: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_files_for_model(
+    paths: Sequence[str | os.PathLike], size: int, *, use_torchvision: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``load_for_model`` for many dataset files: (N, 3, size, size) uint8 and a bool mask of the files that loaded.
 
     The same pixels and the same refusals as ``load_for_model``, faster for the common dataset file: an
@@ -206,7 +201,7 @@ def _plain_jpeg_size(data: bytes | bytearray) -> tuple[int, int] | None:
             if size is not None or length < 8 or i + 10 > end or data[i + 4] != 8 or data[i + 9] not in (1, 3):
                 return None
             size = ((data[i + 7] << 8) | data[i + 8], (data[i + 5] << 8) | data[i + 6])
-        elif marker not in _PLAIN_JPEG_MARKERS or (marker == 0xE2 and data[i + 4:i + 15] != b"ICC_PROFILE"):
+        elif marker not in _PLAIN_JPEG_MARKERS or (marker == 0xE2 and data[i + 4 : i + 15] != b"ICC_PROFILE"):
             return None
         i += 2 + length
     return None
@@ -249,8 +244,12 @@ def fast_jpeg_decoder() -> Callable[[list[bytearray]], list[torch.Tensor | None]
         rng = np.random.default_rng(0)
         pixels = (rng.integers(0, 128, (32, 48, 3)) + np.linspace(0, 127, 48)[None, :, None]).astype(np.uint8)
         samples, expected = [], []
-        for image, options in ((pixels, {}), (pixels, {"subsampling": 0, "quality": 95}),
-                               (pixels, {"progressive": True}), (pixels[..., 0], {})):
+        for image, options in (
+            (pixels, {}),
+            (pixels, {"subsampling": 0, "quality": 95}),
+            (pixels, {"progressive": True}),
+            (pixels[..., 0], {}),
+        ):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "JPEG", **options)
             samples.append(bytearray(buffer.getvalue()))
@@ -321,12 +320,8 @@ def _read_bytes(source: ImageSource, label: str, max_bytes: int) -> bytes:
 
 def _refuse_known_non_images(data: bytes, label: str) -> None:
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or (
-        head.startswith(b"<!doctype svg")
-    ):
-        raise PlaygroundError(
-            f"{label} is an SVG vector drawing, which PIL cannot read; export it as PNG or {_WHAT_TO_DO}"
-        )
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head) or (head.startswith(b"<!doctype svg")):
+        raise PlaygroundError(f"{label} is an SVG vector drawing, which PIL cannot read; export it as PNG or {_WHAT_TO_DO}")
     if head.startswith(b"<?xml"):
         raise PlaygroundError(f"{label} is an XML document, not an image; {_WHAT_TO_DO}")
     brand = data[8:12] if data[4:8] == b"ftyp" else b""

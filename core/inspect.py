@@ -5,6 +5,7 @@ torchinfo runs the forward pass and does the bookkeeping; this module turns its
 rows into a plain DataFrame, names the layer that broke when a forward fails,
 and keeps the model exactly as it found it (device and per-layer train/eval mode).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,9 +63,7 @@ def shape_str(shape: Any) -> str:
     return " x ".join(str(int(d)) for d in shape)
 
 
-def summary(
-    model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), depth: int = 3
-) -> LayerTable:
+def summary(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32), depth: int = 3) -> LayerTable:
     """Layer table for any model from one batch-1 forward pass on the CPU.
 
     Rows are the layers that ran, in call order: leaf layers down to `depth`
@@ -77,9 +76,7 @@ def summary(
 
     with _on_cpu_in_eval(model), _ForwardTracker(model) as tracker:
         try:
-            stats = torchinfo.summary(
-                model, input_size=(1, *shape), depth=depth, device="cpu", mode="eval", verbose=0
-            )
+            stats = torchinfo.summary(model, input_size=(1, *shape), depth=depth, device="cpu", mode="eval", verbose=0)
         except Exception as exc:  # torchinfo wraps whatever the forward raised
             raise tracker.error(exc.__cause__ or exc) from exc
         finally:
@@ -98,11 +95,7 @@ def summary(
         if info.is_leaf_layer or info.depth == depth:
             params = 0 if info.is_recursive else info.num_params
             trainable = 0 if info.is_recursive else info.trainable_params
-            macs = (
-                _layer_macs(info)
-                if info.is_leaf_layer
-                else sum(_layer_macs(c) for c in info.children if c.is_leaf_layer)
-            )
+            macs = _layer_macs(info) if info.is_leaf_layer else sum(_layer_macs(c) for c in info.children if c.is_leaf_layer)
         elif not info.is_recursive and info.leftover_params() > 0:
             # A container with parameters of its own (e.g. a learned scale used in its
             # forward): without this row those parameters would appear nowhere.
@@ -122,9 +115,7 @@ def summary(
 
     trainable_params, total_params = count_parameters(model)
     return LayerTable(
-        layers=pd.DataFrame(rows, columns=LAYER_COLUMNS).astype(
-            {"params": "int64", "trainable": "int64", "macs": "int64"}
-        ),
+        layers=pd.DataFrame(rows, columns=LAYER_COLUMNS).astype({"params": "int64", "trainable": "int64", "macs": "int64"}),
         total_params=total_params,
         trainable_params=trainable_params,
         total_macs=int(total_macs),
@@ -136,15 +127,12 @@ def summary(
 def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in input_shape)
-        ok = len(shape) >= 1 and all(d >= 1 for d in shape) and all(
-            float(d) == int(d) for d in input_shape
-        )
+        ok = len(shape) >= 1 and all(d >= 1 for d in shape) and all(float(d) == int(d) for d in input_shape)
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise PlaygroundError(
-            f"Input shape {input_shape!r} is not valid: give positive whole numbers, "
-            "channels x height x width, e.g. (3, 32, 32)."
+            f"Input shape {input_shape!r} is not valid: give positive whole numbers, channels x height x width, e.g. (3, 32, 32)."
         )
     return shape
 
@@ -301,14 +289,10 @@ def _check_ints(**values: Any) -> None:
     minimums = {"size": 1, "kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1, "target": 1}
     for name, value in values.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < minimums[name]:
-            raise PlaygroundError(
-                f"{name} must be a whole number >= {minimums[name]} (got {value!r})."
-            )
+            raise PlaygroundError(f"{name} must be a whole number >= {minimums[name]} (got {value!r}).")
 
 
-def conv_output_size(
-    size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1
-) -> int:
+def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """H_out = floor((H + 2p - d(k-1) - 1) / s) + 1, as in nn.Conv2d's docs (pooling too)."""
     _check_ints(size=size, kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation)
     span = dilation * (kernel_size - 1) + 1
@@ -322,9 +306,7 @@ def conv_output_size(
     return out
 
 
-def padding_for_size(
-    size: int, kernel_size: int, stride: int = 1, dilation: int = 1, target: int | None = None
-) -> int | None:
+def padding_for_size(size: int, kernel_size: int, stride: int = 1, dilation: int = 1, target: int | None = None) -> int | None:
     """Smallest padding p >= 0 that gives output size `target`, or None if none does.
 
     `target` defaults to "same" size: `size`, or ceil(size / stride) for a strided conv.
@@ -343,9 +325,7 @@ def padding_for_size(
     return p if 2 * p <= high else None
 
 
-def explain_conv_output(
-    size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1
-) -> str:
+def explain_conv_output(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> str:
     """The formula with the numbers filled in, e.g. '(32 + 2*2 - 1*(5-1) - 1) / 1 + 1 = 32'."""
     out = conv_output_size(size, kernel_size, stride, padding, dilation)
     inner = f"{size} + 2*{padding} - {dilation}*({kernel_size}-1) - 1"
@@ -387,9 +367,7 @@ def freeze_map(model: nn.Module) -> pd.DataFrame:
         grandchildren = list(child.named_children())
         if isinstance(child, _CONTAINERS) and grandchildren:
             for sub, grandchild in grandchildren:
-                rows.append(
-                    _freeze_row(f"{name}.{sub}", type(grandchild).__name__, list(grandchild.parameters()))
-                )
+                rows.append(_freeze_row(f"{name}.{sub}", type(grandchild).__name__, list(grandchild.parameters())))
         else:
             rows.append(_freeze_row(name, type(child).__name__, list(child.parameters())))
     return pd.DataFrame(rows, columns=FREEZE_COLUMNS).astype({"params": "int64", "trainable": "int64"})
@@ -440,8 +418,7 @@ def to_code(model: nn.Module, class_name: str = "Net", input_shape: tuple[int, .
     if needs_ordered_dict[0]:
         header.insert(0, "from collections import OrderedDict\n")
     note = (
-        f"    # Weights saved from the original nn.Sequential load with:\n"
-        f"    #     net.{attr}.load_state_dict(state_dict)\n"
+        f"    # Weights saved from the original nn.Sequential load with:\n    #     net.{attr}.load_state_dict(state_dict)\n"
         if isinstance(model, nn.Sequential)
         else ""
     )
@@ -500,9 +477,7 @@ def _sequential_body(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[st
     return attr, body
 
 
-def _sequential_code(
-    seq: nn.Sequential, prefix: str, indent: int, shapes: dict[str, str], needs_ordered_dict: list[bool]
-) -> str:
+def _sequential_code(seq: nn.Sequential, prefix: str, indent: int, shapes: dict[str, str], needs_ordered_dict: list[bool]) -> str:
     pad = "    " * indent
     children = list(seq.named_children())
     # Positional Sequential names its layers 0, 1, 2...; any other names must be
@@ -541,9 +516,7 @@ def _layer_code(layer: nn.Module, path: str) -> str:
         try:
             # Safe to eval: the class is torch's own, so the text is torch's repr.
             rebuilt = eval(code, {"nn": nn, "torch": torch})  # noqa: S307
-            same_state = {k: v.shape for k, v in rebuilt.state_dict().items()} == {
-                k: v.shape for k, v in layer.state_dict().items()
-            }
+            same_state = {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in layer.state_dict().items()}
             if repr(rebuilt) != repr(layer) or not same_state:
                 problem = "its repr does not rebuild the same layer"
         except Exception as exc:  # noqa: BLE001 - any failure means the repr is not code

@@ -28,6 +28,7 @@ crash or out-of-memory ends one run only, and Stop is a file the trainer looks f
 batch. The registry keeps one spare worker warm (core.worker: torch and the trainer
 imported, CUDA initialised) so a run starts without those seconds of imports.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -142,8 +143,9 @@ class QueueSpot:
 class JobRegistry:
     """The queue and the training processes of one models folder, as seen from one app process."""
 
-    def __init__(self, root: str | os.PathLike | None = None, settings: Settings | None = None, *,
-                 warm: bool | None = None, autostart: bool = True):
+    def __init__(
+        self, root: str | os.PathLike | None = None, settings: Settings | None = None, *, warm: bool | None = None, autostart: bool = True
+    ):
         self.root = Path(root or runs.MODELS_DIR)
         self.settings = settings or Settings.load()
         self.warm = self.settings.warm_worker if warm is None else warm
@@ -214,8 +216,10 @@ class JobRegistry:
 
     def _queue(self, run_dir: Path, mode: str, nproc: int, device: str, workspace: str | None) -> None:
         (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # a stale request must not stop the new process
-        append_status(run_dir, {"status": "queued", "queued_at": time.time(), "mode": mode, "nproc": int(nproc),
-                                "device": device, "workspace": workspace})
+        append_status(
+            run_dir,
+            {"status": "queued", "queued_at": time.time(), "mode": mode, "nproc": int(nproc), "device": device, "workspace": workspace},
+        )
 
     # ------------------------------------------------------------------ stopping
 
@@ -304,9 +308,15 @@ class JobRegistry:
                 if pool in blocked:
                     continue  # first come first served: nobody overtakes the head of its pool's line
                 if info.attempts >= MAX_ATTEMPTS:
-                    append_status(info.path, {"status": "failed", "epochs_done": info.epochs_done, "message":
-                                              f"Its training process died {info.attempts} times before training began "
-                                              f"(last output: {last_error(info.path) or 'none'}); see train.log in the run folder."})
+                    append_status(
+                        info.path,
+                        {
+                            "status": "failed",
+                            "epochs_done": info.epochs_done,
+                            "message": f"Its training process died {info.attempts} times before training began "
+                            f"(last output: {last_error(info.path) or 'none'}); see train.log in the run folder.",
+                        },
+                    )
                     continue
                 if run_locked(info.path):
                     # A process owns it although no record says so (its dispatcher crashed in between):
@@ -328,12 +338,25 @@ class JobRegistry:
     def _launch(self, info: runs.RunInfo, slots: list[str], sharing: int) -> None:
         run_dir, queue = info.path, info.queue
         nproc = int(queue.get("nproc", 1))
-        argv = (["--resume", str(run_dir)] if queue.get("mode") == "resume"
-                else ["--config", str(run_dir / REQUEST_FILE), "--out", str(run_dir)])
-        job = {"run_dir": str(run_dir), "argv": argv, "nproc": nproc, "sharing": sharing,
-               "cuda_devices": [int(s.split(":")[1]) for s in slots if s.startswith("cuda:")]}
-        record = {"status": "running", "dispatched": True, "host": self._host, "slots": slots,
-                  "queue_wait_s": round(time.time() - float(queue.get("queued_at") or time.time()), 3)}
+        argv = (
+            ["--resume", str(run_dir)]
+            if queue.get("mode") == "resume"
+            else ["--config", str(run_dir / REQUEST_FILE), "--out", str(run_dir)]
+        )
+        job = {
+            "run_dir": str(run_dir),
+            "argv": argv,
+            "nproc": nproc,
+            "sharing": sharing,
+            "cuda_devices": [int(s.split(":")[1]) for s in slots if s.startswith("cuda:")],
+        }
+        record = {
+            "status": "running",
+            "dispatched": True,
+            "host": self._host,
+            "slots": slots,
+            "queue_wait_s": round(time.time() - float(queue.get("queued_at") or time.time()), 3),
+        }
         spare = self._take_spare() if nproc == 1 else None
         if spare is not None:
             # Recorded before the hand-over: the warm trainer's own records must come after this one.
@@ -364,9 +387,15 @@ class JobRegistry:
                 args[-1] = json.dumps(job)
         (self.root / QUEUE_DIR).mkdir(parents=True, exist_ok=True)
         with open(self.root / QUEUE_DIR / "workers.log", "ab") as log_file:  # a worker's output before it has a run
-            return subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE if job is None else subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE if job is None else subprocess.DEVNULL, stderr=log_file,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                args,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.PIPE if job is None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if job is None else subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
 
     def _ensure_spare(self) -> None:
         with self._lock:
@@ -425,8 +454,7 @@ class JobRegistry:
             try:
                 self.poll()
                 self.dispatch(wait_s=0.0)
-                busy = self._procs or self._spare_due is not None or \
-                    any(r.active for r in runs.list_runs(self.root))
+                busy = self._procs or self._spare_due is not None or any(r.active for r in runs.list_runs(self.root))
             except Exception:
                 log.exception("queue dispatch failed")
                 busy = True
@@ -476,8 +504,11 @@ class JobRegistry:
             by_pool.setdefault(_pool_of_device(info.queue.get("device"), self.pools), []).append(info)
         for pool, waiting in by_pool.items():
             capacity = self._capacity(pool)
-            training = [r for r in infos if r.status == "running" and pool in {s.split(":")[0] for s in self._slots_of(r)}
-                        and r.host in (None, self._host)]
+            training = [
+                r
+                for r in infos
+                if r.status == "running" and pool in {s.split(":")[0] for s in self._slots_of(r)} and r.host in (None, self._host)
+            ]
             # One entry per slot: when it frees up (inf: unknown, e.g. nothing has finished yet to judge by).
             free_at = [now] * capacity
             for i, r in enumerate(training[:capacity]):
@@ -492,8 +523,9 @@ class JobRegistry:
                 end = begin + duration if duration is not None else float("inf")
                 for _ in taken:
                     heapq.heappush(free_at, end)
-                spots[info.run_id] = QueueSpot(position, pool, len(training), capacity,
-                                               None if begin == float("inf") else max(0.0, begin - now))
+                spots[info.run_id] = QueueSpot(
+                    position, pool, len(training), capacity, None if begin == float("inf") else max(0.0, begin - now)
+                )
         return spots
 
 
@@ -550,8 +582,11 @@ def _estimate_s(info: runs.RunInfo, finished: list[runs.RunInfo]) -> float | Non
     """Seconds a run will train for (the rest of it), judged by finished runs most like it."""
     c = info.config
     epochs_left = max(1, int(c.get("epochs", 1)) - int(info.epochs_done))
-    tiers = [[r for r in finished if all(r.config.get(k) == c.get(k) for k in ("model", "data", "batch_size", "device"))],
-             [r for r in finished if r.config.get("model") == c.get("model")], finished]
+    tiers = [
+        [r for r in finished if all(r.config.get(k) == c.get(k) for k in ("model", "data", "batch_size", "device"))],
+        [r for r in finished if r.config.get("model") == c.get("model")],
+        finished,
+    ]
     for tier in tiers:
         if not tier:
             continue
@@ -622,8 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         registry.close()
     statuses = Counter(r.status for r in runs.list_runs(args.root))
-    print(json.dumps({"root": str(args.root), "finished": statuses.pop("finished", 0), "failed": statuses.pop("failed", 0),
-                      "other": dict(statuses)}))
+    print(
+        json.dumps(
+            {"root": str(args.root), "finished": statuses.pop("finished", 0), "failed": statuses.pop("failed", 0), "other": dict(statuses)}
+        )
+    )
     return 0
 
 

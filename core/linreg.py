@@ -3,6 +3,7 @@
 Everything later in the studio (CNNs, optimizers, schedules) is this loop with
 a bigger model; seeing w and b walk to 2 and 3 is the whole idea in miniature.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ TRUE_W, TRUE_B = 2.0, 3.0
 # Shown on the First steps page next to the live chart (with the page's settings filled
 # in) and executed by the tests: run as it is, it prints the very w, b and loss the page
 # shows, because `lesson()` below draws its random numbers in the same order from the same seed.
-LESSON_CODE = '''\
+LESSON_CODE = """\
 import torch
 from torch import nn
 
@@ -48,7 +49,7 @@ for step in range({steps}):
 
 loss = loss_fn(model(x), y)  # after the last step
 print(model.w.item(), model.b.item(), loss.item())  # ~2, ~3, ~noise**2
-'''
+"""
 N_POINTS = 100  # the lesson's data size (written into LESSON_CODE)
 
 
@@ -79,8 +80,9 @@ class Step:
     loss: float
 
 
-def make_data(n: int = 100, noise: float = 0.5, seed: int = 0,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def make_data(
+    n: int = 100, noise: float = 0.5, seed: int = 0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x in [-2, 2] (centred, so w and b converge at similar speeds) and y = 2x + 3 + noise.
 
     A seeded torch.Generator draws exactly what `torch.manual_seed(seed)` and the global
@@ -96,8 +98,15 @@ def make_data(n: int = 100, noise: float = 0.5, seed: int = 0,
     return x, y
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, lr: float = 0.05, steps: int = 100, seed: int = 0,
-        optimizer: str = "sgd", generator: torch.Generator | None = None) -> Iterator[Step]:
+def fit(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float = 0.05,
+    steps: int = 100,
+    seed: int = 0,
+    optimizer: str = "sgd",
+    generator: torch.Generator | None = None,
+) -> Iterator[Step]:
     """Train step by step, yielding w, b and the loss before the first update and after each one.
 
     The starting w and b come from `generator` (else one seeded with `seed`). Raises PlaygroundError
@@ -121,8 +130,9 @@ def fit(x: torch.Tensor, y: torch.Tensor, lr: float = 0.05, steps: int = 100, se
         if step == steps:
             break
         if not torch.isfinite(loss):
-            raise PlaygroundError(f"The loss blew up to {loss.item()} at step {step}: the learning rate "
-                                  f"{lr:g} is too large for this data. Try 10x smaller.")
+            raise PlaygroundError(
+                f"The loss blew up to {loss.item()} at step {step}: the learning rate {lr:g} is too large for this data. Try 10x smaller."
+            )
         opt.zero_grad()
         loss.backward()
         opt.step()

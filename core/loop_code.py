@@ -6,12 +6,13 @@ loading the images, the crop and flip, the learning-rate curve) and spells out t
 the optimizer and the four lines every training step is made of. The full standalone script of a
 run is the export's job (core.export); this one follows the form as it changes.
 """
+
 from __future__ import annotations
 
 from core import losses
 from core.train import TrainConfig, image_sides
 
-_TEMPLATE = '''\
+_TEMPLATE = """\
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -49,19 +50,21 @@ for epoch in range({epochs}):
                             for x in data.test.images.split(256)])
     accuracy = (logits.argmax(1) == data.test.labels).float().mean().item()
     print(f"epoch {{epoch + 1}} of {epochs}: last batch loss {{loss.item():.3f}}, test accuracy {{accuracy:.1%}}")
-'''
+"""
 
-_AUGMENT = '''\
+_AUGMENT = """\
         images = random_flip(random_crop(images, {padding}, gen), gen)  # augmentation: shifted and mirrored copies
-'''
+"""
 
 
 def _optimizer(config: TrainConfig) -> str:
     if config.model == "speedrun":  # its own parameter groups (e.g. no decay on the whitening layer)
         lines, groups = "", f"model.param_groups({config.lr:g}, {config.weight_decay:g})"
     else:
-        lines = ("weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]\n"
-                 "others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # biases, norm scales: no decay\n")
+        lines = (
+            "weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]\n"
+            "others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # biases, norm scales: no decay\n"
+        )
         groups = f'[{{"params": weights, "weight_decay": {config.weight_decay:g}}}, {{"params": others, "weight_decay": 0.0}}]'
     if config.optimizer == "sgd":
         args = f"lr={config.lr:g}, momentum={config.momentum:g}, nesterov={bool(config.nesterov and config.momentum > 0)}"
@@ -83,12 +86,24 @@ def loop_code(config: TrainConfig) -> str:
     if config.model == "custom" or config.image_size:
         extra += f", input_size={input_size}"
     augment = _AUGMENT.format(padding=config.crop_padding) if config.augment else ""
-    code = _TEMPLATE.format(seed=config.seed, data=config.data, data_size=data_size, batch_size=config.batch_size,
-                            model_arg=model_arg, build_extra=extra, loss=losses.code(config.loss, config.label_smoothing),
-                            optimizer=_optimizer(config), epochs=config.epochs, schedule=config.schedule,
-                            warmup=f"{config.warmup:g}", warmup_start=f"{config.warmup_start:g}", augment=augment,
-                            input_size=input_size)
+    code = _TEMPLATE.format(
+        seed=config.seed,
+        data=config.data,
+        data_size=data_size,
+        batch_size=config.batch_size,
+        model_arg=model_arg,
+        build_extra=extra,
+        loss=losses.code(config.loss, config.label_smoothing),
+        optimizer=_optimizer(config),
+        epochs=config.epochs,
+        schedule=config.schedule,
+        warmup=f"{config.warmup:g}",
+        warmup_start=f"{config.warmup_start:g}",
+        augment=augment,
+        input_size=input_size,
+    )
     if config.augment:
-        code = code.replace("for epoch in range(", f"gen = torch.Generator().manual_seed({config.seed})  # the augmentation's dice\n"
-                            "for epoch in range(", 1)
+        code = code.replace(
+            "for epoch in range(", f"gen = torch.Generator().manual_seed({config.seed})  # the augmentation's dice\nfor epoch in range(", 1
+        )
     return code

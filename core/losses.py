@@ -4,6 +4,7 @@ Each entry is the module the training loop calls on (logits, labels) and the lin
 it, so the Train page's code panel and the trainer cannot disagree. The test loss stays cross-entropy
 whatever the run trains with, so runs with different losses compare on one scale.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,15 +40,24 @@ class Loss:
 
 
 LOSSES: dict[str, Loss] = {
-    "cross_entropy": Loss("Cross-entropy", "nn.CrossEntropyLoss: softmax and negative log-likelihood in one, the standard "
-                          "for classification. Label smoothing > 0 trains towards 0.9 instead of 1: less overconfident.",
-                          "nn.CrossEntropyLoss(label_smoothing={label_smoothing})"),
-    "nll": Loss("NLL on log_softmax", "F.log_softmax, then nn.NLLLoss: the same maths as cross-entropy written in two steps "
-                "(a model ending in LogSoftmax trains with NLLLoss).",
-                "lambda logits, labels: F.nll_loss(F.log_softmax(logits, dim=1), labels)"),
-    "mse": Loss("MSE on softmax", "Mean squared error between the probabilities and the one-hot label: it trains, slowly. "
-                "Compare its curve with cross-entropy's to see why classifiers use cross-entropy.",
-                "lambda logits, labels: F.mse_loss(F.softmax(logits, dim=1), F.one_hot(labels, logits.shape[1]).float())"),
+    "cross_entropy": Loss(
+        "Cross-entropy",
+        "nn.CrossEntropyLoss: softmax and negative log-likelihood in one, the standard "
+        "for classification. Label smoothing > 0 trains towards 0.9 instead of 1: less overconfident.",
+        "nn.CrossEntropyLoss(label_smoothing={label_smoothing})",
+    ),
+    "nll": Loss(
+        "NLL on log_softmax",
+        "F.log_softmax, then nn.NLLLoss: the same maths as cross-entropy written in two steps "
+        "(a model ending in LogSoftmax trains with NLLLoss).",
+        "lambda logits, labels: F.nll_loss(F.log_softmax(logits, dim=1), labels)",
+    ),
+    "mse": Loss(
+        "MSE on softmax",
+        "Mean squared error between the probabilities and the one-hot label: it trains, slowly. "
+        "Compare its curve with cross-entropy's to see why classifiers use cross-entropy.",
+        "lambda logits, labels: F.mse_loss(F.softmax(logits, dim=1), F.one_hot(labels, logits.shape[1]).float())",
+    ),
 }
 
 

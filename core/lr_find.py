@@ -21,6 +21,7 @@ way fastai's `lr_find` runs it:
    more steps to start learning), the slopes are noise; then the suggestion is a tenth of the *edge*, the largest
    lr before the loss climbs clearly above its best (Smith's "an order of magnitude below the blow-up").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,13 +76,19 @@ def suggestion(lrs: list[float], smoothed: list[float]) -> tuple[float | None, s
         while edge + 1 < len(smoothed) and math.isfinite(smoothed[edge + 1]) and smoothed[edge + 1] <= (1 + FLAT) * smoothed[end]:
             edge += 1
         return lrs[edge] / 10, "edge"
-    x, y = np.log10(lrs[start:end + 1]), np.array(smoothed[start:end + 1])
+    x, y = np.log10(lrs[start : end + 1]), np.array(smoothed[start : end + 1])
     slopes = np.gradient(y, x)
     return float(lrs[start + int(np.argmin(slopes))]), "steepest"
 
 
-def lr_find(config: TrainConfig, *, steps: int = STEPS, start_lr: float = START_LR, end_lr: float = END_LR,
-            on_step: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
+def lr_find(
+    config: TrainConfig,
+    *,
+    steps: int = STEPS,
+    start_lr: float = START_LR,
+    end_lr: float = END_LR,
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> dict[str, Any]:
     """Sweep the learning rate on a throwaway copy of `config`'s model; see the module's docstring.
 
     Returns {"lrs", "losses" (smoothed), "raw_losses", "suggested_lr", "suggested_by" ("steepest" | "edge" | None), "steps",
@@ -106,8 +113,9 @@ def lr_find(config: TrainConfig, *, steps: int = STEPS, start_lr: float = START_
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     # Multiplies every group's recipe lr, so groups keep their ratios while the base lr sweeps.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: start_lr * factor**i / config.lr)
-    loader = BatchLoader(ds.train, config.batch_size, device, shuffle=True, augment=config.augment,
-                         crop_padding=config.crop_padding, seed=config.seed)
+    loader = BatchLoader(
+        ds.train, config.batch_size, device, shuffle=True, augment=config.augment, crop_padding=config.crop_padding, seed=config.seed
+    )
     if len(loader) == 0:
         raise PlaygroundError(f"The training set has fewer images ({len(ds.train)}) than one batch ({config.batch_size}).")
     batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
@@ -136,9 +144,16 @@ def lr_find(config: TrainConfig, *, steps: int = STEPS, start_lr: float = START_
         best = min(best, current)
     smoothed = smooth(raw)
     suggested, how = suggestion(lrs, smoothed)
-    return {"lrs": [_sig(v) for v in lrs], "losses": [_sig(v) for v in smoothed], "raw_losses": [_sig(v) for v in raw],
-            "suggested_lr": _sig(suggested), "suggested_by": how, "steps": len(lrs), "stopped_early": stopped_early,
-            "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "lrs": [_sig(v) for v in lrs],
+        "losses": [_sig(v) for v in smoothed],
+        "raw_losses": [_sig(v) for v in raw],
+        "suggested_lr": _sig(suggested),
+        "suggested_by": how,
+        "steps": len(lrs),
+        "stopped_early": stopped_early,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def _sig(value: float | None) -> float | None:
@@ -147,8 +162,11 @@ def _sig(value: float | None) -> float | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.lr_find", description="Suggest a learning rate: an exponential lr sweep "
-                                "on a throwaway copy of the model, with the run's data, preprocessing and optimizer.")
+    p = argparse.ArgumentParser(
+        prog="python -m core.lr_find",
+        description="Suggest a learning rate: an exponential lr sweep "
+        "on a throwaway copy of the model, with the run's data, preprocessing and optimizer.",
+    )
     add_shared_options(p, required=True)
     p.add_argument("--steps", type=int, default=STEPS, help=f"at most this many steps (default {STEPS}, at most {MAX_STEPS})")
     p.add_argument("--start-lr", type=float, default=START_LR)
@@ -173,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"step {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f}", file=sys.stderr, flush=True)
 
         result = lr_find(config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, on_step=show)
-        print(("\n" if tty else "") + f"suggested lr {result['suggested_lr']} after {result['steps']} steps in {result['seconds']} s",
-              file=sys.stderr)
+        print(
+            ("\n" if tty else "") + f"suggested lr {result['suggested_lr']} after {result['steps']} steps in {result['seconds']} s",
+            file=sys.stderr,
+        )
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

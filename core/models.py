@@ -3,6 +3,7 @@
 `build(name_or_spec, ...)` is the one way the studio, the trainer and the
 predictor make a model, so a run's config.json always rebuilds the same network.
 """
+
 from __future__ import annotations
 
 import os
@@ -112,22 +113,55 @@ def lenet5(num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("cifar10_quick", "CIFAR-10 quick",
-               "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).", 32,
-               SCRATCH_RECIPE),
-        Preset("speedrun", "Speedrun (airbench-style)",
-               "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.", 32,
-               speedrun.RECIPE),
-        Preset("mycnn", "MyCNN (first nn.Module)",
-               "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.", 32,
-               SCRATCH_RECIPE),
+        Preset(
+            "cifar10_quick",
+            "CIFAR-10 quick",
+            "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).",
+            32,
+            SCRATCH_RECIPE,
+        ),
+        Preset(
+            "speedrun",
+            "Speedrun (airbench-style)",
+            "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.",
+            32,
+            speedrun.RECIPE,
+        ),
+        Preset(
+            "mycnn",
+            "MyCNN (first nn.Module)",
+            "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.",
+            32,
+            SCRATCH_RECIPE,
+        ),
         Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32, SCRATCH_RECIPE),
-        Preset("resnet18", "ResNet-18", "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).", 32,
-               _fine_tune(512), head="fc", weights_enum="ResNet18_Weights"),
-        Preset("vgg16", "VGG16", "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.", 224,
-               _fine_tune(128), head="classifier.6", weights_enum="VGG16_Weights"),
-        Preset("alexnet", "AlexNet", "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.", 224,
-               _fine_tune(256), head="classifier.6", weights_enum="AlexNet_Weights"),
+        Preset(
+            "resnet18",
+            "ResNet-18",
+            "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).",
+            32,
+            _fine_tune(512),
+            head="fc",
+            weights_enum="ResNet18_Weights",
+        ),
+        Preset(
+            "vgg16",
+            "VGG16",
+            "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.",
+            224,
+            _fine_tune(128),
+            head="classifier.6",
+            weights_enum="VGG16_Weights",
+        ),
+        Preset(
+            "alexnet",
+            "AlexNet",
+            "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.",
+            224,
+            _fine_tune(256),
+            head="classifier.6",
+            weights_enum="AlexNet_Weights",
+        ),
     ]
 }
 TORCHVISION_MODELS = [name for name, preset in PRESETS.items() if preset.torchvision]
@@ -169,8 +203,7 @@ def is_torchvision(model: str) -> bool:
 # reaches the layer when left out (None); a number given is checked, so a learner who writes the wrong one
 # meets the tutorial's classic error in plain words instead of having it silently fixed. num_features is inferred.
 LAYER_OPTIONS: dict[str, dict[str, Any]] = {
-    "Conv2d": {"in_channels": None, "out_channels": None, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1,
-               "bias": True},
+    "Conv2d": {"in_channels": None, "out_channels": None, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1, "bias": True},
     "BatchNorm2d": {},
     "ReLU": {},
     "GELU": {},
@@ -194,8 +227,15 @@ def _make_layer(kind: str, opts: dict[str, Any], in_shape: tuple[int, ...], num_
     if kind == "Conv2d":
         if opts["out_channels"] is None:
             raise ValueError("needs out_channels")
-        return nn.Conv2d(in_shape[0], int(opts["out_channels"]), opts["kernel_size"], opts["stride"],
-                         opts["padding"], opts["dilation"], bias=bool(opts["bias"]))
+        return nn.Conv2d(
+            in_shape[0],
+            int(opts["out_channels"]),
+            opts["kernel_size"],
+            opts["stride"],
+            opts["padding"],
+            opts["dilation"],
+            bias=bool(opts["bias"]),
+        )
     if kind == "BatchNorm2d":
         return nn.BatchNorm2d(in_shape[0])
     if kind == "ReLU":
@@ -232,7 +272,7 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
     dummy batch, so the shapes in error messages are the real ones.
     """
     if not isinstance(spec, (list, tuple)) or not spec:
-        raise PlaygroundError("A layer spec is a non-empty list of layers, e.g. [{\"type\": \"Conv2d\", \"out_channels\": 16}, ...].")
+        raise PlaygroundError('A layer spec is a non-empty list of layers, e.g. [{"type": "Conv2d", "out_channels": 16}, ...].')
     shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
     before_shape = shape  # the input of the layer before this one (to explain what a Flatten did)
     x = torch.zeros(1, *shape)
@@ -240,7 +280,7 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
     last_linear = max((i for i, layer in enumerate(spec) if isinstance(layer, dict) and layer.get("type") == "Linear"), default=-1)
     for i, raw in enumerate(spec, start=1):
         if not isinstance(raw, dict) or "type" not in raw:
-            raise PlaygroundError(f"Layer {i}: each layer needs a \"type\" (one of {', '.join(LAYER_OPTIONS)}).")
+            raise PlaygroundError(f'Layer {i}: each layer needs a "type" (one of {", ".join(LAYER_OPTIONS)}).')
         kind = str(raw["type"])
         where = f"Layer {i} ({kind})"
         if kind not in LAYER_OPTIONS:
@@ -250,8 +290,17 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
             allowed = ", ".join(LAYER_OPTIONS[kind]) or "no options"
             raise PlaygroundError(f"{where}: unexpected option {', '.join(sorted(unknown))} (allowed: {allowed}).")
         opts = {**LAYER_OPTIONS[kind], **{k: v for k, v in raw.items() if k != "type" and v is not None}}
-        for key in ("in_channels", "in_features", "out_channels", "out_features", "kernel_size", "stride", "dilation",
-                    "output_size", "padding"):
+        for key in (
+            "in_channels",
+            "in_features",
+            "out_channels",
+            "out_features",
+            "kernel_size",
+            "stride",
+            "dilation",
+            "output_size",
+            "padding",
+        ):
             value = opts.get(key)
             if value is None or (key == "out_features" and value == "num_classes"):
                 continue
@@ -263,8 +312,10 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
         if kind in _FLAT_ONLY and len(shape) != 1:
             raise PlaygroundError(f"{where}: needs a flat input but gets {_shape_str(shape)}; add a Flatten layer before it.")
         if kind in _IMAGE_ONLY and len(shape) != 3:
-            raise PlaygroundError(f"{where}: needs an image-shaped input (channels x height x width) but gets {_shape_str(shape)}; "
-                                  "put it before the Flatten layer.")
+            raise PlaygroundError(
+                f"{where}: needs an image-shaped input (channels x height x width) but gets {_shape_str(shape)}; "
+                "put it before the Flatten layer."
+            )
         if opts.get(_GIVEN_INPUT.get(kind, "")) is not None:
             _check_given_input(where, kind, opts, shape, layers, num_classes, before_shape)
         try:
@@ -281,16 +332,26 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
         before_shape, shape = shape, tuple(x.shape[1:])
         layers.append(layer.train())
     if len(shape) != 1:
-        raise PlaygroundError(f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score "
-                              "per class.")
+        raise PlaygroundError(
+            f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score per class."
+        )
     if shape[0] != num_classes:
-        raise PlaygroundError(f"The last layer gives {shape[0]} outputs but there are {num_classes} classes; "
-                              "set the last Linear's out_features to the number of classes (or leave it empty).")
+        raise PlaygroundError(
+            f"The last layer gives {shape[0]} outputs but there are {num_classes} classes; "
+            "set the last Linear's out_features to the number of classes (or leave it empty)."
+        )
     return nn.Sequential(*layers)
 
 
-def _check_given_input(where: str, kind: str, opts: dict[str, Any], shape: tuple[int, ...], before: list[nn.Module],
-                       num_classes: int, before_shape: tuple[int, ...]) -> None:
+def _check_given_input(
+    where: str,
+    kind: str,
+    opts: dict[str, Any],
+    shape: tuple[int, ...],
+    before: list[nn.Module],
+    num_classes: int,
+    before_shape: tuple[int, ...],
+) -> None:
     """A typed in_features / in_channels that does not match the input: the error PyTorch gives, in plain words."""
     key = _GIVEN_INPUT[kind]
     given, needed = int(opts[key]), int(shape[0])
@@ -305,12 +366,16 @@ def _check_given_input(where: str, kind: str, opts: dict[str, Any], shape: tuple
             nn.Linear(given, out if isinstance(out, int) else num_classes)(torch.zeros(1, needed))
             torch_says = ""
         except RuntimeError as exc:
-            torch_says = f" PyTorch says: \"{str(exc).splitlines()[0]}\"."
-        raise PlaygroundError(f"{where}: in_features is {given} but it gets {got}; it needs in_features={needed}.{torch_says} "
-                              f"Set it to {needed}, or leave the cell blank to have it worked out.")
-    raise PlaygroundError(f"{where}: in_channels is {given} but the input has {needed} channels "
-                          f"({_shape_str(shape)}); it needs in_channels={needed}. Set it to {needed}, "
-                          "or leave the cell blank to have it worked out.")
+            torch_says = f' PyTorch says: "{str(exc).splitlines()[0]}".'
+        raise PlaygroundError(
+            f"{where}: in_features is {given} but it gets {got}; it needs in_features={needed}.{torch_says} "
+            f"Set it to {needed}, or leave the cell blank to have it worked out."
+        )
+    raise PlaygroundError(
+        f"{where}: in_channels is {given} but the input has {needed} channels "
+        f"({_shape_str(shape)}); it needs in_channels={needed}. Set it to {needed}, "
+        "or leave the cell blank to have it worked out."
+    )
 
 
 def spec_of(model: nn.Sequential) -> LayerSpec:
@@ -370,8 +435,9 @@ def _torchvision_model(name: str, size: int) -> nn.Module:
         return torchvision.models.get_model(name, weights=None, **_builder_kwargs(name, size))
     except (AssertionError, ValueError, RuntimeError) as exc:  # e.g. ViT: a size its patches do not divide
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise PlaygroundError(f"{name} cannot be built for {size}x{size} images ({reason}); use its own input size, "
-                              f"{preset_input_size(name)}.") from None
+        raise PlaygroundError(
+            f"{name} cannot be built for {size}x{size} images ({reason}); use its own input size, {preset_input_size(name)}."
+        ) from None
 
 
 def fixed_input_size(name: str) -> bool:
@@ -419,8 +485,9 @@ def replace_head(model: nn.Module, name: str, num_classes: int) -> None:
             setattr(parent, leaf, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
     elif isinstance(old, nn.Conv2d):
         if old.out_channels != num_classes:
-            setattr(parent, leaf, nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
-                                            bias=old.bias is not None))
+            setattr(
+                parent, leaf, nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+            )
     else:
         raise PlaygroundError(f"{name}'s classifier {head_path(model, name)} is a {type(old).__name__}; expected Linear or Conv2d.")
 
@@ -452,26 +519,38 @@ def weights_enum(name: str, choice: str):
     try:
         return enum[choice]
     except KeyError:
-        raise PlaygroundError(f"{name} has no weights called {choice!r}; choose one of {', '.join(w.name for w in enum)} "
-                              "or a file path.") from None
+        raise PlaygroundError(
+            f"{name} has no weights called {choice!r}; choose one of {', '.join(w.name for w in enum)} or a file path."
+        ) from None
 
 
 def weights_transforms(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
     """The eval preprocessing torchvision's weights were trained with: crop_size, resize_size, mean, std (from
     `weights.transforms()`), so a fine-tuned model sees images the way its features expect."""
     t = weights_enum(name, choice).transforms()
-    return {"crop_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]), "mean": tuple(float(v) for v in t.mean),
-            "std": tuple(float(v) for v in t.std)}
+    return {
+        "crop_size": int(t.crop_size[0]),
+        "resize_size": int(t.resize_size[0]),
+        "mean": tuple(float(v) for v in t.mean),
+        "std": tuple(float(v) for v in t.std),
+    }
 
 
 def weights_info(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
     """What a learner compares networks by: parameters, ImageNet top-1, GFLOPs, download size, input size."""
     weights = weights_enum(name, choice)
     meta = weights.meta
-    return {"name": weights.name, "params": meta.get("num_params"), "url": weights.url,
-            "top1": meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"), "gflops": meta.get("_ops"),
-            "file_mb": meta.get("_file_size"), "min_size": int(meta.get("min_size", (1, 1))[0]),
-            "file_name": Path(weights.url).name, **weights_transforms(name, choice)}
+    return {
+        "name": weights.name,
+        "params": meta.get("num_params"),
+        "url": weights.url,
+        "top1": meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
+        "gflops": meta.get("_ops"),
+        "file_mb": meta.get("_file_size"),
+        "min_size": int(meta.get("min_size", (1, 1))[0]),
+        "file_name": Path(weights.url).name,
+        **weights_transforms(name, choice),
+    }
 
 
 def is_weights_name(name: str, weights: Any) -> bool:
@@ -535,8 +614,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a Torch Playground checkpoint
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise PlaygroundError(f"{path.name} does not hold a state_dict (a dict of tensors); save it with "
-                              "torch.save(model.state_dict(), path).")
+        raise PlaygroundError(
+            f"{path.name} does not hold a state_dict (a dict of tensors); save it with torch.save(model.state_dict(), path)."
+        )
     return obj
 
 
@@ -557,8 +637,11 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -567,8 +650,11 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
             parts.append(f"{len(missing)} missing key(s): " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-        raise PlaygroundError(f"The weights in {source} do not fit this model: " + " | ".join(parts) +
-                              ". Pick the architecture (and number of classes) they were trained with.")
+        raise PlaygroundError(
+            f"The weights in {source} do not fit this model: "
+            + " | ".join(parts)
+            + ". Pick the architecture (and number of classes) they were trained with."
+        )
     model.load_state_dict(state)
 
 
@@ -585,8 +671,10 @@ def freeze_backbone(model: nn.Module, name: str) -> None:
     """
     head = set(head_parameters(model, name))
     if not head:
-        raise PlaygroundError(f"Freezing the backbone is available for torchvision models ({', '.join(TORCHVISION_MODELS)}, "
-                              f"efficientnet_b0, ...), not {name}.")
+        raise PlaygroundError(
+            f"Freezing the backbone is available for torchvision models ({', '.join(TORCHVISION_MODELS)}, "
+            f"efficientnet_b0, ...), not {name}."
+        )
     for pname, p in model.named_parameters():
         p.requires_grad_(pname in head)
     for module in model.modules():
@@ -598,8 +686,12 @@ def forward_calls(model: nn.Module, input_size: int, device: torch.device | str 
     """(module, output shape) of every module one forward pass of a blank image runs, in the order they finish
     (children before their parents): which layer really is the last conv or the classifier, whatever the class."""
     calls: list[tuple[nn.Module, tuple[int, ...] | None]] = []
-    hooks = [m.register_forward_hook(lambda module, args, out: calls.append(
-        (module, tuple(out.shape) if isinstance(out, torch.Tensor) else None))) for m in model.modules()]
+    hooks = [
+        m.register_forward_hook(
+            lambda module, args, out: calls.append((module, tuple(out.shape) if isinstance(out, torch.Tensor) else None))
+        )
+        for m in model.modules()
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, input_size, input_size, device=device))
@@ -691,8 +783,10 @@ def build(
 
     name = name_or_spec
     if name not in PRESETS and not is_torchvision(name):
-        raise PlaygroundError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}, any torchvision classification "
-                              "model (e.g. efficientnet_b0, mobilenet_v3_small, vit_b_16) or give a layer spec.")
+        raise PlaygroundError(
+            f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}, any torchvision classification "
+            "model (e.g. efficientnet_b0, mobilenet_v3_small, vit_b_16) or give a layer spec."
+        )
     size = input_size or preset_input_size(name)
     if is_torchvision(name):
         return _build_torchvision(name, num_classes, in_channels, weights, freeze, size)

@@ -25,6 +25,7 @@ and pictures of other things, which land far away, are.
 Computed lazily, once per checkpoint: cached in the run folder as `ood.safetensors` with the
 checkpoint's mtime, so a resumed run (new weights) recalibrates.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,10 +66,12 @@ BUDGET_S = 20.0  # the first prediction of a run waits for the fit: big models o
 _QUANTILES = torch.linspace(0, 1, 17)
 _PROJECTION_SEED = 20220712
 
-SOFTMAX_NOTE = ("Its last layer turns scores into probabilities with a *softmax*, and those always add up to 100% over "
-                "the classes it was trained on. It has no \"none of these\" answer, so a picture of something else "
-                "still gets a label, sometimes with a high percentage. That is why the studio also checks, separately, "
-                "whether your picture resembles the training images at all: the percentages cannot tell you.")
+SOFTMAX_NOTE = (
+    "Its last layer turns scores into probabilities with a *softmax*, and those always add up to 100% over "
+    'the classes it was trained on. It has no "none of these" answer, so a picture of something else '
+    "still gets a label, sometimes with a high percentage. That is why the studio also checks, separately, "
+    "whether your picture resembles the training images at all: the percentages cannot tell you."
+)
 
 
 def head_layer(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> nn.Linear | None:
@@ -137,8 +140,7 @@ def edge_statistics(images: torch.Tensor) -> torch.Tensor:
     grey = images.float().mean(1, keepdim=True) / 255
     parts = []
     for x in (grey, F.avg_pool2d(grey, 2) if min(grey.shape[-2:]) >= 4 else grey):
-        steps = torch.cat([(x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1),
-                           (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1)], dim=1)
+        steps = torch.cat([(x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1), (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1)], dim=1)
         parts.append((torch.quantile(steps, _QUANTILES, dim=1).T + 1e-3).log())
     return torch.cat(parts, dim=1).double()
 
@@ -165,19 +167,32 @@ class Reference:
     def distances(self, feats: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """(N, 2) distance of each image to its k-th nearest training image: in features, in edge statistics."""
         edges = (edge_statistics(images) - self.edge_mean) / self.edge_std
-        return torch.stack([_knn_distance(self.features, normalized_features(feats), FEATURE_NEIGHBOURS),
-                            _knn_distance(self.edges, edges, EDGE_NEIGHBOURS)], dim=1)
+        return torch.stack(
+            [
+                _knn_distance(self.features, normalized_features(feats), FEATURE_NEIGHBOURS),
+                _knn_distance(self.edges, edges, EDGE_NEIGHBOURS),
+            ],
+            dim=1,
+        )
 
     def score(self, distances: torch.Tensor) -> torch.Tensor:
         """(N,) in [0, 1]: the larger, over both distances, of the fraction of held-out images that are closer."""
         distances = distances.to(self.calibration.dtype)
-        ranks = [torch.searchsorted(self.calibration[:, j].contiguous(), distances[:, j].contiguous(), right=True)
-                 for j in range(distances.shape[1])]
+        ranks = [
+            torch.searchsorted(self.calibration[:, j].contiguous(), distances[:, j].contiguous(), right=True)
+            for j in range(distances.shape[1])
+        ]
         return torch.stack(ranks, dim=1).max(dim=1).values.double() / len(self.calibration)
 
     @classmethod
-    def fit(cls, bank_feats: torch.Tensor, bank_images: torch.Tensor, held_feats: torch.Tensor,
-            held_images: torch.Tensor, percentile: float = PERCENTILE) -> Reference:
+    def fit(
+        cls,
+        bank_feats: torch.Tensor,
+        bank_images: torch.Tensor,
+        held_feats: torch.Tensor,
+        held_images: torch.Tensor,
+        percentile: float = PERCENTILE,
+    ) -> Reference:
         edges = edge_statistics(bank_images)
         mean, std = edges.mean(0), edges.std(0).clamp_min(1e-6)
         ref = cls(normalized_features(bank_feats).float(), ((edges - mean) / std).float(), mean, std, torch.empty(0, 2))
@@ -230,8 +245,9 @@ def fit_for_run(predictor: Predictor, tap: FeatureTap, run_dir: Path) -> Referen
     """Bank from the run's own training data (loaded the way training loaded it), calibrated on its test split."""
     config = runs.read_config(run_dir)
     data = str(config.get("data", ""))
-    ds = load_dataset(data, image_size=predictor.image_size, seed=int(config.get("seed", 0)),
-                      data_dir=config.get("data_dir"), download=False)
+    ds = load_dataset(
+        data, image_size=predictor.image_size, seed=int(config.get("seed", 0)), data_dir=config.get("data_dir"), download=False
+    )
     if list(ds.classes) != list(predictor.classes):
         raise PlaygroundError(f"the data {data} no longer has the run's classes")
     if len(ds.train) < 20 or len(ds.test) < 20:
@@ -243,8 +259,7 @@ def fit_for_run(predictor: Predictor, tap: FeatureTap, run_dir: Path) -> Referen
     n_held = min(len(ds.test), CALIBRATION_IMAGES, max(MIN_CALIBRATION, affordable // 3))
     n_bank = min(len(ds.train), BANK_IMAGES, max(MIN_BANK, affordable - n_held))
     bank, held = _sample(ds.train, n_bank, seed=0), _sample(ds.test, n_held, seed=1)
-    ref = Reference.fit(features(predictor, tap, bank.images), bank.images, features(predictor, tap, held.images),
-                        held.images)
+    ref = Reference.fit(features(predictor, tap, bank.images), bank.images, features(predictor, tap, held.images), held.images)
     ref.info["data"] = data
     return ref
 
@@ -305,14 +320,19 @@ class OODCheck:
         label = classes[int(index)]
         ood = None
         if score is not None and self.reference is not None:
-            ood = {"score": round(score, 4), "threshold": round(self.reference.threshold, 4),
-                   "unusual": bool(score > self.reference.threshold)}
+            ood = {
+                "score": round(score, 4),
+                "threshold": round(self.reference.threshold, 4),
+                "unusual": bool(score > self.reference.threshold),
+            }
         warning = None
         if ood and ood["unusual"]:
             data = self.reference.info.get("data", "")
             seen = f" ({describe_spec(data).split(' (')[0]})" if data else ""
-            warning = (f"This picture is unlike the images the model was trained on{seen}, so “{label}” ({p:.0%}) "
-                       "is only the closest of the classes it knows, not a recognition.")
+            warning = (
+                f"This picture is unlike the images the model was trained on{seen}, so “{label}” ({p:.0%}) "
+                "is only the closest of the classes it knows, not a recognition."
+            )
         elif p < LOW_CONFIDENCE:
             warning = f"The model is unsure: its best guess, “{label}”, gets only {p:.0%}."
         return {"ood": ood, "warning": warning}

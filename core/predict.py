@@ -5,6 +5,7 @@ get the same answer every time. The path is: decode safely -> RGB -> resize the
 shorter side and center-crop to the size the run's data was prepared at ->
 the run's resize to the model input and normalization (core.data.normalize_batch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,17 +69,32 @@ class Predictor:
         config = ckpt.get("config") or runs.read_config(run_dir)
         spec = config.get("layers") if config.get("model") == "custom" else config["model"]
         # Built around its own weights: details such as ResNet-18's stem follow what the run trained.
-        model = build(spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"], weights=ckpt["model"],
-                      widths=config.get("widths"))
-        predictor = cls._ready(model, list(ckpt["classes"]), ckpt["normalization"], int(ckpt["image_size"]),
-                               int(ckpt["input_size"]), device, int(config.get("tta") or 0))
+        model = build(
+            spec, num_classes=len(ckpt["classes"]), input_size=ckpt["input_size"], weights=ckpt["model"], widths=config.get("widths")
+        )
+        predictor = cls._ready(
+            model,
+            list(ckpt["classes"]),
+            ckpt["normalization"],
+            int(ckpt["image_size"]),
+            int(ckpt["input_size"]),
+            device,
+            int(config.get("tta") or 0),
+        )
         predictor.run_dir = Path(run_dir)
         return predictor
 
     @classmethod
-    def from_weights(cls, weights: str | os.PathLike, model: str | list, classes: Sequence[str] | None = None,
-                     input_size: int | None = None, normalization: dict[str, Sequence[float]] | None = None,
-                     device: str = "cpu", info: dict[str, Any] | None = None) -> Predictor:
+    def from_weights(
+        cls,
+        weights: str | os.PathLike,
+        model: str | list,
+        classes: Sequence[str] | None = None,
+        input_size: int | None = None,
+        normalization: dict[str, Sequence[float]] | None = None,
+        device: str = "cpu",
+        info: dict[str, Any] | None = None,
+    ) -> Predictor:
         """Uploaded weights (state_dict .pt or .safetensors) plus the architecture they belong to.
 
         `info` is the JSON that comes with an exported state_dict (runs.weights_info: classes, normalization,
@@ -101,12 +117,19 @@ class Predictor:
         return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, int(meta.get("tta") or 0))
 
     @classmethod
-    def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int,
-               device: str, tta: int) -> Predictor:
+    def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int, device: str, tta: int) -> Predictor:
         target = dev.resolve_device(device)
         model = model.to(target).eval()
-        return cls(model, classes, torch.tensor(norm["mean"], device=target), torch.tensor(norm["std"], device=target),
-                   image_size, input_size, target, tta)
+        return cls(
+            model,
+            classes,
+            torch.tensor(norm["mean"], device=target),
+            torch.tensor(norm["std"], device=target),
+            image_size,
+            input_size,
+            target,
+            tta,
+        )
 
     def prepare(self, source: ImageSource, name: str | None = None) -> torch.Tensor:
         """uint8 (3, S, S) at the size the run's data was prepared at; `probabilities` takes a batch of these."""
@@ -114,8 +137,13 @@ class Predictor:
 
     def model_view(self, prepared: torch.Tensor) -> torch.Tensor:
         """uint8 (3, I, I): what the model sees, at its input size, before normalization (for display)."""
-        x = normalize_batch(prepared[None].to(self.device), torch.zeros_like(self.mean), torch.ones_like(self.std) / 255,
-                            self.input_size, channels_last=False)
+        x = normalize_batch(
+            prepared[None].to(self.device),
+            torch.zeros_like(self.mean),
+            torch.ones_like(self.std) / 255,
+            self.input_size,
+            channels_last=False,
+        )
         return x[0].round().clamp(0, 255).to(torch.uint8).cpu()
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
@@ -152,12 +180,16 @@ class Predictor:
         values, index = probs.topk(min(k, len(self.classes)))
         return [{"label": self.classes[i], "prob": round(float(v), 6)} for v, i in zip(values, index)]
 
-    def predict(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None, k: int = 5,
-                batch_size: int = 64, ood: bool = True) -> list[dict[str, Any]]:
+    def predict(
+        self, sources: Sequence[ImageSource], names: Sequence[str] | None = None, k: int = 5, batch_size: int = 64, ood: bool = True
+    ) -> list[dict[str, Any]]:
         """One result per input, in order: {"file", "top", "ood", "warning"} or {"file", "error"}; a bad file
         never stops the rest. `warning` says in words when the answer is a guess (core.ood), else None."""
-        names = list(names) if names is not None else [str(s) if isinstance(s, (str, os.PathLike)) else f"image {i + 1}"
-                                                       for i, s in enumerate(sources)]
+        names = (
+            list(names)
+            if names is not None
+            else [str(s) if isinstance(s, (str, os.PathLike)) else f"image {i + 1}" for i, s in enumerate(sources)]
+        )
         results: list[dict[str, Any]] = [{} for _ in sources]
         ready: list[tuple[int, torch.Tensor]] = []
         for i, (source, name) in enumerate(zip(sources, names)):
@@ -166,7 +198,7 @@ class Predictor:
             except PlaygroundError as exc:
                 results[i] = {"file": name, "error": str(exc)}
         for start in range(0, len(ready), batch_size):
-            chunk = ready[start:start + batch_size]
+            chunk = ready[start : start + batch_size]
             probs, notes = self.classify(torch.stack([t for _, t in chunk]), ood=ood)
             for (i, _), p, note in zip(chunk, probs, notes):
                 results[i] = {"file": names[i], "top": self.topk(p, k), **note}
@@ -179,8 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=dev.DEVICE_CHOICES)
-    p.add_argument("--no-ood", action="store_true", help="skip the unusual-image check (the first use per checkpoint "
-                   "fits it on the run's data and caches ood.safetensors in the run folder)")
+    p.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="skip the unusual-image check (the first use per checkpoint "
+        "fits it on the run's data and caches ood.safetensors in the run folder)",
+    )
     args = p.parse_args(argv)
     try:
         predictor = Predictor.from_run(args.run_dir, device=args.device)

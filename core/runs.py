@@ -3,6 +3,7 @@
 Every way of training (a thread in the studio, `python -m core.train`, torchrun)
 writes this same folder, and every view reads it, so there is one truth per run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,8 +94,7 @@ def check_name(name: str) -> str:
     """A run's short name, stripped; empty means 'use the default name'."""
     name = (name or "").strip()
     if len(name) > NAME_MAX or "\n" in name:
-        raise PlaygroundError(f"Give the run a short name: one line of at most {NAME_MAX} characters "
-                              f"(this one has {len(name)}).")
+        raise PlaygroundError(f"Give the run a short name: one line of at most {NAME_MAX} characters (this one has {len(name)}).")
     return name
 
 
@@ -146,8 +146,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     try:
         atomic_write_bytes(Path(path), buffer.getvalue())
     except OSError as exc:
-        raise PlaygroundError(f"Could not write checkpoint {path} ({exc.strerror or exc}); free disk space or "
-                              "choose a writable folder. The previous checkpoint is unchanged.") from None
+        raise PlaygroundError(
+            f"Could not write checkpoint {path} ({exc.strerror or exc}); free disk space or "
+            "choose a writable folder. The previous checkpoint is unchanged."
+        ) from None
 
 
 def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
@@ -162,11 +164,14 @@ def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
             raise PlaygroundError(
                 f"{name} is a whole pickled model (saved with torch.save(model)), refused on purpose: loading a pickle "
                 f"runs whatever code is inside it. If you trust the file, convert it once in Python: "
-                f"model = torch.load(\"{name}\", weights_only=False); torch.save(model.state_dict(), \"{stem}-state_dict.pt\"); "
-                f"then use {stem}-state_dict.pt.") from None
-        raise PlaygroundError(f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
-                              f"(a whole pickled model or a file from an unknown source). Save with "
-                              f"torch.save(model.state_dict(), path) or use .safetensors.") from None
+                f'model = torch.load("{name}", weights_only=False); torch.save(model.state_dict(), "{stem}-state_dict.pt"); '
+                f"then use {stem}-state_dict.pt."
+            ) from None
+        raise PlaygroundError(
+            f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
+            f"(a whole pickled model or a file from an unknown source). Save with "
+            f"torch.save(model.state_dict(), path) or use .safetensors."
+        ) from None
     except FileNotFoundError:
         raise PlaygroundError(f"{name} does not exist.") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
@@ -294,8 +299,11 @@ class RunInfo:
 
     @property
     def resumable(self) -> bool:
-        return self.has_checkpoint and self.status in ("stopped", "interrupted", "diverged", "failed") and \
-            self.epochs_done < int(self.config.get("epochs", 0))
+        return (
+            self.has_checkpoint
+            and self.status in ("stopped", "interrupted", "diverged", "failed")
+            and self.epochs_done < int(self.config.get("epochs", 0))
+        )
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -309,9 +317,23 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Status and headline figures from a run's records, and where it stands in the queue (core.jobs)."""
-    out: dict[str, Any] = {"status": "created", "message": "", "epochs_done": 0, "best_acc": None,
-                           "last_acc": None, "img_per_s": None, "started": None, "seconds": None, "pid": None, "host": None,
-                           "workspace": None, "queue": None, "dispatched": False, "attempts": 0, "slots": None}
+    out: dict[str, Any] = {
+        "status": "created",
+        "message": "",
+        "epochs_done": 0,
+        "best_acc": None,
+        "last_acc": None,
+        "img_per_s": None,
+        "started": None,
+        "seconds": None,
+        "pid": None,
+        "host": None,
+        "workspace": None,
+        "queue": None,
+        "dispatched": False,
+        "attempts": 0,
+        "slots": None,
+    }
     for r in records:
         kind = r.get("kind")
         if kind == "status":
@@ -384,11 +406,28 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
             status, message = "queued", "Its training process ended before it started; it is back in the queue."
         else:  # the process that owned the run is gone (killed, crashed, app restarted)
             status, message = "interrupted", "The training process ended without finishing; resume from the last checkpoint."
-    return RunInfo(run_id=run_dir.name, path=run_dir, config=config, status=status, message=message,
-                   epochs_done=s["epochs_done"], best_acc=s["best_acc"], last_acc=s["last_acc"],
-                   img_per_s=s["img_per_s"], started=s["started"], seconds=s["seconds"],
-                   has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(), records=records, workspace=s["workspace"],
-                   queue=s["queue"], attempts=s["attempts"], slots=s["slots"], pid=s["pid"], host=s["host"], meta=meta)
+    return RunInfo(
+        run_id=run_dir.name,
+        path=run_dir,
+        config=config,
+        status=status,
+        message=message,
+        epochs_done=s["epochs_done"],
+        best_acc=s["best_acc"],
+        last_acc=s["last_acc"],
+        img_per_s=s["img_per_s"],
+        started=s["started"],
+        seconds=s["seconds"],
+        has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(),
+        records=records,
+        workspace=s["workspace"],
+        queue=s["queue"],
+        attempts=s["attempts"],
+        slots=s["slots"],
+        pid=s["pid"],
+        host=s["host"],
+        meta=meta,
+    )
 
 
 def list_runs(root: str | os.PathLike | None = None, workspace: str | None = None) -> list[RunInfo]:
@@ -469,15 +508,22 @@ def weights_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The state_dict's companion: architecture, classes, normalization and sizes (plain JSON)."""
     ckpt = load_checkpoint(run_dir)
     config = ckpt.get("config") or read_config(run_dir)
-    return {"model": config.get("model"), "layers": config.get("layers") if config.get("model") == "custom" else None,
-            "classes": list(ckpt["classes"]),
-            # float32 values written as their shortest exact decimals (0.4877, not 0.4876999855041504)
-            "normalization": {k: [float(str(np.float32(v))) for v in ckpt["normalization"][k]] for k in ("mean", "std")},
-            "image_size": int(ckpt["image_size"]), "input_size": int(ckpt["input_size"]), "tta": int(config.get("tta") or 0),
-            "widths": config.get("widths"), "run_id": Path(run_dir).name, "epochs": int(ckpt.get("epoch", 0)),
-            "test_acc": (ckpt.get("metrics") or {}).get("test_acc"),
-            "preprocessing": "RGB; resize the shorter side to image_size and centre-crop; resize to input_size "
-                             "(bilinear, antialiased); scale to [0, 1]; subtract mean and divide by std per channel"}
+    return {
+        "model": config.get("model"),
+        "layers": config.get("layers") if config.get("model") == "custom" else None,
+        "classes": list(ckpt["classes"]),
+        # float32 values written as their shortest exact decimals (0.4877, not 0.4876999855041504)
+        "normalization": {k: [float(str(np.float32(v))) for v in ckpt["normalization"][k]] for k in ("mean", "std")},
+        "image_size": int(ckpt["image_size"]),
+        "input_size": int(ckpt["input_size"]),
+        "tta": int(config.get("tta") or 0),
+        "widths": config.get("widths"),
+        "run_id": Path(run_dir).name,
+        "epochs": int(ckpt.get("epoch", 0)),
+        "test_acc": (ckpt.get("metrics") or {}).get("test_acc"),
+        "preprocessing": "RGB; resize the shorter side to image_size and centre-crop; resize to input_size "
+        "(bilinear, antialiased); scale to [0, 1]; subtract mean and divide by std per channel",
+    }
 
 
 def read_weights_info(source: str | os.PathLike | bytes, name: str | None = None) -> dict[str, Any]:
@@ -491,17 +537,25 @@ def read_weights_info(source: str | os.PathLike | bytes, name: str | None = None
     problem = ""
     if not isinstance(info, dict):
         problem = "it is not a JSON object"
-    elif "classes" in info and not (isinstance(info["classes"], list) and info["classes"]
-                                    and all(isinstance(c, str) for c in info["classes"])):
+    elif "classes" in info and not (
+        isinstance(info["classes"], list) and info["classes"] and all(isinstance(c, str) for c in info["classes"])
+    ):
         problem = "classes must be a list of names"
-    elif "normalization" in info and not (isinstance(info["normalization"], dict) and all(
-            isinstance(info["normalization"].get(k), list) and len(info["normalization"][k]) == 3
-            and all(isinstance(v, (int, float)) for v in info["normalization"][k]) for k in ("mean", "std"))):
-        problem = "normalization must be {\"mean\": [3 numbers], \"std\": [3 numbers]}"
+    elif "normalization" in info and not (
+        isinstance(info["normalization"], dict)
+        and all(
+            isinstance(info["normalization"].get(k), list)
+            and len(info["normalization"][k]) == 3
+            and all(isinstance(v, (int, float)) for v in info["normalization"][k])
+            for k in ("mean", "std")
+        )
+    ):
+        problem = 'normalization must be {"mean": [3 numbers], "std": [3 numbers]}'
     elif any(k in info and not (isinstance(info[k], int) and 1 <= info[k] <= 4096) for k in ("image_size", "input_size")):
         problem = "image_size and input_size must be whole numbers of pixels"
-    elif info.get("widths") is not None and not (isinstance(info["widths"], list) and len(info["widths"]) == 3
-                                                 and all(isinstance(w, int) and 1 <= w <= 4096 for w in info["widths"])):
+    elif info.get("widths") is not None and not (
+        isinstance(info["widths"], list) and len(info["widths"]) == 3 and all(isinstance(w, int) and 1 <= w <= 4096 for w in info["widths"])
+    ):
         problem = "widths must be the speedrun net's 3 channel counts"
     if problem:
         raise PlaygroundError(f"{name} does not describe weights ({problem}); use the .json downloaded with the weights.")
@@ -516,12 +570,15 @@ def whole_model_bytes(model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def load_whole_model(path: str | os.PathLike, *, allow_unsafe_pickle: bool = False,
-                     root: str | os.PathLike | None = None) -> torch.nn.Module:
+def load_whole_model(
+    path: str | os.PathLike, *, allow_unsafe_pickle: bool = False, root: str | os.PathLike | None = None
+) -> torch.nn.Module:
     """Load a whole pickled model, only from the user's own models folder and only after an explicit opt-in."""
     if not allow_unsafe_pickle:
-        raise PlaygroundError("Loading a whole pickled model can run arbitrary code; opt in explicitly "
-                              "(allow_unsafe_pickle=True) and only for files you saved yourself.")
+        raise PlaygroundError(
+            "Loading a whole pickled model can run arbitrary code; opt in explicitly "
+            "(allow_unsafe_pickle=True) and only for files you saved yourself."
+        )
     path = Path(path).resolve()
     root = Path(root or MODELS_DIR).resolve()
     if root not in path.parents:

@@ -13,6 +13,7 @@ Settings come from the environment first, then from a `[playground]` table in
 then the defaults below. The operator token is read from the environment only, so it
 never ends up in a file someone commits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,9 @@ class Settings:
                 raise PlaygroundError(f"{path} is not valid TOML ({exc}); fix or remove it.") from None
             unknown = set(table) - _FIELDS
             if unknown:
-                raise PlaygroundError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))} in [playground]; "
-                                      f"known: {', '.join(sorted(_FIELDS))}.")
+                raise PlaygroundError(
+                    f"{path}: unknown setting(s) {', '.join(sorted(unknown))} in [playground]; known: {', '.join(sorted(_FIELDS))}."
+                )
             values.update(table)
         for name, kind in _TYPES.items():
             raw = environ.get(f"PLAYGROUND_{name.upper()}")
@@ -129,26 +131,33 @@ class Usage:
     bytes: int
 
     def describe(self, settings: Settings) -> str:
-        return (f"{self.runs} of {settings.max_runs} runs · {self.bytes / 1e6:,.0f} of {settings.max_disk_mb:,} MB")
+        return f"{self.runs} of {settings.max_runs} runs · {self.bytes / 1e6:,.0f} of {settings.max_disk_mb:,} MB"
 
 
 def usage(infos: Iterable[Any]) -> Usage:
     """What a workspace's runs (RunInfo objects) use."""
     infos = list(infos)
-    return Usage(runs=len(infos), active=sum(r.status in ("running", "queued") for r in infos),
-                 bytes=sum(folder_bytes(r.path) for r in infos))
+    return Usage(
+        runs=len(infos), active=sum(r.status in ("running", "queued") for r in infos), bytes=sum(folder_bytes(r.path) for r in infos)
+    )
 
 
 def check_quota(infos: Iterable[Any], settings: Settings, *, new_run: bool = True) -> None:
     """Refuse a new run (or a resume) past the workspace's quotas; deletes nothing."""
     used = usage(infos)
     if used.active >= settings.max_active:
-        raise PlaygroundError(f"Your workspace already has {used.active} runs queued or training (the limit on this server is "
-                              f"{settings.max_active}); wait for one to finish, or stop one, then start again.")
+        raise PlaygroundError(
+            f"Your workspace already has {used.active} runs queued or training (the limit on this server is "
+            f"{settings.max_active}); wait for one to finish, or stop one, then start again."
+        )
     if new_run and used.runs >= settings.max_runs:
-        raise PlaygroundError(f"Your workspace has {used.runs} runs, the most this server keeps per workspace; delete runs "
-                              "you no longer need on the Runs page, then start again.")
+        raise PlaygroundError(
+            f"Your workspace has {used.runs} runs, the most this server keeps per workspace; delete runs "
+            "you no longer need on the Runs page, then start again."
+        )
     if used.bytes >= settings.max_disk_mb * 1e6:
-        raise PlaygroundError(f"Your workspace's runs use {used.bytes / 1e6:,.0f} MB of the {settings.max_disk_mb:,} MB it may "
-                              "use on this server; delete runs you no longer need on the Runs page (download their "
-                              "weights first if you want to keep them), then start again.")
+        raise PlaygroundError(
+            f"Your workspace's runs use {used.bytes / 1e6:,.0f} MB of the {settings.max_disk_mb:,} MB it may "
+            "use on this server; delete runs you no longer need on the Runs page (download their "
+            "weights first if you want to keep them), then start again."
+        )

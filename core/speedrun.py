@@ -18,6 +18,7 @@ throughput (fp32, channels_last; bf16 is emulated and slower on CPUs without AMX
 On a CUDA GPU the recipe's "gpu" values apply: airbench94's widths (64/256/256) and
 batch (1024), trained in bf16 with each step replayed as a CUDA graph (core/fastloop.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -118,9 +119,7 @@ class SpeedrunNet(nn.Module):
         self.whiten.weight.requires_grad_(False)  # fixed by init_from_data, never trained
         self.act = nn.GELU()
         w1, w2, w3 = widths
-        self.groups = nn.Sequential(
-            _ConvGroup(whiten_width, w1), _ConvGroup(w1, w2), _ConvGroup(w2, w3)
-        )
+        self.groups = nn.Sequential(_ConvGroup(whiten_width, w1), _ConvGroup(w1, w2), _ConvGroup(w2, w3))
         self.pool = nn.AdaptiveMaxPool2d(1)  # 3x3 -> 1x1 at 32px; any input size works
         self.head = nn.Linear(w3, num_classes, bias=False)
         self.logit_scale = logit_scale
@@ -173,19 +172,14 @@ class SpeedrunNet(nn.Module):
         """
         biases = [m.bias for m in self.modules() if isinstance(m, _BatchNorm)]
         bias_ids = {id(p) for p in biases}
-        others = [
-            p for p in self.parameters()
-            if id(p) not in bias_ids and (p.requires_grad or p is self.whiten.bias)
-        ]
+        others = [p for p in self.parameters() if id(p) not in bias_ids and (p.requires_grad or p is self.whiten.bias)]
         return [
             {"params": biases, "lr": lr * bias_lr_scale, "weight_decay": weight_decay / bias_lr_scale},
             {"params": others, "lr": lr, "weight_decay": weight_decay},
         ]
 
 
-def build_speedrun(
-    num_classes: int = 10, in_channels: int = 3, widths: tuple[int, int, int] = DEFAULT_WIDTHS
-) -> SpeedrunNet:
+def build_speedrun(num_classes: int = 10, in_channels: int = 3, widths: tuple[int, int, int] = DEFAULT_WIDTHS) -> SpeedrunNet:
     """The speedrun net in channels_last (about 1.5x faster convs on CPU, also good on GPU)."""
     model = SpeedrunNet(num_classes=num_classes, in_channels=in_channels, widths=tuple(widths))
     return model.to(memory_format=torch.channels_last)

@@ -9,6 +9,7 @@ message; and `train()`, which is those in order. The same code runs in the
 studio (a child process), on the command line and under torchrun
 (DistributedDataParallel).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,24 +100,31 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.model not in PRESETS and self.model != "custom" and not is_torchvision(self.model):
-            raise PlaygroundError(f"Unknown model {self.model!r}; choose one of {', '.join(PRESETS)}, 'custom' with layers, "
-                                  "or any torchvision classification model (e.g. efficientnet_b0).")
+            raise PlaygroundError(
+                f"Unknown model {self.model!r}; choose one of {', '.join(PRESETS)}, 'custom' with layers, "
+                "or any torchvision classification model (e.g. efficientnet_b0)."
+            )
         if self.model == "custom" and not self.layers:
             raise PlaygroundError("A custom model needs a layer spec (`layers`).")
         if self.optimizer not in OPTIMIZERS:
             raise PlaygroundError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
         if self.schedule not in SCHEDULES:
             raise PlaygroundError(f"Unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-        checks = [(self.epochs >= 1, "epochs must be at least 1"), (self.batch_size >= 1, "batch size must be at least 1"),
-                  (self.lr > 0 and math.isfinite(self.lr), "the learning rate must be a positive number"),
-                  (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
-                  (0 <= self.warmup < 1, "warmup must be a fraction in [0, 1)"),
-                  (0 <= self.warmup_start <= 1, "warmup_start must be a fraction in [0, 1]"),
-                  (self.ema is None or 0 < self.ema < 1, "ema must be a decay in (0, 1)"),
-                  (self.tta in (0, 1, 2), "tta must be 0 (none), 1 (mirror) or 2 (mirror and shifts)"),
-                  (self.widths is None or (self.model == "speedrun" and len(self.widths) == 3
-                                           and all(isinstance(w, int) and w > 0 for w in self.widths)),
-                   "widths must be three positive channel counts, and only the speedrun preset has them")]
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch size must be at least 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "the learning rate must be a positive number"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (0 <= self.warmup < 1, "warmup must be a fraction in [0, 1)"),
+            (0 <= self.warmup_start <= 1, "warmup_start must be a fraction in [0, 1]"),
+            (self.ema is None or 0 < self.ema < 1, "ema must be a decay in (0, 1)"),
+            (self.tta in (0, 1, 2), "tta must be 0 (none), 1 (mirror) or 2 (mirror and shifts)"),
+            (
+                self.widths is None
+                or (self.model == "speedrun" and len(self.widths) == 3 and all(isinstance(w, int) and w > 0 for w in self.widths)),
+                "widths must be three positive channel counts, and only the speedrun preset has them",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise PlaygroundError(message[0].upper() + message[1:] + ".")
@@ -186,8 +194,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = False
         no_decay = [p for p in trainable if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-                               **({"fused": True} if fused else {}))
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,
+            **({"fused": True} if fused else {}),
+        )
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=config.lr, **({"fused": True} if fused else {}))
 
@@ -206,9 +219,20 @@ class Normalization:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, norm: Normalization, input_size: int, device: torch.device,
-             dtype: torch.dtype, *, tta: int = 0, num_classes: int, dist: Dist | None = None,
-             batch_size: int = 500, channels_last: bool = True) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    norm: Normalization,
+    input_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    tta: int = 0,
+    num_classes: int,
+    dist: Dist | None = None,
+    batch_size: int = 500,
+    channels_last: bool = True,
+) -> dict[str, Any]:
     """Test loss, accuracy, per-class accuracy and the confusion matrix (counts), with `tta` (see `tta_logits`).
 
     Sums stay on the device until the one read at the end (no wait per batch).
@@ -232,8 +256,13 @@ def evaluate(model: nn.Module, split: Split, norm: Normalization, input_size: in
     cm = sums[1:].view(num_classes, num_classes).long()
     n = int(cm.sum())
     per_class = (cm.diag().double() / cm.sum(1).clamp_min(1)).tolist()
-    return {"test_loss": float(sums[0]) / max(1, n), "test_acc": float(cm.diag().sum()) / max(1, n), "n": n,
-            "per_class": per_class, "confusion": cm.tolist()}
+    return {
+        "test_loss": float(sums[0]) / max(1, n),
+        "test_acc": float(cm.diag().sum()) / max(1, n),
+        "n": n,
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+    }
 
 
 class StopRequested(Exception):
@@ -274,8 +303,9 @@ class RunLog:
     Every record gets `elapsed`, the run's seconds so far; a resumed run's clock continues where it stopped.
     """
 
-    def __init__(self, run_dir: Path, dist: Dist, on_record: Callable[[dict[str, Any]], None] | None, *,
-                 started: float, elapsed_before: float = 0.0):
+    def __init__(
+        self, run_dir: Path, dist: Dist, on_record: Callable[[dict[str, Any]], None] | None, *, started: float, elapsed_before: float = 0.0
+    ):
         self.run_dir = run_dir
         self.started = started  # time.perf_counter() when this process began the run
         self.elapsed_before = elapsed_before
@@ -283,8 +313,17 @@ class RunLog:
         self._writer = runs.MetricsWriter(run_dir) if dist.main else None
 
     @classmethod
-    def open(cls, config: TrainConfig, run_dir: str | os.PathLike | None, dist: Dist, *, resume: bool, started: float,
-             on_record: Callable[[dict[str, Any]], None] | None = None, name: str | None = None) -> RunLog:
+    def open(
+        cls,
+        config: TrainConfig,
+        run_dir: str | os.PathLike | None,
+        dist: Dist,
+        *,
+        resume: bool,
+        started: float,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+        name: str | None = None,
+    ) -> RunLog:
         run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
         elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0) if resume else 0.0
         if dist.main:
@@ -408,13 +447,20 @@ def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, A
     return ds, norm, data_size, input_size
 
 
-def make_model(config: TrainConfig, ds: Dataset, norm: Normalization, input_size: int, device: torch.device,
-               checkpoint: dict[str, Any] | None) -> nn.Module:
+def make_model(
+    config: TrainConfig, ds: Dataset, norm: Normalization, input_size: int, device: torch.device, checkpoint: dict[str, Any] | None
+) -> nn.Module:
     """Built on the CPU, then moved once (the only .to(device) in the loop's life); the checkpoint's weights when resuming."""
     spec_or_name = config.layers if config.model == "custom" else config.model
-    model = build(spec_or_name, num_classes=len(ds.classes), in_channels=3, freeze=config.freeze_backbone, input_size=input_size,
-                  weights=checkpoint.get("train_model", checkpoint["model"]) if checkpoint else config.weights,
-                  widths=config.widths)
+    model = build(
+        spec_or_name,
+        num_classes=len(ds.classes),
+        in_channels=3,
+        freeze=config.freeze_backbone,
+        input_size=input_size,
+        weights=checkpoint.get("train_model", checkpoint["model"]) if checkpoint else config.weights,
+        widths=config.widths,
+    )
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     if checkpoint:
@@ -425,8 +471,7 @@ def make_model(config: TrainConfig, ds: Dataset, norm: Normalization, input_size
     return model
 
 
-def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
-          stop_event: threading.Event | None = None) -> Setup:
+def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False, stop_event: threading.Event | None = None) -> Setup:
     """Device, data, model, optimizer, schedule and EMA (restored from the checkpoint when resuming); writes config.json."""
     device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
     dtype = dev.resolve_precision(config.precision, device)
@@ -438,15 +483,25 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     torch.manual_seed(config.seed)
 
     ds, norm, data_size, input_size = load_data(config, device, checkpoint)
-    train_loader = BatchLoader(ds.train, config.batch_size // dist.world_size, device, shuffle=True, augment=config.augment,
-                               crop_padding=config.crop_padding, seed=config.seed, rank=dist.rank, world_size=dist.world_size)
+    train_loader = BatchLoader(
+        ds.train,
+        config.batch_size // dist.world_size,
+        device,
+        shuffle=True,
+        augment=config.augment,
+        crop_padding=config.crop_padding,
+        seed=config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
 
     model = make_model(config, ds, norm, input_size, device, checkpoint)
     optimizer = make_optimizer(model, config, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start))
+        optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start)
+    )
     ema = None
     if config.ema:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -466,17 +521,37 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     loss_fn = losses.make(config.loss, config.label_smoothing)
 
     deadline = log.started + config.time_limit if config.time_limit is not None else None
-    s = Setup(config=config, dist=dist, device=device, dtype=dtype, log=log,
-              stop=StopCheck(log.run_dir / runs.STOP_FILE, stop_event, deadline, dist, device),
-              data=ds, norm=norm, data_size=data_size, input_size=input_size, train_loader=train_loader,
-              log_every=config.log_every or max(1, steps_per_epoch // 25), model=model, step_model=step_model,
-              loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler,
-              ema=ema, resumed=checkpoint is not None, start_epoch=start_epoch, start_step=start_step,
-              start_global_step=start_global_step, test_split=Split(ds.test.images.to(device), ds.test.labels.to(device)),
-              reads=IntervalReads(device), checkpoints=CheckpointWriter(runs.save_checkpoint, device))
+    s = Setup(
+        config=config,
+        dist=dist,
+        device=device,
+        dtype=dtype,
+        log=log,
+        stop=StopCheck(log.run_dir / runs.STOP_FILE, stop_event, deadline, dist, device),
+        data=ds,
+        norm=norm,
+        data_size=data_size,
+        input_size=input_size,
+        train_loader=train_loader,
+        log_every=config.log_every or max(1, steps_per_epoch // 25),
+        model=model,
+        step_model=step_model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        ema=ema,
+        resumed=checkpoint is not None,
+        start_epoch=start_epoch,
+        start_step=start_step,
+        start_global_step=start_global_step,
+        test_split=Split(ds.test.images.to(device), ds.test.labels.to(device)),
+        reads=IntervalReads(device),
+        checkpoints=CheckpointWriter(runs.save_checkpoint, device),
+    )
     if device.type == "cuda" and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
-        s.graphed = GraphedStep(lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer,
-                                before_capture=s.checkpoints.wait)
+        s.graphed = GraphedStep(
+            lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer, before_capture=s.checkpoints.wait
+        )
     if config.health and dist.main:  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
         # Forward hooks do not run in a compiled or CUDA-graphed step (and adding them would make torch.compile
         # recompile): no dead-unit counts there; the norms and update sizes are read outside the step and still work.
@@ -491,17 +566,31 @@ def write_run_config(s: Setup) -> None:
     trainable, total = count_parameters(s.model)
     per_rank_batch = s.train_loader.batch_size
     runs.write_config(
-        s.log.run_dir, s.config.to_dict(),
-        classes=s.data.classes, num_classes=len(s.data.classes), input_size=s.input_size, data_size=s.data_size,
+        s.log.run_dir,
+        s.config.to_dict(),
+        classes=s.data.classes,
+        num_classes=len(s.data.classes),
+        input_size=s.input_size,
+        data_size=s.data_size,
         # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
         normalization={k: [round(v, 6) for v in values] for k, values in s.norm.as_dict().items()},
-        dataset={"n_train": len(s.data.train), "n_test": len(s.data.test), "skipped": s.data.skipped,
-                 "has_test_split": s.data.has_test_split},
+        dataset={
+            "n_train": len(s.data.train),
+            "n_test": len(s.data.test),
+            "skipped": s.data.skipped,
+            "has_test_split": s.data.has_test_split,
+        },
         params={"trainable": trainable, "total": total},
-        env={"device": str(s.device), "precision": dev.precision_name(s.dtype), "world_size": s.dist.world_size,
-             "per_rank_batch_size": per_rank_batch, "effective_batch_size": per_rank_batch * s.dist.world_size,
-             "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
-             "host": socket.gethostname(), **_versions()},
+        env={
+            "device": str(s.device),
+            "precision": dev.precision_name(s.dtype),
+            "world_size": s.dist.world_size,
+            "per_rank_batch_size": per_rank_batch,
+            "effective_batch_size": per_rank_batch * s.dist.world_size,
+            "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
+            "host": socket.gethostname(),
+            **_versions(),
+        },
     )
 
 
@@ -577,9 +666,14 @@ def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
     values = torch.stack([meter.loss, meter.correct])
     if s.dist.enabled:
         torch.distributed.all_reduce(values)
-    meta = {"epoch": progress.epoch, "step": progress.global_step,
-            "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4),
-            "lr": s.scheduler.get_last_lr()[0], "n": meter.n * s.dist.world_size, "warmup": not progress.warmed_up}
+    meta = {
+        "epoch": progress.epoch,
+        "step": progress.global_step,
+        "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4),
+        "lr": s.scheduler.get_last_lr()[0],
+        "n": meter.n * s.dist.world_size,
+        "warmup": not progress.warmed_up,
+    }
     if s.health is not None and s.health.pending:  # rank 0 only, hence after the all-reduce; read with the loss, no wait of its own
         health_values, meta["health"] = s.health.collect()
         values = torch.cat([values, health_values.to(values.device, values.dtype)])
@@ -603,8 +697,7 @@ def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool
         if not meta.pop("warmup"):  # the run's first interval is warm-up (and graph capture), not throughput
             progress.counted_images += n
             progress.counted_time += seconds
-        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n,
-                    "img_per_s": round(n / max(seconds, 1e-9), 1)})
+        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": round(n / max(seconds, 1e-9), 1)})
         if health_rows is not None:
             s.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
         meter.epoch_loss += loss_sum
@@ -649,16 +742,34 @@ def evaluate_run(s: Setup, *, final: bool) -> dict[str, Any]:
     Test-time augmentation costs 2-6 forward passes, so it is kept for the evaluation that ends a run (the last
     epoch, or a stop); the evaluations between epochs are single views, a cheap progress check.
     """
-    return evaluate(s.eval_model, s.test_split, s.norm, s.input_size, s.device, s.dtype, tta=s.config.tta if final else 0,
-                    num_classes=len(s.data.classes), dist=s.dist, channels_last=s.config.channels_last,
-                    batch_size=max(500, s.config.batch_size))
+    return evaluate(
+        s.eval_model,
+        s.test_split,
+        s.norm,
+        s.input_size,
+        s.device,
+        s.dtype,
+        tta=s.config.tta if final else 0,
+        num_classes=len(s.data.classes),
+        dist=s.dist,
+        channels_last=s.config.channels_last,
+        batch_size=max(500, s.config.batch_size),
+    )
 
 
 def epoch_record(s: Setup, progress: Progress, train_metrics: dict[str, float], eval_seconds: float) -> dict[str, Any]:
     last, metrics = progress.epoch + 1 == s.config.epochs, progress.last_eval
-    record = {"kind": "epoch", "epoch": progress.epoch + 1, **train_metrics, "test_loss": metrics["test_loss"],
-              "test_acc": metrics["test_acc"], "tta": int(s.config.tta) if last else 0, "lr": s.scheduler.get_last_lr()[0],
-              "img_per_s": progress.img_per_s, "eval_seconds": round(eval_seconds, 3)}
+    record = {
+        "kind": "epoch",
+        "epoch": progress.epoch + 1,
+        **train_metrics,
+        "test_loss": metrics["test_loss"],
+        "test_acc": metrics["test_acc"],
+        "tta": int(s.config.tta) if last else 0,
+        "lr": s.scheduler.get_last_lr()[0],
+        "img_per_s": progress.img_per_s,
+        "eval_seconds": round(eval_seconds, 3),
+    }
     if last or len(s.data.classes) <= 20:
         record["per_class"] = metrics["per_class"]
     if last and len(s.data.classes) <= 50:
@@ -666,18 +777,27 @@ def epoch_record(s: Setup, progress: Progress, train_metrics: dict[str, float], 
     return record
 
 
-def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, metrics: dict[str, Any], *,
-                    wait: bool = False) -> None:
+def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, metrics: dict[str, Any], *, wait: bool = False) -> None:
     """Rank 0 writes checkpoint.pt atomically: plain tensors and values, loadable with weights_only=True.
 
     Written in the background (CheckpointWriter) from a snapshot taken now; wait=True returns once it is on disk.
     """
     if not s.dist.main:
         return
-    payload = {"model": _state_dict(s.eval_model), "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
-               "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-               "classes": s.data.classes, "normalization": s.norm.as_dict(), "image_size": s.data_size,
-               "input_size": s.input_size, "config": s.config.to_dict(), "metrics": metrics}
+    payload = {
+        "model": _state_dict(s.eval_model),
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(),
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": global_step,
+        "classes": s.data.classes,
+        "normalization": s.norm.as_dict(),
+        "image_size": s.data_size,
+        "input_size": s.input_size,
+        "config": s.config.to_dict(),
+        "metrics": metrics,
+    }
     if s.ema is not None:
         payload["train_model"] = _state_dict(s.model)
         payload["ema"] = s.ema.state_dict()
@@ -694,8 +814,15 @@ class Outcome:
     unexpected: bool = False  # a bug, not a user's mistake: recorded as failed, then re-raised with its traceback
 
 
-def outcome(exc: BaseException | None, config: TrainConfig, progress: Progress, *, timed_out: bool = False,
-            device: str = "", steps_per_epoch: int = 0) -> Outcome:
+def outcome(
+    exc: BaseException | None,
+    config: TrainConfig,
+    progress: Progress,
+    *,
+    timed_out: bool = False,
+    device: str = "",
+    steps_per_epoch: int = 0,
+) -> Outcome:
     """The run's final status and message, from the exception that ended the loop (None: it finished)."""
     if exc is None:
         return Outcome("finished")
@@ -704,18 +831,27 @@ def outcome(exc: BaseException | None, config: TrainConfig, progress: Progress, 
         where = runs.position(progress.epoch, progress.step, config.epochs, steps_per_epoch)
         return Outcome("stopped", f"{why}; checkpoint saved at {where}. Resume to continue.")
     if isinstance(exc, FloatingPointError):
-        return Outcome("diverged", f"The loss became NaN/inf at step {progress.global_step}: the learning rate ({config.lr:g}) "
-                                   "is probably too high. Lower it (e.g. by 10x) and start again; the last good checkpoint is kept.")
+        return Outcome(
+            "diverged",
+            f"The loss became NaN/inf at step {progress.global_step}: the learning rate ({config.lr:g}) "
+            "is probably too high. Lower it (e.g. by 10x) and start again; the last good checkpoint is kept.",
+        )
     if isinstance(exc, KeyboardInterrupt):
         return Outcome("interrupted", "Interrupted; resume from the last checkpoint.")
     if isinstance(exc, PlaygroundError):
         return Outcome("failed", str(exc))
     if isinstance(exc, torch.distributed.DistError):
-        return Outcome("failed", f"Another training process stopped or stopped answering ({str(exc).splitlines()[0][:200]}); "
-                                 "the job was ended. Resume from the last checkpoint.")
+        return Outcome(
+            "failed",
+            f"Another training process stopped or stopped answering ({str(exc).splitlines()[0][:200]}); "
+            "the job was ended. Resume from the last checkpoint.",
+        )
     if isinstance(exc, RuntimeError) and _is_oom(exc):
-        return Outcome("failed", f"Out of memory at batch size {config.batch_size} on {device}. Use a smaller batch size "
-                                 "(or a smaller image size / model). The last checkpoint is kept.")
+        return Outcome(
+            "failed",
+            f"Out of memory at batch size {config.batch_size} on {device}. Use a smaller batch size "
+            "(or a smaller image size / model). The last checkpoint is kept.",
+        )
     first_line = (str(exc).splitlines() or [""])[0]
     return Outcome("failed", f"{type(exc).__name__}: {first_line}", unexpected=True)
 
@@ -723,9 +859,15 @@ def outcome(exc: BaseException | None, config: TrainConfig, progress: Progress, 
 # --------------------------------------------------------------------------- train
 
 
-def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resume: bool = False,
-          stop_event: threading.Event | None = None, on_record: Callable[[dict[str, Any]], None] | None = None,
-          name: str | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    stop_event: threading.Event | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
     """Train (or resume) one run into `run_dir` and return the CLI's result dict; `name`: the run's short name (meta.json)."""
     started = time.perf_counter()
     config.validate()
@@ -738,10 +880,20 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     try:
         s = setup(config, log, dist, resume=resume, stop_event=stop_event)
         progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
-        log.emit({"kind": "status", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-                  "resumed_from_epoch": s.start_epoch if s.resumed else None, "device": str(s.device),
-                  "precision": dev.precision_name(s.dtype), "steps_per_epoch": s.steps_per_epoch, "total_steps": s.total_steps,
-                  "num_classes": len(s.data.classes)})
+        log.emit(
+            {
+                "kind": "status",
+                "status": "running",
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "resumed_from_epoch": s.start_epoch if s.resumed else None,
+                "device": str(s.device),
+                "precision": dev.precision_name(s.dtype),
+                "steps_per_epoch": s.steps_per_epoch,
+                "total_steps": s.total_steps,
+                "num_classes": len(s.data.classes),
+            }
+        )
         while progress.epoch < config.epochs:
             train_metrics = train_one_epoch(s, progress)
             eval_started = time.perf_counter()
@@ -753,12 +905,17 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
 
-    end = outcome(error, config, progress, timed_out=s is not None and s.stop.timed_out(), device=str(s.device if s else config.device),
-                  steps_per_epoch=s.steps_per_epoch if s else 0)
+    end = outcome(
+        error,
+        config,
+        progress,
+        timed_out=s is not None and s.stop.timed_out(),
+        device=str(s.device if s else config.device),
+        steps_per_epoch=s.steps_per_epoch if s else 0,
+    )
     if end.status == "stopped" and s is not None:
         progress.last_eval = evaluate_run(s, final=True)
-        save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]},
-                        wait=True)
+        save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]}, wait=True)
         if dist.main:
             # Consumed only now: a Stop pressed while the trainer was still starting up is not lost.
             s.stop.stop_file.unlink(missing_ok=True)
@@ -778,14 +935,26 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, resu
 
 def finish(log: RunLog, end: Outcome, progress: Progress) -> dict[str, Any]:
     """The final status record (the run folder's last line), then the CLI's result."""
-    final = {"kind": "status", "status": end.status, "message": end.message, "epochs_done": progress.epoch,
-             "test_acc": progress.last_eval.get("test_acc"), "seconds": round(log.seconds, 3)}
+    final = {
+        "kind": "status",
+        "status": end.status,
+        "message": end.message,
+        "epochs_done": progress.epoch,
+        "test_acc": progress.last_eval.get("test_acc"),
+        "seconds": round(log.seconds, 3),
+    }
     if progress.last_eval and len(progress.last_eval["per_class"]) <= 50:  # a stopped run still gets its per-class results
         final.update(per_class=progress.last_eval["per_class"], confusion=progress.last_eval["confusion"])
     log.emit(final)
     log.close()
-    return {"run_dir": str(log.run_dir), "status": end.status, "epochs": progress.epoch, "val_acc": progress.last_eval.get("test_acc"),
-            "train_img_per_s": progress.img_per_s, "seconds": round(log.seconds, 2)}
+    return {
+        "run_dir": str(log.run_dir),
+        "status": end.status,
+        "epochs": progress.epoch,
+        "val_acc": progress.last_eval.get("test_acc"),
+        "train_img_per_s": progress.img_per_s,
+        "seconds": round(log.seconds, 2),
+    }
 
 
 def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
@@ -805,11 +974,15 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
         if r["kind"] == "status" and r.get("num_classes"):
             watcher[:] = [Watcher(int(r["num_classes"]), config)]
         if r["kind"] == "step" and tty:
-            stream.write(f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
-                         f"lr {r['lr']:.2e}  {r['img_per_s']:.0f} img/s ")
+            stream.write(
+                f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
+                f"lr {r['lr']:.2e}  {r['img_per_s']:.0f} img/s "
+            )
         elif r["kind"] == "epoch":
-            stream.write(("\n" if tty else "") + f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} acc {r['train_acc']:.3f} | "
-                         f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f} | {r['elapsed']:.1f}s\n")
+            stream.write(
+                ("\n" if tty else "") + f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} acc {r['train_acc']:.3f} | "
+                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f} | {r['elapsed']:.1f}s\n"
+            )
         elif r["kind"] == "status":
             stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
         for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
@@ -820,14 +993,17 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
 
 
 # The options every command that builds a TrainConfig takes (core.train, core.lr_find), and the fields they set.
-SHARED_OPTIONS = ("data", "batch_size", "optimizer", "weights", "freeze_backbone", "image_size", "device", "precision", "seed",
-                  "data_dir")
+SHARED_OPTIONS = ("data", "batch_size", "optimizer", "weights", "freeze_backbone", "image_size", "device", "precision", "seed", "data_dir")
 
 
 def add_shared_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     """--model/--layers and SHARED_OPTIONS: the model, its data and how it runs."""
-    p.add_argument("--model", required=required, help=f"preset name ({', '.join(PRESETS)}), 'custom' with --layers, or any "
-                                                      "torchvision classification model (efficientnet_b0, mobilenet_v3_small, ...)")
+    p.add_argument(
+        "--model",
+        required=required,
+        help=f"preset name ({', '.join(PRESETS)}), 'custom' with --layers, or any "
+        "torchvision classification model (efficientnet_b0, mobilenet_v3_small, ...)",
+    )
     p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
     p.add_argument("--data", required=required, help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
     p.add_argument("--batch-size", type=int)
@@ -857,8 +1033,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--time-limit", type=float, metavar="SECONDS")
     p.add_argument("--compile", action="store_true", default=None)
-    p.add_argument("--health", action=argparse.BooleanOptionalAction, default=None,
-                   help="record per-layer training health every log interval (default on; --no-health: off)")
+    p.add_argument(
+        "--health",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="record per-layer training health every log interval (default on; --no-health: off)",
+    )
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run to its configured epochs")
@@ -878,12 +1058,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             result = resume(args.resume, on_record=_progress_printer(config=runs.read_config(args.resume)), name=args.name)
         else:
-            overrides = {k: getattr(args, k) for k in (*SHARED_OPTIONS, "epochs", "lr", "weight_decay", "label_smoothing", "loss",
-                                                        "schedule", "time_limit", "compile", "health")}
+            overrides = {
+                k: getattr(args, k)
+                for k in (
+                    *SHARED_OPTIONS,
+                    "epochs",
+                    "lr",
+                    "weight_decay",
+                    "label_smoothing",
+                    "loss",
+                    "schedule",
+                    "time_limit",
+                    "compile",
+                    "health",
+                )
+            }
             if args.config:
                 base = TrainConfig.from_dict(json.loads(Path(args.config).read_text())).to_dict()
-                config = TrainConfig.from_dict({**base, **{k: v for k, v in overrides.items() if v is not None},
-                                                **({"model": args.model} if args.model else {})})
+                config = TrainConfig.from_dict(
+                    {**base, **{k: v for k, v in overrides.items() if v is not None}, **({"model": args.model} if args.model else {})}
+                )
             else:
                 if not args.model or not args.data:
                     raise PlaygroundError("--model and --data are required (or --resume RUN_DIR).")

@@ -16,6 +16,7 @@ training, the worker takes RUN_DIR/train.lock (an flock held until the process e
 whatever way it ends): a run handed out twice (two app processes, a crash between
 handing it over and recording that) trains once, and the loser leaves without a trace.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -137,10 +138,12 @@ def _setup_failure(run_dir: Path, job: dict[str, Any], exc: BaseException) -> st
         batch = None
     where = "the GPU" if job.get("cuda_devices") else "this machine"
     crowded = job.get("sharing", 0)
-    return (f"Out of memory on {where} while setting up the run" + (f" (batch size {batch})" if batch else "") +
-            ": use a smaller batch size, image size or model." +
-            (f" {crowded} other run(s) were training on the same device; starting when it is free may be enough."
-             if crowded else ""))
+    return (
+        f"Out of memory on {where} while setting up the run"
+        + (f" (batch size {batch})" if batch else "")
+        + ": use a smaller batch size, image size or model."
+        + (f" {crowded} other run(s) were training on the same device; starting when it is free may be enough." if crowded else "")
+    )
 
 
 def run_job(job: dict[str, Any]) -> int:
@@ -153,8 +156,10 @@ def run_job(job: dict[str, Any]) -> int:
     if nproc > 1:
         # torchrun takes this process's place: same pid, and still the lock's holder (the fd survives exec).
         os.set_inheritable(lock, True)
-        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                  f"--nproc_per_node={nproc}", "-m", "core.train", *job["argv"]])
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "core.train", *job["argv"]],
+        )
     from core import train as trainer
 
     devices = job.get("cuda_devices") or []

@@ -16,14 +16,18 @@ st.markdown(
 )
 
 c1, c2, c3, c4, c5 = st.columns([3, 3, 3, 2, 4])
-lr = c1.select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 0.5, 0.9, 1.1], value=0.05,
-                      help="How big each nudge is. Too small: slow. Too big (0.9 and up here): w and b overshoot "
-                           "and the loss explodes.")
+lr = c1.select_slider(
+    "Learning rate",
+    [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 0.5, 0.9, 1.1],
+    value=0.05,
+    help="How big each nudge is. Too small: slow. Too big (0.9 and up here): w and b overshoot and the loss explodes.",
+)
 steps = c2.slider("Steps", 10, 400, 100, step=10)
 noise = c3.slider("Noise", 0.0, 2.0, 0.5, step=0.1, help="Standard deviation of the noise added to y.")
 seed = c4.number_input("Seed", 0, 9999, 0, help="Changes the data and the random starting w and b.")
-speed = c5.segmented_control("Animation", list(lesson_view.SPEEDS), default="normal",
-                             help="Only how fast the page animates; the training is the same.")
+speed = c5.segmented_control(
+    "Animation", list(lesson_view.SPEEDS), default="normal", help="Only how fast the page animates; the training is the same."
+)
 settings = (float(lr), int(steps), round(float(noise), 2), int(seed))
 
 code_col, live_col = st.columns([1, 1], gap="large")
@@ -38,10 +42,15 @@ with live_col:
     with guard():
         result = lesson_view.live_panel(settings)
         if lesson_view.finished(settings) and result.diverged:
-            st.warning(f"{result.error} The charts show every step until then." if result.error else
-                       f"The loss went up instead of down: with lr = {lr:g} each step overshoots. Try a smaller "
-                       "learning rate.", icon=":material/trending_up:")
+            st.warning(
+                f"{result.error} The charts show every step until then."
+                if result.error
+                else f"The loss went up instead of down: with lr = {lr:g} each step overshoots. Try a smaller learning rate.",
+                icon=":material/trending_up:",
+            )
         best = linreg.least_squares(result.x, result.y)
-        st.caption(f"Dashed blue: the best line any (w, b) can reach on this noisy data, found in one go by least "
-                   f"squares: w = {best[0]:.3f}, b = {best[1]:.3f}. Gradient descent gets there step by step — "
-                   "the same loop trains every network on the other pages.")
+        st.caption(
+            f"Dashed blue: the best line any (w, b) can reach on this noisy data, found in one go by least "
+            f"squares: w = {best[0]:.3f}, b = {best[1]:.3f}. Gradient descent gets there step by step — "
+            "the same loop trains every network on the other pages."
+        )

@@ -18,18 +18,18 @@ st.markdown(
 with st.container(border=True):
     left, right = st.columns([3, 2], vertical_alignment="center")
     left.markdown("#### :material/flag: Start here: First steps")
-    left.markdown("Fit y = 2x + 3 with two parameters, a loss and an optimizer: the whole training loop in a "
-                  "minute, before any images. Then follow the path below, left to right.")
+    left.markdown(
+        "Fit y = 2x + 3 with two parameters, a loss and an optimizer: the whole training loop in a "
+        "minute, before any images. Then follow the path below, left to right."
+    )
     if right.button("Open First steps", type="primary", icon=":material/school:", width="stretch"):
         st.switch_page("pages/first_steps.py")
 
 st.subheader("The path")
 steps = [
     ("pages/first_steps.py", "1 · First steps", "Fit y = 2x + 3 with two parameters, MSE and SGD."),
-    ("pages/architecture.py", "2 · Architecture",
-     "Stack layers in a table and see shapes, parameters and the PyTorch code."),
-    ("pages/train.py", "3 · Train",
-     "Pick data and a model, press Start, watch the curves (the defaults take about 2 minutes)."),
+    ("pages/architecture.py", "2 · Architecture", "Stack layers in a table and see shapes, parameters and the PyTorch code."),
+    ("pages/train.py", "3 · Train", "Pick data and a model, press Start, watch the curves (the defaults take about 2 minutes)."),
     ("pages/predict.py", "4 · Predict", "Upload images and see the top guesses of a trained model."),
     ("pages/runs.py", "5 · Runs", "Name, compare, download and clean up your runs."),
 ]
@@ -47,11 +47,20 @@ if not recent:
     st.info("No runs yet. Open **Train** and press *Start training*: the defaults finish in a minute or two on a laptop CPU.")
 else:
     st.dataframe(
-        pd.DataFrame([{
-            "name": r.name, "test accuracy": percent(r.best_acc), "status": r.status, "model": r.config.get("model"),
-            "data": short_data_name(str(r.config.get("data", ""))), "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
-            "time": duration(r.seconds),
-        } for r in recent]),
+        pd.DataFrame(
+            [
+                {
+                    "name": r.name,
+                    "test accuracy": percent(r.best_acc),
+                    "status": r.status,
+                    "model": r.config.get("model"),
+                    "data": short_data_name(str(r.config.get("data", ""))),
+                    "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
+                    "time": duration(r.seconds),
+                }
+                for r in recent
+            ]
+        ),
         hide_index=True,
     )
     st.page_link("pages/runs.py", label="All runs →")

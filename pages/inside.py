@@ -11,9 +11,11 @@ from studio.widgets import guard, run_label
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 st.title("Inside the model")
-st.caption("Pick a trained run and one image, and see what each layer computes: the feature maps of every "
-           "convolution, the first layer's filters and one of its numbers worked out by hand, and where the whole "
-           "test set lands in the model's last hidden layer.")
+st.caption(
+    "Pick a trained run and one image, and see what each layer computes: the feature maps of every "
+    "convolution, the first layer's filters and one of its numbers worked out by hand, and where the whole "
+    "test set lands in the model's last hidden layer."
+)
 
 ready = [r for r in all_runs() if r.has_checkpoint]
 if not ready:
@@ -23,8 +25,7 @@ if not ready:
 
 ids = [r.run_id for r in ready]
 watched = watched_run()
-default = watched.name if watched is not None and watched.name in ids else next(
-    (r.run_id for r in ready if r.status == "finished"), ids[0])
+default = watched.name if watched is not None and watched.name in ids else next((r.run_id for r in ready if r.status == "finished"), ids[0])
 titles = {r.run_id: run_label(r) for r in ready}
 pick = st.selectbox("Run", ids, index=ids.index(default), format_func=titles.get, key="inside_run")
 run_dir = runs.MODELS_DIR / pick
@@ -48,8 +49,14 @@ with guard():
     st.markdown("##### The image")
     left, right = st.columns([3, 2], vertical_alignment="center")
     with left:
-        source = st.segmented_control("Image", ["test", "upload"], default="test", required=True, key="inside_source",
-                                      format_func={"test": "A test image of the run", "upload": "Upload"}.get)
+        source = st.segmented_control(
+            "Image",
+            ["test", "upload"],
+            default="test",
+            required=True,
+            key="inside_source",
+            format_func={"test": "A test image of the run", "upload": "Upload"}.get,
+        )
         image = None
         if source == "test":
             c = st.columns(2)
@@ -68,13 +75,25 @@ with guard():
     probs = predictor.probabilities(image[None])[0]
     with right:
         a, b = st.columns([1, 2], vertical_alignment="center")
-        a.image(insight.enlarge(predictor.model_view(image).permute(1, 2, 0).numpy(), 128), width=128,
-                caption=f"what the model sees ({predictor.input_size} px)")
+        a.image(
+            insight.enlarge(predictor.model_view(image).permute(1, 2, 0).numpy(), 128),
+            width=128,
+            caption=f"what the model sees ({predictor.input_size} px)",
+        )
         b.markdown("**The model says**  \n" + "  \n".join(f"{t['label']}: {t['prob']:.1%}" for t in predictor.topk(probs, 3)))
 
-    view = st.segmented_control("Show", ["maps", "first", "embedding"], default="maps", required=True, key="inside_view",
-                                format_func={"maps": "Feature maps", "first": "First layer: filters and arithmetic",
-                                             "embedding": "The test set in the last hidden layer"}.get)
+    view = st.segmented_control(
+        "Show",
+        ["maps", "first", "embedding"],
+        default="maps",
+        required=True,
+        key="inside_view",
+        format_func={
+            "maps": "Feature maps",
+            "first": "First layer: filters and arithmetic",
+            "embedding": "The test set in the last hidden layer",
+        }.get,
+    )
     if view == "maps":
         iv.feature_maps_section(acts, image)
     elif view == "first":

@@ -33,8 +33,11 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     gpus = state.device_info().get("count", 1) if state.device_info()["kind"] == "cuda" else 1
     with st.container(horizontal=True, vertical_alignment="center"):
         start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)
-        nproc = st.number_input("GPUs", 1, gpus, 1, help="More than one: torchrun with DistributedDataParallel, the "
-                                "batch split across GPUs.") if gpus > 1 else 1
+        nproc = (
+            st.number_input("GPUs", 1, gpus, 1, help="More than one: torchrun with DistributedDataParallel, the batch split across GPUs.")
+            if gpus > 1
+            else 1
+        )
     if start:
         with guard():
             config = train_form.make_config(model, data, overrides)
@@ -45,8 +48,9 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
             st.rerun()
 
 if watched is None:
-    st.info("No runs yet. The defaults (CIFAR-10 quick on Shapes, 8 epochs) train in about a minute on a laptop CPU: "
-            "press **Start training**.")
+    st.info(
+        "No runs yet. The defaults (CIFAR-10 quick on Shapes, 8 epochs) train in about a minute on a laptop CPU: press **Start training**."
+    )
 else:
     st.subheader("Run")
     shown = live.run_picker(watched)

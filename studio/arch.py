@@ -4,6 +4,7 @@ No Streamlit here: the conversions are plain functions the tests call directly.
 A spec is core.models' list of dicts; the table folds the options of every
 layer type into a few shared columns so it stays narrow enough to edit.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,15 @@ TABLE_COLUMNS = ["#", "type", "in", "out", "kernel", "stride", "padding", "dilat
 INT_COLUMNS = ["in", "out", "kernel", "stride", "padding", "dilation"]
 # table column -> spec option, per layer type ("in" / "out" mean channels, features or pooled size)
 _COLUMN_OPTION = {
-    "Conv2d": {"in": "in_channels", "out": "out_channels", "kernel": "kernel_size", "stride": "stride", "padding": "padding",
-               "dilation": "dilation", "bias": "bias"},
+    "Conv2d": {
+        "in": "in_channels",
+        "out": "out_channels",
+        "kernel": "kernel_size",
+        "stride": "stride",
+        "padding": "padding",
+        "dilation": "dilation",
+        "bias": "bias",
+    },
     "MaxPool2d": {"kernel": "kernel_size", "stride": "stride", "padding": "padding"},
     "AvgPool2d": {"kernel": "kernel_size", "stride": "stride", "padding": "padding"},
     "AdaptiveAvgPool2d": {"out": "output_size"},
@@ -35,9 +43,8 @@ COLUMN_HELP = {
     "#": "Order of the layers: to insert a layer between 2 and 3, add a row and give it 2.5.",
     "type": "The layer, as in torch.nn.",
     "in": "Conv2d: in_channels. Linear: in_features. Blank = worked out from the shape that reaches the layer; "
-          "type a number to write it yourself as in PyTorch code (a wrong one gives PyTorch's error, explained).",
-    "out": "Conv2d: out_channels. Linear: out_features (leave the last one empty = number of classes). "
-           "AdaptiveAvgPool2d: output size.",
+    "type a number to write it yourself as in PyTorch code (a wrong one gives PyTorch's error, explained).",
+    "out": "Conv2d: out_channels. Linear: out_features (leave the last one empty = number of classes). AdaptiveAvgPool2d: output size.",
     "kernel": "Conv2d / pooling: kernel size (a square kernel).",
     "stride": "Conv2d / pooling: step between windows (pooling: empty = kernel size).",
     "padding": "Conv2d / pooling: zeros added on each side.",
@@ -142,8 +149,7 @@ def saved_architectures(root: str | Path | None = None) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- one model, every view
 
 
-def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 10, side: int = 32,
-                  freeze: bool = False) -> dict[str, Any]:
+def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 10, side: int = 32, freeze: bool = False) -> dict[str, Any]:
     """Everything the Architecture page shows about one model, as plain data (so the page
     can cache it without keeping a large model in memory)."""
     from core import inspect as look
@@ -168,8 +174,10 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         code, code_error = None, str(exc)
         try:  # a module with its own forward(): its class is the code to read
             code = look.class_source(model)
-            code_note = (f"{type(model).__name__} has its own forward(), so here is its nn.Module class as written: "
-                         "`__init__` makes the layers, `forward` says how the input flows through them.")
+            code_note = (
+                f"{type(model).__name__} has its own forward(), so here is its nn.Module class as written: "
+                "`__init__` makes the layers, `forward` says how the input flows through them."
+            )
         except PlaygroundError:
             pass
     layers = table.layers
@@ -181,8 +189,17 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         leaves = look.summary(model, shape, depth=10**6).layers
         overview = leaves[leaves["type"] != "Identity"].reset_index(drop=True)
     trainable, total = count_parameters(model)
-    return {"layers": layers, "overview": overview, "total_params": table.total_params,
-            "trainable_params": trainable, "total": total, "total_macs": table.total_macs,
-            "output_shape": table.output_shape, "printed": str(model), "code": code, "code_error": code_error,
-            "code_note": code_note,
-            "freeze_map": look.freeze_map(model) if torchvision else None}
+    return {
+        "layers": layers,
+        "overview": overview,
+        "total_params": table.total_params,
+        "trainable_params": trainable,
+        "total": total,
+        "total_macs": table.total_macs,
+        "output_shape": table.output_shape,
+        "printed": str(model),
+        "code": code,
+        "code_error": code_error,
+        "code_note": code_note,
+        "freeze_map": look.freeze_map(model) if torchvision else None,
+    }

@@ -5,6 +5,7 @@ compares networks by come from the weights' metadata, and the image size and nor
 transforms. Offline, torchvision's weights cannot be downloaded: the picker says so and takes an uploaded
 weights file instead.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,11 @@ from studio.widgets import guard
 WEIGHT_FILE_TYPES = ["pth", "pt", "safetensors"]
 SIZES = [32, 64, 96, 128, 160, 224]
 UPLOAD, PATH, NONE = "\0upload", "\0path", "\0none"
-WEIGHT_LABELS = {UPLOAD: "Upload a weights file (.pth / .safetensors)…", PATH: "A weights file on this computer…",
-                 NONE: "None: train from scratch"}
+WEIGHT_LABELS = {
+    UPLOAD: "Upload a weights file (.pth / .safetensors)…",
+    PATH: "A weights file on this computer…",
+    NONE: "None: train from scratch",
+}
 
 
 def networks() -> list[str]:
@@ -59,23 +63,30 @@ def _weights_file(name: str) -> str | None:
     from studio.train_form import _save_upload
 
     info = models.weights_info(name)
-    upload = st.file_uploader("Weights file", type=WEIGHT_FILE_TYPES, key=f"weights-file-{name}",
-                              max_upload_size=workspace.upload_cap_mb(),
-                              help=f"torchvision's file for {name} is {info['file_name']} ({info['url']}); a state_dict "
-                                   "saved with torch.save(model.state_dict(), path) or a .safetensors file also works.")
+    upload = st.file_uploader(
+        "Weights file",
+        type=WEIGHT_FILE_TYPES,
+        key=f"weights-file-{name}",
+        max_upload_size=workspace.upload_cap_mb(),
+        help=f"torchvision's file for {name} is {info['file_name']} ({info['url']}); a state_dict "
+        "saved with torch.save(model.state_dict(), path) or a .safetensors file also works.",
+    )
     return str(_save_upload(upload)) if upload is not None else None
 
 
 def pretrained_picker() -> dict[str, Any] | None:
     """{"model", "weights", "freeze_backbone", "image_size"} for a torchvision network, or None until it is ready."""
     every = networks()
-    name = st.selectbox("Network", every, key="pretrained_name", format_func=label,
-                        help=f"All {len(every)} classification networks in torchvision; type to search "
-                             "(e.g. efficientnet, convnext, vit).")
+    name = st.selectbox(
+        "Network",
+        every,
+        key="pretrained_name",
+        format_func=label,
+        help=f"All {len(every)} classification networks in torchvision; type to search (e.g. efficientnet, convnext, vit).",
+    )
     shared = workspace.settings().shared  # no server paths when shared
     options = models.weight_choices(name) + [UPLOAD] + ([] if shared else [PATH]) + [NONE]
-    choice = st.selectbox("Start from weights", options, key=f"weights-{name}",
-                          format_func=lambda w: WEIGHT_LABELS.get(w, f"ImageNet {w}"))
+    choice = st.selectbox("Start from weights", options, key=f"weights-{name}", format_func=lambda w: WEIGHT_LABELS.get(w, f"ImageNet {w}"))
     named = choice if choice in models.weight_choices(name) else "DEFAULT"
     with guard():
         st.caption(describe(name, named))
@@ -89,15 +100,22 @@ def pretrained_picker() -> dict[str, Any] | None:
     elif not models.weights_cached(name, choice):
         info = models.weights_info(name, choice)
         size_mb = f" ({info['file_mb']:.0f} MB)" if info["file_mb"] else ""
-        st.warning(f"The {name} {choice} weights{size_mb} are not on this computer yet: the run "
-                   "downloads them first, which needs internet. **Offline?** Download "
-                   f"[{info['file_name']}]({info['url']}) on another computer and choose *Upload a weights file*.",
-                   icon=":material/cloud_off:")
+        st.warning(
+            f"The {name} {choice} weights{size_mb} are not on this computer yet: the run "
+            "downloads them first, which needs internet. **Offline?** Download "
+            f"[{info['file_name']}]({info['url']}) on another computer and choose *Upload a weights file*.",
+            icon=":material/cloud_off:",
+        )
     if choice in (UPLOAD, PATH) and weights is None:
         return None
-    freeze = st.toggle("Freeze the backbone: train only the new head", value=True, key="freeze", disabled=choice == NONE,
-                       help="The ImageNet classifier is replaced by a new one with your classes. Frozen: only it trains "
-                            "(fast, good with little data). Unfrozen: everything is fine-tuned.")
+    freeze = st.toggle(
+        "Freeze the backbone: train only the new head",
+        value=True,
+        key="freeze",
+        disabled=choice == NONE,
+        help="The ImageNet classifier is replaced by a new one with your classes. Frozen: only it trains "
+        "(fast, good with little data). Unfrozen: everything is fine-tuned.",
+    )
     size = _image_size(name, named)
     return {"model": name, "weights": weights, "freeze_backbone": bool(freeze and choice != NONE), "image_size": size}
 
@@ -112,6 +130,13 @@ def _image_size(name: str, choice: str) -> int:
         st.caption(f"{name} works only at the size it was made for: {own} x {own} pixels.")
         return own
     sizes = sorted({s for s in SIZES if s >= info["min_size"]} | {own})
-    return int(st.select_slider("Image size the network sees", sizes, value=own, key=f"size-{name}",
-                                help=f"Images are resized to this. {name}'s weights were made for {info['crop_size']} "
-                                     "pixels; smaller is faster but sees less detail."))
+    return int(
+        st.select_slider(
+            "Image size the network sees",
+            sizes,
+            value=own,
+            key=f"size-{name}",
+            help=f"Images are resized to this. {name}'s weights were made for {info['crop_size']} "
+            "pixels; smaller is faster but sees less detail.",
+        )
+    )

@@ -5,6 +5,7 @@ figure several times slower to build, and the live chart is rebuilt a few times
 per second while training shares the same CPU. Streamlit's own chart theme
 styles them instead, and the font sizes are chosen for a projector.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,13 +26,20 @@ PALETTE = ["#EE4C2C", "#1f6fd1", "#2a9d5c", "#9b5de5", "#f4a100", "#00a6a6", "#d
 
 
 def _base_layout(height: int, **extra: Any) -> dict[str, Any]:
-    return {"height": height, "font": FONT, "margin": dict(l=10, r=10, t=50, b=10), "hovermode": "x unified",
-            "legend": dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0), **extra}
+    return {
+        "height": height,
+        "font": FONT,
+        "margin": dict(l=10, r=10, t=50, b=10),
+        "hovermode": "x unified",
+        "legend": dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0),
+        **extra,
+    }
 
 
 def _title(text: str, x: float, y: float) -> dict[str, Any]:
-    return dict(text=f"<b>{text}</b>", x=x, y=y, xref="paper", yref="paper", xanchor="left", yanchor="bottom",
-                showarrow=False, font=dict(size=17))
+    return dict(
+        text=f"<b>{text}</b>", x=x, y=y, xref="paper", yref="paper", xanchor="left", yanchor="bottom", showarrow=False, font=dict(size=17)
+    )
 
 
 def _col(frame: pd.DataFrame, name: str) -> list:
@@ -52,50 +60,111 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
     axis = dict(range=x_range, title=None, zeroline=False)
     bottom = {**axis, "title": "epoch"}
     top_row, low_row = [0.36, 0.92], [0, 0.22]
-    fig = go.Figure(layout=_base_layout(
-        640,
-        xaxis=dict(domain=[0, 0.47], anchor="y", **axis),
-        yaxis=dict(domain=top_row, title="loss", rangemode="tozero"),
-        xaxis2=dict(domain=[0.53, 1], anchor="y2", **axis),
-        yaxis2=dict(domain=top_row, anchor="x2", title="accuracy", range=[0, 1.02], tickformat=".0%"),
-        xaxis3=dict(domain=[0, 0.47], anchor="y3", **bottom),
-        yaxis3=dict(domain=low_row, anchor="x3", title="lr", exponentformat="e"),
-        xaxis4=dict(domain=[0.53, 1], anchor="y4", **bottom),
-        yaxis4=dict(domain=low_row, anchor="x4", title="img/s", rangemode="tozero"),
-        annotations=[_title("Loss", 0, 0.93), _title("Accuracy", 0.53, 0.93), _title("Learning rate", 0, 0.23),
-                     _title("Images / second", 0.53, 0.23)],
-    ))
+    fig = go.Figure(
+        layout=_base_layout(
+            640,
+            xaxis=dict(domain=[0, 0.47], anchor="y", **axis),
+            yaxis=dict(domain=top_row, title="loss", rangemode="tozero"),
+            xaxis2=dict(domain=[0.53, 1], anchor="y2", **axis),
+            yaxis2=dict(domain=top_row, anchor="x2", title="accuracy", range=[0, 1.02], tickformat=".0%"),
+            xaxis3=dict(domain=[0, 0.47], anchor="y3", **bottom),
+            yaxis3=dict(domain=low_row, anchor="x3", title="lr", exponentformat="e"),
+            xaxis4=dict(domain=[0.53, 1], anchor="y4", **bottom),
+            yaxis4=dict(domain=low_row, anchor="x4", title="img/s", rangemode="tozero"),
+            annotations=[
+                _title("Loss", 0, 0.93),
+                _title("Accuracy", 0.53, 0.93),
+                _title("Learning rate", 0, 0.23),
+                _title("Images / second", 0.53, 0.23),
+            ],
+        )
+    )
     steps_line = dict(x=x, mode="lines")
     epoch_line = dict(x=ex, mode="lines+markers", marker=dict(size=9))
     loss, acc = _col(steps, "loss"), _col(steps, "acc")
     # Loss: every step faintly, the smoothed trend boldly, and the test loss once per epoch.
-    fig.add_scatter(**steps_line, y=loss, name="train loss (per step)", line=dict(color=ORANGE, width=1), opacity=0.3,
-                    showlegend=False, hoverinfo="skip", xaxis="x", yaxis="y")
-    fig.add_scatter(**steps_line, y=ema(loss, smoothing) if smoothing else loss, name="train",
-                    line=dict(color=ORANGE, width=3), xaxis="x", yaxis="y", legendgroup="train")
-    fig.add_scatter(**epoch_line, y=_col(per_epoch, "test_loss"), name="test", line=dict(color=BLUE, width=3),
-                    xaxis="x", yaxis="y", legendgroup="test")
-    fig.add_scatter(**steps_line, y=ema(acc, smoothing) if smoothing else acc, name="train (per step)",
-                    line=dict(color=ORANGE, width=1.5), opacity=0.45, showlegend=False, xaxis="x2", yaxis="y2",
-                    legendgroup="train")
-    fig.add_scatter(**epoch_line, y=_col(per_epoch, "train_acc"), name="train", showlegend=False,
-                    line=dict(color=ORANGE, width=3), xaxis="x2", yaxis="y2", legendgroup="train")
-    fig.add_scatter(**epoch_line, y=_col(per_epoch, "test_acc"), name="test", showlegend=False,
-                    line=dict(color=BLUE, width=3), xaxis="x2", yaxis="y2", legendgroup="test")
-    fig.add_scatter(**steps_line, y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5),
-                    xaxis="x3", yaxis="y3")
-    fig.add_scatter(**steps_line, y=_col(steps, "img_per_s"), name="img/s", showlegend=False,
-                    line=dict(color=GREY, width=2), xaxis="x4", yaxis="y4")
+    fig.add_scatter(
+        **steps_line,
+        y=loss,
+        name="train loss (per step)",
+        line=dict(color=ORANGE, width=1),
+        opacity=0.3,
+        showlegend=False,
+        hoverinfo="skip",
+        xaxis="x",
+        yaxis="y",
+    )
+    fig.add_scatter(
+        **steps_line,
+        y=ema(loss, smoothing) if smoothing else loss,
+        name="train",
+        line=dict(color=ORANGE, width=3),
+        xaxis="x",
+        yaxis="y",
+        legendgroup="train",
+    )
+    fig.add_scatter(
+        **epoch_line, y=_col(per_epoch, "test_loss"), name="test", line=dict(color=BLUE, width=3), xaxis="x", yaxis="y", legendgroup="test"
+    )
+    fig.add_scatter(
+        **steps_line,
+        y=ema(acc, smoothing) if smoothing else acc,
+        name="train (per step)",
+        line=dict(color=ORANGE, width=1.5),
+        opacity=0.45,
+        showlegend=False,
+        xaxis="x2",
+        yaxis="y2",
+        legendgroup="train",
+    )
+    fig.add_scatter(
+        **epoch_line,
+        y=_col(per_epoch, "train_acc"),
+        name="train",
+        showlegend=False,
+        line=dict(color=ORANGE, width=3),
+        xaxis="x2",
+        yaxis="y2",
+        legendgroup="train",
+    )
+    fig.add_scatter(
+        **epoch_line,
+        y=_col(per_epoch, "test_acc"),
+        name="test",
+        showlegend=False,
+        line=dict(color=BLUE, width=3),
+        xaxis="x2",
+        yaxis="y2",
+        legendgroup="test",
+    )
+    fig.add_scatter(
+        **steps_line, y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5), xaxis="x3", yaxis="y3"
+    )
+    fig.add_scatter(
+        **steps_line, y=_col(steps, "img_per_s"), name="img/s", showlegend=False, line=dict(color=GREY, width=2), xaxis="x4", yaxis="y4"
+    )
     return fig
 
 
 def per_class_figure(classes: Sequence[str], accuracy: Sequence[float]) -> go.Figure:
     order = np.argsort(accuracy)
-    fig = go.Figure(layout=_base_layout(max(260, 34 * len(classes) + 60), hovermode="closest",
-                                        xaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"),
-                                        yaxis=dict(automargin=True)))
-    fig.add_bar(x=[accuracy[i] for i in order], y=[classes[i] for i in order], orientation="h", marker_color=BLUE,
-                text=[f"{accuracy[i]:.0%}" for i in order], textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>")
+    fig = go.Figure(
+        layout=_base_layout(
+            max(260, 34 * len(classes) + 60),
+            hovermode="closest",
+            xaxis=dict(range=[0, 1], tickformat=".0%", title="test accuracy"),
+            yaxis=dict(automargin=True),
+        )
+    )
+    fig.add_bar(
+        x=[accuracy[i] for i in order],
+        y=[classes[i] for i in order],
+        orientation="h",
+        marker_color=BLUE,
+        text=[f"{accuracy[i]:.0%}" for i in order],
+        textposition="auto",
+        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+    )
     return fig
 
 
@@ -109,24 +178,48 @@ def confusion_figure(classes: Sequence[str], matrix: Sequence[Sequence[int]], se
     counts = np.asarray(matrix, dtype=float)
     n = len(classes)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    text = [[f"{counts[i, j]:.0f}<br>{'<1%' if share[i, j] < 0.01 else f'{share[i, j]:.0%}'}" if counts[i, j] else ""
-             for j in range(n)] for i in range(n)]
-    fig = go.Figure(layout=_base_layout(max(380, (52 if n <= 12 else 40) * n + 140), hovermode="closest",
-                                        xaxis=dict(title="predicted", side="bottom", tickangle=-40),
-                                        yaxis=dict(title="true", autorange="reversed", automargin=True)))
+    text = [
+        [f"{counts[i, j]:.0f}<br>{'<1%' if share[i, j] < 0.01 else f'{share[i, j]:.0%}'}" if counts[i, j] else "" for j in range(n)]
+        for i in range(n)
+    ]
+    fig = go.Figure(
+        layout=_base_layout(
+            max(380, (52 if n <= 12 else 40) * n + 140),
+            hovermode="closest",
+            xaxis=dict(title="predicted", side="bottom", tickangle=-40),
+            yaxis=dict(title="true", autorange="reversed", automargin=True),
+        )
+    )
     hover = "true %{y}, predicted %{x}: %{customdata:.0f} images (%{z:.1%})<extra></extra>"
-    fig.add_heatmap(z=share, x=list(classes), y=list(classes), text=text, texttemplate="%{text}" if n <= 20 else None,
-                    textfont=dict(size=12 if n <= 12 else 10), customdata=counts, colorscale="Blues", zmin=0, zmax=1,
-                    showscale=False, hovertemplate=hover, hoverinfo="skip" if selectable else None)
+    fig.add_heatmap(
+        z=share,
+        x=list(classes),
+        y=list(classes),
+        text=text,
+        texttemplate="%{text}" if n <= 20 else None,
+        textfont=dict(size=12 if n <= 12 else 10),
+        customdata=counts,
+        colorscale="Blues",
+        zmin=0,
+        zmax=1,
+        showscale=False,
+        hovertemplate=hover,
+        hoverinfo="skip" if selectable else None,
+    )
     if selectable:
         cells = [(i, j) for i in range(n) for j in range(n)]
         side = max(8, min(40, 480 // max(n, 1)))
-        fig.add_scatter(x=[classes[j] for _, j in cells], y=[classes[i] for i, _ in cells], mode="markers",
-                        customdata=[[i, j, int(counts[i, j]), share[i, j]] for i, j in cells], showlegend=False,
-                        marker=dict(symbol="square-open", size=side, opacity=0, color=ORANGE, line=dict(width=3)),
-                        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
-                        hovertemplate="true %{y}, predicted %{x}: %{customdata[2]} images (%{customdata[3]:.1%})"
-                                      "<br>click to see them<extra></extra>")
+        fig.add_scatter(
+            x=[classes[j] for _, j in cells],
+            y=[classes[i] for i, _ in cells],
+            mode="markers",
+            customdata=[[i, j, int(counts[i, j]), share[i, j]] for i, j in cells],
+            showlegend=False,
+            marker=dict(symbol="square-open", size=side, opacity=0, color=ORANGE, line=dict(width=3)),
+            selected=dict(marker=dict(opacity=1)),
+            unselected=dict(marker=dict(opacity=0)),
+            hovertemplate="true %{y}, predicted %{x}: %{customdata[2]} images (%{customdata[3]:.1%})<br>click to see them<extra></extra>",
+        )
         fig.update_layout(clickmode="event+select", dragmode=False)
     return fig
 
@@ -135,86 +228,178 @@ def topk_figure(top: Sequence[dict[str, Any]]) -> go.Figure:
     labels = [t["label"] for t in top][::-1]
     probs = [t["prob"] for t in top][::-1]
     colors = [GREY] * (len(top) - 1) + [ORANGE] if top else []
-    fig = go.Figure(layout=_base_layout(max(200, 44 * len(top) + 50), hovermode="closest",
-                                        margin=dict(l=10, r=10, t=10, b=10),
-                                        xaxis=dict(range=[0, 1], tickformat=".0%"), yaxis=dict(automargin=True)))
-    fig.add_bar(x=probs, y=labels, orientation="h", marker_color=colors, text=[f"{p:.1%}" for p in probs],
-                textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>")
+    fig = go.Figure(
+        layout=_base_layout(
+            max(200, 44 * len(top) + 50),
+            hovermode="closest",
+            margin=dict(l=10, r=10, t=10, b=10),
+            xaxis=dict(range=[0, 1], tickformat=".0%"),
+            yaxis=dict(automargin=True),
+        )
+    )
+    fig.add_bar(
+        x=probs,
+        y=labels,
+        orientation="h",
+        marker_color=colors,
+        text=[f"{p:.1%}" for p in probs],
+        textposition="auto",
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+    )
     return fig
 
 
 def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figure:
     """Several runs on one chart: smoothed training loss per step (left), test accuracy per epoch (right)."""
-    fig = go.Figure(layout=_base_layout(
-        480, hovermode="closest",
-        xaxis=dict(domain=[0, 0.47], title="epoch", anchor="y"), yaxis=dict(title="train loss", rangemode="tozero"),
-        xaxis2=dict(domain=[0.53, 1], title="epoch", anchor="y2"), yaxis2=dict(title="test accuracy", tickformat=".0%", anchor="x2"),
-        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
-        annotations=[_title("Training loss", 0, 1.0), _title("Test accuracy", 0.53, 1.0)]))
+    fig = go.Figure(
+        layout=_base_layout(
+            480,
+            hovermode="closest",
+            xaxis=dict(domain=[0, 0.47], title="epoch", anchor="y"),
+            yaxis=dict(title="train loss", rangemode="tozero"),
+            xaxis2=dict(domain=[0.53, 1], title="epoch", anchor="y2"),
+            yaxis2=dict(title="test accuracy", tickformat=".0%", anchor="x2"),
+            legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+            annotations=[_title("Training loss", 0, 1.0), _title("Test accuracy", 0.53, 1.0)],
+        )
+    )
     for i, (name, curves) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         steps, per_epoch = curves.steps_frame(), curves.epochs_frame()
-        fig.add_scatter(x=_col(steps, "progress"), mode="lines", y=ema(_col(steps, "loss"), smoothing), name=name,
-                        legendgroup=name, line=dict(color=color, width=2.5), xaxis="x", yaxis="y")
-        fig.add_scatter(x=_col(per_epoch, "epoch"), y=_col(per_epoch, "test_acc"), name=name, legendgroup=name, showlegend=False,
-                        mode="lines+markers", line=dict(color=color, width=2.5), xaxis="x2", yaxis="y2")
+        fig.add_scatter(
+            x=_col(steps, "progress"),
+            mode="lines",
+            y=ema(_col(steps, "loss"), smoothing),
+            name=name,
+            legendgroup=name,
+            line=dict(color=color, width=2.5),
+            xaxis="x",
+            yaxis="y",
+        )
+        fig.add_scatter(
+            x=_col(per_epoch, "epoch"),
+            y=_col(per_epoch, "test_acc"),
+            name=name,
+            legendgroup=name,
+            showlegend=False,
+            mode="lines+markers",
+            line=dict(color=color, width=2.5),
+            xaxis="x2",
+            yaxis="y2",
+        )
     return fig
 
 
 # Short labels so a row of blocks stays readable; the full name and type are in each block's hover.
-_SHORT_TYPES = {"BatchNorm2d": "BatchNorm", "MaxPool2d": "MaxPool", "AvgPool2d": "AvgPool", "AdaptiveAvgPool2d": "AdaptPool",
-                "Identity": "Identity", "input": "input"}
+_SHORT_TYPES = {
+    "BatchNorm2d": "BatchNorm",
+    "MaxPool2d": "MaxPool",
+    "AvgPool2d": "AvgPool",
+    "AdaptiveAvgPool2d": "AdaptPool",
+    "Identity": "Identity",
+    "input": "input",
+}
 ARCH_PER_ROW = 11  # blocks per row: about 75 px each in the page's wide layout (820 px at a 1280 px window)
 ARCH_LABEL_CHARS = 10
 
 
 def short_type(kind: str) -> str:
-    return _SHORT_TYPES.get(kind, kind if len(kind) <= ARCH_LABEL_CHARS else kind[:ARCH_LABEL_CHARS - 1] + "…")
+    return _SHORT_TYPES.get(kind, kind if len(kind) <= ARCH_LABEL_CHARS else kind[: ARCH_LABEL_CHARS - 1] + "…")
 
 
 def architecture_figure(layers: pd.DataFrame, input_shape: Sequence[int], per_row: int = ARCH_PER_ROW) -> go.Figure:
     """The layers in order, one block each, left to right and then on the next row like lines of text: a block's
     height grows with the tensor's spatial size, its colour shows the layer type, its output shape is under it."""
-    rows = [("input", "input", " x ".join(str(d) for d in input_shape))] + \
-        [(str(r["name"]), str(r["type"]), str(r["output_shape"])) for _, r in layers.iterrows()]
-    colors = {"Conv2d": ORANGE, "Linear": BLUE, "MaxPool2d": "#2a9d5c", "AvgPool2d": "#2a9d5c",
-              "AdaptiveAvgPool2d": "#2a9d5c", "BatchNorm2d": "#9b5de5", "ReLU": "#f4a100", "GELU": "#f4a100",
-              "Dropout": GREY, "Flatten": "#00a6a6", "input": "#5c677d"}
+    rows = [("input", "input", " x ".join(str(d) for d in input_shape))] + [
+        (str(r["name"]), str(r["type"]), str(r["output_shape"])) for _, r in layers.iterrows()
+    ]
+    colors = {
+        "Conv2d": ORANGE,
+        "Linear": BLUE,
+        "MaxPool2d": "#2a9d5c",
+        "AvgPool2d": "#2a9d5c",
+        "AdaptiveAvgPool2d": "#2a9d5c",
+        "BatchNorm2d": "#9b5de5",
+        "ReLU": "#f4a100",
+        "GELU": "#f4a100",
+        "Dropout": GREY,
+        "Flatten": "#00a6a6",
+        "input": "#5c677d",
+    }
     per_row = len(rows) if len(rows) <= per_row + 2 else per_row  # a stack of up to 14 stays on one line
     lines = math.ceil(len(rows) / per_row)
     step = 4.0  # vertical distance between lines, in block half-heights: labels above and below fit between
     sizes = [_spatial(shape) for _, _, shape in rows]
     biggest = max(sizes) or 1
-    fig = go.Figure(layout=_base_layout(
-        (360 if lines == 1 else 80 + 150 * lines), hovermode="closest", showlegend=False, margin=dict(l=10, r=10, t=30, b=10),
-        xaxis=dict(visible=False, range=[-0.7, per_row - 0.3], fixedrange=True),
-        yaxis=dict(visible=False, range=[-step * (lines - 1) - 2.0, 1.6], fixedrange=True)))
+    fig = go.Figure(
+        layout=_base_layout(
+            (360 if lines == 1 else 80 + 150 * lines),
+            hovermode="closest",
+            showlegend=False,
+            margin=dict(l=10, r=10, t=30, b=10),
+            xaxis=dict(visible=False, range=[-0.7, per_row - 0.3], fixedrange=True),
+            yaxis=dict(visible=False, range=[-step * (lines - 1) - 2.0, 1.6], fixedrange=True),
+        )
+    )
     shapes, xs, ys, hover = [], [], [], []
     for i, ((name, kind, shape), size) in enumerate(zip(rows, sizes)):
         x, y = i % per_row, -step * (i // per_row)
         half = 0.25 + 0.75 * math.sqrt(size / biggest)
         color = colors.get(kind, "#5c677d")
-        shapes.append(dict(type="rect", x0=x - 0.38, x1=x + 0.38, y0=y - half, y1=y + half, line=dict(color=color, width=2),
-                           fillcolor=color, opacity=0.85, layer="below"))
+        shapes.append(
+            dict(
+                type="rect",
+                x0=x - 0.38,
+                x1=x + 0.38,
+                y0=y - half,
+                y1=y + half,
+                line=dict(color=color, width=2),
+                fillcolor=color,
+                opacity=0.85,
+                layer="below",
+            )
+        )
         if i and x:
             shapes.append(dict(type="line", x0=x - 0.62, x1=x - 0.38, y0=y, y1=y, line=dict(color=GREY, width=2)))
         elif i:  # the line breaks: a path from the end of the last line back to the start of this one
             gap = y + step / 2
-            shapes.append(dict(type="path", path=f"M {per_row - 1 + 0.38},{y + step} H {per_row - 0.45} V {gap} H -0.6 V {y} H -0.38",
-                               line=dict(color=GREY, width=1.5, dash="dot")))
+            shapes.append(
+                dict(
+                    type="path",
+                    path=f"M {per_row - 1 + 0.38},{y + step} H {per_row - 0.45} V {gap} H -0.6 V {y} H -0.38",
+                    line=dict(color=GREY, width=1.5, dash="dot"),
+                )
+            )
         xs.append(x)
         ys.append(y)
         hover.append(f"{name}: {kind}<br>output {shape}")
     fig.update_layout(shapes=shapes)
-    fig.add_scatter(x=xs, y=[y + 1.3 for y in ys], mode="text", text=[short_type(kind) for _, kind, _ in rows],
-                    textfont=dict(size=12 if lines > 1 or len(rows) > 10 else 14), hoverinfo="skip")
-    fig.add_scatter(x=xs, y=[y - 1.35 for y in ys], mode="text", text=[shape.replace(" x ", "×") for _, _, shape in rows],
-                    textfont=dict(size=11 if lines > 1 or len(rows) > 10 else 13, color="#31333f"), hoverinfo="skip")
+    fig.add_scatter(
+        x=xs,
+        y=[y + 1.3 for y in ys],
+        mode="text",
+        text=[short_type(kind) for _, kind, _ in rows],
+        textfont=dict(size=12 if lines > 1 or len(rows) > 10 else 14),
+        hoverinfo="skip",
+    )
+    fig.add_scatter(
+        x=xs,
+        y=[y - 1.35 for y in ys],
+        mode="text",
+        text=[shape.replace(" x ", "×") for _, _, shape in rows],
+        textfont=dict(size=11 if lines > 1 or len(rows) > 10 else 13, color="#31333f"),
+        hoverinfo="skip",
+    )
     fig.add_scatter(x=xs, y=ys, mode="markers", marker=dict(size=30, opacity=0), hovertext=hover, hoverinfo="text")
     if len(rows) > 1:
-        fig.add_annotation(x=per_row - 1, y=ys[-1] - 1.75 if lines == 1 else -step * (lines - 1) - 1.8,
-                           text="under each block: its output shape (channels×height×width); hover for the layer's name",
-                           showarrow=False, xanchor="right", font=dict(size=12, color=GREY))
+        fig.add_annotation(
+            x=per_row - 1,
+            y=ys[-1] - 1.75 if lines == 1 else -step * (lines - 1) - 1.8,
+            text="under each block: its output shape (channels×height×width); hover for the layer's name",
+            showarrow=False,
+            xanchor="right",
+            font=dict(size=12, color=GREY),
+        )
     return fig
 
 
@@ -233,13 +418,17 @@ def _spatial(shape: str) -> float:
 # id while its data changes, and Streamlit then swaps only the dataset inside the live view. So each
 # spec below is fixed for a lesson (axes, colours, legend): a frame changes nothing but the data.
 
-_VEGA_CONFIG = {"axis": {"labelFontSize": 14, "titleFontSize": 16, "grid": True},
-                "legend": {"labelFontSize": 14, "orient": "top", "title": None, "columns": 2}, "view": {"stroke": None}}
+_VEGA_CONFIG = {
+    "axis": {"labelFontSize": 14, "titleFontSize": 16, "grid": True},
+    "legend": {"labelFontSize": 14, "orient": "top", "title": None, "columns": 2},
+    "view": {"stroke": None},
+}
 REGRESSION_SERIES = {"data": "data: y = 2x + 3 + noise", "best": "best possible line", "model": "the model: y = w·x + b"}
 
 
-def regression_chart(x: Sequence[float], y: Sequence[float], w: float, b: float,
-                     best: tuple[float, float] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def regression_chart(
+    x: Sequence[float], y: Sequence[float], w: float, b: float, best: tuple[float, float] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(data, Vega-Lite spec) of the points, the least-squares line and the model's line.
 
     The axes follow the data only, so the spec stays the same while w and b move (a model line far
@@ -257,19 +446,33 @@ def regression_chart(x: Sequence[float], y: Sequence[float], w: float, b: float,
     def only(series: str) -> list[dict[str, Any]]:
         return [{"filter": {"field": "series", "equal": names[series]}}]
 
-    spec = {"height": 400, "config": _VEGA_CONFIG, "layer": [
-        {"transform": only("data"), "mark": {"type": "circle", "size": 70, "opacity": 0.7},
-         "encoding": {"x": xs, "y": ys, "color": colour}},
-        {"transform": only("best"), "mark": {"type": "line", "strokeDash": [6, 4], "strokeWidth": 2, "clip": True},
-         "encoding": {"x": xs, "y": ys, "color": colour}},
-        {"transform": only("model"), "mark": {"type": "line", "strokeWidth": 4, "clip": True},
-         "encoding": {"x": xs, "y": ys, "color": colour}},
-    ]}
+    spec = {
+        "height": 400,
+        "config": _VEGA_CONFIG,
+        "layer": [
+            {
+                "transform": only("data"),
+                "mark": {"type": "circle", "size": 70, "opacity": 0.7},
+                "encoding": {"x": xs, "y": ys, "color": colour},
+            },
+            {
+                "transform": only("best"),
+                "mark": {"type": "line", "strokeDash": [6, 4], "strokeWidth": 2, "clip": True},
+                "encoding": {"x": xs, "y": ys, "color": colour},
+            },
+            {
+                "transform": only("model"),
+                "mark": {"type": "line", "strokeWidth": 4, "clip": True},
+                "encoding": {"x": xs, "y": ys, "color": colour},
+            },
+        ],
+    }
     return pd.DataFrame(rows, columns=["x", "y", "series"]), spec
 
 
-def loss_chart(steps: Sequence[int], losses: Sequence[float], total_steps: int,
-               y_range: tuple[float, float] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def loss_chart(
+    steps: Sequence[int], losses: Sequence[float], total_steps: int, y_range: tuple[float, float] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(data, Vega-Lite spec) of the loss per step on a log axis, with a dot on the latest step (one
     step alone is still visible). `y_range`: the whole lesson's finite losses, so the axis stays put
     while the animation draws; a loss that is no longer a finite number is left out."""
@@ -277,17 +480,31 @@ def loss_chart(steps: Sequence[int], losses: Sequence[float], total_steps: int,
     finite = [v for _, v in points] or [1.0]
     low, high = y_range or (min(finite), max(finite))
     domain = [10 ** math.floor(math.log10(max(low, 1e-12))), 10 ** math.ceil(math.log10(max(high, 1e-12)) + 1e-9)]
-    frame = pd.DataFrame({"step": [s for s, _ in points], "loss": [v for _, v in points],
-                          "latest": [i == len(points) - 1 for i in range(len(points))]}, columns=["step", "loss", "latest"])
+    frame = pd.DataFrame(
+        {"step": [s for s, _ in points], "loss": [v for _, v in points], "latest": [i == len(points) - 1 for i in range(len(points))]},
+        columns=["step", "loss", "latest"],
+    )
     xs = {"field": "step", "type": "quantitative", "title": "step", "scale": {"domain": [0, max(total_steps, 1)], "nice": False}}
-    ys = {"field": "loss", "type": "quantitative", "title": "MSE loss (log scale)", "axis": {"format": "~g"},
-          "scale": {"type": "log", "domain": domain, "nice": False}}
+    ys = {
+        "field": "loss",
+        "type": "quantitative",
+        "title": "MSE loss (log scale)",
+        "axis": {"format": "~g"},
+        "scale": {"type": "log", "domain": domain, "nice": False},
+    }
     tooltip = [{"field": "step", "type": "quantitative"}, {"field": "loss", "type": "quantitative", "format": ".4~g"}]
-    spec = {"height": 300, "config": _VEGA_CONFIG, "layer": [
-        {"mark": {"type": "line", "color": ORANGE, "strokeWidth": 3, "clip": True}, "encoding": {"x": xs, "y": ys}},
-        {"transform": [{"filter": "datum.latest"}], "mark": {"type": "circle", "color": ORANGE, "size": 110, "opacity": 1},
-         "encoding": {"x": xs, "y": ys, "tooltip": tooltip}},
-    ]}
+    spec = {
+        "height": 300,
+        "config": _VEGA_CONFIG,
+        "layer": [
+            {"mark": {"type": "line", "color": ORANGE, "strokeWidth": 3, "clip": True}, "encoding": {"x": xs, "y": ys}},
+            {
+                "transform": [{"filter": "datum.latest"}],
+                "mark": {"type": "circle", "color": ORANGE, "size": 110, "opacity": 1},
+                "encoding": {"x": xs, "y": ys, "tooltip": tooltip},
+            },
+        ],
+    }
     return frame, spec
 
 

@@ -4,6 +4,7 @@ thumbnails, counts and the train/test split, remove a picture with a click, down
 The files are core.classes' business; this module is only widgets. An uploader or camera is given a fresh key
 once its pictures are stored, so it is empty again (ready for the next ones) and nothing is added twice.
 """
+
 from __future__ import annotations
 
 import io
@@ -67,13 +68,19 @@ def _remove(set_path: Path, class_name: str, file_name: str) -> None:
 
 
 def _new_set_form() -> None:
-    st.caption("A set is a folder of classes (e.g. *mug*, *keys*, *phone*) with pictures of each. "
-               "It is kept in the data folder, to train again later or download as a .zip.")
+    st.caption(
+        "A set is a folder of classes (e.g. *mug*, *keys*, *phone*) with pictures of each. "
+        "It is kept in the data folder, to train again later or download as a .zip."
+    )
     with st.form("classes_new", border=False):
         name = st.text_input("Name of the new set", placeholder="e.g. my-desk", key="classes_new_name")
-        start = st.file_uploader("Start from a .zip of class folders (optional)", type=["zip"], key="classes_new_zip",
-                                 max_upload_size=workspace.upload_cap_mb(),
-                                 help="cat/1.jpg, cat/2.jpg, …, dog/1.jpg, … (train/ and test/ folders are merged).")
+        start = st.file_uploader(
+            "Start from a .zip of class folders (optional)",
+            type=["zip"],
+            key="classes_new_zip",
+            max_upload_size=workspace.upload_cap_mb(),
+            help="cat/1.jpg, cat/2.jpg, …, dog/1.jpg, … (train/ and test/ folders are merged).",
+        )
         if st.form_submit_button("Create set", icon=":material/create_new_folder:", type="primary"):
             with guard():
                 if start is None:
@@ -106,15 +113,24 @@ def _class_card(set_path: Path, class_name: str, pictures: list[Path]) -> None:
                     st.rerun()
 
         upload_key = f"up-gen-{slug}"
-        uploads = st.file_uploader(f"Add pictures of {class_name}", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                   key=f"up-{slug}-{st.session_state.get(upload_key, 0)}", label_visibility="collapsed",
-                                   max_upload_size=workspace.upload_cap_mb(),
-                                   help="Pictures (many at once) or a .zip of pictures, all of this class.")
+        uploads = st.file_uploader(
+            f"Add pictures of {class_name}",
+            type=UPLOAD_TYPES,
+            accept_multiple_files=True,
+            key=f"up-{slug}-{st.session_state.get(upload_key, 0)}",
+            label_visibility="collapsed",
+            max_upload_size=workspace.upload_cap_mb(),
+            help="Pictures (many at once) or a .zip of pictures, all of this class.",
+        )
         if uploads:
             _store(set_path, class_name, [(u.name, u.getvalue()) for u in uploads], upload_key)
             st.rerun()
-        if st.toggle("Camera", key=f"cam-on-{slug}", help="Take pictures with this computer's camera: each one is "
-                     "added to this class at once. Vary the angle, distance and background."):
+        if st.toggle(
+            "Camera",
+            key=f"cam-on-{slug}",
+            help="Take pictures with this computer's camera: each one is "
+            "added to this class at once. Vary the angle, distance and background.",
+        ):
             camera_key = f"cam-gen-{slug}"
             shot = st.camera_input(f"Take a picture of {class_name}", key=f"cam-{slug}-{st.session_state.get(camera_key, 0)}")
             if shot is not None:
@@ -127,8 +143,15 @@ def _class_card(set_path: Path, class_name: str, pictures: list[Path]) -> None:
         for i, path in enumerate(shown):
             cell = grid[i % 6]
             cell.image(_thumbnail(str(path), path.stat().st_mtime_ns), width=THUMB_PX)
-            cell.button("", icon=":material/close:", key=f"rm-{slug}/{path.name}", help=f"Remove {path.name}",
-                        on_click=_remove, args=(set_path, class_name, path.name), type="tertiary")
+            cell.button(
+                "",
+                icon=":material/close:",
+                key=f"rm-{slug}/{path.name}",
+                help=f"Remove {path.name}",
+                on_click=_remove,
+                args=(set_path, class_name, path.name),
+                type="tertiary",
+            )
 
 
 def _split_table(set_path: Path) -> tuple[list[dict], str | None]:
@@ -137,8 +160,10 @@ def _split_table(set_path: Path) -> tuple[list[dict], str | None]:
         return rows, None
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     n_train, n_test = sum(r["train"] for r in rows), sum(r["test"] for r in rows)
-    st.caption(f"**{n_train}** pictures to train on, **{n_test}** to test on: a seeded split of every class "
-               "(the test pictures are never trained on).")
+    st.caption(
+        f"**{n_train}** pictures to train on, **{n_test}** to test on: a seeded split of every class "
+        "(the test pictures are never trained on)."
+    )
     return rows, classes.test_split_warning(n_test)
 
 
@@ -147,8 +172,13 @@ def data_source() -> str | None:
     sets = classes.list_sets(root())
     picked = st.session_state.get("classes_pick")
     options = sets + [NEW]
-    chosen = st.selectbox("Image set", options, index=options.index(picked) if picked in options else 0,
-                          format_func=lambda s: "+ New set…" if s == NEW else s, key=f"classes_set-{picked}")
+    chosen = st.selectbox(
+        "Image set",
+        options,
+        index=options.index(picked) if picked in options else 0,
+        format_func=lambda s: "+ New set…" if s == NEW else s,
+        key=f"classes_set-{picked}",
+    )
     st.session_state["classes_pick"] = chosen
     if chosen == NEW:
         _new_set_form()
@@ -187,8 +217,15 @@ def data_source() -> str | None:
     elif warning:
         st.warning(warning, icon=":material/warning:")
     with st.container(horizontal=True):
-        st.download_button("Download the set (.zip)", lambda: classes.export_zip(set_path), file_name=f"{chosen}.zip",
-                           mime="application/zip", icon=":material/download:", on_click="ignore", disabled=not rows)
+        st.download_button(
+            "Download the set (.zip)",
+            lambda: classes.export_zip(set_path),
+            file_name=f"{chosen}.zip",
+            mime="application/zip",
+            icon=":material/download:",
+            on_click="ignore",
+            disabled=not rows,
+        )
         with st.popover("Delete set", icon=":material/delete:"):
             st.write(f"Delete the set **{chosen}** and all its pictures? Runs trained on it are kept.")
             if st.button("Delete set", key=f"delete-set-{chosen}", type="primary"):

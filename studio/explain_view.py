@@ -1,4 +1,5 @@
 """The Predict page's insight: "Where does it look?" overlays (core.explain) and the unusual-image warning (core.ood)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,12 +19,12 @@ IMAGE_SIDE = 170  # three pictures and the chart side by side on a laptop screen
 
 LEGENDS = {
     "gradcam": "Grad-CAM weighs the last conv layer's feature maps by how much each one raises the score for "
-               "**{label}**; that layer sees the picture as a {grid} grid, so the map is coarse.",
+    "**{label}**; that layer sees the picture as a {grid} grid, so the map is coarse.",
     "saliency": "Saliency: how strongly each pixel would change the score for **{label}** if it changed a little "
-                "(the gradient). It shows what the model is sensitive to and changes little from class to class: "
-                "to ask *why this class*, use Grad-CAM or integrated gradients.",
+    "(the gradient). It shows what the model is sensitive to and changes little from class to class: "
+    "to ask *why this class*, use Grad-CAM or integrated gradients.",
     "integrated_gradients": "Integrated gradients: each pixel's share of the score for **{label}**, measured from a "
-                            "plain image of the training data's average colour up to your picture.",
+    "plain image of the training data's average colour up to your picture.",
 }
 
 
@@ -47,8 +48,9 @@ def ensure_ood(predictor: Predictor) -> None:
         with st.spinner("Learning what the training images look like (once per trained model)…"):
             predictor.ood_check()
     if predictor.ood_check().unavailable:
-        st.caption(f"No check for pictures unlike the training images: {predictor.ood_check().unavailable}. "
-                   "Only a low top probability is flagged.")
+        st.caption(
+            f"No check for pictures unlike the training images: {predictor.ood_check().unavailable}. Only a low top probability is flagged."
+        )
 
 
 def headline(name: str, result: dict[str, Any]) -> str:
@@ -74,17 +76,23 @@ def softmax_note(results: list[dict[str, Any]]) -> None:
 
 def controls(predictor: Predictor, result: dict[str, Any], key: str) -> tuple[str, str] | None:
     """The per-image toggle and, when it is on, the class and method pickers: (method, class) or None."""
-    if not st.toggle("Where does it look?", key=f"look-{key}",
-                     help="Colour the parts of the picture that made the model answer what it did."):
+    if not st.toggle(
+        "Where does it look?", key=f"look-{key}", help="Colour the parts of the picture that made the model answer what it did."
+    ):
         return None
     probs = {t["label"]: t["prob"] for t in result["top"]}
     options = list(probs) + [c for c in predictor.classes if c not in probs]  # likeliest first
     left, right = st.columns([2, 3])
-    target = left.selectbox("Why this class?", options, key=f"why-{key}",
-                            format_func=lambda c: f"{c} ({probs[c]:.0%})" if c in probs else c,
-                            help="Defaults to the model's answer; pick another class to see what speaks for it.")
-    method = right.segmented_control("Method", list(METHODS), default="gradcam", required=True, key=f"method-{key}",
-                                     format_func=METHODS.get)
+    target = left.selectbox(
+        "Why this class?",
+        options,
+        key=f"why-{key}",
+        format_func=lambda c: f"{c} ({probs[c]:.0%})" if c in probs else c,
+        help="Defaults to the model's answer; pick another class to see what speaks for it.",
+    )
+    method = right.segmented_control(
+        "Method", list(METHODS), default="gradcam", required=True, key=f"method-{key}", format_func=METHODS.get
+    )
     return method, target
 
 
@@ -113,10 +121,14 @@ def legend(explanation: Explanation) -> None:
     """What the colours mean, in plain words, under the row."""
     label = explanation.label
     if explanation.empty:
-        st.info(f"Nothing in this picture speaks for “{label}”: the map is empty, the model found no evidence "
-                f"for this class here.", icon=":material/visibility_off:")
+        st.info(
+            f"Nothing in this picture speaks for “{label}”: the map is empty, the model found no evidence for this class here.",
+            icon=":material/visibility_off:",
+        )
         return
     grid = " x ".join(str(n) for n in explanation.grid)
-    st.caption(f"**Red and yellow**: the parts that pushed the model most towards “{label}”; **blue or no colour**: "
-               f"little or no effect; **dimmed**: cut off, the model never sees it (it looks at the centre square). "
-               + LEGENDS[explanation.method].format(label=label, grid=grid))
+    st.caption(
+        f"**Red and yellow**: the parts that pushed the model most towards “{label}”; **blue or no colour**: "
+        f"little or no effect; **dimmed**: cut off, the model never sees it (it looks at the centre square). "
+        + LEGENDS[explanation.method].format(label=label, grid=grid)
+    )

@@ -4,6 +4,7 @@ One panel, shown under a finished run on the Train page and on the Runs page. Ev
 only when its button is pressed (Streamlit calls the data function then), so an unopened export
 costs nothing; the ONNX exporter's packages are imported only at that moment.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,37 +33,84 @@ def downloads(info: RunInfo, key: str = "run") -> None:
     shared = workspace.settings().shared
     st.markdown("##### Take it with you", help="The same files as `python -m core.export RUN_DIR --format ...`.")
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.download_button("Weights (state_dict .pt)", lambda: runs.state_dict_bytes(run_dir), file_name=f"{run_id}.pt",
-                           mime="application/octet-stream", on_click="ignore", icon=":material/download:", key=f"{key}-pt",
-                           help="Exactly model.state_dict(): tensors only, loads with torch.load(path, weights_only=True).")
-        st.download_button("Classes + normalization (.json)", lambda: _info_json(run_dir), file_name=f"{run_id}.json",
-                           mime="application/json", on_click="ignore", icon=":material/download:", key=f"{key}-json",
-                           help="What the weights need beside them: architecture, class names, mean/std, input size. "
-                                "The Predict page takes the .pt and this file together.")
-        st.download_button("Training script (.py)", lambda: export.export_script(run_dir), file_name=script_name,
-                           mime="text/x-python", on_click="ignore", icon=":material/code:", key=f"{key}-script",
-                           help="This run's recipe as one plain PyTorch script (torch, torchvision, numpy, Pillow only): "
-                                "data, DataLoader, model, loss, optimizer, train, test, save. "
-                                f"python {script_name} --epochs 5 --data shapes")
-        st.download_button("Notebook (.ipynb)", lambda: export.export_notebook(run_dir),
-                           file_name=Path(script_name).with_suffix(".ipynb").name, mime="application/x-ipynb+json",
-                           on_click="ignore", icon=":material/menu_book:", key=f"{key}-notebook",
-                           help="The same code as the script, in Jupyter cells, with an explanation before each step.")
-        st.download_button("ONNX (.onnx)", lambda: export.onnx_bytes(run_dir), file_name=f"{run_id}.onnx",
-                           mime="application/octet-stream", on_click="ignore", icon=":material/account_tree:",
-                           key=f"{key}-onnx", help="The model for other runtimes (onnxruntime, TensorRT, browsers), any batch "
-                                                   "size; checked against PyTorch when it is made (takes a few seconds).")
+        st.download_button(
+            "Weights (state_dict .pt)",
+            lambda: runs.state_dict_bytes(run_dir),
+            file_name=f"{run_id}.pt",
+            mime="application/octet-stream",
+            on_click="ignore",
+            icon=":material/download:",
+            key=f"{key}-pt",
+            help="Exactly model.state_dict(): tensors only, loads with torch.load(path, weights_only=True).",
+        )
+        st.download_button(
+            "Classes + normalization (.json)",
+            lambda: _info_json(run_dir),
+            file_name=f"{run_id}.json",
+            mime="application/json",
+            on_click="ignore",
+            icon=":material/download:",
+            key=f"{key}-json",
+            help="What the weights need beside them: architecture, class names, mean/std, input size. "
+            "The Predict page takes the .pt and this file together.",
+        )
+        st.download_button(
+            "Training script (.py)",
+            lambda: export.export_script(run_dir),
+            file_name=script_name,
+            mime="text/x-python",
+            on_click="ignore",
+            icon=":material/code:",
+            key=f"{key}-script",
+            help="This run's recipe as one plain PyTorch script (torch, torchvision, numpy, Pillow only): "
+            "data, DataLoader, model, loss, optimizer, train, test, save. "
+            f"python {script_name} --epochs 5 --data shapes",
+        )
+        st.download_button(
+            "Notebook (.ipynb)",
+            lambda: export.export_notebook(run_dir),
+            file_name=Path(script_name).with_suffix(".ipynb").name,
+            mime="application/x-ipynb+json",
+            on_click="ignore",
+            icon=":material/menu_book:",
+            key=f"{key}-notebook",
+            help="The same code as the script, in Jupyter cells, with an explanation before each step.",
+        )
+        st.download_button(
+            "ONNX (.onnx)",
+            lambda: export.onnx_bytes(run_dir),
+            file_name=f"{run_id}.onnx",
+            mime="application/octet-stream",
+            on_click="ignore",
+            icon=":material/account_tree:",
+            key=f"{key}-onnx",
+            help="The model for other runtimes (onnxruntime, TensorRT, browsers), any batch "
+            "size; checked against PyTorch when it is made (takes a few seconds).",
+        )
         if not shared:  # a pickle runs code when loaded: a shared server does not hand them out
-            st.download_button("Whole model (pickle)", lambda: _whole_model_bytes(run_dir), file_name=f"{run_id}-model.pt",
-                               mime="application/octet-stream", on_click="ignore", icon=":material/download:",
-                               key=f"{key}-pickle", help="torch.save(model): unsafe to load from others, because loading a "
-                                                         "pickle can run any code. Share the state_dict instead.")
+            st.download_button(
+                "Whole model (pickle)",
+                lambda: _whole_model_bytes(run_dir),
+                file_name=f"{run_id}-model.pt",
+                mime="application/octet-stream",
+                on_click="ignore",
+                icon=":material/download:",
+                key=f"{key}-pickle",
+                help="torch.save(model): unsafe to load from others, because loading a "
+                "pickle can run any code. Share the state_dict instead.",
+            )
     st.caption(f"Load the weights the tutorial's way (way 2) with the training script beside them ({script_name}):")
     st.code("import json, torch\n" + export.load_snippet(run_id, model), language="python")
-    st.caption(f"ONNX takes normalized images (any batch size) and gives logits; its metadata holds the classes and "
-               f"normalization. See its graph in [Netron]({NETRON_URL}) (drop the file on the page)." + ("" if shared else
-               " The whole-model pickle (way 1) is for your own use only: the Predict page refuses pickles, since loading "
-               "one can run any code."))
+    st.caption(
+        f"ONNX takes normalized images (any batch size) and gives logits; its metadata holds the classes and "
+        f"normalization. See its graph in [Netron]({NETRON_URL}) (drop the file on the page)."
+        + (
+            ""
+            if shared
+            else " The whole-model pickle (way 1) is for your own use only: the Predict page refuses pickles, since loading "
+            "one can run any code."
+        )
+    )
 
 
 def _info_json(run_dir: Path) -> str:

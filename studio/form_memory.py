@@ -4,6 +4,7 @@ Streamlit drops a widget's value from the session once a script run ends without
 after a visit to Runs the form would be back at its defaults. The page copies the form's values
 aside at the end of each of its runs and, before drawing the form, puts back any that were dropped.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,10 @@ from streamlit.errors import StreamlitAPIException
 
 # The Train form's widget keys (studio.train_form and the loss picker). Not a file uploader's: its
 # value cannot be set, and the uploaded file itself is kept in the data folder anyway.
-FORM_KEYS = re.compile(r"^(data_kind|shapes_n|data_folder|model_kind|preset_name|saved_name|pretrained_name|freeze|small_recipe|"
-                       r"weights_path|weights-(?!file-).+|size-.+|hp-.+)$")
+FORM_KEYS = re.compile(
+    r"^(data_kind|shapes_n|data_folder|model_kind|preset_name|saved_name|pretrained_name|freeze|small_recipe|"
+    r"weights_path|weights-(?!file-).+|size-.+|hp-.+)$"
+)
 _KEPT = "_train_form_kept"
 
 
@@ -37,5 +40,6 @@ def restore() -> None:
 
 def remember() -> None:
     """After the form: copy its current values aside."""
-    st.session_state[_KEPT] = {key: value for key, value in st.session_state.items()
-                               if isinstance(key, str) and FORM_KEYS.match(key) and _simple(value)}
+    st.session_state[_KEPT] = {
+        key: value for key, value in st.session_state.items() if isinstance(key, str) and FORM_KEYS.match(key) and _simple(value)
+    }

@@ -3,6 +3,7 @@
 Reads the run's `health` records through the page's RunTail (core.curves keeps a bounded, evenly thinned set)
 and judges them with core.health.check, the same rules the command line prints.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,15 +25,18 @@ def _grid(records: list[dict[str, Any]], field: str, weights_only: bool = False)
 
     Arrays, not lists: Plotly checks a list element by element (~0.1 s for a ResNet's grid), an array at once.
     """
-    columns = [{row["name"]: row for row in r.get("layers", []) if field in row and not (weights_only and row.get("vectors_only"))}
-               for r in records]
+    columns = [
+        {row["name"]: row for row in r.get("layers", []) if field in row and not (weights_only and row.get("vectors_only"))}
+        for r in records
+    ]
     labels: dict[str, str] = {}
     for column in columns:
         for name, row in column.items():
             labels.setdefault(name, f"{name} · {row['type']}")
     x = np.array([r.get("progress", r.get("step")) for r in records], dtype=float)
-    z = np.array([[column[name][field] if name in column else None for column in columns] for name in labels],
-                 dtype=float).reshape(len(labels), len(columns))  # None -> NaN: a gap in the heatmap
+    z = np.array([[column[name][field] if name in column else None for column in columns] for name in labels], dtype=float).reshape(
+        len(labels), len(columns)
+    )  # None -> NaN: a gap in the heatmap
     return x, list(labels.values()), z
 
 
@@ -60,9 +64,15 @@ def _number(x: float) -> str:
 
 
 def _layout(height: int, title: str, **extra: Any) -> dict[str, Any]:
-    return {"height": height, "font": FONT, "margin": dict(l=10, r=10, t=44, b=10),
-            "title": dict(text=f"<b>{title}</b>", x=0, xanchor="left", font=dict(size=17)),
-            "xaxis": dict(title="epoch"), "yaxis": dict(autorange="reversed", automargin=True), **extra}
+    return {
+        "height": height,
+        "font": FONT,
+        "margin": dict(l=10, r=10, t=44, b=10),
+        "title": dict(text=f"<b>{title}</b>", x=0, xanchor="left", font=dict(size=17)),
+        "xaxis": dict(title="epoch"),
+        "yaxis": dict(autorange="reversed", automargin=True),
+        **extra,
+    }
 
 
 def _height(rows: int) -> int:
@@ -70,39 +80,71 @@ def _height(rows: int) -> int:
 
 
 # Blue: the weights hardly move; near white across 1e-4..1e-2 (healthy for SGD and Adam alike); red: rewritten each step.
-RATIO_COLORS = [[0.0, "#08306b"], [1 / 6, "#2171b5"], [2 / 6, "#deebf7"], [3 / 6, "#f7f7f7"], [4 / 6, "#fde0d2"],
-                [5 / 6, "#ef6548"], [1.0, "#990000"]]
+RATIO_COLORS = [
+    [0.0, "#08306b"],
+    [1 / 6, "#2171b5"],
+    [2 / 6, "#deebf7"],
+    [3 / 6, "#f7f7f7"],
+    [4 / 6, "#fde0d2"],
+    [5 / 6, "#ef6548"],
+    [1.0, "#990000"],
+]
 
 
 def update_ratio_figure(records: list[dict[str, Any]]) -> go.Figure:
     """log10(update / weight) per layer over time, on a fixed scale: white near the rule of thumb (1e-3)."""
     x, y, raw = _grid(records, "update_ratio", weights_only=True)  # the rule of thumb is about weights, not biases / norms
-    return go.Figure(go.Heatmap(x=x, y=y, z=_log10(raw, RATIO_RANGE[0]), customdata=raw, zmin=RATIO_RANGE[0], zmax=RATIO_RANGE[1],
-                                colorscale=RATIO_COLORS,
-                                colorbar=dict(title="", tickvals=[-6, -4, -3, -2, 0], ticktext=["1e-6", "1e-4", "1e-3 ✓", "1e-2", "1"]),
-                                hovertemplate="%{y}<br>epoch %{x:.2f}<br>update / weight %{customdata:.2g}<extra></extra>"),
-                     layout=_layout(_height(len(y)),
-                                    f"Update / weight per step (about {UPDATE_RATIO_GOOD:.0e} is healthy)".replace("e-0", "e-")))
+    return go.Figure(
+        go.Heatmap(
+            x=x,
+            y=y,
+            z=_log10(raw, RATIO_RANGE[0]),
+            customdata=raw,
+            zmin=RATIO_RANGE[0],
+            zmax=RATIO_RANGE[1],
+            colorscale=RATIO_COLORS,
+            colorbar=dict(title="", tickvals=[-6, -4, -3, -2, 0], ticktext=["1e-6", "1e-4", "1e-3 ✓", "1e-2", "1"]),
+            hovertemplate="%{y}<br>epoch %{x:.2f}<br>update / weight %{customdata:.2g}<extra></extra>",
+        ),
+        layout=_layout(_height(len(y)), f"Update / weight per step (about {UPDATE_RATIO_GOOD:.0e} is healthy)".replace("e-0", "e-")),
+    )
 
 
 def grad_norm_figure(records: list[dict[str, Any]]) -> go.Figure:
     x, y, raw = _grid(records, "grad_norm")
     positive = raw[raw > 0]
     floor = float(np.floor(np.log10(positive.min()))) - 1 if positive.size else -8.0  # a 0 gradient: darker than any other
-    return go.Figure(go.Heatmap(x=x, y=y, z=_log10(raw, floor), customdata=raw, colorscale="Viridis",
-                                colorbar=dict(title="", **_log_ticks(_log10(raw, floor))),
-                                hovertemplate="%{y}<br>epoch %{x:.2f}<br>gradient norm %{customdata:.3g}<extra></extra>"),
-                     layout=_layout(_height(len(y)), "Gradient norm (dark: none reaches the layer)"))
+    return go.Figure(
+        go.Heatmap(
+            x=x,
+            y=y,
+            z=_log10(raw, floor),
+            customdata=raw,
+            colorscale="Viridis",
+            colorbar=dict(title="", **_log_ticks(_log10(raw, floor))),
+            hovertemplate="%{y}<br>epoch %{x:.2f}<br>gradient norm %{customdata:.3g}<extra></extra>",
+        ),
+        layout=_layout(_height(len(y)), "Gradient norm (dark: none reaches the layer)"),
+    )
 
 
 def dead_units_figure(records: list[dict[str, Any]]) -> go.Figure | None:
     x, y, z = _grid(records, "dead")
     if not y:
         return None
-    return go.Figure(go.Heatmap(x=x, y=y, z=z, zmin=0, zmax=1, colorscale="Reds",
-                                colorbar=dict(title="", tickvals=[0, 0.5, 1], ticktext=["0%", "50%", "all"]),
-                                hovertemplate="%{y}<br>epoch %{x:.2f}<br>%{z:.0%} of units output 0 for every image<extra></extra>"),
-                     layout=_layout(max(260, _height(len(y)) - 80), "Dead ReLU units (0 for every image of a batch)"))
+    return go.Figure(
+        go.Heatmap(
+            x=x,
+            y=y,
+            z=z,
+            zmin=0,
+            zmax=1,
+            colorscale="Reds",
+            colorbar=dict(title="", tickvals=[0, 0.5, 1], ticktext=["0%", "50%", "all"]),
+            hovertemplate="%{y}<br>epoch %{x:.2f}<br>%{z:.0%} of units output 0 for every image<extra></extra>",
+        ),
+        layout=_layout(max(260, _height(len(y)) - 80), "Dead ReLU units (0 for every image of a batch)"),
+    )
 
 
 def show_warnings(warnings: list[HealthWarning]) -> None:
@@ -113,15 +155,18 @@ def show_warnings(warnings: list[HealthWarning]) -> None:
 def panel(tail: Curves, config: dict[str, Any]) -> None:
     """Warnings (always visible), then the per-layer heatmaps in an expander; figures rebuilt only on new records."""
     records = tail.health
-    warnings = check([*records, *tail.epochs] if records else [*tail.steps_frame().assign(kind="step").to_dict("records"),
-                                                                 *tail.epochs],
-                     num_classes=int(config.get("num_classes") or len(config.get("classes") or []) or 10), config=config)
+    warnings = check(
+        [*records, *tail.epochs] if records else [*tail.steps_frame().assign(kind="step").to_dict("records"), *tail.epochs],
+        num_classes=int(config.get("num_classes") or len(config.get("classes") or []) or 10),
+        config=config,
+    )
     show_warnings(warnings)
-    with st.expander("**Training health** per layer: update size, gradients, dead units", icon=":material/monitor_heart:",
-                     expanded=True):
+    with st.expander("**Training health** per layer: update size, gradients, dead units", icon=":material/monitor_heart:", expanded=True):
         if not records:
-            st.caption("No health records for this run (it was trained with health off, or before they existed): "
-                       "the warnings above come from its loss and accuracy alone.")
+            st.caption(
+                "No health records for this run (it was trained with health off, or before they existed): "
+                "the warnings above come from its loss and accuracy alone."
+            )
             return
         if not [w for w in warnings if w.level != "info"]:
             st.caption("No problems spotted: updates are a sensible size, gradients steady, no layer dead.")
@@ -137,6 +182,8 @@ def panel(tail: Curves, config: dict[str, Any]) -> None:
         right.plotly_chart(grad_fig, key="health-grad")
         if dead_fig is not None:
             st.plotly_chart(dead_fig, key="health-dead")
-        st.caption("Measured at every log interval on that step's batch: the step the weights really took (lr, momentum and "
-                   "Adam's scaling included) divided by their size, the gradient's L2 norm, and the ReLU units that are 0 for "
-                   "every image. Switch off with `health=False` (`--no-health`).")
+        st.caption(
+            "Measured at every log interval on that step's batch: the step the weights really took (lr, momentum and "
+            "Adam's scaling included) divided by their size, the gradient's L2 norm, and the ReLU units that are 0 for "
+            "every image. Switch off with `health=False` (`--no-health`)."
+        )

@@ -3,6 +3,7 @@ out by hand (CNN Explainer's view, for the user's own model), and the test set's
 
 The page picks a run and an image; everything here draws what core.activations computes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -71,25 +72,35 @@ def to_tensor(image_hwc: np.ndarray) -> torch.Tensor:
 
 
 def feature_maps_section(acts: Activations, image: torch.Tensor) -> None:
-    st.caption("What every convolution layer computes for this image: one map per output channel, orange where it "
-               "is positive, blue where negative, white at zero. Shown: the channels with the highest mean activation.")
+    st.caption(
+        "What every convolution layer computes for this image: one map per output channel, orange where it "
+        "is positive, blue where negative, white at zero. Shown: the channels with the highest mean activation."
+    )
     shown = st.slider("Channels per layer", 4, 32, 8, 4, key="inside_channels")
     for fmap in acts.feature_maps(image):
         top = fmap.order[:shown]
         scale = float(np.abs(fmap.maps[top]).max())
-        st.markdown(f"**Layer `{fmap.layer}`** · {fmap.kind} · output {fmap.shape or ' x '.join(map(str, fmap.maps.shape))}"
-                    f" · the {len(top)} most active of {fmap.maps.shape[0]} channels")
-        st.image([insight.enlarge(signed_colors(fmap.maps[c], scale), MAP_SIDE) for c in top], width=MAP_SIDE,
-                 caption=[f"ch {c}: {fmap.maps[c].mean():.2f}" for c in top])
+        st.markdown(
+            f"**Layer `{fmap.layer}`** · {fmap.kind} · output {fmap.shape or ' x '.join(map(str, fmap.maps.shape))}"
+            f" · the {len(top)} most active of {fmap.maps.shape[0]} channels"
+        )
+        st.image(
+            [insight.enlarge(signed_colors(fmap.maps[c], scale), MAP_SIDE) for c in top],
+            width=MAP_SIDE,
+            caption=[f"ch {c}: {fmap.maps[c].mean():.2f}" for c in top],
+        )
 
 
 def filters_section(acts: Activations) -> None:
     name, conv = acts.first_conv()
     weights = acts.filters()
-    st.markdown(f"**Layer `{name}`** · {conv.out_channels} filters of {conv.in_channels} x {conv.kernel_size[0]} x "
-                f"{conv.kernel_size[1]} weights")
-    st.caption("Each tile is one filter's weights as colours (stretched to its own range): the pattern of colours "
-               "and edges it responds to most." + ("" if conv.in_channels == 3 else " Shown grey: the input is not RGB."))
+    st.markdown(
+        f"**Layer `{name}`** · {conv.out_channels} filters of {conv.in_channels} x {conv.kernel_size[0]} x {conv.kernel_size[1]} weights"
+    )
+    st.caption(
+        "Each tile is one filter's weights as colours (stretched to its own range): the pattern of colours "
+        "and edges it responds to most." + ("" if conv.in_channels == 3 else " Shown grey: the input is not RGB.")
+    )
     tiles = filter_tiles(weights)
     side = max(48, min(96, 12 * conv.kernel_size[0]))
     st.image([insight.enlarge(t, side) for t in tiles], width=side, caption=[str(i) for i in range(len(tiles))])
@@ -99,12 +110,15 @@ def arithmetic_section(acts: Activations, image: torch.Tensor) -> None:
     name, conv = acts.first_conv()
     maps = acts.feature_maps(image)[0]
     c_out, h, w = maps.maps.shape
-    st.caption(f"How layer `{name}` computes one number of its output: the kernel of one output channel lies on a "
-               f"patch of the input, each input value is multiplied by the weight on top of it, and the products are "
-               f"summed, plus the channel's bias. Sliding the kernel over every position gives the whole map.")
+    st.caption(
+        f"How layer `{name}` computes one number of its output: the kernel of one output channel lies on a "
+        f"patch of the input, each input value is multiplied by the weight on top of it, and the products are "
+        f"summed, plus the channel's bias. Sliding the kernel over every position gives the whole map."
+    )
     cols = st.columns(3)
-    channel = cols[0].selectbox("Output channel", list(maps.order), key="inside_ch",
-                                format_func=lambda c: f"{c} (mean {maps.maps[c].mean():.2f})")
+    channel = cols[0].selectbox(
+        "Output channel", list(maps.order), key="inside_ch", format_func=lambda c: f"{c} (mean {maps.maps[c].mean():.2f})"
+    )
     peak_r, peak_c = np.unravel_index(int(np.argmax(maps.maps[channel])), (h, w))
     row = cols[1].slider("Output row", 0, h - 1, int(peak_r), key=f"inside_row-{channel}")
     col = cols[2].slider("Output column", 0, w - 1, int(peak_c), key=f"inside_col-{channel}")
@@ -114,31 +128,54 @@ def arithmetic_section(acts: Activations, image: torch.Tensor) -> None:
     right.plotly_chart(arithmetic_figure(calc, CHANNEL_NAMES.get(len(calc.patch))), key="inside-arith")
     terms = " + ".join(f"{s:.3f}" for s in calc.channel_sums)
     ok = abs(calc.value - calc.actual) <= 1e-4 * max(1.0, abs(calc.actual))
-    st.markdown(f"**Sum of products per input channel** ({terms}) **+ bias** ({calc.bias:.3f}) "
-                f"**= {calc.value:.4f}**. The model computed **{calc.actual:.4f}** at channel {channel}, row {row}, "
-                f"column {col} " + ("— the same number. :material/check_circle:" if ok else
-                                    f"— they differ by {abs(calc.value - calc.actual):.2g}."))
+    st.markdown(
+        f"**Sum of products per input channel** ({terms}) **+ bias** ({calc.bias:.3f}) "
+        f"**= {calc.value:.4f}**. The model computed **{calc.actual:.4f}** at channel {channel}, row {row}, "
+        f"column {col} "
+        + ("— the same number. :material/check_circle:" if ok else f"— they differ by {abs(calc.value - calc.actual):.2g}.")
+    )
     mean, std = acts.predictor.mean.tolist(), acts.predictor.std.tolist()
-    st.caption("Input values are the normalized image the model sees: (pixel / 255 − mean) / std per channel, with "
-               f"mean {', '.join(f'{m:.3f}' for m in mean)} and std {', '.join(f'{s:.3f}' for s in std)}"
-               + (f"; positions outside the image are the zero padding ({conv.padding})." if any(
-                   r < 0 or r >= image.shape[-1] for r in calc.input_rows + calc.input_cols) else "."))
+    st.caption(
+        "Input values are the normalized image the model sees: (pixel / 255 − mean) / std per channel, with "
+        f"mean {', '.join(f'{m:.3f}' for m in mean)} and std {', '.join(f'{s:.3f}' for s in std)}"
+        + (
+            f"; positions outside the image are the zero padding ({conv.padding})."
+            if any(r < 0 or r >= image.shape[-1] for r in calc.input_rows + calc.input_cols)
+            else "."
+        )
+    )
 
 
 def _where_figure(acts: Activations, image: torch.Tensor, calc: ConvArithmetic, fmap: np.ndarray) -> go.Figure:
     """The input with the kernel's patch outlined, and the output map with the computed value marked."""
     view = acts.predictor.model_view(image).permute(1, 2, 0).numpy()
-    fig = make_subplots(1, 2, subplot_titles=("input (what the model sees)", f"output channel {calc.channel}"),
-                        horizontal_spacing=0.08)
+    fig = make_subplots(1, 2, subplot_titles=("input (what the model sees)", f"output channel {calc.channel}"), horizontal_spacing=0.08)
     fig.add_trace(go.Image(z=view, hoverinfo="skip"), 1, 1)
     scale = float(np.abs(fmap).max())
-    fig.add_trace(go.Heatmap(z=fmap, colorscale=[[0, BLUE], [0.5, "white"], [1, ORANGE]], zmin=-scale, zmax=scale,
-                             showscale=False, hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>"), 1, 2)
+    fig.add_trace(
+        go.Heatmap(
+            z=fmap,
+            colorscale=[[0, BLUE], [0.5, "white"], [1, ORANGE]],
+            zmin=-scale,
+            zmax=scale,
+            showscale=False,
+            hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>",
+        ),
+        1,
+        2,
+    )
     r0, r1, c0, c1 = min(calc.input_rows), max(calc.input_rows), min(calc.input_cols), max(calc.input_cols)
-    fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5, line=dict(color="#111", width=3),
-                  row=1, col=1)
-    fig.add_shape(type="rect", x0=calc.col - 0.5, x1=calc.col + 0.5, y0=calc.row - 0.5, y1=calc.row + 0.5,
-                  line=dict(color="#111", width=3), row=1, col=2)
+    fig.add_shape(type="rect", x0=c0 - 0.5, x1=c1 + 0.5, y0=r0 - 0.5, y1=r1 + 0.5, line=dict(color="#111", width=3), row=1, col=1)
+    fig.add_shape(
+        type="rect",
+        x0=calc.col - 0.5,
+        x1=calc.col + 0.5,
+        y0=calc.row - 0.5,
+        y1=calc.row + 0.5,
+        line=dict(color="#111", width=3),
+        row=1,
+        col=2,
+    )
     h, w = fmap.shape
     fig.update_yaxes(range=[h - 0.5, -0.5], showgrid=False, zeroline=False, row=1, col=2)
     fig.update_xaxes(range=[-0.5, w - 0.5], showgrid=False, zeroline=False, row=1, col=2)
@@ -153,17 +190,27 @@ def arithmetic_figure(calc: ConvArithmetic, channel_names: tuple[str, ...] | Non
     shown = min(c_in, 4)  # beyond a few input channels the grid would be unreadable; the sums cover all
     names = channel_names or tuple(f"in {i}" for i in range(c_in))
     sums = calc.channel_sums
-    titles = [f"{names[i]}: {what}" for i in range(shown)
-              for what in ("input patch", "× kernel", f"= products, sum {sums[i]:.3f}")]
+    titles = [f"{names[i]}: {what}" for i in range(shown) for what in ("input patch", "× kernel", f"= products, sum {sums[i]:.3f}")]
     fig = make_subplots(shown, 3, subplot_titles=titles, horizontal_spacing=0.05, vertical_spacing=0.12 if shown > 1 else 0.1)
     big = kh * kw > 49
     for i in range(shown):
         for j, grid in enumerate((calc.patch[i], calc.kernel[i], calc.products[i])):
             scale = float(np.abs(grid).max()) or 1.0
-            fig.add_trace(go.Heatmap(z=grid, text=np.vectorize(lambda v: f"{v:.2f}")(grid),
-                                     texttemplate=None if big else "%{text}", textfont=dict(size=11),
-                                     colorscale=[[0, BLUE], [0.5, "white"], [1, ORANGE]], zmin=-scale, zmax=scale,
-                                     showscale=False, hovertemplate="%{z:.4f}<extra></extra>"), i + 1, j + 1)
+            fig.add_trace(
+                go.Heatmap(
+                    z=grid,
+                    text=np.vectorize(lambda v: f"{v:.2f}")(grid),
+                    texttemplate=None if big else "%{text}",
+                    textfont=dict(size=11),
+                    colorscale=[[0, BLUE], [0.5, "white"], [1, ORANGE]],
+                    zmin=-scale,
+                    zmax=scale,
+                    showscale=False,
+                    hovertemplate="%{z:.4f}<extra></extra>",
+                ),
+                i + 1,
+                j + 1,
+            )
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(height=max(240, shown * (30 * kh + 50) + 30), margin=dict(l=10, r=10, t=30, b=10), font=FONT)
@@ -175,23 +222,27 @@ def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray, lo
     """The scatter of the test set; a clicked point's image beside it, with a button to look inside with it."""
     mtime = insight.checkpoint_mtime(run_dir)
     left, right = st.columns([1, 2])
-    method = left.segmented_control("Projection", ["pca", "tsne"], default="pca", required=True, key="inside_method",
-                                    format_func={"pca": "PCA", "tsne": "t-SNE"}.get)
+    method = left.segmented_control(
+        "Projection", ["pca", "tsne"], default="pca", required=True, key="inside_method", format_func={"pca": "PCA", "tsne": "t-SNE"}.get
+    )
     limit = TSNE_MAX_POINTS if method == "tsne" else 2000
-    with st.spinner("Projecting the test set…" if method == "pca" else
-                    f"t-SNE on {min(limit, len(result))} test images (a few seconds)…"):
+    with st.spinner("Projecting the test set…" if method == "pca" else f"t-SNE on {min(limit, len(result))} test images (a few seconds)…"):
         emb = _embedding(str(run_dir), mtime, method, limit, images)
     idx, xy = emb["index"], emb["xy"]
     right.caption(
         f"Each point is a test image, placed by the {emb['dim']} features the model's last layer reads; colours are the "
-        f"true classes, ✕ marks a misclassified image. " + (
+        f"true classes, ✕ marks a misclassified image. "
+        + (
             f"t-SNE keeps neighbours together but distances between groups mean little; it ran on a seeded random "
             f"{len(idx):,} of the {len(result):,} test images to stay within seconds ({emb['seconds']:.1f} s here)."
-            if method == "tsne" else f"PCA: the two directions of largest variance ({len(idx):,} images, "
-                                     f"{emb['seconds']:.1f} s)."))
+            if method == "tsne"
+            else f"PCA: the two directions of largest variance ({len(idx):,} images, {emb['seconds']:.1f} s)."
+        )
+    )
     chart, side = st.columns([4, 1])
-    event = chart.plotly_chart(embedding_figure(xy, idx, result), key=f"inside-embedding-{method}", on_select="rerun",
-                               selection_mode="points")
+    event = chart.plotly_chart(
+        embedding_figure(xy, idx, result), key=f"inside-embedding-{method}", on_select="rerun", selection_mode="points"
+    )
     points = event.selection.points if event else []
     if not points:
         side.info("Click a point to see its image here.", icon=":material/touch_app:")
@@ -199,17 +250,34 @@ def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray, lo
     clicked = int(points[0]["customdata"][0])
     true, pred = int(result.labels[clicked]), int(result.preds[clicked])
     side.image(insight.enlarge(images[clicked], 128), width=128)
-    side.markdown(f"Test image {clicked}: **{result.classes[true]}**, predicted **{result.classes[pred]}** "
-                  f"({result.probs[clicked, pred]:.0%})" + (" ✕" if true != pred else ""))
-    side.button("Look inside with it", on_click=look_inside, args=(clicked,), icon=":material/arrow_upward:",
-                help="Use this test image for the feature maps and the first layer's arithmetic above.")
+    side.markdown(
+        f"Test image {clicked}: **{result.classes[true]}**, predicted **{result.classes[pred]}** "
+        f"({result.probs[clicked, pred]:.0%})" + (" ✕" if true != pred else "")
+    )
+    side.button(
+        "Look inside with it",
+        on_click=look_inside,
+        args=(clicked,),
+        icon=":material/arrow_upward:",
+        help="Use this test image for the feature maps and the first layer's arithmetic above.",
+    )
 
 
 def embedding_figure(xy: np.ndarray, index: np.ndarray, result: Predictions) -> go.Figure:
     preds, labels = result.preds[index], result.labels[index]
-    fig = go.Figure(layout=dict(height=560, font=FONT, margin=dict(l=10, r=10, t=10, b=10), hovermode="closest",
-                                clickmode="event+select", dragmode="pan", legend=dict(itemsizing="constant"),
-                                xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None)))
+    fig = go.Figure(
+        layout=dict(
+            height=560,
+            font=FONT,
+            margin=dict(l=10, r=10, t=10, b=10),
+            hovermode="closest",
+            clickmode="event+select",
+            dragmode="pan",
+            legend=dict(itemsizing="constant"),
+            xaxis=dict(showticklabels=False, title=None),
+            yaxis=dict(showticklabels=False, title=None),
+        )
+    )
     for c, name in enumerate(result.classes):
         color = CLASS_COLORS[c % len(CLASS_COLORS)]
         for wrong in (False, True):  # two traces per class, so the legend shows the class's dot, not a cross
@@ -217,11 +285,16 @@ def embedding_figure(xy: np.ndarray, index: np.ndarray, result: Predictions) -> 
             if not len(mine):
                 continue
             fig.add_scatter(
-                x=xy[mine, 0], y=xy[mine, 1], mode="markers", name=name, legendgroup=name,
+                x=xy[mine, 0],
+                y=xy[mine, 1],
+                mode="markers",
+                name=name,
+                legendgroup=name,
                 showlegend=not wrong or not np.any((labels == c) & (preds == c)),
                 marker=dict(color=color, symbol="x" if wrong else "circle", size=10 if wrong else 7, line=dict(width=0)),
                 # Lists, not an array: Plotly would send an array as base64, and a clicked point's customdata back as a dict.
                 customdata=np.stack([index[mine], preds[mine]], axis=1).tolist(),
                 text=[f"true {name}, predicted {result.classes[p]}" for p in preds[mine]],
-                hovertemplate="%{text}<extra>image %{customdata[0]}</extra>")
+                hovertemplate="%{text}<extra>image %{customdata[0]}</extra>",
+            )
     return fig

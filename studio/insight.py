@@ -5,6 +5,7 @@ see the test images in it; the mistakes the model was most sure of ("top losses"
 of classes it mixes up most. All of it comes from one per-image pass over the run's own test split
 (core.evaluate.predict_split), cached per run and checkpoint so a click never re-evaluates.
 """
+
 from __future__ import annotations
 
 import functools
@@ -109,8 +110,11 @@ def _evaluation(info: runs.RunInfo, recorded: dict[str, Any], key: str) -> tuple
     n = int(np.sum(recorded["confusion"])) if recorded.get("confusion") else 10_000
     seconds = estimated_seconds(info, n)
     if (str(info.path), mtime) not in asked and seconds > AUTO_EVAL_S:
-        if not st.button(f"Show the test images behind the results (evaluates {n:,} images, about "
-                         f"{seconds:.0f} s)", key=f"{key}-evaluate", icon=":material/grid_view:"):
+        if not st.button(
+            f"Show the test images behind the results (evaluates {n:,} images, about {seconds:.0f} s)",
+            key=f"{key}-evaluate",
+            icon=":material/grid_view:",
+        ):
             return None
     asked.add((str(info.path), mtime))
     return evaluated_run(info.path)
@@ -139,10 +143,16 @@ def _evaluated_view(result: Predictions, images: np.ndarray, key: str) -> None:
     left.plotly_chart(per_class_figure(classes, list(stats["per_class"].values())), key=f"{key}-per-class")
     right.markdown("##### Confusion matrix · click a cell to see its images")
     chart_key, cell_key = f"{key}-confusion", _cell_key(key)
-    right.plotly_chart(confusion_figure(classes, cm, selectable=True), key=chart_key, selection_mode="points",
-                       on_select=functools.partial(_on_cell_click, chart_key, cell_key))
-    right.caption(f"Row = true class, column = prediction: each cell counts test images (and the share of its row). "
-                  f"{len(result):,} test images, {stats['accuracy']:.1%} correct.")
+    right.plotly_chart(
+        confusion_figure(classes, cm, selectable=True),
+        key=chart_key,
+        selection_mode="points",
+        on_select=functools.partial(_on_cell_click, chart_key, cell_key),
+    )
+    right.caption(
+        f"Row = true class, column = prediction: each cell counts test images (and the share of its row). "
+        f"{len(result):,} test images, {stats['accuracy']:.1%} correct."
+    )
     _cell_images(result, images, cm, key)
     st.markdown("##### Top losses: the mistakes the model was most sure of")
     _top_losses(result, images)
@@ -164,8 +174,14 @@ def _cell_images(result: Predictions, images: np.ndarray, cm: np.ndarray, key: s
         what = f"{classes[t]} predicted as {classes[p]}" if t != p else f"{classes[t]}, correctly predicted"
         return f"{what} ({cm[t, p]:,} images)"
 
-    cell = st.selectbox("Test images in one cell of the matrix", cells, index=None, format_func=label, key=cell_key,
-                        placeholder="Click a cell of the matrix, or choose one here")
+    cell = st.selectbox(
+        "Test images in one cell of the matrix",
+        cells,
+        index=None,
+        format_func=label,
+        key=cell_key,
+        placeholder="Click a cell of the matrix, or choose one here",
+    )
     if cell is None:
         return
     t, p = cell
@@ -173,8 +189,7 @@ def _cell_images(result: Predictions, images: np.ndarray, cm: np.ndarray, key: s
     shown = chosen[:CELL_IMAGES]
     where = "the model got most wrong" if t != p else "the model was least sure of"
     st.markdown(f"**{label(cell)}**" + (f" · showing the {len(shown)} {where}" if len(chosen) > len(shown) else ""))
-    captions = [f"{classes[p]} {result.probs[i, p]:.0%}" + (f" · {classes[t]} {result.probs[i, t]:.0%}" if t != p else "")
-                for i in shown]
+    captions = [f"{classes[p]} {result.probs[i, p]:.0%}" + (f" · {classes[t]} {result.probs[i, t]:.0%}" if t != p else "") for i in shown]
     st.image([enlarge(images[i]) for i in shown], caption=captions, width=THUMB)
 
 
@@ -183,13 +198,22 @@ def _top_losses(result: Predictions, images: np.ndarray) -> None:
     if not worst:
         st.caption("No test image is misclassified.")
         return
-    st.image([enlarge(images[m["index"]]) for m in worst], width=THUMB,
-             caption=[f"{m['true']} → {m['pred']} {m['prob']:.0%}" for m in worst])
-    st.caption("Each image: true class → predicted class and the probability the model gave it; the highest losses "
-               "first. Some are the model's fault, some are mislabelled or ambiguous images.")
+    st.image(
+        [enlarge(images[m["index"]]) for m in worst], width=THUMB, caption=[f"{m['true']} → {m['pred']} {m['prob']:.0%}" for m in worst]
+    )
+    st.caption(
+        "Each image: true class → predicted class and the probability the model gave it; the highest losses "
+        "first. Some are the model's fault, some are mislabelled or ambiguous images."
+    )
     everything = pd.DataFrame(result.mistakes())
-    st.download_button(f"All {len(everything):,} mistakes (CSV)", everything.to_csv(index=False).encode(), "mistakes.csv",
-                       "text/csv", on_click="ignore", icon=":material/download:")
+    st.download_button(
+        f"All {len(everything):,} mistakes (CSV)",
+        everything.to_csv(index=False).encode(),
+        "mistakes.csv",
+        "text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+    )
 
 
 def _most_confused(result: Predictions, cm: np.ndarray, key: str) -> None:
@@ -198,10 +222,23 @@ def _most_confused(result: Predictions, cm: np.ndarray, key: str) -> None:
         st.caption("The model confuses no two classes on the test images.")
         return
     row_totals = dict(zip(result.classes, cm.sum(axis=1)))
-    table = pd.DataFrame([{"true class": c["true"], "predicted as": c["pred"], "images": c["count"],
-                           "share of the true class": c["count"] / max(1, row_totals[c["true"]])} for c in pairs])
-    st.dataframe(table, hide_index=True, key=f"{key}-most-confused", column_config={
-        "share of the true class": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)})
+    table = pd.DataFrame(
+        [
+            {
+                "true class": c["true"],
+                "predicted as": c["pred"],
+                "images": c["count"],
+                "share of the true class": c["count"] / max(1, row_totals[c["true"]]),
+            }
+            for c in pairs
+        ]
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        key=f"{key}-most-confused",
+        column_config={"share of the true class": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)},
+    )
 
 
 def enlarge(image: np.ndarray, side: int = THUMB) -> np.ndarray:

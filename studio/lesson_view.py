@@ -6,6 +6,7 @@ frame redraws the same two keyed Vega-Lite charts with new data only (see studio
 so the charts never blank between frames, and the frame shown follows the clock: a busy
 machine skips frames instead of slowing the lesson down.
 """
+
 from __future__ import annotations
 
 import math

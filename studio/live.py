@@ -6,6 +6,7 @@ line often, the curves less often), each reading just the new metrics lines
 (core.curves.RunTail); the rest of the page is not re-run, and the figure is
 rebuilt only when new records arrived.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -37,8 +38,7 @@ def run_picker(current: Path | None) -> Path | None:
         return None
     ids = [r.run_id for r in every]
     # Only what never changes: the badge below says how the run is doing.
-    titles = {r.run_id: f"{r.run_id}  ·  {r.config.get('model')} on {data_name(str(r.config.get('data', '')))}"
-              for r in every}
+    titles = {r.run_id: f"{r.run_id}  ·  {r.config.get('model')} on {data_name(str(r.config.get('data', '')))}" for r in every}
     index = ids.index(current.name) if current is not None and current.name in ids else 0
     chosen = st.selectbox("Showing run", ids, index=index, format_func=titles.get, key=f"pick-{ids[index]}")
     if current is None or chosen != current.name:
@@ -62,9 +62,10 @@ def _header(status: str, config: dict, device: str | None = None) -> None:
     device = device or (f"{env.get('device')} {env.get('precision', '')}" if env else "")
     with st.container(horizontal=True, vertical_alignment="center"):
         status_badge(status)
-        st.caption(f"**{config.get('model')}** on **{config.get('data')}** · {config.get('epochs')} epochs · "
-                   f"batch {config.get('batch_size')} · {config.get('optimizer')} lr {config.get('lr')}"
-                   + (f" · {device}" if device else ""))
+        st.caption(
+            f"**{config.get('model')}** on **{config.get('data')}** · {config.get('epochs')} epochs · "
+            f"batch {config.get('batch_size')} · {config.get('optimizer')} lr {config.get('lr')}" + (f" · {device}" if device else "")
+        )
 
 
 def _progress(tail, epochs: int) -> None:
@@ -78,8 +79,9 @@ def _progress(tail, epochs: int) -> None:
     step_in_epoch = round((progress - int(last.get("epoch", 0))) * spe) if spe else None
     eta = tail.eta_seconds(epochs)  # not counted down between records: an unchanged line costs nothing to resend
     where = runs.position(int(last.get("epoch", 0)), step_in_epoch, epochs, spe).capitalize() if spe else f"Epoch {progress:.1f}"
-    st.progress(min(1.0, progress / max(epochs, 1)),
-                text=f"{where} · loss {last.get('loss', float('nan')):.3f} · ETA {format_duration(eta)}")
+    st.progress(
+        min(1.0, progress / max(epochs, 1)), text=f"{where} · loss {last.get('loss', float('nan')):.3f} · ETA {format_duration(eta)}"
+    )
 
 
 def _snapshot(tail, epochs: int) -> dict:
@@ -92,10 +94,12 @@ def _snapshot(tail, epochs: int) -> dict:
     fig = training_figure(tail, smoothing=smoothing, epochs=epochs)
     fig.update_layout(uirevision=str(tail.run_dir))  # keep the user's zoom between redraws
     last, latest = tail.last_step, (tail.epochs[-1] if tail.epochs else {})
-    numbers = {"Train loss": f"{last['loss']:.3f}" if isinstance(last.get("loss"), float) else "–",
-               "Test accuracy": percent(latest.get("test_acc")),
-               "Images / s": f"{last['img_per_s']:,.0f}" if last.get("img_per_s") else "–",
-               "Elapsed": format_duration(last.get("elapsed"))}
+    numbers = {
+        "Train loss": f"{last['loss']:.3f}" if isinstance(last.get("loss"), float) else "–",
+        "Test accuracy": percent(latest.get("test_acc")),
+        "Images / s": f"{last['img_per_s']:,.0f}" if last.get("img_per_s") else "–",
+        "Elapsed": format_duration(last.get("elapsed")),
+    }
     snap = {"key": key, "offset": tail.offset, "fig": fig, "numbers": numbers}
     st.session_state["_live_fig"] = snap
     return snap
@@ -168,8 +172,10 @@ def _results(info: runs.RunInfo) -> None:
     epochs = int(info.config.get("epochs", 1))
     message = info.message or (jobs.last_error(info.path) if info.status in ("failed", "interrupted") else "")
     if info.status == "finished":
-        st.success(f"Finished: test accuracy **{percent(info.last_acc)}** after {info.epochs_done} epochs "
-                   f"in {format_duration(info.seconds)}.", icon=":material/check_circle:")
+        st.success(
+            f"Finished: test accuracy **{percent(info.last_acc)}** after {info.epochs_done} epochs in {format_duration(info.seconds)}.",
+            icon=":material/check_circle:",
+        )
     elif info.status in ("stopped", "interrupted"):
         st.warning(message or "Stopped.", icon=":material/pause_circle:")
     elif info.status in ("failed", "diverged"):

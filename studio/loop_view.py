@@ -1,4 +1,5 @@
 """The Train page's code panel: the training loop for the form's current settings (core.loop_code)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,7 +22,9 @@ def panel(model: dict[str, Any] | None, data: str | None, overrides: dict[str, A
         except (PlaygroundError, TypeError, ValueError) as exc:
             st.caption(f"No code for these settings: {exc}")
             return
-        st.caption("What **Start training** runs, as a plain loop you can copy: the same data, model, loss, optimizer, "
-                   "learning-rate schedule, seed and epochs. The studio's trainer adds checkpoints, the live charts, "
-                   "Stop and the GPU; run this from the project folder.")
+        st.caption(
+            "What **Start training** runs, as a plain loop you can copy: the same data, model, loss, optimizer, "
+            "learning-rate schedule, seed and epochs. The studio's trainer adds checkpoints, the live charts, "
+            "Stop and the GPU; run this from the project folder."
+        )
         st.code(loop_code(config), language="python", line_numbers=True, wrap_lines=True)

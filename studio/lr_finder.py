@@ -4,6 +4,7 @@ The sweep runs in this script run (with a spinner and a progress bar); the sugge
 learning-rate widget's session_state key on the next run, before the widget is created (Streamlit forbids
 changing a widget's value after it exists in a run).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,17 +38,29 @@ def figure(result: dict[str, Any]) -> go.Figure:
     lr = result.get("suggested_lr")
     if lr:
         at = min(range(len(lrs)), key=lambda i: abs(lrs[i] - lr))
-        fig.add_scatter(x=[lr], y=[losses[at]], mode="markers+text", name="suggestion", text=[f"  {lr:.2g}"],
-                        textposition="middle right", textfont=dict(size=16, color=BLUE),
-                        marker=dict(size=14, color=BLUE, symbol="circle"))
+        fig.add_scatter(
+            x=[lr],
+            y=[losses[at]],
+            mode="markers+text",
+            name="suggestion",
+            text=[f"  {lr:.2g}"],
+            textposition="middle right",
+            textfont=dict(size=16, color=BLUE),
+            marker=dict(size=14, color=BLUE, symbol="circle"),
+        )
         fig.add_vline(x=lr, line=dict(color=BLUE, dash="dot"))
     finite = [v for v in losses if v is not None]
     top = min(max(finite), 2.5 * finite[0]) if finite else None  # the blow-up at the end would flatten the rest
-    fig.update_layout(height=340, font=FONT, margin=dict(l=10, r=10, t=44, b=10), hovermode="x unified",
-                      title=dict(text="<b>Loss while the learning rate grows</b>", x=0, xanchor="left", font=dict(size=17)),
-                      xaxis=dict(type="log", title="learning rate (log scale)", exponentformat="e"),
-                      yaxis=dict(title="training loss", range=[0, top * 1.05] if top else None),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    fig.update_layout(
+        height=340,
+        font=FONT,
+        margin=dict(l=10, r=10, t=44, b=10),
+        hovermode="x unified",
+        title=dict(text="<b>Loss while the learning rate grows</b>", x=0, xanchor="left", font=dict(size=17)),
+        xaxis=dict(type="log", title="learning rate (log scale)", exponentformat="e"),
+        yaxis=dict(title="training loss", range=[0, top * 1.05] if top else None),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+    )
     return fig
 
 
@@ -55,11 +68,18 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     """The button, and the last sweep's curve for this model and data."""
     name = model["model"] if model else None
     with st.container(horizontal=True, vertical_alignment="center"):
-        clicked = st.button("Find a learning rate", icon=":material/query_stats:", disabled=model is None or data is None,
-                            key="lr-find", help="Trains a throwaway copy of the model for up to 100 steps while the learning "
-                                                "rate grows from 1e-7 to 10, and suggests the one where the loss falls fastest.")
-        st.caption(f"A {STEPS}-step sweep on a copy of the model with these settings: seconds on a CPU for the small presets "
-                   "(longer for big models). It fills in the learning rate; nothing is saved.")
+        clicked = st.button(
+            "Find a learning rate",
+            icon=":material/query_stats:",
+            disabled=model is None or data is None,
+            key="lr-find",
+            help="Trains a throwaway copy of the model for up to 100 steps while the learning "
+            "rate grows from 1e-7 to 10, and suggests the one where the loss falls fastest.",
+        )
+        st.caption(
+            f"A {STEPS}-step sweep on a copy of the model with these settings: seconds on a CPU for the small presets "
+            "(longer for big models). It fills in the learning rate; nothing is saved."
+        )
     if clicked and model is not None and data is not None:
         config = train_form.make_config(model, data, {k: v for k, v in overrides.items() if k != "lr"})
         with guard(), st.spinner("Sweeping the learning rate on a copy of the model…"):
@@ -81,10 +101,15 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     st.plotly_chart(figure(result), key="lr-find-chart")
     ended = "stopped when the loss blew up" if result["stopped_early"] else "the whole sweep"
     if result["suggested_lr"]:
-        how = ("a tenth of where the loss starts to climb (it hardly fell in so few steps, so there is no descent to read)"
-               if result.get("suggested_by") == "edge" else "the steepest descent of the smoothed loss, before it blows up")
-        st.caption(f"Suggested **{result['suggested_lr']:.2g}**: {how} "
-                   f"(filled in above; the recipe's default is {found['recipe_lr']:g}). {result['steps']} steps ({ended}) "
-                   f"in {result['seconds']:.1f} s.")
+        how = (
+            "a tenth of where the loss starts to climb (it hardly fell in so few steps, so there is no descent to read)"
+            if result.get("suggested_by") == "edge"
+            else "the steepest descent of the smoothed loss, before it blows up"
+        )
+        st.caption(
+            f"Suggested **{result['suggested_lr']:.2g}**: {how} "
+            f"(filled in above; the recipe's default is {found['recipe_lr']:g}). {result['steps']} steps ({ended}) "
+            f"in {result['seconds']:.1f} s."
+        )
     else:
         st.warning("The loss did not fall anywhere in the sweep, so there is no suggestion: check the data, or try another model.")

@@ -1,4 +1,5 @@
 """Helpers for the Predict page: cached predictors, sample images, result tables."""
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,15 @@ def predictor_for_run(run_dir: Path) -> Predictor:
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the weights…")
-def _uploaded_predictor(digest: str, _payload: bytes, name: str, model: str | list[dict], classes: tuple[str, ...],
-                        input_size: int | None, info_json: str | None) -> Predictor:
+def _uploaded_predictor(
+    digest: str,
+    _payload: bytes,
+    name: str,
+    model: str | list[dict],
+    classes: tuple[str, ...],
+    input_size: int | None,
+    info_json: str | None,
+) -> Predictor:
     # from_weights reads a path (the suffix picks safetensors or torch). The file keeps the name the user
     # uploaded, inside a private temporary folder, so every message names their file.
     info = json.loads(info_json) if info_json else None
@@ -62,15 +70,23 @@ def weights_info_upload(upload) -> dict | None:
     return runs.read_weights_info(upload.getvalue(), upload.name)
 
 
-def predictor_for_upload(upload, model: str | list[dict], classes: Sequence[str], input_size: int | None,
-                         info: dict | None = None) -> Predictor:
+def predictor_for_upload(
+    upload, model: str | list[dict], classes: Sequence[str], input_size: int | None, info: dict | None = None
+) -> Predictor:
     payload = upload.getvalue()
     suffix = Path(upload.name).suffix.lower()
     if suffix not in (".pt", ".pth", ".safetensors"):
         raise PlaygroundError(f"{upload.name}: weights must be a .pt / .pth state_dict or a .safetensors file.")
     # The digest stands for the bytes in the cache key (the leading underscore keeps them out of hashing).
-    return _uploaded_predictor(hashlib.sha1(payload).hexdigest(), payload, _safe_name(upload.name, suffix), model,
-                               tuple(classes), input_size, json.dumps(info, sort_keys=True) if info else None)
+    return _uploaded_predictor(
+        hashlib.sha1(payload).hexdigest(),
+        payload,
+        _safe_name(upload.name, suffix),
+        model,
+        tuple(classes),
+        input_size,
+        json.dumps(info, sort_keys=True) if info else None,
+    )
 
 
 def architecture_of(info: dict | None) -> str | list[dict] | None:

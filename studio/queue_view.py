@@ -1,6 +1,7 @@
 """The Train page's panel for a run that waits in the queue: its place in line, an estimated
 start, and Stop (which takes it out of the line). When the run starts, the page redraws as
 the live run panel (studio.live)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,10 @@ def describe(spot: QueueSpot | None) -> str:
     if spot is None:
         return "Waiting for a free device: it starts in a moment."
     place = "next" if spot.position == 1 else f"{ordinal(spot.position)} in line"
-    line = (f"Waiting in the queue: **{place}** for {POOL_NAMES.get(spot.pool, spot.pool)} "
-            f"({spot.training} training now; {spot.capacity} at a time).")
+    line = (
+        f"Waiting in the queue: **{place}** for {POOL_NAMES.get(spot.pool, spot.pool)} "
+        f"({spot.training} training now; {spot.capacity} at a time)."
+    )
     if spot.eta_s is None:
         return line + " Estimated start: when the runs ahead finish (no finished run yet to judge their length by)."
     if spot.eta_s < 5:
@@ -56,9 +59,11 @@ def queued_panel(run_dir: Path) -> None:
         config = info.config
         with st.container(horizontal=True, vertical_alignment="center"):
             status_badge("queued")
-            st.caption(f"**{config.get('model')}** on **{data_name(str(config.get('data', '')))}** · "
-                       f"{config.get('epochs')} epochs · batch {config.get('batch_size')}"
-                       + (" · resuming" if (info.queue or {}).get("mode") == "resume" else ""))
+            st.caption(
+                f"**{config.get('model')}** on **{data_name(str(config.get('data', '')))}** · "
+                f"{config.get('epochs')} epochs · batch {config.get('batch_size')}"
+                + (" · resuming" if (info.queue or {}).get("mode") == "resume" else "")
+            )
         st.info(describe(state.queue_spots().get(info.run_id)), icon=":material/schedule:")
         with guard():
             if st.button("Stop (leave the queue)", icon=":material/cancel:", key="leave-queue"):

@@ -4,6 +4,7 @@ They sit right under the progress bar, above the curves, so they are on screen a
 while a run trains; labels are short so they are never cut ("Stopping…", with what it does in
 the caption beside it).
 """
+
 from __future__ import annotations
 
 import time
@@ -29,14 +30,25 @@ def controls(run_dir: Path) -> None:
     # The click's callback runs before this, so the button says "Stopping…" at once.
     asked = stop_asked_at(run_dir)
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.button("Stop" if asked is None else "Stopping…", icon=":material/stop_circle:", disabled=asked is not None,
-                  key="stop", on_click=state.registry().stop, args=(run_dir,), width="content",
-                  help="Ends the run after the current step and saves a checkpoint; Resume continues from it.")
+        st.button(
+            "Stop" if asked is None else "Stopping…",
+            icon=":material/stop_circle:",
+            disabled=asked is not None,
+            key="stop",
+            on_click=state.registry().stop,
+            args=(run_dir,),
+            width="content",
+            help="Ends the run after the current step and saves a checkpoint; Resume continues from it.",
+        )
         if asked is None:
             st.caption("Stop saves a checkpoint: resume any time.")
             return
         if time.time() - asked > STUCK_S:
-            if st.button("Force stop", key="kill", width="content", help="The trainer has not answered Stop: end its "
-                         "process. Progress since its last checkpoint is lost."):
+            if st.button(
+                "Force stop",
+                key="kill",
+                width="content",
+                help="The trainer has not answered Stop: end its process. Progress since its last checkpoint is lost.",
+            ):
                 state.registry().kill(run_dir)
         st.caption("Saving a checkpoint after the current step…")

@@ -4,6 +4,7 @@ the results say about a tiny test split and the checkpoint that is kept.
 The proposal pre-selects the Train form's widgets (their session-state keys) before they are drawn, once per
 proposal: a user who then changes them keeps their own choice.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ from studio.widgets import guard, percent
 
 PREVIEW_IMAGES = 8
 PREVIEW_PX = 88
-BEST_HELP = ("The highest test accuracy any epoch reached. The run keeps the **last** epoch's weights (its test accuracy "
-             "is the one beside this), not the best epoch's: Predict and the downloads use the last.")
+BEST_HELP = (
+    "The highest test accuracy any epoch reached. The run keeps the **last** epoch's weights (its test accuracy "
+    "is the one beside this), not the best epoch's: Predict and the downloads use the last."
+)
 
 
 # --------------------------------------------------------------------------- the proposal
@@ -63,15 +66,25 @@ def propose(spec: str | None) -> None:
     with st.container(border=True):
         st.markdown(":material/lightbulb: **Few pictures? Fine-tune a pretrained network**")
         st.caption(recipe["why"])
-        use = st.toggle(f"Use the recipe for few pictures: **{model}**, ImageNet weights, frozen backbone, batch "
-                        f"{recipe['batch_size']} ({recipe['steps_per_epoch']} step{'s' * (recipe['steps_per_epoch'] != 1)} per epoch), "
-                        f"{recipe['epochs']} epochs",
-                        value=True, key="small_recipe")
+        use = st.toggle(
+            f"Use the recipe for few pictures: **{model}**, ImageNet weights, frozen backbone, batch "
+            f"{recipe['batch_size']} ({recipe['steps_per_epoch']} step{'s' * (recipe['steps_per_epoch'] != 1)} per epoch), "
+            f"{recipe['epochs']} epochs",
+            value=True,
+            key="small_recipe",
+        )
     applied = (spec, model, recipe["batch_size"], recipe["epochs"])
     if use and st.session_state.get("_small_recipe_applied") != applied:
-        st.session_state.update({"model_kind": "pretrained", "pretrained_name": model, "freeze": True,
-                                 f"hp-{model}-batch": recipe["batch_size"], f"hp-{model}-epochs": recipe["epochs"],
-                                 "_small_recipe_applied": applied})
+        st.session_state.update(
+            {
+                "model_kind": "pretrained",
+                "pretrained_name": model,
+                "freeze": True,
+                f"hp-{model}-batch": recipe["batch_size"],
+                f"hp-{model}-epochs": recipe["epochs"],
+                "_small_recipe_applied": applied,
+            }
+        )
 
 
 # --------------------------------------------------------------------------- augmentation preview
@@ -94,8 +107,11 @@ def augmentation_preview(config_of) -> None:
     """A few training images as stored and as the model sees them in training. `config_of()` makes the run's
     TrainConfig from the form (called only when the preview is open)."""
     with st.expander("What the model sees in training (augmentation preview)", icon=":material/visibility:"):
-        if not st.toggle("Show a few training images", key="aug_preview",
-                         help="The first images of epoch 1, through the run's own data loading and augmentation."):
+        if not st.toggle(
+            "Show a few training images",
+            key="aug_preview",
+            help="The first images of epoch 1, through the run's own data loading and augmentation.",
+        ):
             return
         with guard():
             config = config_of()
@@ -105,10 +121,15 @@ def augmentation_preview(config_of) -> None:
             shown = _samples(json.dumps(config.to_dict(), sort_keys=True, default=str), PREVIEW_IMAGES)
             st.caption(f"Stored at {shown['data_size']} x {shown['data_size']} pixels:")
             st.image([_enlarged(x) for x in shown["stored"]], caption=shown["labels"], width=PREVIEW_PX)
-            how = (f"shifted by up to {shown['crop_padding']} pixels (the gap filled black), mirrored half of the time, "
-                   if shown["augment"] else "no augmentation (it is off), ")
-            st.caption(f"As the model sees them: {how}resized to {shown['input_size']} x {shown['input_size']}. "
-                       "Every epoch draws new shifts and flips.")
+            how = (
+                f"shifted by up to {shown['crop_padding']} pixels (the gap filled black), mirrored half of the time, "
+                if shown["augment"]
+                else "no augmentation (it is off), "
+            )
+            st.caption(
+                f"As the model sees them: {how}resized to {shown['input_size']} x {shown['input_size']}. "
+                "Every epoch draws new shifts and flips."
+            )
             st.image([_enlarged(x) for x in shown["seen"]], caption=shown["labels"], width=PREVIEW_PX)
 
 
@@ -126,6 +147,7 @@ def results_notes(info: runs.RunInfo, epochs: list[dict[str, Any]]) -> None:
         return
     best_epoch = next((int(r["epoch"]) for r in epochs if r.get("test_acc") == best), None)
     at = f" (epoch {best_epoch})" if best_epoch else ""
-    st.caption(f":material/info: The run keeps its **last** weights (test accuracy {percent(last)}): Predict and the "
-               f"downloads use them. The best epoch{at} reached {percent(best)}, but its weights were not kept.")
-
+    st.caption(
+        f":material/info: The run keeps its **last** weights (test accuracy {percent(last)}): Predict and the "
+        f"downloads use them. The best epoch{at} reached {percent(best)}, but its weights were not kept."
+    )

@@ -5,6 +5,7 @@ sees the same queue and training processes; the curve tails live in st.session_s
 because each session reads the run folder at its own pace. In shared mode a session
 lists and acts on its own workspace's runs only (studio.workspace).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

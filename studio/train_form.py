@@ -4,6 +4,7 @@ Only settings the user moved away from the model's recipe are passed on, so
 `TrainConfig.for_model` keeps each preset's tuned values (e.g. speedrun's)
 for everything else.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,9 +26,11 @@ SHAPES_SIZES = [600, 2000, 6000, 12000]
 DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
 # Short labels: all five fit the half-width column without scrolling (the help says the rest).
 DATA_KINDS = {"shapes": "Shapes", "classes": "Your classes", "cifar10": "CIFAR-10", "zip": ".zip", "folder": "Folder"}
-DATA_HELP = ("**Shapes**: ten classes of drawn shapes, offline. **Your classes**: name classes and add your own pictures "
-             "(upload or camera). **CIFAR-10**: 60,000 small photos (one download). **.zip**: upload a .zip of class "
-             "folders. **Folder**: a folder of class folders on this computer.")
+DATA_HELP = (
+    "**Shapes**: ten classes of drawn shapes, offline. **Your classes**: name classes and add your own pictures "
+    "(upload or camera). **CIFAR-10**: 60,000 small photos (one download). **.zip**: upload a .zip of class "
+    "folders. **Folder**: a folder of class folders on this computer."
+)
 MODEL_KINDS = {"preset": "Preset", "saved": "Saved architecture", "pretrained": "Pretrained + fine-tune"}
 
 
@@ -57,12 +60,17 @@ def _save_upload(upload) -> Path:
 def data_picker() -> str | None:
     shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
     kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
-    kind = st.segmented_control("Dataset", kinds, format_func=DATA_KINDS.get, default="shapes",
-                                required=True, key="data_kind", help=DATA_HELP)
+    kind = st.segmented_control(
+        "Dataset", kinds, format_func=DATA_KINDS.get, default="shapes", required=True, key="data_kind", help=DATA_HELP
+    )
     if kind == "shapes":
-        n = st.select_slider("Training images", SHAPES_SIZES, value=12000, key="shapes_n",
-                             help="Ten classes of coloured shapes drawn on the fly (2,000 test images). "
-                                  "Fewer images: faster epochs, lower accuracy.")
+        n = st.select_slider(
+            "Training images",
+            SHAPES_SIZES,
+            value=12000,
+            key="shapes_n",
+            help="Ten classes of coloured shapes drawn on the fly (2,000 test images). Fewer images: faster epochs, lower accuracy.",
+        )
         st.image([img for img, _ in _shape_samples()], caption=[c for _, c in _shape_samples()], width=72)
         return "shapes" if n == 12000 else f"shapes:{n}"
     if kind == "classes":
@@ -76,8 +84,9 @@ def data_picker() -> str | None:
             bar = st.progress(0.0, text="Connecting…")
 
             def show(done: int, total: int) -> None:
-                bar.progress(min(done / total, 1.0) if total else 0.0,
-                             text=f"{done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""))
+                bar.progress(
+                    min(done / total, 1.0) if total else 0.0, text=f"{done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else "")
+                )
 
             with guard():
                 datasets.download_cifar10(progress=show)
@@ -85,15 +94,23 @@ def data_picker() -> str | None:
         return None
     if kind == "zip":
         cap = workspace.upload_cap_mb()
-        upload = st.file_uploader("A .zip of class folders", type=["zip"], key="data_zip", max_upload_size=cap,
-                                  help="zip of <class>/<image> folders, or of train/ and test/ (or val/) folders of them. "
-                                       f"Up to {cap or 50} MB.")
+        upload = st.file_uploader(
+            "A .zip of class folders",
+            type=["zip"],
+            key="data_zip",
+            max_upload_size=cap,
+            help=f"zip of <class>/<image> folders, or of train/ and test/ (or val/) folders of them. Up to {cap or 50} MB.",
+        )
         if upload is None:
             st.caption("Example layout: `pets.zip` → `cat/1.jpg, cat/2.jpg, …, dog/1.jpg, …`")
             return None
         return f"imagefolder:{_save_upload(upload)}"
-    path = st.text_input("Folder on this computer", key="data_folder", placeholder="/home/me/pictures/pets",
-                         help="A folder of class folders, or with train/ and test/ (or val/) folders inside.")
+    path = st.text_input(
+        "Folder on this computer",
+        key="data_folder",
+        placeholder="/home/me/pictures/pets",
+        help="A folder of class folders, or with train/ and test/ (or val/) folders inside.",
+    )
     if not path.strip():
         return None
     if not Path(path).expanduser().exists():
@@ -133,11 +150,9 @@ def _apply_choice() -> None:
 def model_picker() -> dict[str, Any] | None:
     """{"model", and maybe "layers", "image_size", "weights", "freeze_backbone"}, or None if not ready."""
     _apply_choice()
-    kind = st.segmented_control("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, default="preset",
-                                required=True, key="model_kind")
+    kind = st.segmented_control("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, default="preset", required=True, key="model_kind")
     if kind == "preset":
-        name = st.selectbox("Preset", list(PRESETS), key="preset_name",
-                            format_func=lambda n: f"{PRESETS[n].title} ({n})")
+        name = st.selectbox("Preset", list(PRESETS), key="preset_name", format_func=lambda n: f"{PRESETS[n].title} ({n})")
         st.caption(PRESETS[name].description)
         problem = _preset_problem(name)
         if problem:
@@ -152,8 +167,10 @@ def model_picker() -> dict[str, Any] | None:
             return None
         name = st.selectbox("Saved architecture", list(saved), key="saved_name")
         chosen = saved[name]
-        st.caption(f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
-                   + " → ".join(layer["type"] for layer in chosen["layers"]))
+        st.caption(
+            f"{len(chosen['layers'])} layers · input {chosen['input_size']} x {chosen['input_size']}: "
+            + " → ".join(layer["type"] for layer in chosen["layers"])
+        )
         return {"model": "custom", "layers": chosen["layers"], "image_size": int(chosen["input_size"])}
     return backbones.pretrained_picker()
 
@@ -171,8 +188,10 @@ def per_device_note(model: str) -> str | None:
     if (cpu.batch_size, cpu.lr, cpu.widths) == (gpu.batch_size, gpu.lr, gpu.widths):
         return None
     widths = f", widths {'/'.join(map(str, gpu.widths))}" if gpu.widths else ""
-    return (f"This preset's recipe on a CUDA GPU: batch {gpu.batch_size}, lr {gpu.lr:g}{widths}; "
-            f"on a CPU: batch {cpu.batch_size}, lr {cpu.lr:g}. The fields start at the recipe of the device chosen under More settings.")
+    return (
+        f"This preset's recipe on a CUDA GPU: batch {gpu.batch_size}, lr {gpu.lr:g}{widths}; "
+        f"on a CPU: batch {cpu.batch_size}, lr {cpu.lr:g}. The fields start at the recipe of the device chosen under More settings."
+    )
 
 
 def _field_prefix(model: str) -> str:
@@ -195,30 +214,74 @@ def hyperparameters(model: str) -> dict[str, Any]:
     c = st.columns(4)
     values["epochs"] = c[0].number_input("Epochs", 1, 500, base.epochs, key=k + "epochs", help="Passes over the training images.")
     sizes = sorted({4, 8, 16, 32, 64, 128, 256, 512, 1024, base.batch_size})
-    values["batch_size"] = c[1].select_slider("Batch size", sizes, value=base.batch_size, key=k + "batch",
-                                              help="Images per step. Bigger: faster per image, fewer steps per epoch.")
-    values["lr"] = c[2].number_input("Learning rate", 1e-6, 10.0, float(base.lr), format="%g", key=lr_key(model),
-                                     help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.")
-    values["optimizer"] = c[3].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(base.optimizer), key=k + "opt",
-                                         help="AdamW adapts the step per parameter; SGD with momentum is the classic.")
+    values["batch_size"] = c[1].select_slider(
+        "Batch size",
+        sizes,
+        value=base.batch_size,
+        key=k + "batch",
+        help="Images per step. Bigger: faster per image, fewer steps per epoch.",
+    )
+    values["lr"] = c[2].number_input(
+        "Learning rate",
+        1e-6,
+        10.0,
+        float(base.lr),
+        format="%g",
+        key=lr_key(model),
+        help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.",
+    )
+    values["optimizer"] = c[3].selectbox(
+        "Optimizer",
+        OPTIMIZERS,
+        index=OPTIMIZERS.index(base.optimizer),
+        key=k + "opt",
+        help="AdamW adapts the step per parameter; SGD with momentum is the classic.",
+    )
     note = per_device_note(model)
     if note:
         st.caption(note)
     with st.expander("More settings"):
         c = st.columns(4)
-        values["schedule"] = c[0].selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(base.schedule), key=k + "sched",
-                                            help="onecycle: warm up, then decay linearly to zero.")
-        values["weight_decay"] = c[1].number_input("Weight decay", 0.0, 1.0, float(base.weight_decay), format="%g",
-                                                   key=k + "wd", help="Pulls weights towards zero; less overfitting.")
+        values["schedule"] = c[0].selectbox(
+            "LR schedule",
+            SCHEDULES,
+            index=SCHEDULES.index(base.schedule),
+            key=k + "sched",
+            help="onecycle: warm up, then decay linearly to zero.",
+        )
+        values["weight_decay"] = c[1].number_input(
+            "Weight decay",
+            0.0,
+            1.0,
+            float(base.weight_decay),
+            format="%g",
+            key=k + "wd",
+            help="Pulls weights towards zero; less overfitting.",
+        )
         values["seed"] = c[2].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help="Same seed, same run.")
         c = st.columns(4)
-        values["augment"] = c[0].toggle("Augment (crop + flip)", value=bool(base.augment), key=k + "aug",
-                                        help="Random shifts and mirror images each batch: more variety, less overfitting.")
+        values["augment"] = c[0].toggle(
+            "Augment (crop + flip)",
+            value=bool(base.augment),
+            key=k + "aug",
+            help="Random shifts and mirror images each batch: more variety, less overfitting.",
+        )
         values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(device), key=device_key)
-        values["precision"] = c[2].selectbox("Precision", PRECISION_CHOICES, index=PRECISION_CHOICES.index(base.precision),
-                                             key=k + "prec", help="auto: bf16 where the hardware is fast at it, else fp32.")
-        limit = c[3].number_input("Time limit (s, 0 = none)", 0, 24 * 3600, int(base.time_limit or 0), key=k + "limit",
-                                  help="Stops with a checkpoint after this long; resume later.")
+        values["precision"] = c[2].selectbox(
+            "Precision",
+            PRECISION_CHOICES,
+            index=PRECISION_CHOICES.index(base.precision),
+            key=k + "prec",
+            help="auto: bf16 where the hardware is fast at it, else fp32.",
+        )
+        limit = c[3].number_input(
+            "Time limit (s, 0 = none)",
+            0,
+            24 * 3600,
+            int(base.time_limit or 0),
+            key=k + "limit",
+            help="Stops with a checkpoint after this long; resume later.",
+        )
         values["time_limit"] = float(limit) if limit else None
         values.update(loss_picker.pick(base, k))
     changed = {name: value for name, value in values.items() if value != getattr(base, name)}

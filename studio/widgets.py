@@ -1,4 +1,5 @@
 """Small pieces several pages share: the device badge, error display, run labels."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,11 +19,26 @@ from studio.state import device_info, training_now
 
 log = logging.getLogger("torch_playground")
 
-STATUS_COLORS = {"finished": "green", "running": "blue", "queued": "blue", "stopped": "orange",
-                 "interrupted": "orange", "diverged": "red", "failed": "red", "created": "gray"}
-STATUS_ICONS = {"finished": ":material/check_circle:", "running": ":material/sync:", "queued": ":material/schedule:",
-                "stopped": ":material/pause_circle:", "interrupted": ":material/pause_circle:",
-                "diverged": ":material/trending_up:", "failed": ":material/error:", "created": ":material/radio_button_unchecked:"}
+STATUS_COLORS = {
+    "finished": "green",
+    "running": "blue",
+    "queued": "blue",
+    "stopped": "orange",
+    "interrupted": "orange",
+    "diverged": "red",
+    "failed": "red",
+    "created": "gray",
+}
+STATUS_ICONS = {
+    "finished": ":material/check_circle:",
+    "running": ":material/sync:",
+    "queued": ":material/schedule:",
+    "stopped": ":material/pause_circle:",
+    "interrupted": ":material/pause_circle:",
+    "diverged": ":material/trending_up:",
+    "failed": ":material/error:",
+    "created": ":material/radio_button_unchecked:",
+}
 
 
 @contextlib.contextmanager
@@ -40,8 +56,11 @@ def guard(unexpected: bool = True) -> Iterator[None]:
         if not unexpected:
             raise
         log.exception("unexpected error on a page")
-        st.error(f"Something unexpected went wrong ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
-                 "Try again, or report it with what you did.", icon=":material/bug_report:")
+        st.error(
+            f"Something unexpected went wrong ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
+            "Try again, or report it with what you did.",
+            icon=":material/bug_report:",
+        )
 
 
 def device_line() -> tuple[str, str]:
@@ -128,5 +147,8 @@ def training_note(where=None) -> None:
     where = where or st.sidebar
     for info in training_now()[:3]:
         doing = "Queued" if info.status == "queued" else "Training"
-        where.page_link("pages/train.py", label=f"{doing}: {info.config.get('model')} on "
-                        f"{data_name(str(info.config.get('data', '')))}", icon=":material/sync:")
+        where.page_link(
+            "pages/train.py",
+            label=f"{doing}: {info.config.get('model')} on {data_name(str(info.config.get('data', '')))}",
+            icon=":material/sync:",
+        )

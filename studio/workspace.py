@@ -7,6 +7,7 @@ opens any page once with `?operator=TOKEN` (PLAYGROUND_OPERATOR_TOKEN): the toke
 checked, kept in this browser session only, and taken out of the address bar.
 Nothing here shows when the studio is not shared.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -32,8 +33,7 @@ def current() -> str | None:
     """This browser's workspace code, or None when the studio is not shared."""
     if not settings().shared:
         return None
-    code = shared.clean_workspace_id(st.query_params.get("ws")) or st.session_state.get("workspace") or \
-        shared.new_workspace_id()
+    code = shared.clean_workspace_id(st.query_params.get("ws")) or st.session_state.get("workspace") or shared.new_workspace_id()
     st.session_state["workspace"] = code
     if st.query_params.get("ws") != code:
         st.query_params["ws"] = code
@@ -77,8 +77,10 @@ def sidebar(mine: list[RunInfo]) -> None:
     limits = settings()
     with st.sidebar.container(border=True):
         st.markdown(f":material/folder_shared: Workspace **`{code}`**")
-        st.caption("Your runs are kept under this code. Bookmark this page (the code is in its address) "
-                   "or write the code down to come back to them.")
+        st.caption(
+            "Your runs are kept under this code. Bookmark this page (the code is in its address) "
+            "or write the code down to come back to them."
+        )
         used = shared.usage(r for r in mine if r.workspace == code)
         st.caption(used.describe(limits))
         with st.popover("Open another…", icon=":material/login:", help="Type the code of a workspace you used before."):
@@ -99,11 +101,22 @@ def operator_panel(every: list[RunInfo], spots: dict) -> None:
     training = [r for r in every if r.status == "running"]
     st.markdown(f"**{len(training)}** training · **{len(waiting)}** queued · at most {limits.runs_per_device} per device")
     if training or waiting:
-        st.dataframe(pd.DataFrame(
-            [{"run": r.run_id, "workspace": r.workspace or "–", "status": "training", "place": "", "starts in": ""}
-             for r in training] +
-            [{"run": r.run_id, "workspace": r.workspace or "–", "status": "queued", "place": f"{s.position} ({s.pool})",
-              "starts in": "?" if s.eta_s is None else f"{s.eta_s / 60:.0f} min"} for s, r in waiting]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [{"run": r.run_id, "workspace": r.workspace or "–", "status": "training", "place": "", "starts in": ""} for r in training]
+                + [
+                    {
+                        "run": r.run_id,
+                        "workspace": r.workspace or "–",
+                        "status": "queued",
+                        "place": f"{s.position} ({s.pool})",
+                        "starts in": "?" if s.eta_s is None else f"{s.eta_s / 60:.0f} min",
+                    }
+                    for s, r in waiting
+                ]
+            ),
+            hide_index=True,
+        )
     by_workspace: dict[str, list[RunInfo]] = {}
     for r in every:
         by_workspace.setdefault(r.workspace or "(none: started outside shared mode)", []).append(r)
@@ -112,5 +125,7 @@ def operator_panel(every: list[RunInfo], spots: dict) -> None:
         used = shared.usage(infos)
         rows.append({"workspace": code, "runs": used.runs, "queued or training": used.active, "MB": round(used.bytes / 1e6, 1)})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    st.caption(f"Limits per workspace: {limits.max_runs} runs, {limits.max_disk_mb:,} MB, {limits.max_active} queued or "
-               "training at once. As operator you can stop, resume or delete any run on the Train and Runs pages.")
+    st.caption(
+        f"Limits per workspace: {limits.max_runs} runs, {limits.max_disk_mb:,} MB, {limits.max_active} queued or "
+        "training at once. As operator you can stop, resume or delete any run on the Train and Runs pages."
+    )

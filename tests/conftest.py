@@ -1,4 +1,5 @@
 """Shared fixtures: isolated run folders, and slices of the real CIFAR-10 dev images."""
+
 from __future__ import annotations
 
 import tarfile

@@ -3,6 +3,7 @@
 One tiny run on `shapes` is trained from the Train page (module scope, so the
 pages that need a finished run share it); everything else is quick.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,15 @@ from studio.widgets import readable
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-PAGES = ["pages/home.py", "pages/first_steps.py", "pages/architecture.py", "pages/train.py", "pages/predict.py",
-         "pages/inside.py", "pages/runs.py"]
+PAGES = [
+    "pages/home.py",
+    "pages/first_steps.py",
+    "pages/architecture.py",
+    "pages/train.py",
+    "pages/predict.py",
+    "pages/inside.py",
+    "pages/runs.py",
+]
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -189,8 +197,9 @@ def test_start_errors_are_shown_not_raised(models):
 def test_predict_uploaded_image_gets_topk_and_bad_file_a_message(trained):
     at = open_page("pages/predict.py")
     no_exception(at)
-    at.file_uploader(key="images").set_value([("circle.png", png(0), "image/png"),
-                                              ("notes.png", b"just some text, not a picture", "image/png")])
+    at.file_uploader(key="images").set_value(
+        [("circle.png", png(0), "image/png"), ("notes.png", b"just some text, not a picture", "image/png")]
+    )
     at.run()
     no_exception(at)
     tops = [s for s in chart_specs(at) if s["data"] and s["data"][0].get("type") == "bar"]
@@ -224,7 +233,8 @@ def test_predict_takes_exported_weights_with_their_json_and_names_the_users_file
     at.segmented_control(key="predict_source").set_value("upload").run()
     at.file_uploader(key="weights_upload").set_value(("my weights.pt", runs.state_dict_bytes(run_dir), "application/octet-stream"))
     at.file_uploader(key="weights_info_upload").set_value(
-        ("my weights.json", json.dumps(runs.weights_info(run_dir)).encode(), "application/json"))
+        ("my weights.json", json.dumps(runs.weights_info(run_dir)).encode(), "application/json")
+    )
     at.run()
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
@@ -237,7 +247,8 @@ def test_predict_takes_exported_weights_with_their_json_and_names_the_users_file
     assert messages and all("my weights.pt" in m and "tmp" not in m for m in messages), messages
 
     at.file_uploader(key="weights_upload").set_value(
-        ("my-model.pt", runs.whole_model_bytes(build("lenet5")), "application/octet-stream")).run()
+        ("my-model.pt", runs.whole_model_bytes(build("lenet5")), "application/octet-stream")
+    ).run()
     messages = [e.value for e in at.error]
     assert any("my-model.pt" in m and "on purpose" in m and "state_dict" in m for m in messages), messages
 
@@ -245,8 +256,14 @@ def test_predict_takes_exported_weights_with_their_json_and_names_the_users_file
 def test_run_results_offer_every_export_and_how_to_load_it(trained):
     at, run_dir = trained
     labels = [b.label for b in at.get("download_button")]
-    for wanted in ("Weights (state_dict .pt)", "Classes + normalization (.json)", "Training script (.py)",
-                   "Notebook (.ipynb)", "ONNX (.onnx)", "Whole model (pickle)"):
+    for wanted in (
+        "Weights (state_dict .pt)",
+        "Classes + normalization (.json)",
+        "Training script (.py)",
+        "Notebook (.ipynb)",
+        "ONNX (.onnx)",
+        "Whole model (pickle)",
+    ):
         assert wanted in labels, labels
     code = "\n".join(c.value for c in at.code)
     assert f'model.load_state_dict(torch.load("{run_dir.name}.pt", weights_only=True))' in code
@@ -434,8 +451,20 @@ def test_runs_page_compares_and_deletes(trained, models):
 
 
 def _steps(n: int, start: int = 1) -> list[dict]:
-    return [{"kind": "step", "epoch": 0, "step": s, "progress": s / 100, "loss": 1.0 / s, "acc": 0.5, "lr": 0.1,
-             "img_per_s": 100.0, "time": float(s)} for s in range(start, start + n)]
+    return [
+        {
+            "kind": "step",
+            "epoch": 0,
+            "step": s,
+            "progress": s / 100,
+            "loss": 1.0 / s,
+            "acc": 0.5,
+            "lr": 0.1,
+            "img_per_s": 100.0,
+            "time": float(s),
+        }
+        for s in range(start, start + n)
+    ]
 
 
 def test_readable_numbers_fit_a_metric():
@@ -489,8 +518,13 @@ def test_run_tail_reads_only_new_lines(tmp_path):
 
 def test_eta_and_smoothing_and_formatting():
     curves = Curves()
-    curves.add([{"kind": "status", "status": "running"}, {"kind": "step", "step": 1, "progress": 0.5, "time": 100.0},
-                {"kind": "step", "step": 2, "progress": 1.0, "time": 110.0}])
+    curves.add(
+        [
+            {"kind": "status", "status": "running"},
+            {"kind": "step", "step": 1, "progress": 0.5, "time": 100.0},
+            {"kind": "step", "step": 2, "progress": 1.0, "time": 110.0},
+        ]
+    )
     assert curves.eta_seconds(epochs=3) == pytest.approx(40.0)
     assert ema([1.0, 1.0, 1.0], 0.9) == pytest.approx([1.0, 1.0, 1.0])  # debiased: no dip towards 0 at the start
     assert ema([1.0, None, 3.0], 0.0) == [1.0, None, 3.0]

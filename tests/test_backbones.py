@@ -1,6 +1,7 @@
 """Any torchvision classification network as a backbone: the head of every family, freezing, InceptionV3 and
 GoogLeNet without their auxiliary outputs, the size and normalization of the weights' transforms, and a fine-tune
 from a weights file that Predict and resume rebuild. Random weights only: tests make their own weight files."""
+
 from __future__ import annotations
 
 import io
@@ -103,12 +104,15 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics():
     assert not torch.equal(before, unfrozen.state_dict()["features.0.1.running_mean"])
 
 
-@pytest.mark.parametrize("name, size, extra", [
-    ("inception_v3", 75, {"aux_logits": True, "init_weights": True}),  # torchvision's file holds the aux head
-    ("googlenet", 32, {"aux_logits": True, "init_weights": True}),
-    ("squeezenet1_1", 32, {}),
-    ("vit_b_32", 32, {"image_size": 32}),
-])
+@pytest.mark.parametrize(
+    "name, size, extra",
+    [
+        ("inception_v3", 75, {"aux_logits": True, "init_weights": True}),  # torchvision's file holds the aux head
+        ("googlenet", 32, {"aux_logits": True, "init_weights": True}),
+        ("squeezenet1_1", 32, {}),
+        ("vit_b_32", 32, {"image_size": 32}),
+    ],
+)
 def test_an_imagenet_shaped_weights_file_loads_and_only_the_head_is_new(tmp_path, name, size, extra):
     reference = torchvision.models.get_model(name, weights=None, **extra)  # 1000 classes, as torchvision ships it
     path = tmp_path / f"{name}.pth"
@@ -186,8 +190,16 @@ def test_fine_tune_from_a_weights_file_then_predict_and_resume(tmp_path, models_
     weights = tmp_path / "mobilenet_v3_small-random.pth"
     torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), weights)
     set_path = _two_class_set(tmp_path, 6)
-    config = TrainConfig.for_model("mobilenet_v3_small", data=classes.spec(set_path), weights=str(weights), freeze_backbone=True,
-                                   image_size=32, epochs=2, batch_size=8, precision="fp32")
+    config = TrainConfig.for_model(
+        "mobilenet_v3_small",
+        data=classes.spec(set_path),
+        weights=str(weights),
+        freeze_backbone=True,
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        precision="fp32",
+    )
     stop = threading.Event()
     result = train(config, models_root / "r", stop_event=stop, on_record=lambda r: r["kind"] == "epoch" and stop.set())
     assert result["status"] == "stopped" and result["epochs"] == 1
@@ -212,8 +224,9 @@ def test_resnet18_fine_tuned_from_imagenet_weights_at_32_pixels_rebuilds_for_pre
     """ImageNet weights keep ResNet-18's own 7x7 stem even at 32 pixels; Predict must rebuild that stem, not the CIFAR one."""
     weights = tmp_path / "resnet18-imagenet-shaped.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
-    config = TrainConfig.for_model("resnet18", data="shapes:600", weights=str(weights), freeze_backbone=True, epochs=1,
-                                   batch_size=100, precision="fp32")
+    config = TrainConfig.for_model(
+        "resnet18", data="shapes:600", weights=str(weights), freeze_backbone=True, epochs=1, batch_size=100, precision="fp32"
+    )
     train(config, models_root / "r")
     predictor = Predictor.from_run(models_root / "r")
     assert predictor.model.conv1.kernel_size == (7, 7)

@@ -5,6 +5,7 @@ story is the issue's: start a run with the defaults, watch the chart grow,
 reload and find the run still going, stop it, then classify an uploaded image.
 Set SCREENSHOTS=/some/dir to keep a PNG of every page.
 """
+
 from __future__ import annotations
 
 import io
@@ -111,14 +112,21 @@ def _png() -> bytes:
 def test_every_page_renders(server, page):
     # A sub-page first: on a fresh server Streamlit would treat pages/ as old-style
     # multipage for a direct visit, without the app's navigation (studio.state.through_navigation).
-    for path, title in [("runs", "Runs"), ("", "Torch Playground"), ("first_steps", "First steps"),
-                        ("architecture", "Architecture"), ("train", "Train"), ("predict", "Predict")]:
+    for path, title in [
+        ("runs", "Runs"),
+        ("", "Torch Playground"),
+        ("first_steps", "First steps"),
+        ("architecture", "Architecture"),
+        ("train", "Train"),
+        ("predict", "Predict"),
+    ]:
         page.goto(f"{server['url']}/{path}")
         page.get_by_role("heading", name=title).first.wait_for()
         _settle(page, extra=1.0)
         assert page.get_by_role("link", name="First steps", exact=True).count() == 1, f"{path}: not the app's navigation"
-        assert "cores" in page.locator("[data-testid=stSidebar]").inner_text() or "GPU" in page.locator(
-            "[data-testid=stSidebar]").inner_text()  # the device badge
+        assert (
+            "cores" in page.locator("[data-testid=stSidebar]").inner_text() or "GPU" in page.locator("[data-testid=stSidebar]").inner_text()
+        )  # the device badge
         _no_exception(page, path or "home")
         _shot(page, path or "home")
 
@@ -195,10 +203,12 @@ def test_train_reload_stop_then_predict(server, page):
     page.goto(f"{server['url']}/predict")
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached")
     _settle(page)
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(files=[
-        {"name": "my-shape.png", "mimeType": "image/png", "buffer": _png()},
-        {"name": "notes.png", "mimeType": "image/png", "buffer": b"these are my notes, not a picture"},
-    ])
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
+        files=[
+            {"name": "my-shape.png", "mimeType": "image/png", "buffer": _png()},
+            {"name": "notes.png", "mimeType": "image/png", "buffer": b"these are my notes, not a picture"},
+        ]
+    )
     page.get_by_text("what the model sees").first.wait_for(timeout=60_000)
     _settle(page, extra=1.0)
     assert page.locator("[data-testid=stPlotlyChart]").count() >= 1
@@ -213,13 +223,16 @@ def test_predict_where_does_it_look(server, page):
     if not any((run / "checkpoint.pt").exists() for run in server["models"].iterdir()):
         from core.train import TrainConfig, train  # this test alone (-k): the story above left no run
 
-        train(TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
-              server["models"] / "explain-run")
+        train(
+            TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
+            server["models"] / "explain-run",
+        )
     page.goto(f"{server['url']}/predict")
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached")
     _settle(page)
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(files=[
-        {"name": "my-shape.png", "mimeType": "image/png", "buffer": _png()}])
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
+        files=[{"name": "my-shape.png", "mimeType": "image/png", "buffer": _png()}]
+    )
     page.get_by_text("what the model sees").first.wait_for(timeout=120_000)
     _settle(page)
     assert page.get_by_text("where it looks for").count() == 0
@@ -251,9 +264,11 @@ def _status_times(run_dir: Path) -> dict:
     from core import runs
 
     records = [r for r in runs.read_metrics(run_dir)[0] if r.get("kind") == "status"]
-    return {"handed": [r["time"] for r in records if r.get("dispatched")],
-            "trainer_starts": sum(r.get("status") == "running" and not r.get("dispatched") for r in records),
-            "final": [r["time"] for r in records if r.get("status") in runs.FINAL_STATUSES]}
+    return {
+        "handed": [r["time"] for r in records if r.get("dispatched")],
+        "trainer_starts": sum(r.get("status") == "running" and not r.get("dispatched") for r in records),
+        "final": [r["time"] for r in records if r.get("status") in runs.FINAL_STATUSES],
+    }
 
 
 @pytest.mark.timeout(900)
@@ -376,9 +391,10 @@ def _cifar_pictures(tmp_path: Path, per_class: int) -> dict[str, list[dict]]:
     from conftest import extract_dev_slice
 
     root = extract_dev_slice(tmp_path / "cifar", per_class, 1)
-    return {cls: [{"name": p.name, "mimeType": "image/jpeg", "buffer": p.read_bytes()}
-                  for p in sorted((root / "train" / cls).iterdir())] for cls in ("airplane", "cat")} | {
-        "test": [{"name": "a-plane.jpg", "mimeType": "image/jpeg", "buffer": next((root / "test" / "airplane").iterdir()).read_bytes()}]}
+    return {
+        cls: [{"name": p.name, "mimeType": "image/jpeg", "buffer": p.read_bytes()} for p in sorted((root / "train" / cls).iterdir())]
+        for cls in ("airplane", "cat")
+    } | {"test": [{"name": "a-plane.jpg", "mimeType": "image/jpeg", "buffer": next((root / "test" / "airplane").iterdir()).read_bytes()}]}
 
 
 def _weights_upload() -> dict:
@@ -446,7 +462,8 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
             page.get_by_role("option", name="Upload a weights file", exact=False).click()
             _settle(page)
             page.locator("[data-testid=stFileUploader]").filter(has_text="Weights file").locator(
-                "[data-testid=stFileUploaderDropzoneInput]").set_input_files(files=[_weights_upload()])
+                "[data-testid=stFileUploaderDropzoneInput]"
+            ).set_input_files(files=[_weights_upload()])
             _settle(page, extra=1.0)
         epochs = page.get_by_role("spinbutton", name="Epochs")
         epochs.fill("2")

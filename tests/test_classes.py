@@ -1,5 +1,6 @@
 """Your own classes: class folders, checked pictures, the stratified split with its minimum, the zip round trip,
 the small-data recipe and warnings, and the augmentation preview."""
+
 from __future__ import annotations
 
 import io
@@ -53,8 +54,12 @@ def test_sets_live_in_the_data_folder_or_the_workspace(tmp_path):
 
 def test_classes_are_added_renamed_and_removed(pets):
     assert classes.class_names(pets) == ["cat", "dog"]
-    for bad, message in [("Cat", "already a class"), ("train", "means a data split"), ("Test", "means a data split"),
-                         ("a/b", "Name the class")]:
+    for bad, message in [
+        ("Cat", "already a class"),
+        ("train", "means a data split"),
+        ("Test", "means a data split"),
+        ("a/b", "Name the class"),
+    ]:
         with pytest.raises(PlaygroundError, match=message):
             classes.add_class(pets, bad)
     classes.add_images(pets, "dog", shades(2))
@@ -70,8 +75,17 @@ def test_classes_are_added_renamed_and_removed(pets):
 
 def test_pictures_are_checked_stored_safely_and_kept_once(pets):
     big = picture((10, 200, 10), size=(1600, 1200), fmt="JPEG")
-    added = classes.add_images(pets, "cat", [("../../evil name!.png", picture()), ("big.jpg", big), ("copy.png", picture()),
-                                             ("notes.jpg", b"these are my notes"), ("empty.png", b"")])
+    added = classes.add_images(
+        pets,
+        "cat",
+        [
+            ("../../evil name!.png", picture()),
+            ("big.jpg", big),
+            ("copy.png", picture()),
+            ("notes.jpg", b"these are my notes"),
+            ("empty.png", b""),
+        ],
+    )
     assert len(added.added) == 2 and added.duplicates == ["copy.png"] and len(added.refused) == 2
     assert "notes.jpg" in added.refused[0] and "empty.png" in added.refused[1]
     assert added.summary() == "Added 2 pictures, 1 already there, 2 refused."
@@ -192,8 +206,9 @@ def test_the_augmentation_preview_is_the_loaders_own(tmp_path, monkeypatch):
         for flip in (False, True):
             source = stored[:, ::-1] if flip else stored
             padded = np.pad(source, ((4, 4), (4, 4), (0, 0)))
-            matches += [np.abs(padded[dy:dy + 32, dx:dx + 32].astype(int) - seen.astype(int)).max()
-                        for dy in range(9) for dx in range(9)]
+            matches += [
+                np.abs(padded[dy : dy + 32, dx : dx + 32].astype(int) - seen.astype(int)).max() for dy in range(9) for dx in range(9)
+            ]
         assert min(matches) <= 1  # rounding of the normalize / de-normalize round trip
     plain = augmented_samples(TrainConfig.for_model("cifar10_quick", data="shapes:600", seed=3, augment=False), n=6)
     assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(plain["stored"], plain["seen"]))

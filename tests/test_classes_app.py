@@ -1,5 +1,6 @@
 """Your own classes on the pages, under Streamlit's AppTest: a set made on the Train page, pictures added per class by
 upload and by camera, one removed with a click, the split and the small-data recipe; then the camera on Predict."""
+
 from __future__ import annotations
 
 import io
@@ -49,7 +50,8 @@ def test_a_set_is_made_on_the_train_page_by_upload_camera_and_a_click(data_dir):
     # Uploads: many files at once, one of them not a picture; the uploader comes back empty for the next ones.
     at.file_uploader(key="up-desk/Class 1-0").set_value(
         [(f"red{i}.png", photo((200 + 10 * i, 30, 30), "PNG"), "image/png") for i in range(4)]
-        + [("notes.jpg", b"my notes, not a picture", "image/jpeg")]).run()
+        + [("notes.jpg", b"my notes, not a picture", "image/jpeg")]
+    ).run()
     no_exception(at)
     assert classes.counts(desk)["Class 1"] == 4
     assert any("notes.jpg" in w.value for w in at.warning)  # refused, with its name
@@ -72,8 +74,10 @@ def test_a_set_is_made_on_the_train_page_by_upload_camera_and_a_click(data_dir):
 
     # The split before training, its warning, and the recipe for few pictures pre-selected in the model picker.
     split = at.dataframe[0].value
-    assert split.to_dict("records") == [{"class": "Class 1", "images": 3, "train": 2, "test": 1},
-                                        {"class": "Class 2", "images": 3, "train": 2, "test": 1}]
+    assert split.to_dict("records") == [
+        {"class": "Class 1", "images": 3, "train": 2, "test": 1},
+        {"class": "Class 2", "images": 3, "train": 2, "test": 1},
+    ]
     assert any(w.value.startswith("2 test images: each one is 50 points") for w in at.warning)
     assert at.segmented_control(key="model_kind").value == "pretrained"
     assert at.selectbox(key="pretrained_name").value == "mobilenet_v3_small" and at.toggle(key="freeze").value
@@ -86,8 +90,7 @@ def test_predict_from_the_camera(data_dir, models_root):
     desk = classes.create_set(classes.sets_root(None, data_dir), "desk")
     for name, colour in [("mug", (200, 40, 40)), ("keys", (40, 40, 200))]:
         classes.add_class(desk, name)
-        classes.add_images(desk, name, [(f"{name}{i}.jpg", photo((colour[0] - 9 * i, colour[1] + 7 * i, colour[2])))
-                                        for i in range(6)])
+        classes.add_images(desk, name, [(f"{name}{i}.jpg", photo((colour[0] - 9 * i, colour[1] + 7 * i, colour[2]))) for i in range(6)])
     run_dir = models_root / runs.new_run_id("cifar10_quick", "desk")
     train(TrainConfig.for_model("cifar10_quick", data=classes.spec(desk), epochs=1, batch_size=4, precision="fp32"), run_dir)
 

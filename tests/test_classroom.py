@@ -1,5 +1,6 @@
 """Shared mode on the pages (Streamlit's AppTest): a workspace per browser, only your own runs,
 the operator's view, server paths off, and a queued run's place in line on the Train page."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ def shared(tmp_path_factory):
         alice = root / "20260101-000000-alice"
         alice.mkdir()
         with open(alice / runs.METRICS_FILE, "w") as f:  # what the queue writes when alice-1 presses Start
-            f.write(json.dumps({"kind": "status", "status": "queued", "workspace": "alice-1", "queued_at": time.time(),
-                                "time": time.time()}) + "\n")
+            f.write(
+                json.dumps({"kind": "status", "status": "queued", "workspace": "alice-1", "queued_at": time.time(), "time": time.time()})
+                + "\n"
+            )
         train(config, alice)
         train(config, root / "20260101-000001-before")
         yield {"root": root, "alice": alice, "before": root / "20260101-000001-before"}
@@ -106,8 +109,19 @@ def test_a_queued_run_shows_its_place_and_leaves_the_queue_on_stop(shared):
     busy.mkdir()
     runs.write_json(busy / runs.CONFIG_FILE, {**TrainConfig().to_dict(), "run_id": busy.name, "env": {"device": "cpu"}})
     with open(busy / runs.METRICS_FILE, "w") as f:
-        f.write(json.dumps({"kind": "status", "status": "running", "pid": os.getpid(), "host": os.uname().nodename,
-                            "workspace": "dave-44", "time": time.time()}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "kind": "status",
+                    "status": "running",
+                    "pid": os.getpid(),
+                    "host": os.uname().nodename,
+                    "workspace": "dave-44",
+                    "time": time.time(),
+                }
+            )
+            + "\n"
+        )
     try:
         at = open_page("pages/train.py", ws="carol-3")
         at.number_input(key="hp-cifar10_quick-epochs").set_value(1).run()

@@ -1,4 +1,5 @@
 """The command-line contract of DESIGN.md, run as real subprocesses (and killed like real ones)."""
+
 from __future__ import annotations
 
 import json
@@ -23,16 +24,48 @@ def cli(*args: str, env_extra: dict | None = None, timeout: float = 300) -> subp
 
 
 def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", data,
-                             "--epochs", str(epochs), "--batch-size", "50", "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.train",
+            "--model",
+            "cifar10_quick",
+            "--data",
+            data,
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "50",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
-    done = cli("core.train", "--model", "cifar10_quick", "--data", "shapes:500", "--epochs", "2", "--batch-size", "50",
-               "--seed", "3", "--out", str(out), "--name", "shapes baseline")
+    done = cli(
+        "core.train",
+        "--model",
+        "cifar10_quick",
+        "--data",
+        "shapes:500",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--name",
+        "shapes baseline",
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # stdout is exactly one JSON document
     assert set(result) >= {"run_dir", "epochs", "val_acc", "train_img_per_s", "seconds"}
@@ -52,8 +85,18 @@ def test_evaluate(trained_run):
     done = cli("core.evaluate", str(trained_run), "--data", "shapes:500")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["n"] == 2000 and set(result["per_class"]) == {"circle", "ring", "square", "triangle", "star",
-                                                                "cross", "stripes", "checker", "dots", "crescent"}
+    assert result["n"] == 2000 and set(result["per_class"]) == {
+        "circle",
+        "ring",
+        "square",
+        "triangle",
+        "star",
+        "cross",
+        "stripes",
+        "checker",
+        "dots",
+        "crescent",
+    }
     config = json.loads((trained_run / "config.json").read_text())
     records, _ = runs.read_metrics(trained_run)
     last_epoch = [r for r in records if r["kind"] == "epoch"][-1]
@@ -88,16 +131,19 @@ def test_predict_gives_topk_per_file_and_errors_per_bad_file(trained_run, tmp_pa
     assert again[0]["top"][0] == result[0]["top"][0]  # deterministic preprocessing
 
 
-@pytest.mark.parametrize("args, message", [
-    (["core.train", "--model", "cifar10_quick"], "--model and --data are required"),
-    (["core.train", "--model", "nope", "--data", "shapes"], "Unknown model 'nope'"),
-    (["core.train", "--model", "cifar10_quick", "--data", "imagefolder:/nope"], "does not exist"),
-    (["core.train", "--model", "custom", "--layers", '[{"type": "Linear"}]', "--data", "shapes:100"], "needs a flat input"),
-    (["core.train", "--resume", "/nonexistent/run"], "is not a run folder"),
-    (["core.train", "--model", "cifar10_quick", "--data", "shapes:100", "--name", "x" * 41], "short name"),
-    (["core.evaluate", "/nonexistent/run", "--data", "shapes"], "no checkpoint"),
-    (["core.predict", "/nonexistent/run", "x.png"], "no checkpoint"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["core.train", "--model", "cifar10_quick"], "--model and --data are required"),
+        (["core.train", "--model", "nope", "--data", "shapes"], "Unknown model 'nope'"),
+        (["core.train", "--model", "cifar10_quick", "--data", "imagefolder:/nope"], "does not exist"),
+        (["core.train", "--model", "custom", "--layers", '[{"type": "Linear"}]', "--data", "shapes:100"], "needs a flat input"),
+        (["core.train", "--resume", "/nonexistent/run"], "is not a run folder"),
+        (["core.train", "--model", "cifar10_quick", "--data", "shapes:100", "--name", "x" * 41], "short name"),
+        (["core.evaluate", "/nonexistent/run", "--data", "shapes"], "no checkpoint"),
+        (["core.predict", "/nonexistent/run", "x.png"], "no checkpoint"),
+    ],
+)
 def test_user_errors_are_one_line_and_non_zero(args, message, tmp_path):
     done = cli(*args, env_extra={"PLAYGROUND_MODELS_DIR": str(tmp_path)})
     assert done.returncode != 0

@@ -1,4 +1,5 @@
 """Datasets as tensors: shapes, image folders (and zips), CIFAR-10 offline, batches on the device."""
+
 from __future__ import annotations
 
 import socket
@@ -131,8 +132,7 @@ def test_imagefolder_zip_with_a_wrapping_folder(tmp_path):
 def test_imagefolder_errors_say_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("x")
-    for path, message in [("missing", "does not exist"), ("empty", "no class folders"),
-                          ("notes.txt", "neither a folder nor a .zip")]:
+    for path, message in [("missing", "does not exist"), ("empty", "no class folders"), ("notes.txt", "neither a folder nor a .zip")]:
         with pytest.raises(PlaygroundError, match=message):
             load_dataset(f"imagefolder:{tmp_path / path}", data_dir=tmp_path / "data")
 

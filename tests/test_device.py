@@ -1,4 +1,5 @@
 """Which process-group backend a torchrun job gets, and the one-line error when GPUs are too few (faked GPU counts)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,20 +14,30 @@ def fake_gpus(monkeypatch, count: int) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
 
 
-@pytest.mark.parametrize("gpus, processes, device, backend", [
-    (1, 1, "auto", "nccl"), (4, 4, "cuda", "nccl"), (8, 2, "auto", "nccl"),
-    (0, 2, "auto", "gloo"),  # no GPU: CPU processes, as the README's laptop example does
-    (1, 2, "cpu", "gloo"), (0, 4, "cpu", "gloo"), (2, 4, "mps", "gloo"),
-])
+@pytest.mark.parametrize(
+    "gpus, processes, device, backend",
+    [
+        (1, 1, "auto", "nccl"),
+        (4, 4, "cuda", "nccl"),
+        (8, 2, "auto", "nccl"),
+        (0, 2, "auto", "gloo"),  # no GPU: CPU processes, as the README's laptop example does
+        (1, 2, "cpu", "gloo"),
+        (0, 4, "cpu", "gloo"),
+        (2, 4, "mps", "gloo"),
+    ],
+)
 def test_backend_follows_the_device(monkeypatch, gpus, processes, device, backend):
     fake_gpus(monkeypatch, gpus)
     assert dev.distributed_backend(device, processes) == backend
 
 
-@pytest.mark.parametrize("gpus, processes, device, counts", [
-    (1, 2, "auto", "2 processes on this machine but only 1 GPU is visible"),
-    (2, 3, "cuda", "3 processes on this machine but only 2 GPUs are visible"),
-])
+@pytest.mark.parametrize(
+    "gpus, processes, device, counts",
+    [
+        (1, 2, "auto", "2 processes on this machine but only 1 GPU is visible"),
+        (2, 3, "cuda", "3 processes on this machine but only 2 GPUs are visible"),
+    ],
+)
 def test_more_processes_than_gpus_is_one_line_that_says_what_to_do(monkeypatch, gpus, processes, device, counts):
     fake_gpus(monkeypatch, gpus)
     with pytest.raises(PlaygroundError) as caught:

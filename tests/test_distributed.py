@@ -1,4 +1,5 @@
 """torchrun + DistributedDataParallel on CPU (gloo): one run folder, same accuracy, no hang on a dead rank."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ from core import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 # --device cpu: these are gloo tests, and must pass on a machine with fewer GPUs than processes too.
-ARGS = ["--model", "cifar10_quick", "--data", "shapes:3000", "--device", "cpu",
-        "--epochs", "4", "--batch-size", "100", "--seed", "1"]
+ARGS = ["--model", "cifar10_quick", "--data", "shapes:3000", "--device", "cpu", "--epochs", "4", "--batch-size", "100", "--seed", "1"]
 pytestmark = pytest.mark.slow
 
 
@@ -26,8 +26,7 @@ def torchrun(nproc: int, *args: str) -> list[str]:
 
 
 def run(cmd: list[str], timeout: float = 400) -> dict:
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, done.stdout  # only rank 0 prints the result
@@ -53,8 +52,14 @@ def test_two_processes_match_one_and_write_one_run_folder(tmp_path):
 
 def test_stop_and_resume_under_torchrun(tmp_path):
     out = tmp_path / "ddp"
-    proc = subprocess.Popen(torchrun(2, *ARGS[:-4], "--epochs", "30", "--batch-size", "100", "--out", str(out)), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        torchrun(2, *ARGS[:-4], "--epochs", "30", "--batch-size", "100", "--out", str(out)),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 200
     while time.time() < deadline and not (out / "checkpoint.pt").exists():
         time.sleep(0.3)
@@ -86,9 +91,14 @@ def _worker_pids(parent: int) -> dict[int, int]:
 
 def test_a_killed_rank_ends_the_job_with_a_clear_status(tmp_path):
     out = tmp_path / "dead"
-    proc = subprocess.Popen(torchrun(2, *ARGS[:-4], "--epochs", "30", "--batch-size", "100", "--out", str(out)), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PLAYGROUND_DIST_TIMEOUT": "60"})
+    proc = subprocess.Popen(
+        torchrun(2, *ARGS[:-4], "--epochs", "30", "--batch-size", "100", "--out", str(out)),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PLAYGROUND_DIST_TIMEOUT": "60"},
+    )
     deadline = time.time() + 200
     while time.time() < deadline and not (out / "checkpoint.pt").exists():
         time.sleep(0.3)
@@ -105,8 +115,14 @@ def test_a_killed_rank_ends_the_job_with_a_clear_status(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="needs a machine with fewer than 2 GPUs")
 def test_more_processes_than_gpus_is_a_one_line_error(tmp_path):
-    done = subprocess.run(torchrun(2, *ARGS[:4], "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "gpu")), cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        torchrun(2, *ARGS[:4], "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "gpu")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode != 0 and not done.stdout
     ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     gpus = torch.cuda.device_count()

@@ -4,6 +4,7 @@ The maps must mean something, so the slow tests train a small model that has rea
 shapes and run the two sanity checks of Adebayo et al. (2018) on it: the map changes with the
 class it explains, and a re-initialised model gives a clearly different map.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,19 @@ ROOT = Path(__file__).resolve().parent.parent
 NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
 
-def render(label: int, width: int, height: int, cx: float, cy: float, r: float, theta: float = 0.4,
-           fg=(235, 190, 40), bg=(30, 60, 120), noise: float = 6.0, seed: int = 0) -> tuple[Image.Image, np.ndarray]:
+def render(
+    label: int,
+    width: int,
+    height: int,
+    cx: float,
+    cy: float,
+    r: float,
+    theta: float = 0.4,
+    fg=(235, 190, 40),
+    bg=(30, 60, 120),
+    noise: float = 6.0,
+    seed: int = 0,
+) -> tuple[Image.Image, np.ndarray]:
     """One shape drawn with core.data's own masks at a known place, and its mask (True on the shape)."""
     ss = 2  # drawn at 2x and averaged down, like the dataset
     x, y = np.meshgrid((np.arange(width * ss) + 0.5) / ss - cx, (np.arange(height * ss) + 0.5) / ss - cy)
@@ -66,14 +78,29 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 # --------------------------------------------------------------------------- every model, no training
 
 
-CUSTOM = [{"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "BatchNorm2d"},
-          {"type": "ReLU"}, {"type": "MaxPool2d"}, {"type": "Flatten"}, {"type": "Linear"}]
+CUSTOM = [
+    {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+    {"type": "BatchNorm2d"},
+    {"type": "ReLU"},
+    {"type": "MaxPool2d"},
+    {"type": "Flatten"},
+    {"type": "Linear"},
+]
 
 
-@pytest.mark.parametrize("name, size, layer", [
-    ("cifar10_quick", 32, "4"), ("mycnn", 32, "relu"), ("lenet5", 32, "4"), ("resnet18", 32, "layer4"),
-    ("speedrun", 32, "groups"), ("vgg16", 64, "features.29"), ("alexnet", 64, "features.11"), ("custom", 32, "2"),
-])
+@pytest.mark.parametrize(
+    "name, size, layer",
+    [
+        ("cifar10_quick", 32, "4"),
+        ("mycnn", 32, "relu"),
+        ("lenet5", 32, "4"),
+        ("resnet18", 32, "layer4"),
+        ("speedrun", 32, "groups"),
+        ("vgg16", 64, "features.29"),
+        ("alexnet", 64, "features.11"),
+        ("custom", 32, "2"),
+    ],
+)
 def test_every_model_gets_a_gradcam_layer_and_maps_from_every_method(name, size, layer):
     predictor = untrained(CUSTOM if name == "custom" else name, size)
     if name == "speedrun":
@@ -191,8 +218,10 @@ def test_sanity_the_map_depends_on_the_class_and_on_the_learned_weights(learned,
         jittered = (image.float() + torch.randn(image.shape, generator=noise) * 2).clamp(0, 255).to(torch.uint8)
         self_consistency.append(rank_correlation(e.heat, explainer.explain_prepared(jittered, method, target=e.target).heat))
     stable, by_class, by_weights = (float(np.median(v)) for v in (self_consistency, other_class, randomised))
-    print(f"{method}: rank correlation with itself under pixel noise {stable:.2f}, with the least likely class's map "
-          f"{by_class:.2f}, with a re-initialised model's map {by_weights:.2f}")
+    print(
+        f"{method}: rank correlation with itself under pixel noise {stable:.2f}, with the least likely class's map "
+        f"{by_class:.2f}, with a re-initialised model's map {by_weights:.2f}"
+    )
     assert stable > 0.8
     assert by_weights < 0.5 and by_weights < stable - 0.3  # Adebayo et al.'s model-randomisation check
     if method == "saliency":
@@ -210,8 +239,19 @@ def test_gradcam_falls_on_the_shape_rather_than_the_background(learned):
     for i in range(100):
         label, r = i % 10, rng.uniform(6.4, 13.4)  # the dataset's sizes
         cx, cy = rng.uniform(r, 32 - r), rng.uniform(r, 32 - r)
-        img, _ = render(label, 32, 32, cx, cy, r, theta=rng.uniform(0, 6.3), fg=tuple(rng.uniform(0, 255, 3)),
-                        bg=tuple(rng.uniform(0, 255, 3)), noise=rng.uniform(2, 14), seed=i)
+        img, _ = render(
+            label,
+            32,
+            32,
+            cx,
+            cy,
+            r,
+            theta=rng.uniform(0, 6.3),
+            fg=tuple(rng.uniform(0, 255, 3)),
+            bg=tuple(rng.uniform(0, 255, 3)),
+            noise=rng.uniform(2, 14),
+            seed=i,
+        )
         e = explainer.explain_prepared(prepare_image(img, 32), "gradcam", target=label)
         if int(e.probs.argmax()) != label or float(e.probs.max()) < 0.8 or e.empty:
             continue
@@ -221,8 +261,10 @@ def test_gradcam_falls_on_the_shape_rather_than_the_background(learned):
         mass = e.heat[shape].sum() / e.heat.sum()
         on_shape.append(mass)
         density.append((mass / shape.mean()) / ((1 - mass) / (1 - shape.mean())))
-    print(f"Grad-CAM mass on the shape {np.mean(on_shape):.2f}; per pixel {np.median(density):.1f}x denser than on "
-          f"the background ({len(on_shape)} shapes the model gets right)")
+    print(
+        f"Grad-CAM mass on the shape {np.mean(on_shape):.2f}; per pixel {np.median(density):.1f}x denser than on "
+        f"the background ({len(on_shape)} shapes the model gets right)"
+    )
     assert len(on_shape) >= 15
     assert np.mean(on_shape) > 0.5 and np.median(density) > 1.4
 
@@ -277,8 +319,14 @@ def quick_run(tmp_path_factory) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.explain", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "core.explain", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_cli_writes_an_overlay_and_a_map_at_each_images_own_size(quick_run, tmp_path):

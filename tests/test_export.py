@@ -5,6 +5,7 @@ option combination (preset or layer spec x optimizer x schedule x augmentation) 
 couple of steps; one cifar10_quick run is also retrained by its exported script in a clean folder
 and must land near the studio's own accuracy.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,10 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A layer spec that uses every kind of layer a spec can hold.
 CUSTOM_SPEC = [
-    {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "BatchNorm2d"}, {"type": "GELU"},
-    {"type": "MaxPool2d"}, {"type": "Dropout", "p": 0.1}, {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "bias": False},
-    {"type": "ReLU"}, {"type": "AvgPool2d"}, {"type": "AdaptiveAvgPool2d", "output_size": 2}, {"type": "Flatten"},
-    {"type": "Linear", "out_features": 16}, {"type": "Linear"},
+    {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+    {"type": "BatchNorm2d"},
+    {"type": "GELU"},
+    {"type": "MaxPool2d"},
+    {"type": "Dropout", "p": 0.1},
+    {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "bias": False},
+    {"type": "ReLU"},
+    {"type": "AvgPool2d"},
+    {"type": "AdaptiveAvgPool2d", "output_size": 2},
+    {"type": "Flatten"},
+    {"type": "Linear", "out_features": 16},
+    {"type": "Linear"},
 ]
 # Small inputs keep vgg16/alexnet steps to a second or two (alexnet's stem needs at least 63 pixels).
 INPUT_SIZES = {"alexnet": 64}
@@ -46,11 +55,17 @@ INPUT_SIZES = {"alexnet": 64}
 def recipe_config(model: str, *, n_train: int = 16, n_test: int = 8, **overrides) -> dict:
     """A config.json as the trainer writes it, for a tiny shapes run (rendering needs no training)."""
     input_size = INPUT_SIZES.get(model, 32)
-    config = TrainConfig.for_model(model, data="shapes", batch_size=4, image_size=input_size,
-                                   layers=CUSTOM_SPEC if model == "custom" else None, **overrides).to_dict()
-    config.update(run_id=f"test-{model}", classes=list(SHAPES_CLASSES), input_size=input_size, data_size=32,
-                  normalization={"mean": [0.49, 0.5, 0.5], "std": [0.28, 0.28, 0.29]},
-                  dataset={"n_train": n_train, "n_test": n_test})
+    config = TrainConfig.for_model(
+        model, data="shapes", batch_size=4, image_size=input_size, layers=CUSTOM_SPEC if model == "custom" else None, **overrides
+    ).to_dict()
+    config.update(
+        run_id=f"test-{model}",
+        classes=list(SHAPES_CLASSES),
+        input_size=input_size,
+        data_size=32,
+        normalization={"mean": [0.49, 0.5, 0.5], "std": [0.28, 0.28, 0.29]},
+        dataset={"n_train": n_train, "n_test": n_test},
+    )
     return config
 
 
@@ -126,8 +141,15 @@ def trained(tmp_path_factory):
 
     def get(model: str) -> Path:
         if model not in made:
-            config = TrainConfig.for_model(model, data=f"imagefolder:{folder}", epochs=1, batch_size=64, precision="fp32",
-                                           layers=CUSTOM_SPEC if model == "custom" else None, data_dir=str(root / "data"))
+            config = TrainConfig.for_model(
+                model,
+                data=f"imagefolder:{folder}",
+                epochs=1,
+                batch_size=64,
+                precision="fp32",
+                layers=CUSTOM_SPEC if model == "custom" else None,
+                data_dir=str(root / "data"),
+            )
             train(config, root / model)
             made[model] = root / model
         return made[model]
@@ -177,8 +199,15 @@ def test_predictor_takes_the_new_download_with_its_json_and_old_exports(trained,
     assert old.classes == from_run.classes
 
 
-@pytest.mark.parametrize("text, problem", [(b"[1, 2]", "not a JSON object"), (b"{\"classes\": \"cat\"}", "list of names"),
-                                           (b"{\"normalization\": {\"mean\": [0.5]}}", "normalization"), (b"{nope", "not a readable")])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"classes": "cat"}', "list of names"),
+        (b'{"normalization": {"mean": [0.5]}}', "normalization"),
+        (b"{nope", "not a readable"),
+    ],
+)
 def test_a_bad_weights_json_is_named_and_explained(text, problem):
     with pytest.raises(PlaygroundError, match=problem) as err:
         runs.read_weights_info(text, "my-info.json")
@@ -216,9 +245,11 @@ def test_every_option_combination_renders_a_standalone_script():
 # Every combination renders (above); each model's script runs one training step and one test batch with every value
 # of each option at least once (4 combinations per model: the options are independent template blocks, so this covers
 # each block with each model; the whole product would take minutes of vgg16/alexnet steps for no new code path).
-RUN_MATRIX = [pytest.param(model, optimizer, schedule, augment, id=f"{model}-{optimizer}-{schedule}-{augment}")
-              for model in [*PRESETS, "custom"]
-              for optimizer, schedule, augment in zip(OPTIMIZERS * 2, SCHEDULES, (True, False, True, False))]
+RUN_MATRIX = [
+    pytest.param(model, optimizer, schedule, augment, id=f"{model}-{optimizer}-{schedule}-{augment}")
+    for model in [*PRESETS, "custom"]
+    for optimizer, schedule, augment in zip(OPTIMIZERS * 2, SCHEDULES, (True, False, True, False))
+]
 
 
 @pytest.mark.parametrize("model, optimizer, schedule, augment", RUN_MATRIX)
@@ -275,8 +306,9 @@ def test_script_regenerates_the_studios_shapes_exactly(tmp_path):
 def test_script_trains_on_a_folder_of_images(tmp_path):
     folder = write_image_folder(tmp_path / "folder", 40, 20, seed=1)
     source = export.render_script(recipe_config("speedrun"))
-    _, output = run_script_in_process(source, tmp_path, "--data", str(folder), "--steps", "2", "--epochs", "1",
-                                      "--out", str(tmp_path / "w.pt"))
+    _, output = run_script_in_process(
+        source, tmp_path, "--data", str(folder), "--steps", "2", "--epochs", "1", "--out", str(tmp_path / "w.pt")
+    )
     assert "40 training images, 20 test images, 10 classes" in output
 
 
@@ -297,8 +329,15 @@ def test_exported_script_trains_like_the_studio_in_a_clean_folder(tmp_path):
     script.write_text(export.export_script(run_dir))
     assert_standalone(script.read_text())
     # -I: no PYTHONPATH, no user site, not even the script's folder on sys.path: core/studio cannot be imported.
-    proc = subprocess.run([sys.executable, "-I", script.name, "--epochs", "1"], check=False, cwd=clean, env=clean_env(),
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-I", script.name, "--epochs", "1"],
+        check=False,
+        cwd=clean,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     script_acc = last_test_acc(proc.stdout)
     print(f"\nfidelity: studio 1-epoch test accuracy {studio['val_acc']:.4f}, exported script {script_acc:.4f}")
@@ -314,8 +353,16 @@ def test_notebook_is_valid_and_in_the_tutorials_order():
     nbformat.validate(notebook)
     headings = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "markdown"]
     steps = [h for h in headings if re.match(r"## \d\.", h)]
-    assert [s.split(". ", 1)[1].split(" ")[0] for s in steps] == \
-        ["Data", "DataLoader", "Model", "Loss", "Optimizer", "Train", "Test", "Save"]
+    assert [s.split(". ", 1)[1].split(" ")[0] for s in steps] == [
+        "Data",
+        "DataLoader",
+        "Model",
+        "Loss",
+        "Optimizer",
+        "Train",
+        "Test",
+        "Save",
+    ]
     kinds = [c.cell_type for c in notebook.cells]
     assert all(kinds[i] == "markdown" and kinds[i + 1] == "code" for i in range(2, len(kinds), 2))
 
@@ -326,8 +373,9 @@ def test_notebook_code_cells_run_in_a_clean_folder(tmp_path):
     assert_standalone(code)
     code = code.replace("epochs = EPOCHS", "epochs = 1").replace("max_steps = None", "max_steps = 3")
     (tmp_path / "notebook.py").write_text(code)
-    proc = subprocess.run([sys.executable, "-I", "notebook.py"], check=False, cwd=tmp_path, env=clean_env(), capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-I", "notebook.py"], check=False, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 0 <= last_test_acc(proc.stdout) <= 1 and (tmp_path / "model.pt").exists()
 
@@ -365,9 +413,11 @@ def test_onnx_export_matches_pytorch_on_the_runs_test_images(model, trained, tmp
 
 
 def test_onnx_tooling_is_not_imported_at_start_up():
-    code = ("import sys, core.train, core.predict, core.export, studio.live, studio.export_view; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxscript', 'onnxruntime', 'jinja2', "
-            "'nbformat') or m == 'torch.onnx'))")
+    code = (
+        "import sys, core.train, core.predict, core.export, studio.live, studio.export_view; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxscript', 'onnxruntime', 'jinja2', "
+        "'nbformat') or m == 'torch.onnx'))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

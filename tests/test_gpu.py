@@ -3,6 +3,7 @@ the background, test-time augmentation levels, and `bench.airbench`'s harness.
 
 Tests marked `needs_cuda` skip without a CUDA GPU; the others run everywhere.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -74,8 +75,9 @@ def test_the_train_form_shows_both_recipes_and_starts_at_the_chosen_devices(mode
 def test_a_wide_speedrun_run_predicts_and_evaluates_as_it_trained(models_root):
     from core.evaluate import evaluate_run
 
-    config = TrainConfig.for_model("speedrun", data="shapes:600", epochs=1, batch_size=100, widths=[8, 16, 16], tta=2,
-                                   device="cpu", precision="fp32")
+    config = TrainConfig.for_model(
+        "speedrun", data="shapes:600", epochs=1, batch_size=100, widths=[8, 16, 16], tta=2, device="cpu", precision="fp32"
+    )
     result = train(config, models_root / "r")
     predictor = Predictor.from_run(models_root / "r")
     assert predictor.model.head.in_features == 16 and predictor.tta == 2
@@ -162,7 +164,7 @@ def test_interval_reads_hand_over_in_order_on_cpu():
     assert list(reads.ready()) == []
 
 
-FAKE_AIRBENCH = '''
+FAKE_AIRBENCH = """
 import torch
 logging_columns_list = ["run   ", "epoch", "val_acc", "tta_val_acc", "total_time_seconds"]
 
@@ -178,7 +180,7 @@ def main(run):
     epoch, tta_val_acc, total_time_seconds = "eval", 0.5, 1.25
     print_training_details(locals(), is_final_entry=True)
     return len(test["labels"]) / 1000
-'''
+"""
 
 
 def test_airbench_harness_prepares_its_data_and_reads_its_own_figures(cifar_slice, tmp_path):
@@ -245,8 +247,19 @@ def test_the_hot_loop_never_waits_for_the_gpu(models_root):
 def test_graphed_and_eager_training_agree(models_root):
     results = {}
     for graphs in (True, False):
-        result = train(TrainConfig.for_model("speedrun", data="shapes:600", epochs=4, batch_size=100, widths=[16, 32, 32],
-                                             device="cuda", precision="fp32", cuda_graphs=graphs), models_root / f"g{graphs}")
+        result = train(
+            TrainConfig.for_model(
+                "speedrun",
+                data="shapes:600",
+                epochs=4,
+                batch_size=100,
+                widths=[16, 32, 32],
+                device="cuda",
+                precision="fp32",
+                cuda_graphs=graphs,
+            ),
+            models_root / f"g{graphs}",
+        )
         records, _ = runs.read_metrics(models_root / f"g{graphs}")
         results[graphs] = ([r["train_loss"] for r in records if r["kind"] == "epoch"], result["val_acc"])
     (loss_g, acc_g), (loss_e, acc_e) = results[True], results[False]
@@ -261,8 +274,7 @@ def test_stop_and_resume_on_the_gpu_train_every_batch_once(models_root):
         if r["kind"] == "step" and r["step"] >= 8:
             stop.set()
 
-    config = TrainConfig.for_model("speedrun", data="shapes:600", epochs=3, batch_size=100, widths=[16, 32, 32], log_every=2,
-                                   device="cuda")
+    config = TrainConfig.for_model("speedrun", data="shapes:600", epochs=3, batch_size=100, widths=[16, 32, 32], log_every=2, device="cuda")
     assert train(config, models_root / "r", stop_event=stop, on_record=on_record)["status"] == "stopped"
     ckpt = torch.load(models_root / "r" / runs.CHECKPOINT_FILE, weights_only=True)  # no map_location: all on the host
     tensors = [t for t in json_leaves(ckpt) if isinstance(t, torch.Tensor)]

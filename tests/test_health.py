@@ -1,4 +1,5 @@
 """Training health: the per-layer measurements, the warning rules, and the records a run writes."""
+
 from __future__ import annotations
 
 import io
@@ -125,16 +126,16 @@ def test_conv_units_are_channels_and_a_reused_relu_counts_every_call():
 
 
 def health_record(step, *, lr=0.01, loss=1.0, ratio=1e-3, grad=1.0, dead=0.1, epochs_per_step=0.01):
-    layers = [{"name": name, "type": "Conv2d", "grad_norm": grad, "weight_norm": 5.0, "update_ratio": ratio}
-              for name in ("0", "2", "4")]
+    layers = [{"name": name, "type": "Conv2d", "grad_norm": grad, "weight_norm": 5.0, "update_ratio": ratio} for name in ("0", "2", "4")]
     layers.append({"name": "1", "type": "ReLU", "dead": dead, "units": 32})
     return {"kind": "health", "step": step, "epoch": 0, "progress": step * epochs_per_step, "lr": lr, "loss": loss, "layers": layers}
 
 
 def healthy_run(n=60):
     """A run that learns: the loss falls from ln(10), updates near 1e-3, steady gradients, few dead units."""
-    records = [health_record(s, loss=2.3 * math.exp(-s / 20), grad=1.0 + 0.1 * math.sin(s), lr=0.01 * min(1, s / 10))
-               for s in range(1, n + 1)]
+    records = [
+        health_record(s, loss=2.3 * math.exp(-s / 20), grad=1.0 + 0.1 * math.sin(s), lr=0.01 * min(1, s / 10)) for s in range(1, n + 1)
+    ]
     records += [{"kind": "epoch", "epoch": 1, "train_acc": 0.6, "test_acc": 0.55}]
     return records
 
@@ -166,8 +167,10 @@ def test_huge_updates_say_the_learning_rate_may_be_too_high():
     # BatchNorm shifts start at 0 and may have their own large lr (speedrun): not judged by the weights' rule of thumb
     records = [health_record(s, loss=1.0) for s in range(1, 10)]
     for r in records:
-        r["layers"] += [{"name": f"bn{i}", "type": "BatchNorm2d", "grad_norm": 1.0, "weight_norm": 0.1, "update_ratio": 0.9,
-                         "vectors_only": True} for i in range(5)]
+        r["layers"] += [
+            {"name": f"bn{i}", "type": "BatchNorm2d", "grad_norm": 1.0, "weight_norm": 0.1, "update_ratio": 0.9, "vectors_only": True}
+            for i in range(5)
+        ]
     assert codes(records) == []
 
 
@@ -268,8 +271,9 @@ def test_health_can_be_switched_off(models_root):
 def test_issue_13_lenet_on_2000_shapes_for_3_epochs_gets_the_stuck_loss_warning(models_root):
     """Issue #13: a LeNet copy trained 3 epochs on 2,000 shapes stayed at loss 2.3 and 18.8% with no hint."""
     out = io.StringIO()
-    result = train(TrainConfig.for_model("lenet5", data="shapes:2000", epochs=3), models_root / "lenet",
-                   on_record=_progress_printer(out, config=None))
+    result = train(
+        TrainConfig.for_model("lenet5", data="shapes:2000", epochs=3), models_root / "lenet", on_record=_progress_printer(out, config=None)
+    )
     assert result["val_acc"] < 0.3  # the case itself: it learned almost nothing
     records, _ = runs.read_metrics(models_root / "lenet")
     warnings = check(records, num_classes=10, config=runs.read_config(models_root / "lenet"))

@@ -1,4 +1,5 @@
 """The Train page's training-health panel and learning-rate finder, under Streamlit's AppTest."""
+
 from __future__ import annotations
 
 import base64
@@ -43,14 +44,14 @@ def array(value) -> np.ndarray:
 
 def heatmaps(at: AppTest) -> dict[str, dict]:
     specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-    return {s["layout"].get("title", {}).get("text", ""): s["data"][0] for s in specs
-            if s["data"] and s["data"][0].get("type") == "heatmap"}
+    return {
+        s["layout"].get("title", {}).get("text", ""): s["data"][0] for s in specs if s["data"] and s["data"][0].get("type") == "heatmap"
+    }
 
 
 def test_the_health_panel_shows_a_finished_runs_layers_and_warnings(models_root, train_page):
     # The case of issue #13, smaller: LeNet whose loss stays near ln(10).
-    train(TrainConfig.for_model("lenet5", data="shapes:600", epochs=2, batch_size=50, log_every=3, precision="fp32"),
-          models_root / "lenet")
+    train(TrainConfig.for_model("lenet5", data="shapes:600", epochs=2, batch_size=50, log_every=3, precision="fp32"), models_root / "lenet")
     at = train_page()
     assert "Finished" in at.success[0].value
     figures = heatmaps(at)
@@ -70,9 +71,12 @@ def test_a_run_without_health_records_still_gets_its_loss_judged(models_root, tr
     run.mkdir()
     runs.write_config(run, TrainConfig.for_model("lenet5", data="shapes", epochs=1).to_dict(), num_classes=10)
     steps = [{"kind": "step", "epoch": 0, "step": s, "progress": s / 20, "loss": 2.302, "acc": 0.1, "lr": 0.01} for s in range(1, 21)]
-    records = [{"kind": "status", "status": "running"}, *steps,
-               {"kind": "epoch", "epoch": 1, "train_loss": 2.302, "train_acc": 0.1, "test_loss": 2.302, "test_acc": 0.1},
-               {"kind": "status", "status": "finished", "epochs_done": 1, "test_acc": 0.1}]
+    records = [
+        {"kind": "status", "status": "running"},
+        *steps,
+        {"kind": "epoch", "epoch": 1, "train_loss": 2.302, "train_acc": 0.1, "test_loss": 2.302, "test_acc": 0.1},
+        {"kind": "status", "status": "finished", "epochs_done": 1, "test_acc": 0.1},
+    ]
     (run / runs.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     at = train_page()
     assert not heatmaps(at)
@@ -93,8 +97,11 @@ def test_the_lr_finder_button_draws_the_sweep_and_fills_in_the_learning_rate(mod
     assert found["steps"] <= 40 and found["suggested_lr"]
     lr = at.number_input(key="hp-cifar10_quick-lr").value
     assert lr == pytest.approx(found["suggested_lr"], rel=0.05) and lr != pytest.approx(3e-3)
-    chart = next(json.loads(el.proto.spec) for el in at.get("plotly_chart")
-                 if "learning rate grows" in json.loads(el.proto.spec)["layout"].get("title", {}).get("text", ""))
+    chart = next(
+        json.loads(el.proto.spec)
+        for el in at.get("plotly_chart")
+        if "learning rate grows" in json.loads(el.proto.spec)["layout"].get("title", {}).get("text", "")
+    )
     assert chart["layout"]["xaxis"]["type"] == "log" and any(t.get("name") == "suggestion" for t in chart["data"])
     assert any("Suggested" in c.value for c in at.caption)
     next(b for b in at.button if b.label == "Start training").click()  # the run trains with the found lr

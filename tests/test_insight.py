@@ -1,5 +1,6 @@
 """The model's mistakes and what it computes inside: per-image evaluation, feature maps, the first
 conv's arithmetic, and the test set's embedding (core.evaluate, core.activations)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -95,8 +96,9 @@ def test_imagefolder_mistakes_name_their_files(tmp_path, monkeypatch):
     write_shapes_folder(tmp_path / "set", per_class_train=6, per_class_test=3)
     spec = f"imagefolder:{tmp_path / 'set'}"
     run = tmp_path / "run"
-    train(TrainConfig.for_model("cifar10_quick", data=spec, epochs=1, batch_size=20, precision="fp32",
-                                data_dir=str(tmp_path / "data")), run)
+    train(
+        TrainConfig.for_model("cifar10_quick", data=spec, epochs=1, batch_size=20, precision="fp32", data_dir=str(tmp_path / "data")), run
+    )
     out = evaluate_run(run, spec, data_dir=str(tmp_path / "data"), mistakes=1000)
     assert {"accuracy", "n", "per_class", "confusion", "mistakes", "most_confused"} <= set(out)
     assert out["n"] == 30 and len(out["mistakes"]) == out["n"] - np.trace(out["confusion"])
@@ -151,8 +153,12 @@ def test_feature_maps_match_the_layer_table_and_the_arithmetic_the_activation(na
 
 def test_arithmetic_of_a_strided_conv_reads_the_right_patch():
     torch.manual_seed(2)
-    spec = [{"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1}, {"type": "ReLU"},
-            {"type": "Flatten"}, {"type": "Linear", "out_features": 3}]
+    spec = [
+        {"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1},
+        {"type": "ReLU"},
+        {"type": "Flatten"},
+        {"type": "Linear", "out_features": 3},
+    ]
     acts = Activations(predictor_for(build_from_spec(spec, num_classes=3), ["a", "b", "c"]))
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     calc = acts.conv_arithmetic(image, 2, 5, 0)
@@ -194,5 +200,4 @@ def test_embedding_figure_marks_exactly_the_misclassified_points(shapes_predicti
     assert sorted(marked) == sorted(index[result.wrong[index]].tolist())
     shown = [int(i) for tr in fig.data for i in np.asarray(tr.customdata)[:, 0]]
     assert sorted(shown) == index.tolist()
-    assert sorted({tr.name for tr in fig.data if tr.showlegend is not False}) == sorted(
-        {result.classes[c] for c in result.labels[index]})
+    assert sorted({tr.name for tr in fig.data if tr.showlegend is not False}) == sorted({result.classes[c] for c in result.labels[index]})

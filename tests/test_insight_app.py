@@ -4,6 +4,7 @@ AppTest has no Plotly element to click, so a click is sent the way the browser s
 chart's selection state (JSON) as its widget value in the next run's widget states.
 tests/test_browser.py clicks a real confusion-matrix cell in Chromium.
 """
+
 from __future__ import annotations
 
 import base64
@@ -86,8 +87,14 @@ def test_results_panel_counts_cells_and_shows_a_clicked_cells_images(run_dir, ex
 
     pair = expected.most_confused(1)[0]
     t, p = expected.classes.index(pair["true"]), expected.classes.index(pair["pred"])
-    point = {"curve_number": 1, "point_number": t * len(cm) + p, "point_index": t * len(cm) + p,
-             "x": pair["pred"], "y": pair["true"], "customdata": [t, p, pair["count"], 0.1]}
+    point = {
+        "curve_number": 1,
+        "point_number": t * len(cm) + p,
+        "point_index": t * len(cm) + p,
+        "x": pair["pred"],
+        "y": pair["true"],
+        "customdata": [t, p, pair["count"], 0.1],
+    }
     at = select_points(at, "train-confusion", [point])
     no_exception(at)
     assert any(f"{pair['true']} predicted as {pair['pred']} ({pair['count']} images)" in m.value for m in at.markdown)
@@ -130,8 +137,11 @@ def test_inside_page_maps_arithmetic_and_embedding_click(run_dir, expected):
     wrong = [int(i) for tr in scatter["data"] if tr["marker"]["symbol"] == "x" for i, _ in array(tr["customdata"])]
     assert sorted(wrong) == np.flatnonzero(expected.wrong).tolist()  # every test image is shown (PCA)
     index = wrong[0]
-    at = select_points(at, "inside-embedding", [{"curve_number": 0, "point_number": 0, "point_index": 0,
-                                                  "customdata": [index, int(expected.preds[index])]}])
+    at = select_points(
+        at,
+        "inside-embedding",
+        [{"curve_number": 0, "point_number": 0, "point_index": 0, "customdata": [index, int(expected.preds[index])]}],
+    )
     no_exception(at)
     assert any(f"Test image {index}" in m.value for m in at.markdown)
     next(b for b in at.button if b.label.startswith("Look inside")).click().run()

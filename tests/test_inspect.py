@@ -1,4 +1,5 @@
 """core.inspect: layer table, conv arithmetic, freezing, code export."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -61,11 +62,26 @@ def test_quick_model_table() -> None:
     assert table.trainable_params == 145_578
     assert list(df["name"]) == [str(i) for i in range(9)]
     assert list(df["type"]) == [
-        "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Linear", "Linear",
+        "Conv2d",
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "Linear",
     ]
     assert list(df["output_shape"]) == [
-        "32 x 32 x 32", "32 x 16 x 16", "32 x 16 x 16", "32 x 8 x 8",
-        "64 x 8 x 8", "64 x 4 x 4", "1024", "64", "10",
+        "32 x 32 x 32",
+        "32 x 16 x 16",
+        "32 x 16 x 16",
+        "32 x 8 x 8",
+        "64 x 8 x 8",
+        "64 x 4 x 4",
+        "1024",
+        "64",
+        "10",
     ]
     assert list(df["params"]) == [2432, 0, 25632, 0, 51264, 0, 0, 65600, 650]
     assert df["macs"][0] == 3 * 32 * 5 * 5 * 32 * 32 == 2_457_600
@@ -198,9 +214,7 @@ def test_bad_input_shape(shape: object) -> None:
         (32, 2, 2, 0, 1, 16),  # MaxPool2d(2)
     ],
 )
-def test_conv_output_size_matches_conv2d(
-    size: int, kernel: int, stride: int, padding: int, dilation: int, expected: int
-) -> None:
+def test_conv_output_size_matches_conv2d(size: int, kernel: int, stride: int, padding: int, dilation: int, expected: int) -> None:
     assert conv_output_size(size, kernel, stride, padding, dilation) == expected
     conv = nn.Conv2d(1, 1, kernel, stride=stride, padding=padding, dilation=dilation)
     with torch.no_grad():
@@ -221,9 +235,7 @@ def test_conv_output_size_matches_conv2d(
         (32, 3, 1, 1, 10, None),  # padding cannot shrink
     ],
 )
-def test_padding_for_size(
-    size: int, kernel: int, stride: int, dilation: int, target: int | None, expected: int | None
-) -> None:
+def test_padding_for_size(size: int, kernel: int, stride: int, dilation: int, target: int | None, expected: int | None) -> None:
     assert padding_for_size(size, kernel, stride, dilation, target) == expected
 
 
@@ -234,7 +246,8 @@ def test_padding_for_size_is_smallest_and_none_is_honest() -> None:
                 for target in range(1, size + 3):
                     got = padding_for_size(size, kernel, stride, target=target)
                     works = [
-                        p for p in range(3 * size + kernel)
+                        p
+                        for p in range(3 * size + kernel)
                         if (size + 2 * p - kernel) >= 0 and conv_output_size(size, kernel, stride, p) == target
                     ]
                     assert got == (works[0] if works else None), (size, kernel, stride, target)
@@ -242,9 +255,7 @@ def test_padding_for_size_is_smallest_and_none_is_honest() -> None:
 
 def test_explain_conv_output() -> None:
     assert explain_conv_output(32, 5, padding=2) == "(32 + 2*2 - 1*(5-1) - 1) / 1 + 1 = 32"
-    assert explain_conv_output(32, 3, stride=2, padding=1) == (
-        "floor((32 + 2*1 - 1*(3-1) - 1) / 2) + 1 = floor(31/2) + 1 = 16"
-    )
+    assert explain_conv_output(32, 3, stride=2, padding=1) == ("floor((32 + 2*1 - 1*(3-1) - 1) / 2) + 1 = floor(31/2) + 1 = 16")
 
 
 @pytest.mark.parametrize(
@@ -334,9 +345,7 @@ def test_to_code_nested_named_and_odd_layers() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
         OrderedDict(
-            stem=nn.Sequential(
-                nn.Conv2d(3, 8, 3, padding="same", bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
-            ),
+            stem=nn.Sequential(nn.Conv2d(3, 8, 3, padding="same", bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True)),
             pool=nn.MaxPool2d(2),
             head=nn.Sequential(nn.Flatten(), nn.Dropout(0.25), nn.Linear(8 * 16 * 16, 10)),
         )

@@ -3,6 +3,7 @@
 Read from the source (every `import` anywhere in a module, including inside functions),
 so a lazy import cannot hide a cycle.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,14 +32,17 @@ def test_core_never_imports_the_ui_or_the_benchmark(module):
     assert not wrong, f"core/{module} imports {sorted(wrong)}: core must run without them"
 
 
-@pytest.mark.parametrize("path", ["streamlit_app.py", *sorted(f"{d}/{p.name}" for d in ("studio", "pages")
-                                                          for p in (ROOT / d).glob("*.py"))])
+@pytest.mark.parametrize(
+    "path", ["streamlit_app.py", *sorted(f"{d}/{p.name}" for d in ("studio", "pages") for p in (ROOT / d).glob("*.py"))]
+)
 def test_the_studio_never_imports_the_benchmark(path):
     assert "bench" not in imported_packages(ROOT / path), f"{path} imports bench: the benchmark drives the studio"
 
 
 def test_the_check_sees_lazy_and_dotted_imports(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import os\n\ndef f():\n    import streamlit.runtime as rt\n    from studio.state import all_runs\n"
-                      "    from . import sibling\n    from bench.browser import serve\n")
+    module.write_text(
+        "import os\n\ndef f():\n    import streamlit.runtime as rt\n    from studio.state import all_runs\n"
+        "    from . import sibling\n    from bench.browser import serve\n"
+    )
     assert imported_packages(module) == {"os", "streamlit", "studio", "bench"}

@@ -1,4 +1,5 @@
 """The First steps lesson: y = 2x + 3 learned by a two-parameter module."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""The whole tree passes the project's lint (ruff.toml): unused imports, undefined names, import order, bugbear."""
+"""The whole tree passes the project's lint and format (pyproject.toml [tool.ruff]), as .ci/run checks first."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,12 +16,16 @@ def test_ruff_check_passes():
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -r requirements-dev.txt)")
-    proc = subprocess.run([ruff, "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True,
-                          cwd=ROOT, check=False)
+    proc = subprocess.run([ruff, "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_every_module_compiles():
-    proc = subprocess.run([sys.executable, "-m", "compileall", "-q", "core", "studio", "pages", "bench", "streamlit_app.py"],
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "core", "studio", "pages", "bench", "streamlit_app.py"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,4 +1,5 @@
 """Loading image folders fast without changing a pixel: the listing, the decoders, the caches."""
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,7 @@ def odd_files(folder: Path) -> list[Path]:
         "wide.jpg": lambda p: wide.save(p),
         "big.jpg": lambda p: Image.fromarray(_noise(rng, 300, 200)).save(p),
         "small.jpg": lambda p: Image.fromarray(_noise(rng, 8, 8)).save(p),
-        "alpha.png": lambda p: Image.fromarray(np.dstack([_noise(rng, 32, 32), rng.integers(0, 256, (32, 32), dtype=np.uint8)]))
-        .save(p),
+        "alpha.png": lambda p: Image.fromarray(np.dstack([_noise(rng, 32, 32), rng.integers(0, 256, (32, 32), dtype=np.uint8)])).save(p),
         "palette.gif": lambda p: rgb.convert("P").save(p),
         "deep.png": lambda p: Image.fromarray((rng.integers(0, 65535, (32, 32))).astype(np.uint16)).save(p),
         "plain.png": lambda p: rgb.save(p),
@@ -154,8 +154,21 @@ def _old_listing(split_dir: Path, classes: list[str]) -> list[Path]:
 
 def test_listing_matches_rglob_order_and_rules(tmp_path):
     root = tmp_path / "set"
-    for rel in ["cat/b.jpg", "cat/a-c.jpg", "cat/a/b.jpg", "cat/a/z/1.png", "cat/A.JPG", "cat/.hidden.jpg", "cat/notes.txt",
-                "cat/.cache/x.jpg", "cat/dir.jpg/inner.jpg", "cat/10.jpg", "cat/9.jpg", "dog/x.webp", "dog/y.jpeg"]:
+    for rel in [
+        "cat/b.jpg",
+        "cat/a-c.jpg",
+        "cat/a/b.jpg",
+        "cat/a/z/1.png",
+        "cat/A.JPG",
+        "cat/.hidden.jpg",
+        "cat/notes.txt",
+        "cat/.cache/x.jpg",
+        "cat/dir.jpg/inner.jpg",
+        "cat/10.jpg",
+        "cat/9.jpg",
+        "dog/x.webp",
+        "dog/y.jpeg",
+    ]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"x")
     outside = tmp_path / "outside"
@@ -232,8 +245,9 @@ def test_a_corrupt_or_foreign_cache_is_rebuilt(tmp_path, monkeypatch):
     train_cache.write_bytes(train_cache.read_bytes()[:100])  # truncated
     again = imagefolder_dataset(root, cache_dir=cache)
     assert decodes == [7] and again.skipped == 1 and torch.equal(again.train.images, first.train.images)
-    torch.save({"images": torch.zeros(6, 3, 8, 8, dtype=torch.uint8), "labels": torch.zeros(6, dtype=torch.long),
-                "skipped": 1}, train_cache)  # tensors, but not this split's
+    torch.save(
+        {"images": torch.zeros(6, 3, 8, 8, dtype=torch.uint8), "labels": torch.zeros(6, dtype=torch.long), "skipped": 1}, train_cache
+    )  # tensors, but not this split's
     assert torch.equal(imagefolder_dataset(root, cache_dir=cache).train.images, first.train.images) and decodes == [7, 7]
 
 
@@ -301,8 +315,11 @@ def test_torchvision_is_imported_for_decoding_only_where_it_pays(tmp_path, monke
     files = [str(p) for p in odd_files(tmp_path / "odd")]
     seen = []
     real = images.load_files_for_model
-    monkeypatch.setattr(data, "load_files_for_model", lambda paths, size, use_torchvision: seen.append(use_torchvision)
-                        or real(paths, size, use_torchvision=use_torchvision))
+    monkeypatch.setattr(
+        data,
+        "load_files_for_model",
+        lambda paths, size, use_torchvision: seen.append(use_torchvision) or real(paths, size, use_torchvision=use_torchvision),
+    )
     assert images.fast_jpeg_decoder() is not None  # imported and cached before torchvision is hidden below
     monkeypatch.delitem(sys.modules, "torchvision", raising=False)  # only what _decode_all sees; nothing is unloaded
     data._decode_all(files, 32, workers=0)

@@ -1,4 +1,5 @@
 """The learning-rate finder: the suggestion rule, a real sweep on shapes, and its command line."""
+
 from __future__ import annotations
 
 import json
@@ -63,12 +64,24 @@ def test_training_with_the_suggestion_works(models_root):
 
 def test_command_line(tmp_path):
     env = {**os.environ, "PLAYGROUND_DATA_DIR": str(tmp_path / "data"), "PLAYGROUND_MODELS_DIR": str(tmp_path / "models")}
-    done = subprocess.run([sys.executable, "-m", "core.lr_find", "--model", "lenet5", "--data", "shapes:600", "--batch-size",
-                           "50", "--steps", "20"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "core.lr_find", "--model", "lenet5", "--data", "shapes:600", "--batch-size", "50", "--steps", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # stdout is exactly one JSON document
     assert set(result) >= {"lrs", "losses", "suggested_lr"} and len(result["lrs"]) <= 20
     assert "suggested lr" in done.stderr  # progress goes to stderr
-    bad = subprocess.run([sys.executable, "-m", "core.lr_find", "--model", "lenet5", "--data", "shapes:600", "--steps", "5000"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "core.lr_find", "--model", "lenet5", "--data", "shapes:600", "--steps", "5000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: --steps must be between") and bad.stdout == ""

@@ -1,4 +1,5 @@
 """Presets, layer specs, torchvision heads, freezing, and weight files (trusted and hostile)."""
+
 from __future__ import annotations
 
 import pickle
@@ -29,8 +30,17 @@ def test_every_preset_builds_and_trains_one_step(name):
 def test_cifar10_quick_is_the_tutorial_model():
     model = build("cifar10_quick")
     assert count_parameters(model) == (145_578, 145_578)
-    assert [type(m).__name__ for m in model] == ["Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d",
-                                                 "Flatten", "Linear", "Linear"]
+    assert [type(m).__name__ for m in model] == [
+        "Conv2d",
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "Linear",
+    ]
     assert model[0].padding == (2, 2)  # (32 + 2*2 - 5) / 1 + 1 = 32 keeps the size
 
 
@@ -129,20 +139,30 @@ def test_spec_infers_input_sizes():
     assert build(spec_of(model), num_classes=4)[6].in_features == 4096  # specs round-trip
 
 
-@pytest.mark.parametrize("spec, message", [
-    ([{"type": "Linear", "out_features": 10}], r"Layer 1 \(Linear\): needs a flat input but gets 3 x 32 x 32; add a Flatten"),
-    ([{"type": "Conv2d", "out_channels": 8, "kernel_size": 7}, {"type": "MaxPool2d", "kernel_size": 8},
-      {"type": "MaxPool2d", "kernel_size": 8}, {"type": "Flatten"}, {"type": "Linear"}],
-     r"Layer 3 \(MaxPool2d\) cannot take input 8 x 3 x 3"),
-    ([{"type": "Conv2d", "kernal_size": 3}], r"Layer 1 \(Conv2d\): unexpected option kernal_size"),
-    ([{"type": "Conv2d", "kernel_size": 3}], r"Layer 1 \(Conv2d\).*needs out_channels"),
-    ([{"type": "Flatten"}, {"type": "Conv2d", "out_channels": 3}], r"Layer 2 \(Conv2d\): needs an image-shaped input"),
-    ([{"type": "Flatten"}, {"type": "Linear", "out_features": 7}], r"gives 7 outputs but there are 10 classes"),
-    ([{"type": "Conv2d", "out_channels": 4}], r"ends with shape 4 x 30 x 30"),
-    ([{"type": "Transformer"}], r"unknown layer type"),
-    ([], r"non-empty list"),
-    ([{"type": "Dropout", "p": 1.5}, {"type": "Flatten"}, {"type": "Linear"}], r"Layer 1 \(Dropout\).*p must be"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ([{"type": "Linear", "out_features": 10}], r"Layer 1 \(Linear\): needs a flat input but gets 3 x 32 x 32; add a Flatten"),
+        (
+            [
+                {"type": "Conv2d", "out_channels": 8, "kernel_size": 7},
+                {"type": "MaxPool2d", "kernel_size": 8},
+                {"type": "MaxPool2d", "kernel_size": 8},
+                {"type": "Flatten"},
+                {"type": "Linear"},
+            ],
+            r"Layer 3 \(MaxPool2d\) cannot take input 8 x 3 x 3",
+        ),
+        ([{"type": "Conv2d", "kernal_size": 3}], r"Layer 1 \(Conv2d\): unexpected option kernal_size"),
+        ([{"type": "Conv2d", "kernel_size": 3}], r"Layer 1 \(Conv2d\).*needs out_channels"),
+        ([{"type": "Flatten"}, {"type": "Conv2d", "out_channels": 3}], r"Layer 2 \(Conv2d\): needs an image-shaped input"),
+        ([{"type": "Flatten"}, {"type": "Linear", "out_features": 7}], r"gives 7 outputs but there are 10 classes"),
+        ([{"type": "Conv2d", "out_channels": 4}], r"ends with shape 4 x 30 x 30"),
+        ([{"type": "Transformer"}], r"unknown layer type"),
+        ([], r"non-empty list"),
+        ([{"type": "Dropout", "p": 1.5}, {"type": "Flatten"}, {"type": "Linear"}], r"Layer 1 \(Dropout\).*p must be"),
+    ],
+)
 def test_spec_errors_name_the_layer_and_shapes(spec, message):
     with pytest.raises(PlaygroundError, match=message) as err:
         build_from_spec(spec, num_classes=10, input_shape=(3, 32, 32))

@@ -6,6 +6,7 @@ test here fails after a Streamlit upgrade, read that function's docstring: the w
 mending, or Streamlit now handles a pages/ folder with st.navigation and the workaround (and its
 line at the top of every page) can go.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Prediction: odd uploads, determinism, exports, uploaded weights, whole-model pickles."""
+
 from __future__ import annotations
 
 import io
@@ -58,8 +59,12 @@ def odd_uploads() -> dict[str, bytes]:
 
 def bad_uploads() -> dict[str, bytes]:
     jpeg = png_bytes(Image.new("RGB", (200, 200), "red"), "JPEG")
-    return {"empty.jpg": b"", "text.jpg": b"just some text\n" * 10, "truncated.jpg": jpeg[: len(jpeg) // 2],
-            "drawing.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>'}
+    return {
+        "empty.jpg": b"",
+        "text.jpg": b"just some text\n" * 10,
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "drawing.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>',
+    }
 
 
 def test_odd_images_are_predicted_and_bad_ones_refused_one_line(run_dir):
@@ -71,7 +76,7 @@ def test_odd_images_are_predicted_and_bad_ones_refused_one_line(run_dir):
     for r in results[: len(good)]:
         assert "top" in r, r
         assert len(r["top"]) == 3 and 0.0 <= r["top"][0]["prob"] <= 1.0
-    for r in results[len(good):]:
+    for r in results[len(good) :]:
         assert "error" in r and "\n" not in r["error"] and r["file"] in r["error"], r
 
 
@@ -117,8 +122,7 @@ def test_state_dict_export_and_safetensors_upload_predict_the_same(run_dir, tmp_
     assert from_export.classes == Predictor.from_run(run_dir).classes  # the sidecar carries the class names
     safetensors_path = tmp_path / "weights.safetensors"
     save_file(state, str(safetensors_path))
-    from_st = Predictor.from_weights(safetensors_path, "cifar10_quick", classes=info["classes"],
-                                     normalization=info["normalization"])
+    from_st = Predictor.from_weights(safetensors_path, "cifar10_quick", classes=info["classes"], normalization=info["normalization"])
     upload = odd_uploads()["photo.bmp"]
     a = from_export.predict([upload], names=["x.bmp"])[0]["top"]
     b = from_st.predict([upload], names=["x.bmp"])[0]["top"]

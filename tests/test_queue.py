@@ -5,6 +5,7 @@ The fast tests build run folders by hand (the folders are the queue's whole stat
 the device busy with a "running" record of this very process, so nothing trains; the slow
 ones train tiny runs through the real worker processes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny(**kw) -> TrainConfig:
-    return TrainConfig.for_model("cifar10_quick", data="shapes:200", epochs=kw.pop("epochs", 1), batch_size=50,
-                                 precision="fp32", **kw)
+    return TrainConfig.for_model("cifar10_quick", data="shapes:200", epochs=kw.pop("epochs", 1), batch_size=50, precision="fp32", **kw)
 
 
 def settings(**kw) -> Settings:
@@ -52,8 +52,11 @@ def busy_cpu(root: Path, name: str = "0-busy") -> Path:
 
 
 def finish(run_dir: Path, seconds: float = 30.0) -> None:
-    write_records(run_dir, {"kind": "epoch", "epoch": 1, "test_acc": 0.5},
-                  {"kind": "status", "status": "finished", "epochs_done": 1, "elapsed": seconds})
+    write_records(
+        run_dir,
+        {"kind": "epoch", "epoch": 1, "test_acc": 0.5},
+        {"kind": "status", "status": "finished", "epochs_done": 1, "elapsed": seconds},
+    )
 
 
 def dead_pid() -> int:
@@ -107,13 +110,17 @@ def test_the_estimated_start_comes_from_finished_runs_like_it(registry, models_r
 def test_a_run_whose_process_died_before_training_goes_back_to_the_queue_then_fails(registry, models_root):
     busy_cpu(models_root)
     run_dir = registry.start(tiny())
-    write_records(run_dir, {"kind": "status", "status": "running", "dispatched": True, "pid": dead_pid(),
-                            "host": os.uname().nodename, "slots": ["cpu"]})
+    write_records(
+        run_dir,
+        {"kind": "status", "status": "running", "dispatched": True, "pid": dead_pid(), "host": os.uname().nodename, "slots": ["cpu"]},
+    )
     info = runs.run_info(run_dir)
     assert info.status == "queued" and "back in the queue" in info.message and info.attempts == 1
     for _ in range(MAX_ATTEMPTS - 1):
-        write_records(run_dir, {"kind": "status", "status": "running", "dispatched": True, "pid": dead_pid(),
-                                "host": os.uname().nodename, "slots": ["cpu"]})
+        write_records(
+            run_dir,
+            {"kind": "status", "status": "running", "dispatched": True, "pid": dead_pid(), "host": os.uname().nodename, "slots": ["cpu"]},
+        )
     registry.dispatch()
     info = runs.run_info(run_dir)
     assert info.status == "failed" and f"died {MAX_ATTEMPTS} times" in info.message
@@ -122,10 +129,11 @@ def test_a_run_whose_process_died_before_training_goes_back_to_the_queue_then_fa
 def test_a_run_some_process_already_owns_is_never_handed_out_again(registry, models_root):
     """A dispatcher that crashed between handing a run over and recording it: the run's lock says it is taken."""
     run_dir = registry.enqueue(tiny())
-    hold = ("import sys, time; from pathlib import Path; from core.worker import claim; "
-            "assert claim(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(run_dir)],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    hold = (
+        "import sys, time; from pathlib import Path; from core.worker import claim; "
+        "assert claim(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         assert run_locked(run_dir)
@@ -271,8 +279,9 @@ def test_out_of_memory_fails_that_run_only_and_says_what_to_change(models_root):
 @pytest.mark.timeout(1500)
 def test_a_class_of_twenty_starting_at_once():
     """The issue's load test: 20 users start a run each at the same moment (1 epoch on a small shapes set)."""
-    out = subprocess.run([sys.executable, "-m", "bench.queue", "load", "--users", "20"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=1400, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.queue", "load", "--users", "20"], cwd=ROOT, capture_output=True, text=True, timeout=1400, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads(out.stdout)
     print("load test:", json.dumps(figures))  # the figures for the report (pytest -s shows them)

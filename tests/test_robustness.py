@@ -1,4 +1,5 @@
 """Hostile and concurrent use: random layer specs, parallel runs, restarts, run listing while writing."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,26 @@ from core.train import TrainConfig
 
 # Mostly plausible values (so many specs build and run), sometimes garbage (so errors are explored too).
 PLAUSIBLE = {
-    "out_channels": st.integers(1, 8), "kernel_size": st.integers(1, 5), "stride": st.integers(1, 3),
-    "padding": st.integers(0, 2), "dilation": st.integers(1, 2), "bias": st.booleans(),
-    "output_size": st.integers(1, 4), "p": st.floats(0, 0.9), "out_features": st.integers(1, 16),
+    "out_channels": st.integers(1, 8),
+    "kernel_size": st.integers(1, 5),
+    "stride": st.integers(1, 3),
+    "padding": st.integers(0, 2),
+    "dilation": st.integers(1, 2),
+    "bias": st.booleans(),
+    "output_size": st.integers(1, 4),
+    "p": st.floats(0, 0.9),
+    "out_features": st.integers(1, 16),
 }
-GARBAGE = st.one_of(st.integers(-3, 0), st.none(), st.floats(-1, 2), st.just(float("nan")), st.text(max_size=3),
-                    st.just("num_classes"), st.lists(st.integers(0, 3), max_size=2), st.integers(50, 10**6))
+GARBAGE = st.one_of(
+    st.integers(-3, 0),
+    st.none(),
+    st.floats(-1, 2),
+    st.just(float("nan")),
+    st.text(max_size=3),
+    st.just("num_classes"),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.integers(50, 10**6),
+)
 
 
 @st.composite
@@ -52,8 +67,7 @@ def spec(draw):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=spec(), side=st.integers(1, 40), channels=st.integers(1, 4),
-       classes=st.integers(1, 12))
+@given(spec=spec(), side=st.integers(1, 40), channels=st.integers(1, 4), classes=st.integers(1, 12))
 def test_any_spec_gives_a_model_or_a_clear_spec_error(spec, side, channels, classes):
     try:
         model = build_from_spec(spec, num_classes=classes, input_shape=(channels, side, side))
@@ -66,8 +80,7 @@ def test_any_spec_gives_a_model_or_a_clear_spec_error(spec, side, channels, clas
 
 
 def tiny_config(**kw) -> TrainConfig:
-    return TrainConfig.for_model("cifar10_quick", data="shapes:400", epochs=kw.pop("epochs", 2), batch_size=50,
-                                 precision="fp32", **kw)
+    return TrainConfig.for_model("cifar10_quick", data="shapes:400", epochs=kw.pop("epochs", 2), batch_size=50, precision="fp32", **kw)
 
 
 def wait_until_done(registry: JobRegistry, run_dir, timeout: float = 240) -> runs.RunInfo:
@@ -128,9 +141,26 @@ def test_stop_from_the_app_then_resume(models_root, request):
 def test_an_app_restart_marks_dead_runs_interrupted(models_root):
     """A run whose process died (app restart, kill) is listed as interrupted and resumable, not as running."""
     run_dir = models_root / "orphan"
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", "shapes:400",
-                             "--epochs", "50", "--batch-size", "50", "--out", str(run_dir)],
-                            cwd=os.path.dirname(os.path.dirname(__file__)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.train",
+            "--model",
+            "cifar10_quick",
+            "--data",
+            "shapes:400",
+            "--epochs",
+            "50",
+            "--batch-size",
+            "50",
+            "--out",
+            str(run_dir),
+        ],
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "checkpoint.pt").exists():
         time.sleep(0.2)

@@ -1,4 +1,5 @@
 """A run's own name and note (meta.json): set, cleared, listed, and kept apart from config.json."""
+
 from __future__ import annotations
 
 import json

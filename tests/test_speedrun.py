@@ -1,4 +1,5 @@
 """core.speedrun: the airbench-style preset builds, trains a step, whitens, and has a full recipe."""
+
 from __future__ import annotations
 
 import torch
@@ -78,8 +79,20 @@ def test_whiten_bias_freezes():
 
 def test_recipe_keys():
     required = {
-        "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-        "label_smoothing", "schedule", "warmup", "ema", "tta", "augment", "crop_padding",
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "label_smoothing",
+        "schedule",
+        "warmup",
+        "ema",
+        "tta",
+        "augment",
+        "crop_padding",
     }
     assert required <= RECIPE.keys()
     assert RECIPE["optimizer"] == "sgd" and RECIPE["nesterov"] is True

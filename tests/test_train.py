@@ -1,4 +1,5 @@
 """The training loop: learning, stop/resume, time limit, divergence, faults, precision."""
+
 from __future__ import annotations
 
 import json
@@ -190,8 +191,13 @@ def test_a_setup_error_is_recorded_in_the_run_folder(models_root):
 
 
 def test_custom_layer_spec_trains(models_root):
-    spec = [{"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "ReLU"},
-            {"type": "AdaptiveAvgPool2d", "output_size": 4}, {"type": "Flatten"}, {"type": "Linear"}]
+    spec = [
+        {"type": "Conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "ReLU"},
+        {"type": "AdaptiveAvgPool2d", "output_size": 4},
+        {"type": "Flatten"},
+        {"type": "Linear"},
+    ]
     result = train(tiny(model="custom", layers=spec, epochs=1), models_root / "c")
     assert result["status"] == "finished"
 
@@ -227,8 +233,12 @@ def test_lr_schedules():
 
 
 def test_a_short_run_on_real_cifar10_images_learns(models_root, cifar_slice):
-    result = train(TrainConfig.for_model("cifar10_quick", data=f"imagefolder:{cifar_slice}", epochs=3, precision="fp32",
-                                         data_dir=str(models_root.parent / "data")), models_root / "real")
+    result = train(
+        TrainConfig.for_model(
+            "cifar10_quick", data=f"imagefolder:{cifar_slice}", epochs=3, precision="fp32", data_dir=str(models_root.parent / "data")
+        ),
+        models_root / "real",
+    )
     assert result["status"] == "finished"
     assert result["val_acc"] > 0.25, result  # chance is 0.10
 
@@ -267,8 +277,9 @@ def test_bad_config_values_are_user_errors():
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_the_loop_code_follows_the_settings(model, optimizer):
     for loss in losses.LOSSES:
-        config = TrainConfig.for_model(model, data="shapes:600", epochs=4, optimizer=optimizer, lr=0.02, loss=loss,
-                                       label_smoothing=0.0, augment=loss != "mse")
+        config = TrainConfig.for_model(
+            model, data="shapes:600", epochs=4, optimizer=optimizer, lr=0.02, loss=loss, label_smoothing=0.0, augment=loss != "mse"
+        )
         code = loop_code(config)
         compile(code, "loop.py", "exec")  # valid Python for every combination
         assert losses.code(loss) in code and "range(4)" in code and "lr=0.02" in code
