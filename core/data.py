@@ -41,8 +41,9 @@ DOWNLOAD_TIMEOUT_S = 20
 TEST_FRACTION = 0.1  # of each class, held out for testing when a folder has no test split
 MIN_TEST_PER_CLASS = 3  # ... but at least this many per class: one or two test images say nothing
 PARALLEL_DECODE_MIN_FILES = 1024  # below this, starting worker processes costs more than it saves
-# Importing torchvision for its JPEG decoder costs 1-2 s; the decoder saves ~0.2 ms a file over PIL's path,
-# so it pays where each decoding process has this many files (or torchvision is imported already).
+# torchvision's JPEG decoder saves ~0.2 ms a file over PIL's path; getting it costs ~20 ms (its image library alone,
+# core.images._jpeg_op) or 1-2 s where torchvision must be imported whole, so it is used where each decoding
+# process has this many files (or torchvision is imported already).
 TORCHVISION_DECODE_MIN_FILES = 8000
 DECODER_VERSION = 2  # part of every cache key: bump when decoding would give other pixels
 SHAPES_VERSION = 1  # part of the shapes cache key: bump when _render_shapes draws differently

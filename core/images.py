@@ -8,11 +8,15 @@ SVG, an iPhone HEIC, a truncated download, a decompression bomb -- becomes a
 from __future__ import annotations
 
 import codecs
+import contextlib
+import importlib.util
 import io
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -207,6 +211,41 @@ def _plain_jpeg_size(data: bytes | bytearray) -> tuple[int, int] | None:
     return None
 
 
+def _jpeg_op() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """torchvision's libjpeg decode for one file's bytes -> (3, H, W) RGB uint8, or None without it.
+
+    Importing torchvision costs 1-2 s (it imports its models, datasets and transforms), most of a cold load's
+    time on a small machine; its JPEG decoder is one operator in its `image` extension library, which loads in
+    milliseconds. So where torchvision is not imported yet, only that library is loaded (the operator
+    `torchvision.io.decode_jpeg` itself calls on the CPU); where that fails, torchvision is imported as usual.
+    """
+    rgb = 3  # torchvision.io.ImageReadMode.RGB
+    if "torchvision" not in sys.modules:
+        with contextlib.suppress(Exception):
+            if not hasattr(torch.ops.image, "decode_jpeg"):
+                spec = importlib.util.find_spec("torchvision")
+                folder = Path(next(iter(spec.submodule_search_locations)))  # type: ignore[union-attr]
+                library = next(p for p in sorted(folder.iterdir()) if p.name.startswith("image") and p.suffix in (".so", ".pyd", ".dylib"))
+                torch.ops.load_library(str(library))
+            op = torch.ops.image.decode_jpeg
+            return lambda data: op(data, rgb, False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception:  # no image extension, a removed API: PIL does all the decoding
+        return None
+
+    def decode_one(data: torch.Tensor) -> torch.Tensor:
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; a torchvision without them fails the
+        # check in fast_jpeg_decoder, and PIL decodes everything.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+
+    return decode_one
+
+
 @lru_cache(maxsize=1)
 def fast_jpeg_decoder() -> Callable[[list[bytearray]], list[torch.Tensor | None]] | None:
     """torchvision's JPEG decoder (JPEG files' bytes -> (3, H, W) uint8 each, None for one it cannot
@@ -216,29 +255,18 @@ def fast_jpeg_decoder() -> Callable[[list[bytearray]], list[torch.Tensor | None]
     so a torchvision built against a libjpeg that rounds differently, or one without the decoder, is simply
     not used.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_jpeg
-    except Exception:  # no image extension, a removed API: PIL does all the decoding
+    decode_one = _jpeg_op()
+    if decode_one is None:
         return None
 
     def decode(files: list[bytearray]) -> list[torch.Tensor | None]:
-        # torchvision 0.29 deprecates its decoders in favour of TorchCodec; a torchvision without them
-        # fails the check below, and PIL decodes everything.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            data = [torch.frombuffer(f, dtype=torch.uint8) for f in files]
+        out: list[torch.Tensor | None] = []
+        for f in files:
             try:
-                return decode_jpeg(data, mode=ImageReadMode.RGB)  # one call: its checks run once, not per file
-            except Exception:  # one damaged file fails the whole call: decode one by one
-                out: list[torch.Tensor | None] = []
-                for d in data:
-                    try:
-                        out.append(decode_jpeg(d, mode=ImageReadMode.RGB))
-                    except Exception:
-                        out.append(None)
-                return out
+                out.append(decode_one(torch.frombuffer(f, dtype=torch.uint8)))
+            except Exception:  # a damaged file: PIL decides what to make of it
+                out.append(None)
+        return out
 
     try:
         rng = np.random.default_rng(0)

@@ -43,6 +43,7 @@ from core.models import PRESETS, build, count_parameters, is_torchvision, preset
 from core.predict import tta_logits
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+HEALTH_RECORDS_PER_EPOCH = 10  # at most about this many health records an epoch (each costs a few ms; see Setup)
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 DIST_TIMEOUT_S = int(os.environ.get("PLAYGROUND_DIST_TIMEOUT", 180))
 
@@ -83,7 +84,7 @@ class TrainConfig:
     widths: list[int] | None = None  # speedrun: channels of its three conv groups; None: its CPU widths (32/128/128)
     data_dir: str | None = None
     log_every: int = 0  # steps between step records; 0: about 25 per epoch
-    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs every log interval (core.health)
+    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs at log intervals, ~10 an epoch (core.health)
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
@@ -392,6 +393,7 @@ class Setup:
     input_size: int  # the side the model sees
     train_loader: BatchLoader
     log_every: int  # steps between step records
+    health_every: int  # steps between health records: a multiple of log_every (see HEALTH_RECORDS_PER_EPOCH)
     model: nn.Module  # the bare model: checkpoints, EMA and evaluation use it
     step_model: nn.Module  # what a training step calls: the model, compiled and/or wrapped in DDP
     loss_fn: nn.Module
@@ -424,6 +426,10 @@ class Setup:
     def logs_after(self, step: int) -> bool:
         """Whether batch `step` (1-based, in its epoch) ends a log interval; the epoch's last batch always does."""
         return step % self.log_every == 0 or step == self.steps_per_epoch
+
+    def watches_health_after(self, step: int) -> bool:
+        """Whether batch `step` ends a log interval that also gets a health record."""
+        return self.health is not None and step % self.health_every == 0
 
 
 def image_sides(config: TrainConfig) -> tuple[int, int]:
@@ -521,6 +527,10 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     loss_fn = losses.make(config.loss, config.label_smoothing)
 
     deadline = log.started + config.time_limit if config.time_limit is not None else None
+    log_every = config.log_every or max(1, steps_per_epoch // 25)
+    # Health at log intervals, but at most about HEALTH_RECORDS_PER_EPOCH an epoch: a small net's step is so cheap
+    # (LeNet: ~15 ms on 2 CPU cores) that measuring every 4th step would cost more than the 5% it may.
+    health_every = log_every * math.ceil(max(1, steps_per_epoch // HEALTH_RECORDS_PER_EPOCH) / log_every)
     s = Setup(
         config=config,
         dist=dist,
@@ -533,7 +543,8 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
         data_size=data_size,
         input_size=input_size,
         train_loader=train_loader,
-        log_every=config.log_every or max(1, steps_per_epoch // 25),
+        log_every=log_every,
+        health_every=health_every,
         model=model,
         step_model=step_model,
         loss_fn=loss_fn,
@@ -724,7 +735,7 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
             raise StopRequested
         # Known before the step, so that a logged step can also watch the step itself (activations, the update).
         logged = s.logs_after(progress.step + 1)
-        if logged and s.health is not None:
+        if logged and s.watches_health_after(progress.step + 1):
             s.health.begin()  # hooks and a copy of the weights for this one step; log_interval reads them
         loss, logits = train_step(s, x, y)
         progress.step += 1
@@ -1037,7 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--health",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="record per-layer training health every log interval (default on; --no-health: off)",
+        help="record per-layer training health at log intervals, about 10 an epoch (default on; --no-health: off)",
     )
     p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
     p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")

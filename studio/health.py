@@ -183,7 +183,7 @@ def panel(tail: Curves, config: dict[str, Any]) -> None:
         if dead_fig is not None:
             st.plotly_chart(dead_fig, key="health-dead")
         st.caption(
-            "Measured at every log interval on that step's batch: the step the weights really took (lr, momentum and "
+            "Measured at log intervals (about 10 an epoch) on that step's batch: the step the weights really took (lr, momentum and "
             "Adam's scaling included) divided by their size, the gradient's L2 norm, and the ReLU units that are 0 for "
             "every image. Switch off with `health=False` (`--no-health`)."
         )

@@ -279,3 +279,14 @@ def test_issue_13_lenet_on_2000_shapes_for_3_epochs_gets_the_stuck_loss_warning(
     warnings = check(records, num_classes=10, config=runs.read_config(models_root / "lenet"))
     assert "stuck" in [w.code for w in warnings]
     assert "health warning: The training loss is stuck near" in out.getvalue()  # the command line says it too
+
+
+def test_short_steps_get_about_ten_health_records_an_epoch_at_log_intervals(models_root):
+    # 100 steps an epoch logged every 4th: health every 12th (a multiple of the log interval), so LeNet's cheap
+    # steps are not slowed by more than the 5% the records may cost.
+    assert train(tiny(data="shapes:2000", batch_size=20, epochs=1, log_every=0), models_root / "r")["status"] == "finished"
+    records, _ = runs.read_metrics(models_root / "r")
+    steps = {r["step"] for r in records if r["kind"] == "step"}
+    health = [r["step"] for r in records if r["kind"] == "health"]
+    assert len(steps) >= 25 and 6 <= len(health) <= 10
+    assert set(health) <= steps and all(step % 12 == 0 for step in health)
