@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
@@ -19,7 +20,7 @@ from core import jobs, runs
 from core.curves import format_duration
 from studio import export_view, health, insight, queue_view, run_controls, small_data, state
 from studio.charts import training_figure
-from studio.widgets import data_name, guard, percent, status_badge
+from studio.widgets import guard, percent, status_badge
 
 # Two cadences, because what the browser pays per redraw differs by ~10x: the progress
 # line is cheap and moves a few times per second; a changed Plotly figure costs the
@@ -37,8 +38,8 @@ def run_picker(current: Path | None) -> Path | None:
     if not every:
         return None
     ids = [r.run_id for r in every]
-    # Only what never changes: the badge below says how the run is doing.
-    titles = {r.run_id: f"{r.run_id}  ·  {r.config.get('model')} on {data_name(str(r.config.get('data', '')))}" for r in every}
+    # Its name and start, not its progress: the badge below says how the run is doing.
+    titles = {r.run_id: f"{r.name}  ·  {datetime.fromtimestamp(r.started):%d %b %H:%M}" if r.started else r.name for r in every}
     index = ids.index(current.name) if current is not None and current.name in ids else 0
     chosen = st.selectbox("Showing run", ids, index=index, format_func=titles.get, key=f"pick-{ids[index]}")
     if current is None or chosen != current.name:

@@ -338,6 +338,7 @@ CONFUSION_CELL = """() => {
   const gd = [...document.querySelectorAll('.js-plotly-plot')]
     .find(g => (g.data || []).some(t => t.marker && t.marker.symbol === 'square-open'));
   if (!gd) return null;
+  gd.scrollIntoView({block: "center"});  // the click must land inside the window, wherever the page has grown
   const cells = gd.data.find(t => t.marker && t.marker.symbol === 'square-open');
   let best = null;  // the fullest off-diagonal cell: the pair the model mixes up most
   cells.customdata.forEach(([t, p, count]) => { if (t !== p && (!best || count > best.count)) best = {t, p, count}; });
@@ -357,25 +358,28 @@ def test_click_a_confusion_cell_to_see_its_images(server, page):
     page.get_by_role("button", name="Open on the Train page").click()
     page.get_by_text("Confusion matrix · click a cell").first.wait_for(timeout=120_000)
     _settle(page, extra=1.0)
-    page.get_by_text("Confusion matrix · click a cell").first.scroll_into_view_if_needed()
-    cell, previous = page.evaluate(CONFUSION_CELL), None
-    for _ in range(20):  # charts above it may still be drawing: click once the cell has stopped moving
-        if cell == previous:
-            break
-        page.wait_for_timeout(500)
-        previous, cell = cell, page.evaluate(CONFUSION_CELL)
-    assert cell and cell["count"] > 0, cell
+
+    def steady_cell() -> dict:  # charts above it may still be drawing: click once the cell has stopped moving
+        cell, previous = page.evaluate(CONFUSION_CELL), None
+        for _ in range(20):
+            if cell == previous:
+                break
+            page.wait_for_timeout(500)
+            previous, cell = cell, page.evaluate(CONFUSION_CELL)
+        assert cell and cell["count"] > 0, cell
+        return cell
+
     before = page.locator("[data-testid=stImage] img").count()
-    heading = page.get_by_text(f"{cell['trueName']} predicted as {cell['predName']} ({cell['count']} images)").last
-    for attempt in range(3):  # a click that lands while the page is rerunning is dropped by the browser: click again
+    for attempt in range(3):  # a click that lands while the page is rerunning (or switching runs) is lost: again
+        cell = steady_cell()
         page.mouse.click(cell["x"], cell["y"])
         try:
-            heading.wait_for(timeout=20_000)
+            page.get_by_text(f"{cell['trueName']} predicted as {cell['predName']} ({cell['count']} images)").last.wait_for(timeout=20_000)
             break
         except PlaywrightTimeout:
             if attempt == 2:
+                _shot(page, "confusion-click-failed")
                 raise
-            cell = page.evaluate(CONFUSION_CELL)
     _settle(page, extra=1.0)
     _no_exception(page, "train (confusion cell)")
     assert page.locator("[data-testid=stImage] img").count() == before + min(cell["count"], 40)
