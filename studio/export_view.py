@@ -32,72 +32,73 @@ def downloads(info: RunInfo, key: str = "run") -> None:
     script_name = export.script_filename(info.config)
     shared = workspace.settings().shared
     st.markdown("##### Take it with you", help="The same files as `python -m core.export RUN_DIR --format ...`.")
-    with st.container(horizontal=True, vertical_alignment="center"):
-        st.download_button(
+    # (label, bytes, file name, mime, icon, key suffix, help): one download button each, in this order
+    buttons = [
+        (
             "Weights (state_dict .pt)",
             lambda: runs.state_dict_bytes(run_dir),
-            file_name=f"{run_id}.pt",
-            mime="application/octet-stream",
-            on_click="ignore",
-            icon=":material/download:",
-            key=f"{key}-pt",
-            help="Exactly model.state_dict(): tensors only, loads with torch.load(path, weights_only=True).",
-        )
-        st.download_button(
+            f"{run_id}.pt",
+            "application/octet-stream",
+            ":material/download:",
+            "pt",
+            "Exactly model.state_dict(): tensors only, loads with torch.load(path, weights_only=True).",
+        ),
+        (
             "Classes + normalization (.json)",
             lambda: _info_json(run_dir),
-            file_name=f"{run_id}.json",
-            mime="application/json",
-            on_click="ignore",
-            icon=":material/download:",
-            key=f"{key}-json",
-            help="What the weights need beside them: architecture, class names, mean/std, input size. "
+            f"{run_id}.json",
+            "application/json",
+            ":material/download:",
+            "json",
+            "What the weights need beside them: architecture, class names, mean/std, input size. "
             "The Predict page takes the .pt and this file together.",
-        )
-        st.download_button(
+        ),
+        (
             "Training script (.py)",
             lambda: export.export_script(run_dir),
-            file_name=script_name,
-            mime="text/x-python",
-            on_click="ignore",
-            icon=":material/code:",
-            key=f"{key}-script",
-            help="This run's recipe as one plain PyTorch script (torch, torchvision, numpy, Pillow only): "
-            "data, DataLoader, model, loss, optimizer, train, test, save. "
-            f"python {script_name} --epochs 5 --data shapes",
-        )
-        st.download_button(
+            script_name,
+            "text/x-python",
+            ":material/code:",
+            "script",
+            "This run's recipe as one plain PyTorch script (torch, torchvision, numpy, Pillow only): data, DataLoader, model, "
+            f"loss, optimizer, train, test, save. python {script_name} --epochs 5 --data shapes",
+        ),
+        (
             "Notebook (.ipynb)",
             lambda: export.export_notebook(run_dir),
-            file_name=Path(script_name).with_suffix(".ipynb").name,
-            mime="application/x-ipynb+json",
-            on_click="ignore",
-            icon=":material/menu_book:",
-            key=f"{key}-notebook",
-            help="The same code as the script, in Jupyter cells, with an explanation before each step.",
-        )
-        st.download_button(
+            Path(script_name).with_suffix(".ipynb").name,
+            "application/x-ipynb+json",
+            ":material/menu_book:",
+            "notebook",
+            "The same code as the script, in Jupyter cells, with an explanation before each step.",
+        ),
+        (
             "ONNX (.onnx)",
             lambda: export.onnx_bytes(run_dir),
-            file_name=f"{run_id}.onnx",
-            mime="application/octet-stream",
-            on_click="ignore",
-            icon=":material/account_tree:",
-            key=f"{key}-onnx",
-            help="The model for other runtimes (onnxruntime, TensorRT, browsers), any batch "
-            "size; checked against PyTorch when it is made (takes a few seconds).",
-        )
-        if not shared:  # a pickle runs code when loaded: a shared server does not hand them out
-            st.download_button(
+            f"{run_id}.onnx",
+            "application/octet-stream",
+            ":material/account_tree:",
+            "onnx",
+            "The model for other runtimes (onnxruntime, TensorRT, browsers), any batch size; "
+            "checked against PyTorch when it is made (takes a few seconds).",
+        ),
+    ]
+    if not shared:  # a pickle runs code when loaded: a shared server does not hand them out
+        buttons.append(
+            (
                 "Whole model (pickle)",
                 lambda: _whole_model_bytes(run_dir),
-                file_name=f"{run_id}-model.pt",
-                mime="application/octet-stream",
-                on_click="ignore",
-                icon=":material/download:",
-                key=f"{key}-pickle",
-                help="torch.save(model): unsafe to load from others, because loading a "
-                "pickle can run any code. Share the state_dict instead.",
+                f"{run_id}-model.pt",
+                "application/octet-stream",
+                ":material/download:",
+                "pickle",
+                "torch.save(model): unsafe to load from others, because loading a pickle can run any code. Share the state_dict instead.",
+            )
+        )
+    with st.container(horizontal=True, vertical_alignment="center"):
+        for label, data, file_name, mime, icon, suffix, help_text in buttons:
+            st.download_button(
+                label, data, file_name=file_name, mime=mime, on_click="ignore", icon=icon, key=f"{key}-{suffix}", help=help_text
             )
     st.caption(f"Load the weights the tutorial's way (way 2) with the training script beside them ({script_name}):")
     st.code("import json, torch\n" + export.load_snippet(run_id, model), language="python")
