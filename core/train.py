@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import gc
 import json
 import math
 import os
@@ -1104,6 +1105,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # A stopped run's StopRequested traceback keeps the DDP model (and its gloo work) alive in a reference
+            # cycle; freed at interpreter exit instead, it aborted a rank ("terminate called without an active
+            # exception"). Collected now, the process group goes down with nothing still using it.
+            gc.collect()
             torch.distributed.destroy_process_group()
     if Dist.from_env().main:
         print(json.dumps(result))
