@@ -322,7 +322,9 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
                 _shot(b, "shared-finished")
                 b.get_by_role("link", name="Runs", exact=True).first.click()
                 b.get_by_role("heading", name="Compare").wait_for()
-                assert run_b.name in b.content() and run_a.name not in b.content()
+                # The page goes on drawing below the heading: wait for B's run to be on it, then look for A's.
+                b.wait_for_function("name => document.body.innerHTML.includes(name)", arg=run_b.name)
+                assert run_a.name not in b.content()
         except RuntimeError as exc:
             pytest.fail(str(exc))
         finally:
