@@ -88,7 +88,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
             probe = models._torchvision_model(name, input_size)  # any torchvision family: where its classifier is
         head = models.head_path(probe, name)
         head_conv = isinstance(probe.get_submodule(head), torch.nn.Conv2d)  # SqueezeNet classifies with a 1x1 conv
-        head_expr = "model." + ".".join(f"[{p}]" if p.isdigit() else p for p in head.split(".")).replace(".[", "[")
+        head_expr = models.module_expr(head)
         kwargs = "".join(f", {k}={v!r}" for k, v in models._builder_kwargs(name, input_size).items())
         parts = [f"torchvision's `{name}`" + (f" with its ImageNet weights ({weights})" if imagenet else "")]
         if stem:

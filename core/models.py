@@ -452,6 +452,11 @@ def cifar_stem(model: nn.Module, in_channels: int) -> None:
     model.maxpool = nn.Identity()
 
 
+def module_expr(path: str) -> str:
+    """How Python code reaches a submodule: "features.6" -> "model.features[6]", "0" -> "model[0]"."""
+    return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path.split(".")) if path else "model"
+
+
 def _get_submodule_parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     parent_path, _, leaf = path.rpartition(".")
     return (model.get_submodule(parent_path) if parent_path else model), leaf

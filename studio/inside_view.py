@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 
 from core.activations import TSNE_MAX_POINTS, Activations, ConvArithmetic, embedding
 from core.evaluate import Predictions
+from core.models import module_expr
 from studio import insight
 from studio.charts import BLUE, FONT, ORANGE
 from studio.predict_view import run_predictor
@@ -26,6 +27,11 @@ from studio.predict_view import run_predictor
 MAP_SIDE = 96  # px per feature map tile
 CHANNEL_NAMES = {3: ("R", "G", "B")}
 CLASS_COLORS = plotly.colors.qualitative.T10 + plotly.colors.qualitative.Alphabet
+
+
+def _layer(name: str) -> str:
+    """A layer's title: its name, and the code that reaches it (`model[0]` in an nn.Sequential)."""
+    return f"**Layer {name}** (`{module_expr(name)}`)"
 
 
 @st.cache_resource(max_entries=3, show_spinner="Tracing the model's layers…")
@@ -81,7 +87,7 @@ def feature_maps_section(acts: Activations, image: torch.Tensor) -> None:
         top = fmap.order[:shown]
         scale = float(np.abs(fmap.maps[top]).max())
         st.markdown(
-            f"**Layer `{fmap.layer}`** · {fmap.kind} · output {fmap.shape or ' x '.join(map(str, fmap.maps.shape))}"
+            f"{_layer(fmap.layer)} · {fmap.kind} · output {fmap.shape or ' x '.join(map(str, fmap.maps.shape))}"
             f" · the {len(top)} most active of {fmap.maps.shape[0]} channels"
         )
         st.image(
@@ -95,7 +101,7 @@ def filters_section(acts: Activations) -> None:
     name, conv = acts.first_conv()
     weights = acts.filters()
     st.markdown(
-        f"**Layer `{name}`** · {conv.out_channels} filters of {conv.in_channels} x {conv.kernel_size[0]} x {conv.kernel_size[1]} weights"
+        f"{_layer(name)} · {conv.out_channels} filters of {conv.in_channels} x {conv.kernel_size[0]} x {conv.kernel_size[1]} weights"
     )
     st.caption(
         "Each tile is one filter's weights as colours (stretched to its own range): the pattern of colours "
@@ -111,7 +117,7 @@ def arithmetic_section(acts: Activations, image: torch.Tensor) -> None:
     maps = acts.feature_maps(image)[0]
     c_out, h, w = maps.maps.shape
     st.caption(
-        f"How layer `{name}` computes one number of its output: the kernel of one output channel lies on a "
+        f"How `{module_expr(name)}` computes one number of its output: the kernel of one output channel lies on a "
         f"patch of the input, each input value is multiplied by the weight on top of it, and the products are "
         f"summed, plus the channel's bias. Sliding the kernel over every position gives the whole map."
     )

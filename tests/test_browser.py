@@ -220,13 +220,7 @@ def test_train_reload_stop_then_predict(server, page):
 
 def test_predict_where_does_it_look(server, page):
     """Upload a picture, switch on "Where does it look?", and see the Grad-CAM overlay with its legend."""
-    if not any((run / "checkpoint.pt").exists() for run in server["models"].iterdir()):
-        from core.train import TrainConfig, train  # this test alone (-k): the story above left no run
-
-        train(
-            TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
-            server["models"] / "explain-run",
-        )
+    _a_trained_run(server)
     page.goto(f"{server['url']}/predict")
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached")
     _settle(page)
@@ -245,6 +239,47 @@ def test_predict_where_does_it_look(server, page):
     assert page.get_by_text("Red and yellow").count() + page.get_by_text("speaks for").count() >= 1  # what colours mean
     _no_exception(page, "predict (where does it look)")
     _shot(page, "predict-where-it-looks")
+
+
+def _a_trained_run(server) -> None:
+    """The story above leaves a stopped run with a checkpoint; a test run alone (-k) trains a small one."""
+    if not any((run / "checkpoint.pt").exists() for run in server["models"].iterdir()):
+        from core.train import TrainConfig, train
+
+        train(
+            TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
+            server["models"] / "explain-run",
+        )
+
+
+def test_inside_the_model_maps_arithmetic_and_embedding(server, page):
+    """The three views of the Inside page, each drawn with a test image of the run."""
+    _a_trained_run(server)
+    page.goto(f"{server['url']}/inside")
+    page.get_by_role("heading", name="Inside the model").first.wait_for()
+    page.get_by_text("what the model sees", exact=False).first.wait_for(timeout=120_000)
+    _settle(page, extra=1.0)
+    page.get_by_text("The model says").first.wait_for()
+    maps = page.locator("[data-testid=stImage] img")
+    assert maps.count() >= 9, maps.count()  # the image, then a grid of feature maps per conv layer
+    assert maps.last.evaluate("img => img.complete && img.naturalWidth > 0")
+    _no_exception(page, "inside (feature maps)")
+    _shot(page, "inside-maps")
+
+    page.get_by_text("First layer: filters and arithmetic").first.click()
+    page.get_by_role("heading", name="One output value, worked out").wait_for(timeout=60_000)
+    page.locator("[data-testid=stPlotlyChart]").nth(1).wait_for()  # where the patch is, and the sum worked out
+    _settle(page, extra=1.0)
+    page.get_by_text("the same number", exact=False).first.wait_for()  # the hand-worked sum equals the model's value
+    _no_exception(page, "inside (first layer)")
+    _shot(page, "inside-first-layer")
+
+    page.get_by_text("The test set in the last hidden layer").first.click()
+    page.get_by_text("Each point is a test image", exact=False).first.wait_for(timeout=120_000)
+    _settle(page, extra=1.0)
+    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || []).length > 0)")
+    _no_exception(page, "inside (embedding)")
+    _shot(page, "inside-embedding")
 
 
 # --------------------------------------------------------------------------- shared mode (a class on one server)

@@ -123,7 +123,7 @@ def test_inside_page_maps_arithmetic_and_embedding_click(run_dir, expected):
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
     headers = [m.value for m in at.markdown if m.value.startswith("**Layer")]
-    assert [h.split("`")[1] for h in headers] == ["0", "2", "4"]
+    assert [h.split("`")[1] for h in headers] == ["model[0]", "model[2]", "model[4]"]  # the code that reaches each layer
     assert "32 x 32 x 32" in headers[0] and "64 x 8 x 8" in headers[2]  # the layer table's shapes
 
     at.segmented_control(key="inside_view").set_value("first").run()

@@ -13,7 +13,7 @@ from conftest import HostilePayload
 from safetensors.torch import save_file
 
 from core.errors import PlaygroundError
-from core.models import PRESETS, build, build_from_spec, count_parameters, spec_of
+from core.models import PRESETS, build, build_from_spec, count_parameters, module_expr, spec_of
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -172,3 +172,11 @@ def test_spec_errors_name_the_layer_and_shapes(spec, message):
 def test_unknown_model_lists_the_choices():
     with pytest.raises(PlaygroundError, match="cifar10_quick"):
         build("resnet1000")
+
+
+def test_module_expr_is_the_code_that_reaches_the_layer():
+    model = build("resnet18", num_classes=10)
+    for path in ("fc", "layer1.0.conv1", "layer4.1.bn2"):
+        assert eval(module_expr(path), {"model": model}) is model.get_submodule(path)
+    seq = build("cifar10_quick", num_classes=10)
+    assert module_expr("0") == "model[0]" and eval("model[0]", {"model": seq}) is seq.get_submodule("0")
