@@ -56,7 +56,9 @@ def _log_ticks(z: np.ndarray) -> dict[str, Any]:
     steps = (1, 2, 5) if high - low <= 1.5 else (1,)
     values = [float(d + np.log10(m)) for d in range(int(np.floor(low)), int(np.ceil(high)) + 1) for m in steps]
     values = [v for v in values if low - 1e-9 <= v <= high + 1e-9]
-    return {"tickvals": values, "ticktext": [_number(10**v) for v in values]}
+    if len(values) < 3 and high > low:  # a narrow range (0.11 to 0.34 has only 0.2): label its ends too
+        values = sorted({round(v, 6) for v in (low, *values, high)})
+    return {"tickvals": values, "ticktext": [_number(float(f"{10**v:.2g}")) for v in values]}
 
 
 def _number(x: float) -> str:

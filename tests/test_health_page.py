@@ -112,3 +112,13 @@ def test_the_lr_finder_button_draws_the_sweep_and_fills_in_the_learning_rate(mod
     deadline = time.time() + 240
     while runs.run_info(run_dir).status in ("running", "queued", "created") and time.time() < deadline:
         time.sleep(1)
+
+
+def test_a_narrow_colour_scale_still_labels_its_ends():
+    import numpy as np
+
+    from studio.health import _log_ticks
+
+    assert _log_ticks(np.log10(np.array([0.11, 0.34])))["ticktext"] == ["0.11", "0.2", "0.34"]
+    assert _log_ticks(np.log10(np.array([0.5, 0.6])))["ticktext"] == ["0.5", "0.6"]
+    assert _log_ticks(np.log10(np.array([1e-5, 3.0])))["ticktext"] == ["1e-5", "1e-4", "0.001", "0.01", "0.1", "1"]
