@@ -18,7 +18,7 @@ import pandas as pd
 
 from core import runs
 from core.errors import PlaygroundError
-from core.models import LAYER_OPTIONS, count_parameters
+from core.models import LAYER_OPTIONS, count_parameters, module_expr
 
 TABLE_COLUMNS = ["#", "type", "in", "out", "kernel", "stride", "padding", "dilation", "p", "bias"]
 INT_COLUMNS = ["in", "out", "kernel", "stride", "padding", "dilation"]
@@ -181,6 +181,8 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         except PlaygroundError:
             pass
     layers = table.layers
+    # The code that reaches each layer (model[0], model.layer1[0]): the names PyTorch prints, and the other pages use.
+    in_code = [module_expr(name) for name in layers["name"]]
     if not isinstance(name_or_spec, str):  # one row per spec row: number them as the editor and the errors do
         layers = overview = layers.assign(name=[str(i) for i in range(1, len(layers) + 1)])
     else:
@@ -189,6 +191,8 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         leaves = look.summary(model, shape, depth=10**6).layers
         overview = leaves[leaves["type"] != "Identity"].reset_index(drop=True)
     trainable, total = count_parameters(model)
+    layers = layers.copy()  # the diagram may share the frame
+    layers.insert(1, "in code", in_code)
     return {
         "layers": layers,
         "overview": overview,

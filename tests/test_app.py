@@ -287,6 +287,11 @@ def test_architecture_edit_error_names_the_layer(models):
     at = open_page("pages/architecture.py")
     no_exception(at)
     assert at.metric[0].value == "145.6 K"
+    shapes = next(d.value for d in at.dataframe if "output shape" in d.value)
+    assert shapes["layer"].tolist()[:2] == ["1", "2"] and shapes["in code"].tolist()[:2] == [
+        "model[0]",
+        "model[1]",
+    ]  # rows, and PyTorch's names
     key = f"arch_editor_{at.session_state['arch_version']}"
     at.session_state[key] = {"edited_rows": {7: {"type": "Conv2d"}}, "added_rows": [], "deleted_rows": []}
     at.run()
