@@ -57,7 +57,8 @@ def _log_ticks(z: np.ndarray) -> dict[str, Any]:
     values = [float(d + np.log10(m)) for d in range(int(np.floor(low)), int(np.ceil(high)) + 1) for m in steps]
     values = [v for v in values if low - 1e-9 <= v <= high + 1e-9]
     if len(values) < 3 and high > low:  # a narrow range (0.11 to 0.34 has only 0.2): label its ends too
-        values = sorted({round(v, 6) for v in (low, *values, high)})
+        gap = 0.15 * (high - low)  # where a tick is already, an end label would print on top of it
+        values = sorted([*values, *(end for end in (low, high) if all(abs(end - v) > gap for v in values))])
     return {"tickvals": values, "ticktext": [_number(float(f"{10**v:.2g}")) for v in values]}
 
 

@@ -121,4 +121,5 @@ def test_a_narrow_colour_scale_still_labels_its_ends():
 
     assert _log_ticks(np.log10(np.array([0.11, 0.34])))["ticktext"] == ["0.11", "0.2", "0.34"]
     assert _log_ticks(np.log10(np.array([0.5, 0.6])))["ticktext"] == ["0.5", "0.6"]
+    assert _log_ticks(np.log10(np.array([0.0998, 0.58])))["ticktext"] == ["0.1", "0.2", "0.5"]  # 0.58 would overprint 0.5
     assert _log_ticks(np.log10(np.array([1e-5, 3.0])))["ticktext"] == ["1e-5", "1e-4", "0.001", "0.01", "0.1", "1"]
