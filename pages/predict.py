@@ -140,7 +140,9 @@ if predictor is not None:
                     st.markdown(ev.headline(name, result))
                     ev.warning(result)
                     look = ev.controls(predictor, result, key=f"{i}-{name}")
-                    cols = st.columns([2, 2, 2, 3] if look else [2, 2, 5], vertical_alignment="center")
+                    # The pictures side by side with their tops in line (captions differ in length), the chart centred.
+                    pictures, chart = st.columns([6, 3] if look else [4, 5], vertical_alignment="center")
+                    cols = pictures.columns(3 if look else 2, vertical_alignment="top")
                     side = ev.IMAGE_SIDE if look else 200
                     cols[0].image(pv.thumbnail(payload, name), caption="your image", width=side)
                     cols[1].image(
@@ -149,7 +151,7 @@ if predictor is not None:
                         width=side,
                     )
                     explanation = ev.show_overlay(cols[2], predictor, payload, name, *look) if look else None
-                    cols[-1].plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
+                    chart.plotly_chart(topk_figure(result["top"]), key=f"topk-{i}")
                     if explanation is not None:
                         ev.legend(explanation)
             if len(files) > GALLERY:
