@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -59,3 +61,11 @@ def extract_dev_slice(dest: Path, train_per_class: int, test_per_class: int) -> 
 def cifar_slice(tmp_path_factory) -> Path:
     """200 training and 40 test images per class of the real CIFAR-10 dev set."""
     return extract_dev_slice(tmp_path_factory.mktemp("cifar-slice"), 200, 40)
+
+
+def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
+    """`python -m core.train` on cifar10_quick in the background, as the studio starts it (batch 50, quiet)."""
+    command = [sys.executable, "-m", "core.train", "--model", "cifar10_quick", "--data", data, "--epochs", str(epochs)]
+    return subprocess.Popen(
+        [*command, "--batch-size", "50", "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import start_trainer
 from PIL import Image
 
 from core import runs
@@ -21,29 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def cli(*args: str, env_extra: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "core.train",
-            "--model",
-            "cifar10_quick",
-            "--data",
-            data,
-            "--epochs",
-            str(epochs),
-            "--batch-size",
-            "50",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -50,19 +50,25 @@ def test_two_processes_match_one_and_write_one_run_folder(tmp_path):
     assert sum(map(sum, last["confusion"])) == 2000
 
 
-def test_stop_and_resume_under_torchrun(tmp_path):
-    out = tmp_path / "ddp"
+def start_long_job(out: Path, **env: str) -> subprocess.Popen:
+    """A 30-epoch job on two processes, returned once its first checkpoint is on disk."""
     proc = subprocess.Popen(
         torchrun(2, *ARGS[:-4], "--epochs", "30", "--batch-size", "100", "--out", str(out)),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
     )
     deadline = time.time() + 200
     while time.time() < deadline and not (out / "checkpoint.pt").exists():
         time.sleep(0.3)
+    return proc
+
+
+def test_stop_and_resume_under_torchrun(tmp_path):
+    out = tmp_path / "ddp"
+    proc = start_long_job(out)
     runs.request_stop(out)  # what the Stop button does: every rank leaves at the same step
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-3000:]
@@ -91,17 +97,7 @@ def _worker_pids(parent: int) -> dict[int, int]:
 
 def test_a_killed_rank_ends_the_job_with_a_clear_status(tmp_path):
     out = tmp_path / "dead"
-    proc = subprocess.Popen(
-        torchrun(2, *ARGS[:-4], "--epochs", "30", "--batch-size", "100", "--out", str(out)),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PLAYGROUND_DIST_TIMEOUT": "60"},
-    )
-    deadline = time.time() + 200
-    while time.time() < deadline and not (out / "checkpoint.pt").exists():
-        time.sleep(0.3)
+    proc = start_long_job(out, PLAYGROUND_DIST_TIMEOUT="60")
     workers = _worker_pids(proc.pid)
     assert 1 in workers, workers
     os.kill(workers[1], signal.SIGKILL)

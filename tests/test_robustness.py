@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from conftest import start_trainer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -141,26 +139,7 @@ def test_stop_from_the_app_then_resume(models_root, request):
 def test_an_app_restart_marks_dead_runs_interrupted(models_root):
     """A run whose process died (app restart, kill) is listed as interrupted and resumable, not as running."""
     run_dir = models_root / "orphan"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "core.train",
-            "--model",
-            "cifar10_quick",
-            "--data",
-            "shapes:400",
-            "--epochs",
-            "50",
-            "--batch-size",
-            "50",
-            "--out",
-            str(run_dir),
-        ],
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_trainer(run_dir, "shapes:400", epochs=50)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "checkpoint.pt").exists():
         time.sleep(0.2)
