@@ -114,6 +114,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def eval_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The precision a run's test images are scored in, during training and after it (core.predict.Predictor).
+
+    On a GPU, the training's own autocast: fast, and the same on every card of a kind. Elsewhere fp32, whatever the
+    run trained in: bf16 exists on only some CPUs (AMX, AVX512-BF16), and near-tied logits flip between bf16 and
+    fp32, so a CPU-scored test accuracy would otherwise depend on which CPU scored it.
+    """
+    if device.type != "cuda":
+        return torch.float32
+    return resolve_precision(precision, device)
+
+
 def precision_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPES.items()}[dtype]
 

@@ -97,8 +97,10 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_split(predictor: Predictor, split: Split, classes: list[str], batch_size: int = 500) -> Predictions:
-    """Every image of `split` through the model, keeping each one's probabilities and loss."""
+def predict_split(predictor: Predictor, split: Split, classes: list[str], batch_size: int | None = None) -> Predictions:
+    """Every image of `split` through the model, keeping each one's probabilities and loss (in batches of the
+    predictor's `eval_batch`, as the run's own test pass, unless `batch_size` says otherwise)."""
+    batch_size = batch_size or predictor.eval_batch
     if list(classes) != list(predictor.classes):
         raise PlaygroundError(
             f"The data's classes ({', '.join(classes[:6])}...) differ from the run's "

@@ -49,6 +49,12 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tenso
     return logits
 
 
+def eval_batch_size(train_batch_size: int) -> int:
+    """Images per forward pass when scoring a test split, in training and in core.evaluate alike: a conv's kernels
+    can depend on the batch's shape, and the two must give the same test accuracy to the image."""
+    return max(500, train_batch_size)
+
+
 @dataclass
 class Predictor:
     model: nn.Module
@@ -59,6 +65,9 @@ class Predictor:
     input_size: int  # side the model sees
     device: torch.device
     tta: int = 0  # test-time augmentation level, as the run was evaluated with (see tta_logits)
+    dtype: torch.dtype = torch.float32  # autocast precision: device.eval_precision, as the run's own test pass
+    channels_last: bool = False  # the memory format the run trained (and was scored) in
+    eval_batch: int = 500  # images per forward pass over a test split (eval_batch_size of the run's batch)
     run_dir: Path | None = None  # set by from_run: the out-of-distribution check fits on the run's own data
     _ood: Any = field(default=None, init=False, repr=False, compare=False)
     _ood_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -80,8 +89,11 @@ class Predictor:
             int(ckpt["input_size"]),
             device,
             int(config.get("tta") or 0),
+            precision=str(config.get("precision") or "auto"),
+            channels_last=bool(config.get("channels_last", True)),
         )
         predictor.run_dir = Path(run_dir)
+        predictor.eval_batch = eval_batch_size(int(config.get("batch_size") or 0))
         return predictor
 
     @classmethod
@@ -117,9 +129,22 @@ class Predictor:
         return cls._ready(net, classes, norm, int(meta.get("image_size", size)), int(size), device, int(meta.get("tta") or 0))
 
     @classmethod
-    def _ready(cls, model: nn.Module, classes: list[str], norm: dict, image_size: int, input_size: int, device: str, tta: int) -> Predictor:
+    def _ready(
+        cls,
+        model: nn.Module,
+        classes: list[str],
+        norm: dict,
+        image_size: int,
+        input_size: int,
+        device: str,
+        tta: int,
+        *,
+        precision: str = "auto",
+        channels_last: bool = False,
+    ) -> Predictor:
         target = dev.resolve_device(device)
-        model = model.to(target).eval()
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(target, memory_format=memory_format).eval()
         return cls(
             model,
             classes,
@@ -129,6 +154,8 @@ class Predictor:
             input_size,
             target,
             tta,
+            dev.eval_precision(precision, target),
+            channels_last,
         )
 
     def prepare(self, source: ImageSource, name: str | None = None) -> torch.Tensor:
@@ -148,11 +175,12 @@ class Predictor:
 
     def inputs(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> the normalized float batch the model takes, on its device."""
-        return normalize_batch(batch.to(self.device), self.mean, self.std, self.input_size, channels_last=False)
+        return normalize_batch(batch.to(self.device), self.mean, self.std, self.input_size, channels_last=self.channels_last)
 
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        return tta_logits(self.model, self.inputs(batch), self.tta).float().cpu()
+        with dev.autocast(self.device, self.dtype):
+            return tta_logits(self.model, self.inputs(batch), self.tta).float().cpu()
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         return self.logits(batch).softmax(dim=1)

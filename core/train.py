@@ -41,7 +41,7 @@ from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
 from core.health import Probe, Watcher
 from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, pretrained_normalization, recipe_for
-from core.predict import tta_logits
+from core.predict import eval_batch_size, tta_logits
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 HEALTH_RECORDS_PER_EPOCH = 10  # at most about this many health records an epoch (each costs a few ms; see Setup)
@@ -596,6 +596,7 @@ def write_run_config(s: Setup) -> None:
         env={
             "device": str(s.device),
             "precision": dev.precision_name(s.dtype),
+            "eval_precision": dev.precision_name(dev.eval_precision(s.config.precision, s.device)),
             "world_size": s.dist.world_size,
             "per_rank_batch_size": per_rank_batch,
             "effective_batch_size": per_rank_batch * s.dist.world_size,
@@ -760,12 +761,12 @@ def evaluate_run(s: Setup, *, final: bool) -> dict[str, Any]:
         s.norm,
         s.input_size,
         s.device,
-        s.dtype,
+        dev.eval_precision(s.config.precision, s.device),  # as core.predict scores it: one test accuracy on every CPU
         tta=s.config.tta if final else 0,
         num_classes=len(s.data.classes),
         dist=s.dist,
         channels_last=s.config.channels_last,
-        batch_size=max(500, s.config.batch_size),
+        batch_size=eval_batch_size(s.config.batch_size),
     )
 
 

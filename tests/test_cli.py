@@ -164,3 +164,23 @@ def test_sigterm_records_interrupted_and_keeps_the_checkpoint(tmp_path):
     assert proc.wait(timeout=60) != 0
     info = runs.run_info(out)
     assert info.status == "interrupted" and info.has_checkpoint and info.resumable
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_evaluate_scores_a_run_as_its_training_did_in_either_precision(precision, tmp_path):
+    """One test accuracy everywhere: the run's own test pass, `core.evaluate` and the studio's mistakes view agree
+    to the image, whether the run trained in bf16 autocast (what `auto` picks on AMX / AVX512-BF16 CPUs) or fp32.
+    Both paths are forced here, so every CPU runs both. A barely trained model has near-tied logits: the case
+    where bf16 and fp32 scoring disagree."""
+    from core.evaluate import evaluate_run, predict_split, run_test_split
+    from core.predict import Predictor
+    from core.train import TrainConfig, train
+
+    config = TrainConfig.for_model("cifar10_quick", data="shapes:500", epochs=2, batch_size=50, seed=3, precision=precision, tta=1)
+    result = train(config, tmp_path / "run")
+    trained = result["val_acc"]
+    assert runs.read_config(tmp_path / "run")["env"]["eval_precision"] == "fp32"  # scored in fp32 on a CPU
+    assert evaluate_run(tmp_path / "run", "shapes:500")["accuracy"] == trained
+    predictor = Predictor.from_run(tmp_path / "run")
+    split, classes = run_test_split(tmp_path / "run", predictor)
+    assert predict_split(predictor, split, classes).summary()["accuracy"] == trained
