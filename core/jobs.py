@@ -170,20 +170,35 @@ class JobRegistry:
 
     def enqueue(self, config: TrainConfig, *, nproc: int = 1, workspace: str | None = None) -> Path:
         """Create the run folder and put it in the queue; returns the folder at once."""
-        config.validate()
+        return self.enqueue_many([config], nproc=nproc, workspace=workspace)[0]
+
+    def enqueue_many(self, configs: list[TrainConfig], *, nproc: int = 1, workspace: str | None = None) -> list[Path]:
+        """Queue several runs at once (a sweep's): all of them or, past a quota, none."""
+        for config in configs:
+            config.validate()
         # Under the queue's lock: two quick clicks from one workspace cannot both slip under its quota.
         with queue_lock(self.root, 10.0) as locked:
             if not locked:
                 raise PlaygroundError("The queue is busy; press Start again in a moment.")
             if self.settings.shared and workspace:
-                check_quota(runs.list_runs(self.root, workspace), self.settings)
-            run_dir = self.root / runs.new_run_id(config.model, config.data)
-            run_dir.mkdir()  # exist_ok=False: two sessions can never share a folder
-            runs.write_json(run_dir / REQUEST_FILE, config.to_dict())
-            # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
-            runs.write_config(run_dir, config.to_dict())
-            self._queue(run_dir, "start", nproc, config.device, workspace)
-        return run_dir
+                check_quota(runs.list_runs(self.root, workspace), self.settings, new_runs=len(configs))
+            folders = []
+            for config in configs:
+                run_dir = self.root / runs.new_run_id(config.model, config.data)
+                run_dir.mkdir()  # exist_ok=False: two sessions can never share a folder
+                runs.write_json(run_dir / REQUEST_FILE, config.to_dict())
+                # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
+                runs.write_config(run_dir, config.to_dict())
+                self._queue(run_dir, "start", nproc, config.device, workspace)
+                folders.append(run_dir)
+        return folders
+
+    def start_many(self, configs: list[TrainConfig], *, workspace: str | None = None) -> list[Path]:
+        """Queue several runs and start what the devices have room for."""
+        folders = self.enqueue_many(configs, workspace=workspace)
+        self.dispatch()
+        self.ensure_dispatcher()
+        return folders
 
     def start(self, config: TrainConfig, *, nproc: int = 1, workspace: str | None = None) -> Path:
         """Queue a run and start it now if its device has a free slot (else it waits its turn)."""
@@ -192,11 +207,21 @@ class JobRegistry:
         self.ensure_dispatcher()
         return run_dir
 
-    def resume(self, run_dir: str | os.PathLike, *, workspace: str | None = None) -> Path:
+    def resume(self, run_dir: str | os.PathLike, *, workspace: str | None = None, restart: bool = False) -> Path:
+        """Queue a stopped run to continue from its checkpoint; `restart`: one that never saved a checkpoint (it
+        was stopped in the queue or while starting) is queued from the beginning instead."""
         run_dir = Path(run_dir)
         info = runs.run_info(run_dir)
         if info.active:
             raise PlaygroundError(f"Run {info.run_id} is already {'queued' if info.status == 'queued' else 'training'}.")
+        if not info.has_checkpoint and restart and (run_dir / REQUEST_FILE).exists():
+            with queue_lock(self.root, 10.0) as locked:
+                if not locked:
+                    raise PlaygroundError("The queue is busy; try again in a moment.")
+                self._queue(run_dir, "start", 1, info.config.get("device", "auto"), info.workspace)
+            self.dispatch()
+            self.ensure_dispatcher()
+            return run_dir
         if not info.has_checkpoint:
             raise PlaygroundError(f"Run {info.run_id} has no checkpoint to resume from; start it again instead.")
         if info.epochs_done >= int(info.config.get("epochs", 0)):
@@ -208,7 +233,7 @@ class JobRegistry:
             if runs.run_info(run_dir).active:  # a second click, or another session
                 raise PlaygroundError(f"Run {info.run_id} is already queued or training.")
             if self.settings.shared and workspace:
-                check_quota(runs.list_runs(self.root, workspace), self.settings, new_run=False)
+                check_quota(runs.list_runs(self.root, workspace), self.settings, new_runs=0)
             self._queue(run_dir, "resume", world, info.config.get("device", "auto"), info.workspace)
         self.dispatch()
         self.ensure_dispatcher()
@@ -259,10 +284,27 @@ class JobRegistry:
     # ------------------------------------------------------------------ the queue
 
     def queued(self, infos: list[runs.RunInfo] | None = None) -> list[runs.RunInfo]:
-        """Runs waiting, first come first served."""
+        """Runs waiting, in the order they will start: first come first served, taking turns across workspaces.
+
+        A workspace's waiting runs go in rounds: its first in round 1, its second in round 2, and so on, each
+        pushed back by one round for every run of that workspace that has started since the longest-waiting run
+        was queued (it has had that many turns already). Rounds go in order; within a round the earlier request
+        goes first. One student's sweep of nine therefore never makes another student's single run wait behind
+        all nine. Outside shared mode every run is in one workspace: plain first come first served.
+        """
         infos = runs.list_runs(self.root) if infos is None else infos
-        waiting = [r for r in infos if r.status == "queued" and r.queue]
-        return sorted(waiting, key=lambda r: (float(r.queue.get("queued_at") or 0), r.run_id))
+        waiting = sorted(
+            (r for r in infos if r.status == "queued" and r.queue), key=lambda r: (float(r.queue.get("queued_at") or 0), r.run_id)
+        )
+        if not waiting:
+            return []
+        since = float(waiting[0].queue.get("queued_at") or 0)
+        turns = Counter(r.workspace for r in infos if r.status != "queued" and r.started is not None and r.started >= since)
+        order = []
+        for r in waiting:
+            order.append((turns[r.workspace], float(r.queue.get("queued_at") or 0), r.run_id, r))
+            turns[r.workspace] += 1
+        return [r for *_, r in sorted(order, key=lambda o: o[:3])]
 
     def _slots_of(self, info: runs.RunInfo) -> list[str]:
         """The slots a running run holds: recorded by the queue, else read off its device (a CLI run)."""

@@ -135,8 +135,27 @@ def short_data_name(spec: str) -> str:
     return stem if len(stem) <= 28 else stem[:27] + "…"
 
 
+def setting_word(value: Any) -> str:
+    """A setting's value in words: on/off, 0.01, none."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+def describe_settings(settings: dict[str, Any]) -> str:
+    """{"lr": 0.01, "augment": False} -> 'lr 0.01, augment off'."""
+    return ", ".join(f"{k.replace('_', ' ')} {setting_word(v)}" for k, v in settings.items())
+
+
 def default_name(config: dict[str, Any]) -> str:
-    return f"{config.get('model', '?')} on {short_data_name(str(config.get('data', '?')))}"
+    """'<model> on <data>'; a sweep's run adds its setting and seed, which tell it from its siblings."""
+    name = f"{config.get('model', '?')} on {short_data_name(str(config.get('data', '?')))}"
+    sweep = config.get("sweep") or {}
+    if sweep.get("settings"):
+        name += f" · {describe_settings(sweep['settings'])}, seed {config.get('seed', 0)}"
+    return name
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -135,25 +135,26 @@ class Usage:
 
 
 def usage(infos: Iterable[Any]) -> Usage:
-    """What a workspace's runs (RunInfo objects) use."""
+    """What a workspace's runs (RunInfo objects) use. A sweep's active runs count as one active item: it is one
+    thing the student started, and its runs already take turns with other workspaces' runs in the queue."""
     infos = list(infos)
-    return Usage(
-        runs=len(infos), active=sum(r.status in ("running", "queued") for r in infos), bytes=sum(folder_bytes(r.path) for r in infos)
-    )
+    active = {(r.config.get("sweep") or {}).get("id") or r.run_id for r in infos if r.status in ("running", "queued")}
+    return Usage(runs=len(infos), active=len(active), bytes=sum(folder_bytes(r.path) for r in infos))
 
 
-def check_quota(infos: Iterable[Any], settings: Settings, *, new_run: bool = True) -> None:
-    """Refuse a new run (or a resume) past the workspace's quotas; deletes nothing."""
+def check_quota(infos: Iterable[Any], settings: Settings, *, new_runs: int = 1) -> None:
+    """Refuse `new_runs` new runs (0: a resume) past the workspace's quotas; deletes nothing."""
     used = usage(infos)
     if used.active >= settings.max_active:
         raise PlaygroundError(
             f"Your workspace already has {used.active} runs queued or training (the limit on this server is "
             f"{settings.max_active}); wait for one to finish, or stop one, then start again."
         )
-    if new_run and used.runs >= settings.max_runs:
+    if new_runs and used.runs + new_runs > settings.max_runs:
+        also = f" and these {new_runs} would make {used.runs + new_runs}" if new_runs > 1 else ""
         raise PlaygroundError(
-            f"Your workspace has {used.runs} runs, the most this server keeps per workspace; delete runs "
-            "you no longer need on the Runs page, then start again."
+            f"Your workspace has {used.runs} runs{also}, past the {settings.max_runs} this server keeps per workspace; "
+            "delete runs you no longer need on the Runs page, then start again."
         )
     if used.bytes >= settings.max_disk_mb * 1e6:
         raise PlaygroundError(

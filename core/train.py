@@ -86,6 +86,7 @@ class TrainConfig:
     data_dir: str | None = None
     log_every: int = 0  # steps between step records; 0: about 25 per epoch
     health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs at log intervals, ~10 an epoch (core.health)
+    sweep: dict[str, Any] | None = None  # a sweep's run: {"id", "settings"} (core.sweep); None for a run of its own
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
