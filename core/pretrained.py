@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -64,6 +65,7 @@ def download(model: str, weights: Any, progress: Callable[[int, int], None] | No
     partial = target.with_name(target.name + ".part")
     expected = _HASH.search(target.name)
     digest = hashlib.sha256()
+    print(f"Downloading {weights.url} into {target.parent}", file=sys.stderr)  # as torch.hub does: a big file takes a while
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(weights.url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(partial, "wb") as f:

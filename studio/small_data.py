@@ -128,7 +128,7 @@ def propose(spec: str | None) -> None:
         if not use:
             state.pop(_APPLIED, None)  # on again: the recipe's settings come back
             if state.get(_CHANGED):
-                st.caption(f"Off: you changed {state[_CHANGED]}, and the form keeps your settings. On: the recipe's again.")
+                st.caption(f"Off because you changed {state[_CHANGED]}: your settings stay. Turn it on to go back to the recipe.")
             return
     state.pop(_CHANGED, None)
     fresh = state.get(_APPLIED) != applied

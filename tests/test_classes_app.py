@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from test_app import APP, no_exception, open_page
 
 from core import classes, data, models, runs
+from core.device import uses_gpu
 from core.train import TrainConfig, train
 from studio import backbones
 
@@ -35,6 +36,11 @@ def data_dir(tmp_path, models_root, monkeypatch):
     folder = tmp_path / "data"
     monkeypatch.setattr(data, "DATA_DIR", folder)  # read at import: the pages' sets_root() follows this
     return folder
+
+
+def _hp(model: str, field: str) -> str:
+    """A hyperparameter field's widget key as the Train form names it on this machine (a GPU's recipe has its own)."""
+    return f"hp-{model}-{'gpu-' * uses_gpu('auto')}{field}"
 
 
 def _widget(elements, key: str):
@@ -88,8 +94,8 @@ def test_a_set_is_made_on_the_train_page_by_upload_camera_and_a_click(data_dir):
     assert at.segmented_control(key="model_kind").value == "pretrained"
     assert at.selectbox(key="pretrained_name").value == "mobilenet_v3_small" and at.toggle(key="freeze").value
     assert at.toggle(key="small_recipe").value
-    assert at.select_slider(key="hp-mobilenet_v3_small-batch").value == classes.MIN_BATCH  # 4 pictures, batch 4
-    assert at.get("number_input") and any(e.key == "hp-mobilenet_v3_small-epochs" for e in at.number_input)
+    assert at.select_slider(key=_hp("mobilenet_v3_small", "batch")).value == classes.MIN_BATCH  # 4 pictures, batch 4
+    assert at.get("number_input") and any(e.key == _hp("mobilenet_v3_small", "epochs") for e in at.number_input)
 
 
 def test_predict_from_the_camera(data_dir, models_root):
@@ -133,9 +139,9 @@ def _recipe_page(data_dir) -> tuple[AppTest, dict]:
 def _fields(at: AppTest, model: str = "mobilenet_v3_small") -> tuple:
     """(batch, epochs, optimizer) as the form shows them for `model`."""
     return (
-        at.select_slider(key=f"hp-{model}-batch").value,
-        at.number_input(key=f"hp-{model}-epochs").value,
-        at.selectbox(key=f"hp-{model}-opt").value,
+        at.select_slider(key=_hp(model, "batch")).value,
+        at.number_input(key=_hp(model, "epochs")).value,
+        at.selectbox(key=_hp(model, "opt")).value,
     )
 
 
@@ -174,7 +180,7 @@ def test_the_recipe_for_few_pictures_survives_a_change_of_weights_source(data_di
     assert _fields(at) == recipe_fields and at.toggle(key="small_recipe").value and _start_enabled(at)
 
     # The user's own batch size: the toggle goes off and says why; on again, the recipe comes back.
-    at.select_slider(key="hp-mobilenet_v3_small-batch").set_value(16).run()
+    at.select_slider(key=_hp("mobilenet_v3_small", "batch")).set_value(16).run()
     no_exception(at)
     assert not at.toggle(key="small_recipe").value and _fields(at)[0] == 16
     assert any("you changed the batch size" in c.value for c in at.caption)
@@ -186,6 +192,18 @@ def test_the_recipe_for_few_pictures_survives_a_change_of_weights_source(data_di
     assert not at.toggle(key="small_recipe").value and any("you changed the weights" in c.value for c in at.caption)
     at.toggle(key="small_recipe").set_value(True).run()
     assert at.selectbox(key="weights-mobilenet_v3_small").value == "IMAGENET1K_V1" and _fields(at) == recipe_fields
+
+
+def test_the_recipe_fills_the_fields_a_cuda_machine_shows(data_dir, monkeypatch):
+    """On a CUDA machine the form's fields are the GPU recipe's (their own keys): the recipe must land in those."""
+    import core.models
+    import studio.train_form
+
+    for module in (core.models, studio.train_form):  # "auto" picks a CUDA GPU here, without one to run on
+        monkeypatch.setattr(module, "uses_gpu", lambda device: device in ("cuda", "auto"))
+    at, recipe = _recipe_page(data_dir)
+    shown = (at.select_slider(key="hp-mobilenet_v3_small-gpu-batch").value, at.number_input(key="hp-mobilenet_v3_small-gpu-epochs").value)
+    assert shown == (recipe["batch_size"], recipe["epochs"]) and at.toggle(key="small_recipe").value
 
 
 def test_offline_imagenet_weights_say_so_at_start_and_offer_a_way_on(data_dir, models_root, monkeypatch, tmp_path):
