@@ -24,8 +24,8 @@ SCRATCH_FIELDS = "_offline_scratch_fields"  # {field key: value} the from-scratc
 UNREACHABLE = "_weights_unreachable"  # {"<network>/<weights>": why}: downloads that failed at Start in this session
 SCRATCH_COST = (
     "{preset} needs no download, but it starts from random weights: it knows nothing about images yet and learns "
-    "only from your own pictures, so with few of them expect a clearly lower test accuracy than a pretrained network "
-    "reaches (it picks up colours and backgrounds more than shapes)."
+    "only from your own pictures, so with few of them it usually reaches a lower test accuracy than a pretrained "
+    "network would."
 )
 WEIGHT_LABELS = {
     UPLOAD: "Upload a weights file (.pth / .safetensors)…",

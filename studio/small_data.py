@@ -87,6 +87,7 @@ def propose(spec: str | None) -> None:
     While the toggle is on, the form holds the recipe's settings, whichever source the weights come from (ImageNet,
     a file); a change to one of them turns the toggle off, so it never claims settings that will not be used."""
     state = st.session_state
+    state.pop(backbones.SCRATCH_FIELDS, None)  # set again below while there is a recipe for this data
     if not spec or not spec.startswith("imagefolder:"):
         return
     path = Path(spec.removeprefix("imagefolder:"))
@@ -99,7 +100,6 @@ def propose(spec: str | None) -> None:
     if warning and classes.describe(spec) is None:  # a set of your own classes shows its own split
         st.warning(warning, icon=":material/warning:")
     if recipe is None:
-        state.pop(backbones.SCRATCH_FIELDS, None)
         return
     model = recipe["model"]
     fields = _fields(recipe)
