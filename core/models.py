@@ -7,7 +7,6 @@ predictor make a model, so a run's config.json always rebuilds the same network.
 from __future__ import annotations
 
 import os
-import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from core import speedrun
+from core import pretrained, speedrun
 from core.device import uses_gpu
 from core.errors import PlaygroundError
 
@@ -166,6 +165,7 @@ PRESETS: dict[str, Preset] = {
 }
 TORCHVISION_MODELS = [name for name, preset in PRESETS.items() if preset.torchvision]
 SMALL_DATA_BACKBONE = "mobilenet_v3_small"  # the few-images recipe's network: ImageNet features, fast on a CPU
+OFFLINE_PRESET = "cifar10_quick"  # without pretrained weights and no way to download them: small, trains from scratch in minutes
 
 
 def preset_input_size(name: str) -> int:
@@ -587,12 +587,16 @@ def pretrained_normalization(name: str, weights: Any) -> tuple[tuple[float, ...]
 
 
 def weights_cached(name: str, choice: str) -> bool:
-    """Whether torchvision's weights file is already in TORCH_HOME (so no download is needed)."""
+    """Whether torchvision's weights file is already in torch's hub cache (so no download is needed)."""
     try:
-        url = weights_enum(name, choice).url
+        return pretrained.is_cached(weights_enum(name, choice))
     except PlaygroundError:
         return False
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).exists()
+
+
+def download_weights(name: str, choice: str, progress: Callable[[int, int], None] | None = None) -> Path:
+    """torchvision's weights file for `name`, downloaded into torch's hub cache when it is not there yet."""
+    return pretrained.download(name, weights_enum(name, choice), progress)
 
 
 def imagenet_categories(name: str, choice: str = "DEFAULT") -> list[str]:
@@ -623,18 +627,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path.name} does not hold a state_dict (a dict of tensors); save it with torch.save(model.state_dict(), path)."
         )
     return obj
-
-
-def _download_state_dict(name: str, choice: str) -> dict[str, torch.Tensor]:
-    weights = weights_enum(name, choice)
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        home = os.environ.get("TORCH_HOME", "~/.cache/torch")
-        raise PlaygroundError(
-            f"Could not download {name} weights {weights.name} ({str(exc).splitlines()[0]}). If you are offline, "
-            f"download {weights.url} elsewhere and pass the file's path (or upload it), or copy it into {home}/hub/checkpoints/."
-        ) from None
 
 
 def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -728,7 +720,7 @@ def _weights_state(name: str, weights: Any) -> tuple[dict[str, torch.Tensor] | N
     if isinstance(weights, dict):
         return weights, "the checkpoint"
     if is_weights_name(name, weights):
-        return _download_state_dict(name, str(weights)), f"torchvision {name} {weights}"
+        return pretrained.load_state_dict(name, weights_enum(name, str(weights))), f"torchvision {name} {weights}"
     return read_state_dict(weights), Path(str(weights)).name
 
 

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from studio import form_memory, live, loop_view, lr_finder, small_data, state, train_form
+from studio import backbones, form_memory, live, loop_view, lr_finder, small_data, state, train_form
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -24,7 +24,7 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     st.markdown("##### 3 · Hyperparameters")
     st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
     lr_finder.apply_suggestion()  # before the learning-rate field exists in this run
-    overrides = train_form.hyperparameters(model["model"] if model else "custom")
+    overrides = train_form.hyperparameters(train_form.fields_model(model))
     lr_finder.section(model, data, overrides)
     form_memory.remember()
     loop_view.panel(model, data, overrides)
@@ -40,6 +40,8 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
         )
     if start:
         with guard():
+            if not backbones.fetch_weights(model):
+                st.rerun()  # offline: the model picker says so, and what works without a network
             config = train_form.make_config(model, data, overrides)
             run_dir = state.registry().start(config, nproc=int(nproc))  # queued if the device is busy
             state.runs_changed()

@@ -2,8 +2,8 @@
 
 torchvision's own list (`torchvision.models.list_models`), each with its weights enums; the numbers a learner
 compares networks by come from the weights' metadata, and the image size and normalization from the weights'
-transforms. Offline, torchvision's weights cannot be downloaded: the picker says so and takes an uploaded
-weights file instead.
+transforms. Weights that are not on this computer yet are downloaded when Start is pressed, before the run is made:
+offline, the picker then says so (the file, where to get it) and offers the ways on that need no network.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from studio.widgets import guard
 WEIGHT_FILE_TYPES = ["pth", "pt", "safetensors"]
 SIZES = [32, 64, 96, 128, 160, 224]
 UPLOAD, PATH, NONE = "\0upload", "\0path", "\0none"
+SCRATCH_FIELDS = "_offline_scratch_fields"  # {field key: value} the from-scratch way on starts at (set for few pictures)
+UNREACHABLE = "_weights_unreachable"  # {"<network>/<weights>": why}: downloads that failed at Start in this session
+SCRATCH_COST = (
+    "{preset} needs no download, but it starts from random weights: it knows nothing about images yet and learns "
+    "only from your own pictures, so with few of them it usually reaches a lower test accuracy than a pretrained "
+    "network would."
+)
 WEIGHT_LABELS = {
     UPLOAD: "Upload a weights file (.pth / .safetensors)…",
     PATH: "A weights file on this computer…",
@@ -86,7 +93,7 @@ def pretrained_picker() -> dict[str, Any] | None:
     )
     shared = workspace.settings().shared  # no server paths when shared
     options = models.weight_choices(name) + [UPLOAD] + ([] if shared else [PATH]) + [NONE]
-    choice = st.selectbox("Start from weights", options, key=f"weights-{name}", format_func=lambda w: WEIGHT_LABELS.get(w, f"ImageNet {w}"))
+    choice = st.selectbox("Start from weights", options, key=weights_key(name), format_func=lambda w: WEIGHT_LABELS.get(w, f"ImageNet {w}"))
     named = choice if choice in models.weight_choices(name) else "DEFAULT"
     with guard():
         st.caption(describe(name, named))
@@ -98,12 +105,16 @@ def pretrained_picker() -> dict[str, Any] | None:
     elif choice == NONE:
         weights = None
     elif not models.weights_cached(name, choice):
+        why = st.session_state.get(UNREACHABLE, {}).get(f"{name}/{choice}")
+        if why:
+            _offline_ways_on(name, choice, why)
+            return None  # Start stays off: the run would fail the same way
         info = models.weights_info(name, choice)
         size_mb = f" ({info['file_mb']:.0f} MB)" if info["file_mb"] else ""
         st.warning(
-            f"The {name} {choice} weights{size_mb} are not on this computer yet: the run "
-            "downloads them first, which needs internet. **Offline?** Download "
-            f"[{info['file_name']}]({info['url']}) on another computer and choose *Upload a weights file*.",
+            f"The {name} {choice} weights{size_mb} are not on this computer yet: **Start** downloads them "
+            f"first, which needs internet. **Offline?** Download [{info['file_name']}]({info['url']}) on another "
+            f"computer and choose *Upload a weights file*, or train {models.OFFLINE_PRESET} from scratch.",
             icon=":material/cloud_off:",
         )
     if choice in (UPLOAD, PATH) and weights is None:
@@ -118,6 +129,58 @@ def pretrained_picker() -> dict[str, Any] | None:
     )
     size = _image_size(name, named)
     return {"model": name, "weights": weights, "freeze_backbone": bool(freeze and choice != NONE), "image_size": size}
+
+
+def weights_key(name: str) -> str:
+    """The session-state key of a network's *Start from weights* choice."""
+    return f"weights-{name}"
+
+
+def _offline_ways_on(name: str, choice: str, why: str) -> None:
+    """The download failed at Start: why, and what works without a network (the buttons change the form)."""
+    st.error(why, icon=":material/cloud_off:")
+    with st.container(horizontal=True):
+        st.button("Upload the weights file", icon=":material/upload_file:", on_click=_set, kwargs={weights_key(name): UPLOAD})
+        st.button(
+            f"Train {models.OFFLINE_PRESET} from scratch",
+            icon=":material/wifi_off:",
+            on_click=_set,
+            kwargs={"model_kind": "preset", "preset_name": models.OFFLINE_PRESET, **st.session_state.get(SCRATCH_FIELDS, {})},
+        )
+        st.button("Try the download again", icon=":material/refresh:", on_click=_forget, args=(name, choice), type="tertiary")
+    st.caption(SCRATCH_COST.format(preset=models.OFFLINE_PRESET))
+
+
+def _set(**values: Any) -> None:
+    st.session_state.update(values)
+
+
+def _forget(name: str, choice: str) -> None:
+    st.session_state.get(UNREACHABLE, {}).pop(f"{name}/{choice}", None)
+
+
+def fetch_weights(model: dict[str, Any] | None) -> bool:
+    """At Start: torchvision weights the run needs are downloaded here first, with a progress bar, so that offline
+    the form says so instead of starting a run that fails. False when they cannot be (the picker then shows why)."""
+    if not model or not models.is_weights_name(model["model"], model.get("weights")):
+        return True
+    name, choice = model["model"], str(model["weights"])
+    if models.weights_cached(name, choice):
+        return True
+    file_name = models.weights_info(name, choice)["file_name"]
+    bar = st.progress(0.0, text=f"Downloading {file_name}…")
+
+    def show(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0) if total else 0.0, text=f"Downloading {file_name}: {done / 1e6:.0f} MB")
+
+    try:
+        models.download_weights(name, choice, progress=show)
+    except PlaygroundError as exc:
+        st.session_state.setdefault(UNREACHABLE, {})[f"{name}/{choice}"] = str(exc)
+        return False
+    finally:
+        bar.empty()
+    return True
 
 
 def _image_size(name: str, choice: str) -> int:

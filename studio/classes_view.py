@@ -22,7 +22,10 @@ from studio.widgets import guard
 NEW = "\0new"  # the "new set" entry of the set picker (no set name can hold a NUL)
 THUMB_PX = 72
 SHOWN = 12  # thumbnails per class before "Show all"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"]
+# What the card's uploader says it takes. It takes any file, though: one it filtered out (an SVG) would only show
+# its reason on hover; core.images refuses it with a warning that names the file and says what to do.
+UPLOAD_KINDS = "JPEG, PNG, WebP, BMP, GIF or TIFF pictures (many at once), or a .zip of them"
+ORDER = "classes_order"  # {set: its class names in the order the cards were first shown}: a renamed card stays put
 EXAMPLE_CLASSES = ("Class 1", "Class 2")
 
 
@@ -94,18 +97,34 @@ def _new_set_form() -> None:
                 st.rerun()
 
 
+def _in_shown_order(set_name: str, names: list[str]) -> list[str]:
+    """The cards in the order they were first shown in this session (new classes last), not re-sorted by name."""
+    shown = st.session_state.setdefault(ORDER, {}).get(set_name, [])
+    order = [n for n in shown if n in names] + [n for n in names if n not in shown]
+    st.session_state[ORDER][set_name] = order
+    return order
+
+
+def _rename(set_path: Path, old: str, new: str) -> None:
+    renamed = classes.rename_class(set_path, old, new).name
+    order = st.session_state.get(ORDER, {}).get(set_path.name, [])
+    st.session_state[ORDER][set_path.name] = [renamed if n == old else n for n in order]
+
+
 def _class_card(set_path: Path, class_name: str, pictures: list[Path]) -> None:
     slug = f"{set_path.name}/{class_name}"
     with st.container(border=True):
         head = st.columns([5, 1, 1], vertical_alignment="center")
         head[0].markdown(f"**{class_name}** · {len(pictures)} picture{'s' * (len(pictures) != 1)}")
-        with head[1].popover("", icon=":material/edit:", help="Rename this class"):
+        # Keyed by the class: an open box belongs to its class, not to a place on the page (after a rename or a
+        # delete, no other card's box opens in its place).
+        with head[1].popover("", icon=":material/edit:", help="Rename this class", key=f"rename-box-{slug}"):
             new = st.text_input("New name", value=class_name, key=f"rename-{slug}")
             if st.button("Rename", key=f"rename-go-{slug}"):
                 with guard():
-                    classes.rename_class(set_path, class_name, new)
+                    _rename(set_path, class_name, new)
                     st.rerun()
-        with head[2].popover("", icon=":material/delete:", help="Delete this class and its pictures"):
+        with head[2].popover("", icon=":material/delete:", help="Delete this class and its pictures", key=f"delete-box-{slug}"):
             st.write(f"Delete **{class_name}** and its {len(pictures)} pictures?")
             if st.button("Delete class", key=f"delete-{slug}", type="primary"):
                 with guard():
@@ -115,12 +134,11 @@ def _class_card(set_path: Path, class_name: str, pictures: list[Path]) -> None:
         upload_key = f"up-gen-{slug}"
         uploads = st.file_uploader(
             f"Add pictures of {class_name}",
-            type=UPLOAD_TYPES,
             accept_multiple_files=True,
             key=f"up-{slug}-{st.session_state.get(upload_key, 0)}",
             label_visibility="collapsed",
             max_upload_size=workspace.upload_cap_mb(),
-            help="Pictures (many at once) or a .zip of pictures, all of this class.",
+            help=f"{UPLOAD_KINDS}, all of this class.",
         )
         if uploads:
             _store(set_path, class_name, [(u.name, u.getvalue()) for u in uploads], upload_key)
@@ -139,19 +157,19 @@ def _class_card(set_path: Path, class_name: str, pictures: list[Path]) -> None:
 
         show_all = len(pictures) > SHOWN and st.toggle(f"Show all {len(pictures)}", key=f"all-{slug}")
         shown = pictures if show_all else pictures[-SHOWN:]
-        grid = st.columns(6)
-        for i, path in enumerate(shown):
-            cell = grid[i % 6]
-            cell.image(_thumbnail(str(path), path.stat().st_mtime_ns), width=THUMB_PX)
-            cell.button(
-                "",
-                icon=":material/close:",
-                key=f"rm-{slug}/{path.name}",
-                help=f"Remove {path.name}",
-                on_click=_remove,
-                args=(set_path, class_name, path.name),
-                type="tertiary",
-            )
+        with st.container(horizontal=True, gap="small"):  # wraps: as many thumbnails a row as fit
+            for path in shown:
+                with st.container(horizontal=True, gap=None, width="content"):  # each x right beside its picture
+                    st.image(_thumbnail(str(path), path.stat().st_mtime_ns), width=THUMB_PX)
+                    st.button(
+                        "",
+                        icon=":material/close:",
+                        key=f"rm-{slug}/{path.name}",
+                        help=f"Remove {path.name}",
+                        on_click=_remove,
+                        args=(set_path, class_name, path.name),
+                        type="tertiary",
+                    )
 
 
 def _split_table(set_path: Path) -> tuple[list[dict], str | None]:
@@ -199,15 +217,16 @@ def data_source() -> str | None:
     except (OSError, PlaygroundError) as exc:
         st.error(f"The set {chosen} cannot be read ({exc}).")
         return None
-    for name in names:
+    for name in _in_shown_order(chosen, names):
         _class_card(set_path, name, pictures[name])
     with st.form(f"add-class-{chosen}", border=False, clear_on_submit=True):
-        row = st.columns([3, 1], vertical_alignment="bottom")
-        new = row[0].text_input("New class", placeholder="e.g. keys", key=f"new-class-{chosen}")
-        if row[1].form_submit_button("Add class", icon=":material/add:"):
-            with guard():
-                classes.add_class(set_path, new)
-                st.rerun()
+        # A horizontal row, not columns: the button keeps its whole label and the field takes the rest.
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            new = st.text_input("New class", placeholder="e.g. keys", key=f"new-class-{chosen}")
+            if st.form_submit_button("Add class", icon=":material/add:"):
+                with guard():
+                    classes.add_class(set_path, new)
+                    st.rerun()
 
     st.markdown("###### Train / test split")
     rows, warning = _split_table(set_path)

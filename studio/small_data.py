@@ -13,9 +13,10 @@ from typing import Any
 
 import streamlit as st
 
-from core import classes, runs
+from core import classes, models, runs
 from core import data as datasets
 from core.errors import PlaygroundError
+from studio import backbones, train_form
 from studio.widgets import guard, percent
 
 PREVIEW_IMAGES = 8
@@ -47,8 +48,46 @@ def _counts(path: str, fingerprint: tuple) -> dict[str, Any]:
     return datasets.imagefolder_counts(path)
 
 
+RECIPE_TOGGLE = "small_recipe"
+_APPLIED = "_small_recipe_applied"  # the recipe the form was last set to while the toggle is on
+_CHANGED = "_small_recipe_changed"  # what the user changed, which turned the toggle off
+WHAT = {
+    "model_kind": "the model",
+    "pretrained_name": "the network",
+    "freeze": "the frozen backbone",
+    "batch": "the batch size",
+    "epochs": "the epochs",
+}
+
+
+def _fields(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The Train form's widgets the recipe sets (their session-state keys), and its values for them."""
+    model = recipe["model"]
+    return {
+        "model_kind": "pretrained",
+        "pretrained_name": model,
+        "freeze": True,
+        train_form.field_key(model, "batch"): recipe["batch_size"],
+        train_form.field_key(model, "epochs"): recipe["epochs"],
+    }
+
+
+def _changed(recipe: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    """The recipe's settings the user has moved away from, in words."""
+    state = st.session_state
+    moved = [WHAT[key.rsplit("-", 1)[-1]] for key, value in fields.items() if key in state and state[key] != value]
+    if state.get(backbones.weights_key(recipe["model"])) == backbones.NONE:
+        moved.append("the weights (to none)")
+    return moved
+
+
 def propose(spec: str | None) -> None:
-    """For an image folder with few pictures per class: say so, and pre-select the small-data recipe."""
+    """For an image folder with few pictures per class: say so, and pre-select the small-data recipe.
+
+    While the toggle is on, the form holds the recipe's settings, whichever source the weights come from (ImageNet,
+    a file); a change to one of them turns the toggle off, so it never claims settings that will not be used."""
+    state = st.session_state
+    state.pop(backbones.SCRATCH_FIELDS, None)  # set again below while there is a recipe for this data
     if not spec or not spec.startswith("imagefolder:"):
         return
     path = Path(spec.removeprefix("imagefolder:"))
@@ -63,28 +102,40 @@ def propose(spec: str | None) -> None:
     if recipe is None:
         return
     model = recipe["model"]
+    fields = _fields(recipe)
+    applied = (spec, model, recipe["batch_size"], recipe["epochs"])
+    # Offline, the from-scratch way on trains with the recipe's batch and epochs too: few pictures need both.
+    state[backbones.SCRATCH_FIELDS] = {
+        train_form.field_key(models.OFFLINE_PRESET, "batch"): recipe["batch_size"],
+        train_form.field_key(models.OFFLINE_PRESET, "epochs"): recipe["epochs"],
+    }
+    if state.get(RECIPE_TOGGLE, True) and state.get(_APPLIED) == applied:
+        moved = _changed(recipe, fields)
+        if moved:
+            state[RECIPE_TOGGLE] = False  # before the toggle is drawn in this run
+            state[_CHANGED] = " and ".join(dict.fromkeys(moved))
+    weights = "your weights file" if state.get(backbones.weights_key(model)) in (backbones.UPLOAD, backbones.PATH) else "ImageNet weights"
+    steps = recipe["steps_per_epoch"]
     with st.container(border=True):
         st.markdown(":material/lightbulb: **Few pictures? Fine-tune a pretrained network**")
         st.caption(recipe["why"])
         use = st.toggle(
-            f"Use the recipe for few pictures: **{model}**, ImageNet weights, frozen backbone, batch "
-            f"{recipe['batch_size']} ({recipe['steps_per_epoch']} step{'s' * (recipe['steps_per_epoch'] != 1)} per epoch), "
-            f"{recipe['epochs']} epochs",
+            f"Use the recipe for few pictures: **{model}**, {weights}, frozen backbone, batch "
+            f"{recipe['batch_size']} ({steps} step{'s' * (steps != 1)} per epoch), {recipe['epochs']} epochs",
             value=True,
-            key="small_recipe",
+            key=RECIPE_TOGGLE,
         )
-    applied = (spec, model, recipe["batch_size"], recipe["epochs"])
-    if use and st.session_state.get("_small_recipe_applied") != applied:
-        st.session_state.update(
-            {
-                "model_kind": "pretrained",
-                "pretrained_name": model,
-                "freeze": True,
-                f"hp-{model}-batch": recipe["batch_size"],
-                f"hp-{model}-epochs": recipe["epochs"],
-                "_small_recipe_applied": applied,
-            }
-        )
+        if not use:
+            state.pop(_APPLIED, None)  # on again: the recipe's settings come back
+            if state.get(_CHANGED):
+                st.caption(f"Off because you changed {state[_CHANGED]}: your settings stay. Turn it on to go back to the recipe.")
+            return
+    state.pop(_CHANGED, None)
+    fresh = state.get(_APPLIED) != applied
+    state.update({key: value for key, value in fields.items() if fresh or key not in state})
+    if state.get(backbones.weights_key(model)) == backbones.NONE:
+        state[backbones.weights_key(model)] = models.weight_choices(model)[0]
+    state[_APPLIED] = applied
 
 
 # --------------------------------------------------------------------------- augmentation preview

@@ -199,9 +199,24 @@ def _field_prefix(model: str) -> str:
     return f"hp-{model}-gpu-" if uses_gpu(st.session_state.get(f"hp-{model}-dev", "auto")) else f"hp-{model}-"
 
 
+def field_key(model: str, field: str) -> str:
+    """A hyperparameter field's widget key ("batch", "epochs", "lr", ...): the lr finder and the small-data recipe fill them in."""
+    return _field_prefix(model) + field
+
+
 def lr_key(model: str) -> str:
     """The learning-rate field's widget key (the lr finder fills it in)."""
-    return _field_prefix(model) + "lr"
+    return field_key(model, "lr")
+
+
+def fields_model(model: dict[str, Any] | None) -> str:
+    """Whose hyperparameter fields the form shows: the chosen model's, also while it is not ready to start (a
+    weights file still to give), so switching the weights source keeps the fields and their values."""
+    if model:
+        return model["model"]
+    kind = st.session_state.get("model_kind")
+    chosen = st.session_state.get({"pretrained": "pretrained_name", "preset": "preset_name"}.get(kind, ""))
+    return chosen if chosen in PRESETS or (kind == "pretrained" and chosen) else "custom"
 
 
 def hyperparameters(model: str) -> dict[str, Any]:

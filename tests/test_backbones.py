@@ -4,9 +4,13 @@ from a weights file that Predict and resume rebuild. Random weights only: tests 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import socket
 import threading
+import urllib.error
+import urllib.request
 import warnings
 
 import pytest
@@ -15,7 +19,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from core import classes, models, runs
+from core import classes, models, pretrained, runs
 from core.data import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import PlaygroundError
 from core.models import build, count_parameters, find_head, preset_input_size, pretrained_normalization
@@ -231,3 +235,77 @@ def test_resnet18_fine_tuned_from_imagenet_weights_at_32_pixels_rebuilds_for_pre
     predictor = Predictor.from_run(models_root / "r")
     assert predictor.model.conv1.kernel_size == (7, 7)
     assert build("resnet18").conv1.kernel_size == (3, 3)  # from scratch at 32: the CIFAR stem, as before
+
+
+# --------------------------------------------------------------------------- torchvision's weights files, offline
+
+
+class _Served:
+    """What urllib.request.urlopen returns for a file: headers and read() in chunks."""
+
+    def __init__(self, payload: bytes):
+        self.body, self.headers = io.BytesIO(payload), {"Content-Length": str(len(payload))}
+
+    def read(self, n: int = -1) -> bytes:
+        return self.body.read(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _offline(monkeypatch, tmp_path) -> list[str]:
+    """No network (the resolver fails, as on a machine without one) and an empty torch hub cache; returns the URLs asked for."""
+    asked: list[str] = []
+
+    def urlopen(url, *args, **kwargs):
+        asked.append(str(url))
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return asked
+
+
+def test_offline_imagenet_weights_fail_with_one_plain_line_on_the_command_line(monkeypatch, tmp_path, capsys):
+    """The message names the file, the folder it goes in and where to get it, or how to do without; no socket text."""
+    from core import train as train_module
+
+    asked = _offline(monkeypatch, tmp_path)
+    monkeypatch.setattr(train_module.signal, "signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    url = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT.url
+    with pytest.raises(PlaygroundError) as caught:
+        build("mobilenet_v3_small", num_classes=2, weights="DEFAULT")
+    message = str(caught.value)
+    assert asked == [url] and not list(checkpoints.glob("*"))  # nothing half-downloaded is left
+    assert "\n" not in message and "Errno" not in message and "urlopen" not in message and "Name or service" not in message
+    for part in ("mobilenet_v3_small-047dcff4.pth", url, str(checkpoints), "upload it in the studio", "--weights"):
+        assert part in message, (part, message)
+
+    code = train_module.main(
+        ["--model", "mobilenet_v3_small", "--data", "shapes:600", "--weights", "DEFAULT", "--epochs", "1", "--out", str(tmp_path / "run")]
+    )
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code != 0 and errors == [f"error: {message}"]
+
+
+def test_weights_are_downloaded_into_the_hub_cache_and_checked(monkeypatch, tmp_path):
+    """A download with progress lands where torchvision looks; a damaged one (hash in the name not matching) does not."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(3.0)}, buffer)
+    payload = buffer.getvalue()
+    good = type("Weights", (), {"url": f"https://example.invalid/tiny-{hashlib.sha256(payload).hexdigest()[:8]}.pth"})()
+    damaged = type("Weights", (), {"url": "https://example.invalid/tiny-00000000.pth"})()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: _Served(payload))
+    seen = []
+    path = pretrained.download("tiny", good, progress=lambda done, total: seen.append((done, total)))
+    assert path == tmp_path / "torch" / "hub" / "checkpoints" / good.url.rsplit("/", 1)[1] and path.read_bytes() == payload
+    assert seen == [(len(payload), len(payload))] and pretrained.is_cached(good)
+    assert torch.equal(pretrained.load_state_dict("tiny", good)["w"], torch.arange(3.0))
+    with pytest.raises(PlaygroundError, match="arrived damaged"):
+        pretrained.download("tiny", damaged)
+    assert not pretrained.is_cached(damaged) and sorted(p.name for p in path.parent.iterdir()) == [path.name]

@@ -550,3 +550,82 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
     finally:
         if (root / set_name).exists():
             classes.delete_set(root, set_name)
+
+
+# Where each thumbnail's x sits: beside its own picture (its middle within the picture's height, just right of it).
+X_BESIDE_PICTURE = """() => {
+  const box = e => e.getBoundingClientRect();
+  const pictures = [...document.querySelectorAll('[data-testid=stImage] img')].map(box);
+  const xs = [...document.querySelectorAll("[class*='st-key-rm-'] button")].map(box).filter(x => x.width > 0);
+  const beside = x => pictures.some(p => x.top + x.height / 2 > p.top && x.top + x.height / 2 < p.bottom
+                                      && x.left >= p.right - 40 && x.left <= p.right + 24);
+  return {xs: xs.length, beside: xs.filter(beside).length};
+}"""
+# A label Streamlit cut short with an ellipsis: its text is wider than the box that shows it.
+CUT_LABEL = """name => [...document.querySelectorAll('button')].filter(b => b.innerText.includes(name.slice(0, 5)))
+  .some(b => [...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))"""
+
+
+def test_your_own_classes_cards_read_as_they_should(server, page):
+    """The issue's screenshots: "Add class" whole, each x beside its picture, a renamed class keeping its card's place
+    with no other rename box opening, and an SVG's reason on the page (not only in the uploader's hover)."""
+    from core import classes
+
+    set_name = f"cards-{int(time.time())}"
+    root = classes.sets_root()
+    path = classes.create_set(root, set_name)
+    for name, colour in [("Class 1", (200, 40, 40)), ("Class 2", (40, 40, 200))]:
+        classes.add_class(path, name)
+        classes.add_images(path, name, [(f"p{i}.png", _coloured_png(colour, i)) for i in range(4)])
+    try:
+        page.goto(f"{server['url']}/train")
+        page.get_by_role("button", name="Start training").wait_for()
+        _settle(page)
+        page.get_by_role("radio", name="Your classes").click()
+        _settle(page)
+        page.get_by_role("combobox", name="Image set").click()
+        page.get_by_role("option", name=set_name).click()
+        _card_count(page, "Class 1", 4)
+        _settle(page, extra=1.0)
+        _no_exception(page, "train (cards)")
+        _shot(page, "classes-cards")
+
+        assert not page.evaluate(CUT_LABEL, "Add class"), "the Add class button's label is cut short"
+        place = page.evaluate(X_BESIDE_PICTURE)
+        assert place["xs"] == 8 and place["beside"] == 8, place
+
+        new_name = page.get_by_role("textbox", name="New name").first
+        for _ in range(3):  # a click while the page still settles can go unanswered
+            page.locator("[data-testid=stPopover] button").first.click()  # Class 1's rename box
+            try:
+                new_name.wait_for(state="visible", timeout=5_000)
+                break
+            except PlaywrightTimeout:
+                _settle(page)
+        new_name.fill("zebra")
+        page.get_by_role("button", name="Rename", exact=True).first.click()
+        _card_count(page, "zebra", 4)
+        _settle(page, extra=1.0)
+        assert classes.class_names(path) == ["Class 2", "zebra"]
+        headers = [t for t in page.locator("[data-testid=stMarkdownContainer] p").all_inner_texts() if " · 4 pictures" in t]
+        assert headers == ["zebra · 4 pictures", "Class 2 · 4 pictures"]  # the renamed card kept its place
+        assert page.locator("[data-testid=stPopoverBody]").count() == 0  # and no rename box opened on Class 2
+
+        svg = {"name": "logo.svg", "mimeType": "image/svg+xml", "buffer": b"<svg xmlns='http://www.w3.org/2000/svg'/>"}
+        page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(files=[svg])
+        page.get_by_text("logo.svg is an SVG vector drawing", exact=False).first.wait_for(state="visible", timeout=30_000)
+        _settle(page)
+        _no_exception(page, "train (an SVG upload)")
+        _shot(page, "classes-svg-refused")
+    finally:
+        classes.delete_set(root, set_name)
+
+
+def _coloured_png(colour: tuple[int, int, int], i: int) -> bytes:
+    from PIL import Image
+
+    img = Image.new("RGB", (96, 72), colour)
+    img.paste((255 - colour[0], 255 - colour[1], 255 - colour[2]), (10 + 5 * i, 20, 50, 50))
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()

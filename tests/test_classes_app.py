@@ -4,14 +4,21 @@ upload and by camera, one removed with a click, the split and the small-data rec
 from __future__ import annotations
 
 import io
+import socket
+import urllib.error
+import urllib.request
 
 import pytest
+import torch
+import torchvision
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_app import APP, no_exception, open_page
 
-from core import classes, data, runs
+from core import classes, data, models, runs
+from core.device import uses_gpu
 from core.train import TrainConfig, train
+from studio import backbones
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,6 +36,11 @@ def data_dir(tmp_path, models_root, monkeypatch):
     folder = tmp_path / "data"
     monkeypatch.setattr(data, "DATA_DIR", folder)  # read at import: the pages' sets_root() follows this
     return folder
+
+
+def _hp(model: str, field: str) -> str:
+    """A hyperparameter field's widget key as the Train form names it on this machine (a GPU's recipe has its own)."""
+    return f"hp-{model}-{'gpu-' * uses_gpu('auto')}{field}"
 
 
 def _widget(elements, key: str):
@@ -82,8 +94,8 @@ def test_a_set_is_made_on_the_train_page_by_upload_camera_and_a_click(data_dir):
     assert at.segmented_control(key="model_kind").value == "pretrained"
     assert at.selectbox(key="pretrained_name").value == "mobilenet_v3_small" and at.toggle(key="freeze").value
     assert at.toggle(key="small_recipe").value
-    assert at.select_slider(key="hp-mobilenet_v3_small-batch").value == classes.MIN_BATCH  # 4 pictures, batch 4
-    assert at.get("number_input") and any(e.key == "hp-mobilenet_v3_small-epochs" for e in at.number_input)
+    assert at.select_slider(key=_hp("mobilenet_v3_small", "batch")).value == classes.MIN_BATCH  # 4 pictures, batch 4
+    assert at.get("number_input") and any(e.key == _hp("mobilenet_v3_small", "epochs") for e in at.number_input)
 
 
 def test_predict_from_the_camera(data_dir, models_root):
@@ -104,3 +116,126 @@ def test_predict_from_the_camera(data_dir, models_root):
     no_exception(at)
     answer = [m.value for m in at.markdown if "camera.jpg" in m.value and "→" in m.value]
     assert answer and ("mug" in answer[0] or "keys" in answer[0]), [m.value for m in at.markdown]
+
+
+def _few_pictures(data_dir) -> str:
+    """A set of two classes with six pictures each: the page proposes the recipe for few pictures."""
+    desk = classes.create_set(classes.sets_root(None, data_dir), "desk")
+    for name, colour in [("mug", (200, 40, 40)), ("keys", (40, 40, 200))]:
+        classes.add_class(desk, name)
+        classes.add_images(desk, name, [(f"{name}{i}.jpg", photo((colour[0] - 9 * i, colour[1] + 7 * i, colour[2]))) for i in range(6)])
+    return classes.spec(desk)
+
+
+def _recipe_page(data_dir) -> tuple[AppTest, dict]:
+    counts = data.imagefolder_counts(_few_pictures(data_dir).removeprefix("imagefolder:"))
+    recipe = classes.small_data_recipe(counts["train"])
+    at = open_page("pages/train.py")
+    at.segmented_control(key="data_kind").set_value("classes").run()
+    no_exception(at)
+    return at, recipe
+
+
+def _fields(at: AppTest, model: str = "mobilenet_v3_small") -> tuple:
+    """(batch, epochs, optimizer) as the form shows them for `model`."""
+    return (
+        at.select_slider(key=_hp(model, "batch")).value,
+        at.number_input(key=_hp(model, "epochs")).value,
+        at.selectbox(key=_hp(model, "opt")).value,
+    )
+
+
+def _start_enabled(at: AppTest) -> bool:
+    return any(b.label == "Start training" and not b.disabled for b in at.button)
+
+
+def test_the_recipe_for_few_pictures_survives_a_change_of_weights_source(data_dir):
+    """The fields keep the recipe whether the weights come from ImageNet, a file here or an upload, and the toggle says
+    which; changing a setting the recipe set turns it off (it never claims settings that are not used), on restores it."""
+    at, recipe = _recipe_page(data_dir)
+    recipe_fields = (recipe["batch_size"], recipe["epochs"], "sgd")
+    assert _fields(at) == recipe_fields and at.toggle(key="small_recipe").value
+    assert "ImageNet weights" in at.toggle(key="small_recipe").label
+
+    weights = at.selectbox(key="weights-mobilenet_v3_small")
+    for source, words in [
+        (backbones.PATH, "your weights file"),
+        (backbones.UPLOAD, "your weights file"),
+        ("IMAGENET1K_V1", "ImageNet weights"),
+    ]:
+        weights.set_value(source).run()
+        no_exception(at)
+        assert _fields(at) == recipe_fields, source  # not another model's defaults while the file is still to come
+        assert (
+            at.toggle(key="small_recipe").value
+            and words in at.toggle(key="small_recipe").label
+            and f"batch {recipe['batch_size']}" in at.toggle(key="small_recipe").label
+        )
+
+    # A local file: the run is made with the recipe's settings and that file.
+    weights_file = data_dir / "mobilenet.pth"
+    torch.save(torchvision.models.mobilenet_v3_small().state_dict(), weights_file)
+    weights.set_value(backbones.PATH).run()
+    at.text_input(key="weights_path").set_value(str(weights_file)).run()
+    assert _fields(at) == recipe_fields and at.toggle(key="small_recipe").value and _start_enabled(at)
+
+    # The user's own batch size: the toggle goes off and says why; on again, the recipe comes back.
+    at.select_slider(key=_hp("mobilenet_v3_small", "batch")).set_value(16).run()
+    no_exception(at)
+    assert not at.toggle(key="small_recipe").value and _fields(at)[0] == 16
+    assert any("you changed the batch size" in c.value for c in at.caption)
+    at.toggle(key="small_recipe").set_value(True).run()
+    assert _fields(at) == recipe_fields and at.toggle(key="small_recipe").value
+
+    # No weights at all cannot be the recipe (nothing pretrained to freeze): off too.
+    weights.set_value(backbones.NONE).run()
+    assert not at.toggle(key="small_recipe").value and any("you changed the weights" in c.value for c in at.caption)
+    at.toggle(key="small_recipe").set_value(True).run()
+    assert at.selectbox(key="weights-mobilenet_v3_small").value == "IMAGENET1K_V1" and _fields(at) == recipe_fields
+
+
+def test_the_recipe_fills_the_fields_a_cuda_machine_shows(data_dir, monkeypatch):
+    """On a CUDA machine the form's fields are the GPU recipe's (their own keys): the recipe must land in those."""
+    import core.models
+    import studio.train_form
+
+    for module in (core.models, studio.train_form):  # "auto" picks a CUDA GPU here, without one to run on
+        monkeypatch.setattr(module, "uses_gpu", lambda device: device in ("cuda", "auto"))
+    at, recipe = _recipe_page(data_dir)
+    shown = (at.select_slider(key="hp-mobilenet_v3_small-gpu-batch").value, at.number_input(key="hp-mobilenet_v3_small-gpu-epochs").value)
+    assert shown == (recipe["batch_size"], recipe["epochs"]) and at.toggle(key="small_recipe").value
+
+
+def test_offline_imagenet_weights_say_so_at_start_and_offer_a_way_on(data_dir, models_root, monkeypatch, tmp_path):
+    """Offline, with the weights not on disk: Start makes no run that fails; the page names the file, where to get it
+    and how to upload it, and trains the small preset from scratch (with the recipe's batch and epochs) instead."""
+    asked: list[str] = []
+
+    def offline(url, *args, **kwargs):
+        asked.append(str(url))
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # a run process that tried anyway would not leave this machine
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    at, recipe = _recipe_page(data_dir)
+    assert any("are not on this computer yet" in w.value for w in at.warning) and _start_enabled(at)
+    assert not asked  # drawing the page only looks in the cache
+
+    next(b for b in at.button if b.label == "Start training").click().run()
+    no_exception(at)
+    assert asked == [models.weights_info("mobilenet_v3_small")["url"]]
+    assert runs.list_runs(models_root) == []  # no failed run in any list
+    (error,) = [e.value for e in at.error]
+    assert "mobilenet_v3_small-047dcff4.pth" in error and "upload it in the studio" in error and "Errno" not in error
+    assert not _start_enabled(at)  # it would fail the same way
+    assert any(f"{models.OFFLINE_PRESET} needs no download" in c.value and "lower test accuracy" in c.value for c in at.caption)
+
+    next(b for b in at.button if b.label == f"Train {models.OFFLINE_PRESET} from scratch").click().run()
+    no_exception(at)
+    assert at.segmented_control(key="model_kind").value == "preset"
+    assert at.selectbox(key="preset_name").value == models.OFFLINE_PRESET
+    assert _fields(at, models.OFFLINE_PRESET)[:2] == (recipe["batch_size"], recipe["epochs"])
+    assert not at.toggle(key="small_recipe").value and any("you changed the model" in c.value for c in at.caption)
+    assert _start_enabled(at) and not at.error

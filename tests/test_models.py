@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import urllib.error
+import urllib.request
 import warnings
 
 import pytest
@@ -113,8 +114,8 @@ def test_offline_torchvision_download_gives_a_clear_error(monkeypatch, tmp_path)
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(PlaygroundError, match=r"Could not download alexnet.*offline.*alexnet-owt-7be5be79\.pth"):
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(PlaygroundError, match=r"alexnet's ImageNet weights \(alexnet-owt-7be5be79\.pth\) are not on this computer"):
         build("alexnet", weights="DEFAULT")
 
 
