@@ -640,6 +640,12 @@ def _estimate_s(info: runs.RunInfo, finished: list[runs.RunInfo]) -> float | Non
     return None
 
 
+def estimate_s(config: dict[str, Any], infos: list[runs.RunInfo]) -> float | None:
+    """Seconds a new run with this config would train, judged by runs like it that finished here (None: no basis)."""
+    finished = [r for r in infos if r.status == "finished" and r.seconds and r.epochs_done]
+    return _estimate_s(runs.RunInfo(run_id="", path=Path(), config=config, status="queued"), finished)
+
+
 def _remaining_s(info: runs.RunInfo, finished: list[runs.RunInfo], now: float) -> float | None:
     """Seconds until a running run ends: from its own pace once it has stepped, else from runs like it."""
     epochs = int(info.config.get("epochs", 1))

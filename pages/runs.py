@@ -6,8 +6,9 @@ import streamlit as st
 
 from core import runs
 from core.curves import curves_of
+from core.sweep import Sweep
 from core.train import TrainConfig
-from studio import export_view, insight, state, workspace
+from studio import export_view, insight, state, sweep_view, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation
 from studio.widgets import duration, guard, run_label
@@ -24,11 +25,14 @@ if not every:
     st.stop()
 
 by_id = {r.run_id: r for r in every}
+rows = sweep_view.collapse(every)  # a sweep's runs are one row, opened below
 # Name and accuracy first: a run id (often with an upload's hash in it) would push the figures off-screen.
 st.dataframe(
     pd.DataFrame(
         [
-            {
+            sweep_view.row(r, by_id)
+            if isinstance(r, Sweep)
+            else {
                 "name": r.name,
                 "best accuracy": r.best_acc,
                 "status": r.status,
@@ -41,7 +45,7 @@ st.dataframe(
                 "note": r.note,
                 "run id": r.run_id,
             }
-            for r in every
+            for r in rows
         ]
     ),
     hide_index=True,
@@ -52,6 +56,8 @@ st.dataframe(
         "note": st.column_config.TextColumn(width="medium"),
     },
 )
+
+sweep_view.section(rows)
 
 st.subheader("Compare")
 with_curves = [r.run_id for r in every if r.records]

@@ -1,6 +1,7 @@
 import streamlit as st
 
-from studio import backbones, form_memory, live, loop_view, lr_finder, small_data, state, train_form
+from core import runs, sweep
+from studio import backbones, form_memory, live, loop_view, lr_finder, small_data, state, sweep_view, train_form
 from studio.state import through_navigation
 from studio.widgets import guard
 
@@ -24,15 +25,18 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
     st.markdown("##### 3 · Hyperparameters")
     st.caption("Start with the defaults: they are the recipe tuned for the chosen model.")
     lr_finder.apply_suggestion()  # before the learning-rate field exists in this run
+    sweep_view.apply_best()  # likewise: a sweep's best setting, chosen below or on the Runs page
     overrides = train_form.hyperparameters(train_form.fields_model(model))
     lr_finder.section(model, data, overrides)
+    grid = sweep_view.setup(train_form.make_config(model, data, overrides) if model and data else None)
     form_memory.remember()
     loop_view.panel(model, data, overrides)
     with preview:
         small_data.augmentation_preview(lambda: train_form.make_config(model, data, overrides) if model and data else None)
     gpus = state.device_info().get("count", 1) if state.device_info()["kind"] == "cuda" else 1
     with st.container(horizontal=True, vertical_alignment="center"):
-        start = st.button("Start training", icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)
+        label = "Start training" if grid is None else f"Start sweep ({len(sweep.settings_of(grid[0])) * grid[1]} runs)"
+        start = st.button(label, icon=":material/rocket_launch:", type="primary", disabled=data is None or model is None)
         nproc = (
             st.number_input("GPUs", 1, gpus, 1, help="More than one: torchrun with DistributedDataParallel, the batch split across GPUs.")
             if gpus > 1
@@ -43,9 +47,12 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
             if not backbones.fetch_weights(model):
                 st.rerun()  # offline: the model picker says so, and what works without a network
             config = train_form.make_config(model, data, overrides)
-            run_dir = state.registry().start(config, nproc=int(nproc))  # queued if the device is busy
-            state.runs_changed()
-            state.watch(run_dir)
+            if grid is not None:
+                sweep_view.start(config, *grid)
+            else:
+                run_dir = state.registry().start(config, nproc=int(nproc))  # queued if the device is busy
+                state.runs_changed()
+                state.watch(run_dir)
             st.session_state.pop("_live_fig", None)
             st.rerun()
 
@@ -56,5 +63,9 @@ if watched is None:
 else:
     st.subheader("Run")
     shown = live.run_picker(watched)
+    plan = sweep_view.sweep_of(runs.run_info(shown)) if shown is not None else None
+    if plan is not None:
+        sweep_view.panel(plan)
+        st.markdown("##### This run of the sweep")
     if shown is not None:
         live.run_panel(shown)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core import runs
 from core.curves import Curves, ema
 
 ORANGE = "#EE4C2C"  # PyTorch's colour: training
@@ -511,3 +512,60 @@ def loss_chart(
 def _finite(value: float, limit: float = 1e12) -> float:
     """Far beyond any axis, yet a number JSON and Vega can carry (inf and NaN are not)."""
     return max(-limit, min(limit, value)) if math.isfinite(value) else limit
+
+
+def sweep_parallel_figure(rows: Sequence[dict[str, Any]], grid: dict[str, list[Any]]) -> go.Figure:
+    """A sweep's finished runs as lines across one axis per varied field, ending at their test accuracy (and coloured
+    by it): which values the good runs share shows at a glance. Categorical values sit at evenly spaced ticks."""
+    done = [r for r in rows if r.get("val_acc") is not None]
+    dimensions = []
+    for name, values in grid.items():
+        words = [runs.setting_word(v) for v in values]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        log = numeric and name in ("lr", "weight_decay") and min(values) > 0 and max(values) / min(values) >= 10
+        if numeric and not log:
+            dimensions.append(
+                dict(label=name.replace("_", " "), values=[r["settings"][name] for r in done], tickvals=values, ticktext=words)
+            )
+        elif log:  # a log axis: 0.0003, 0.003 and 0.03 evenly apart, as a learner thinks of them
+            dimensions.append(
+                dict(
+                    label=f"{name.replace('_', ' ')} (log)",
+                    values=[math.log10(r["settings"][name]) for r in done],
+                    tickvals=[math.log10(v) for v in values],
+                    ticktext=words,
+                )
+            )
+        else:
+            dimensions.append(
+                dict(
+                    label=name.replace("_", " "),
+                    values=[values.index(r["settings"][name]) for r in done],
+                    tickvals=list(range(len(values))),
+                    ticktext=words,
+                )
+            )
+    accs = [r["val_acc"] for r in done]
+    dimensions.append(
+        dict(
+            label="test accuracy",
+            values=accs,
+            range=[min(accs + [1.0]) * 0.98 if accs else 0, max(accs + [0.0]) * 1.02 or 1],
+            tickformat=".0%",
+        )
+    )
+    fig = go.Figure(
+        go.Parcoords(
+            line=dict(color=accs, colorscale=[[0, GREY], [1, ORANGE]], showscale=False),
+            dimensions=dimensions,
+            labelfont=dict(size=16),
+            tickfont=dict(size=14),
+        )
+    )
+    fig.update_layout(
+        height=360,
+        font=FONT,
+        margin=dict(l=60, r=60, t=70, b=20),
+        title=dict(text="<b>Settings → test accuracy</b>", x=0, font=dict(size=17)),
+    )
+    return fig

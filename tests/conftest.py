@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
@@ -69,3 +70,27 @@ def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
     return subprocess.Popen(
         [*command, "--batch-size", "50", "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+def fake_sweep(root: Path, accs: dict[float, list[float | None]], sweep_id: str = "sweep-fake"):
+    """A sweep over lr as its finished runs would leave it: one run folder per (lr, seed) with these test accuracies
+    (None: the run diverged), and the sweep's record."""
+    from core import runs, sweep
+
+    plan = sweep.Sweep(
+        sweep_id, {"model": "cifar10_quick", "data": "shapes"}, {"lr": list(accs)}, list(range(len(next(iter(accs.values())))))
+    )
+    for lr, per_seed in accs.items():
+        for seed, acc in enumerate(per_seed):
+            run_dir = root / f"{sweep_id}-run-{lr:g}-{seed}"
+            run_dir.mkdir(parents=True)
+            runs.write_config(
+                run_dir, {"model": "cifar10_quick", "data": "shapes", "seed": seed, "sweep": {"id": plan.sweep_id, "settings": {"lr": lr}}}
+            )
+            status = "finished" if acc is not None else "diverged"
+            records = [{"kind": "epoch", "epoch": 1, "test_acc": acc}] if acc is not None else []
+            with open(run_dir / runs.METRICS_FILE, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in [*records, {"kind": "status", "status": status}])
+            plan.runs.append({"run_id": run_dir.name, "settings": {"lr": lr}, "seed": seed})
+    plan.save(root)
+    return plan
