@@ -69,8 +69,9 @@ def passes_through(exc: BaseException) -> bool:
 
 
 def reason(exc: BaseException) -> str:
-    """The error in one short line: its message's first line and its type (a GraphFailed's cause's)."""
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    """The error in one short line: its message's first line (and the next, after a "raised:") and its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+    first = " ".join(lines[:2] if lines[0].endswith(":") else lines[:1])[:200]
     kind = type(exc.__cause__ if isinstance(exc, GraphFailed) and exc.__cause__ else exc).__name__
     return f"{first} ({kind})" if first else kind
 

@@ -93,7 +93,7 @@ class GraphedStep:
             static_y.copy_(y)
             self.graph.replay()
         except Exception as exc:
-            raise GraphFailed(f"CUDA graph replay failed: {exc}") from exc
+            raise GraphFailed(f"replay failed: {exc}") from exc
         return loss, logits
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +118,7 @@ class GraphedStep:
                 loss, logits = self.forward_backward(static_x, static_y)
         except Exception as exc:  # e.g. an op that syncs or allocates on the host inside the model
             self.optimizer.zero_grad(set_to_none=True)  # no gradient of the failed capture is left behind
-            raise GraphFailed(f"CUDA graph capture failed: {exc}") from exc
+            raise GraphFailed(f"capture failed: {exc}") from exc
         self.graph, self._static = graph, (static_x, static_y, loss, logits)
         self.captures += 1
 

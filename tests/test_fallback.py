@@ -193,6 +193,37 @@ def test_a_failing_torch_compile_is_switched_off_and_the_run_trains_as_without_i
     assert result["val_acc"] == plain["val_acc"]
 
 
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
+def test_under_ddp_the_compiled_module_is_swapped_inside_the_same_wrapper():
+    """torchrun: the eager model goes into the existing DistributedDataParallel (no new wrapper, no collective)."""
+    import types
+
+    from torch import distributed as dist
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(FakeCompiled(model, "forward"))
+        s = types.SimpleNamespace(graphed=None, step_model=ddp, fallbacks=fallback.Fallbacks())
+
+        def plain(s, x, y):
+            loss = nn.functional.cross_entropy(s.step_model(x), y)
+            optimizer.zero_grad()
+            loss.backward()  # through DDP's reducer
+            return loss, None
+
+        x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+        for _ in range(2):
+            fallback.forward_backward(s, x, y, plain)
+            optimizer.step()
+    finally:
+        dist.destroy_process_group()
+    assert s.step_model is ddp and ddp.module is model and model[1].weight.grad.abs().sum() > 0
+    assert s.fallbacks.off == {"compile": "backend='inductor' raised: CppCompileError: C++ compile error (RuntimeError)"}
+
+
 def test_a_compiled_step_that_fails_plainly_too_is_the_runs_own_error(models_root, monkeypatch):
     """The plain path has the last word: a bug the eager model meets as well ends the run, with no notice."""
     from core import models
