@@ -113,15 +113,19 @@ class Fallbacks:
 # `s` is core.train.Setup (graphed, step_model, optimizer, ema, model, config, fallbacks), not imported: train imports us.
 
 
+def _ddp(step_model: torch.nn.Module) -> bool:
+    return isinstance(step_model, torch.nn.parallel.DistributedDataParallel)
+
+
 def _compiled(step_model: torch.nn.Module) -> torch.nn.Module | None:
     """The compiled module inside the step's model (itself, or what DistributedDataParallel wraps), if any."""
-    inner = getattr(step_model, "module", step_model)
-    return inner if hasattr(inner, "_orig_mod") else None
+    inner = step_model.module if _ddp(step_model) else step_model
+    return inner if hasattr(inner, "_orig_mod") else None  # torch.compile's OptimizedModule keeps the model there
 
 
 def _uncompile(s: Any) -> None:
     eager = _compiled(s.step_model)._orig_mod
-    if hasattr(s.step_model, "module"):
+    if _ddp(s.step_model):
         # The same parameters, so DDP's reducer and its hooks stay valid: no new wrapper, no collective to agree on.
         s.step_model.module = eager
     else:

@@ -65,7 +65,8 @@ def assert_same_weights(a, b, key: str = "model") -> None:
     wa, wb = weights(a, key), weights(b, key)
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
+        # A step skipped or taken twice moves weights by ~lr (3e-3); the tolerance only allows for thread scheduling.
+        assert torch.allclose(wa[k], wb[k], rtol=0, atol=1e-5), k
 
 
 def assert_finished_with_one_notice(run_dir, what: str, result: dict, steps: int = 12) -> dict:
@@ -137,7 +138,7 @@ def test_a_failing_cuda_graph_is_switched_off_and_the_run_trains_as_without_it(
     assert "(RuntimeError)" in notice["message"] and "It continues with the plain step" in notice["message"]
     assert capsys.readouterr().err.count("CUDA graphs were switched off") == 1  # the command line says it too
     assert_same_weights(models_root / "r", plain_dir)  # the failed batch was trained once, plainly
-    assert result["val_acc"] == plain["val_acc"]
+    assert abs(result["val_acc"] - plain["val_acc"]) <= 0.002
 
 
 def test_out_of_memory_while_capturing_stays_out_of_memory(models_root, fast_on_cpu, monkeypatch):
@@ -190,7 +191,7 @@ def test_a_failing_torch_compile_is_switched_off_and_the_run_trains_as_without_i
     assert notice["message"].startswith("torch.compile was switched off for this run: ")
     assert made == [] if where == "construction" else made[0].calls == 1  # never called again once it failed
     assert_same_weights(models_root / "r", plain_dir)
-    assert result["val_acc"] == plain["val_acc"]
+    assert abs(result["val_acc"] - plain["val_acc"]) <= 0.002
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed")
@@ -268,7 +269,7 @@ def test_a_fused_step_that_fails_part_way_is_undone_and_taken_plainly(models_roo
     notice = assert_finished_with_one_notice(models_root / "r", "fused_optimizer", result)
     assert notice["message"].startswith("The fused optimizer step was switched off for this run: CUDA error: no kernel image")
     assert_same_weights(models_root / "r", unfused_dir)  # not the half step, and not a step twice
-    assert result["val_acc"] == unfused["val_acc"]
+    assert abs(result["val_acc"] - unfused["val_acc"]) <= 0.002
     state = runs.load_checkpoint(models_root / "r")["optimizer"]
     assert all(group["fused"] is None for group in state["param_groups"])
     if optimizer == "adamw":  # Adam counts its steps: 12, not 13
