@@ -83,6 +83,8 @@ def speedrun(folder: Path, tmp: Path, label: str, seeds: int, extra: list[str] |
         config = json.loads((run_dir / runs.CONFIG_FILE).read_text())
         result["recipe"] = {k: config.get(k) for k in ("epochs", "batch_size", "lr", "widths", "tta", "cuda_graphs", "compile")}
         result["precision"] = config["env"]["precision"]
+        # what the run went on without (core/fallback.py): its figures are then not those of the fast path
+        result["switched_off"] = sorted(runs.summarize(runs.read_metrics(run_dir)[0])["switched_off"])
         log(f"  seed {seed}: acc {result['val_acc']:.4f}, training {result['training_s']} s, whole command {result['wall_s']} s")
         out.append(result)
     return out
@@ -147,4 +149,7 @@ def table(figures: dict[str, Any]) -> str:
         )
     n_test = next(iter(figures["airbench"].values()), {}).get("n_test")
     head = f"{figures['gpu']}, torch {figures['torch']}, CUDA {figures['cuda']}" + (f"; {n_test} test images" if n_test else "")
-    return head + "\n\n" + "\n".join(rows)
+    ran = [figures["speedrun_cold"], *ours, *figures.get("speedrun_compile", [])]
+    off = sorted({what for r in ran for what in r.get("switched_off", [])})
+    note = f"\n\nSwitched off during some of our runs after failing on this machine: {', '.join(off)}." if off else ""
+    return head + "\n\n" + "\n".join(rows) + note

@@ -74,6 +74,7 @@ class Curves:
         self.total_steps: int | None = None
         self._segment_start: tuple[float, float] | None = None  # (time, progress) when this process began stepping
         self._health = Thinned(HEALTH_POINTS)  # per-layer health records (core.health), thinned
+        self.notices: dict[str, dict[str, Any]] = {}  # what the run switched off (core/fallback.py), by `what`
 
     # ------------------------------------------------------------------ folding
 
@@ -88,6 +89,8 @@ class Curves:
                 self._add_epoch(record)
             elif kind == "health":
                 self._health.add(record)  # rewinds itself: it is written before its interval's step record
+            elif kind == "notice" and record.get("what"):
+                self.notices[record["what"]] = record
             elif kind == "status":
                 self.status = record
                 if record.get("steps_per_epoch"):

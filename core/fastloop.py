@@ -17,13 +17,13 @@ queues the next step. So on CUDA:
   background thread.
 - `ema_update` is `AveragedModel.update_parameters` without its two host round trips per step.
 
-On a CPU the same objects do the same work synchronously, so there is one code path.
+On a CPU the same objects do the same work synchronously, so there is one code path. When a part fails on some
+machine, driver or torch version, the run switches it off and goes on with the plain loop (core/fallback.py).
 """
 
 from __future__ import annotations
 
 import collections
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.errors import PlaygroundError
+
 # --------------------------------------------------------------------------- the graphed step
+
+
+class GraphFailed(RuntimeError):
+    """The CUDA graph itself failed (capture or replay); its cause is the error. The step's own errors are not this."""
 
 
 class GraphedStep:
@@ -47,6 +53,9 @@ class GraphedStep:
     A graph replays exactly the kernels it recorded, so a change in which parameters train (the speedrun net
     freezes its whitening bias after 3 epochs) or in the batch's shape (a last partial batch) starts over with
     eager warm-up steps and a new capture.
+
+    A capture or replay that fails raises GraphFailed (core/fallback.py then goes on without graphs); the eager
+    warm-up steps raise what the step itself raises.
     """
 
     def __init__(
@@ -66,7 +75,6 @@ class GraphedStep:
         self.key: tuple | None = None
         self.eager_left = warmup
         self.captures = 0
-        self.failed: str | None = None  # why capture failed; the step then stays eager
         self._side = torch.cuda.Stream()
         self._static: tuple[torch.Tensor, ...] = ()
 
@@ -74,17 +82,18 @@ class GraphedStep:
         key = (tuple(p.requires_grad for p in self.params), tuple(x.shape), x.dtype, tuple(y.shape))
         if key != self.key:
             self.graph, self.key, self.eager_left = None, key, self.warmup
-        if self.graph is None and (self.eager_left > 0 or self.failed):
+        if self.graph is None and self.eager_left > 0:
             self.eager_left -= 1
             return self._eager(x, y)
         if self.graph is None:
             self._capture(x, y)
-            if self.graph is None:
-                return self._eager(x, y)
         static_x, static_y, loss, logits = self._static
-        static_x.copy_(x)
-        static_y.copy_(y)
-        self.graph.replay()
+        try:
+            static_x.copy_(x)
+            static_y.copy_(y)
+            self.graph.replay()
+        except Exception as exc:
+            raise GraphFailed(f"replay failed: {exc}") from exc
         return loss, logits
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,16 +111,14 @@ class GraphedStep:
             self.before_capture()
         static_x, static_y = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)  # so that backward allocates the grads inside the graph's pool
-        graph = torch.cuda.CUDAGraph()
         try:
+            graph = torch.cuda.CUDAGraph()
             # thread_local: CUDA calls of other threads (a studio page, a checkpoint write) cannot spoil the capture
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 loss, logits = self.forward_backward(static_x, static_y)
-        except RuntimeError as exc:  # e.g. an op that syncs or allocates on the host inside the model
-            self.failed = str(exc).splitlines()[0][:200]
-            print(f"CUDA graph capture failed ({self.failed}); training on without graphs.", file=sys.stderr, flush=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            return
+        except Exception as exc:  # e.g. an op that syncs or allocates on the host inside the model
+            self.optimizer.zero_grad(set_to_none=True)  # no gradient of the failed capture is left behind
+            raise GraphFailed(f"capture failed: {exc}") from exc
         self.graph, self._static = graph, (static_x, static_y, loss, logits)
         self.captures += 1
 
@@ -198,22 +205,43 @@ class CheckpointWriter:
     at once) and queues the write; the thread waits for the copies, then writes with `write(path, payload)` (an
     atomic write: a reader or a crash sees the old file or the new one). `wait()` blocks until every queued write
     is on disk and re-raises the first that failed; so does the next `save` after a failure.
+
+    A failure of `write` itself (PlaygroundError: a full disk) is the run's: a synchronous write would meet it too.
+    Any other failure is the background machinery's (the thread, the pinned copies, the event): the newest checkpoint
+    of that file is written again here, synchronously, and so is every later one; `on_switch_off(error)` is told once
+    that worked. If the synchronous write fails as well, its error is raised (core/fallback.py: the plain path has the
+    last word).
     """
 
-    def __init__(self, write: Callable[[Path, dict[str, Any]], None], device: torch.device):
+    def __init__(
+        self,
+        write: Callable[[Path, dict[str, Any]], None],
+        device: torch.device,
+        on_switch_off: Callable[[BaseException], None] | None = None,
+    ):
         self.write = write
         self.cuda = device.type == "cuda"
+        self.on_switch_off = on_switch_off
+        self.background = True
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._futures: list[Future] = []
+        self._queued: list[tuple[Path, dict[str, Any], Future]] = []
 
     def save(self, path: Path, payload: dict[str, Any], *, wait: bool = False) -> None:
-        self._raise_failed()
-        host = to_host(payload, self.cuda)
-        event = None
-        if self.cuda:
-            event = torch.cuda.Event()
-            event.record()
-        self._futures.append(self._pool.submit(self._write, Path(path), host, event))
+        path = Path(path)
+        self._settle(block=not self.background)  # in the foreground, no queued write may land after this one
+        if self.background:
+            try:
+                host = to_host(payload, self.cuda)
+                event = None
+                if self.cuda:
+                    event = torch.cuda.Event()
+                    event.record()
+                self._queued.append((path, host, self._pool.submit(self._write, path, host, event)))
+            except Exception as exc:
+                self._settle(block=True)
+                self._write_here(path, payload, exc)
+        else:
+            self._write_here(path, payload, None)
         if wait:
             self.wait()
 
@@ -222,16 +250,37 @@ class CheckpointWriter:
             event.synchronize()
         self.write(path, _contiguous(payload))
 
-    def _raise_failed(self) -> None:
-        done = [f for f in self._futures if f.done()]
-        self._futures = [f for f in self._futures if not f.done()]
-        for f in done:
-            f.result()
+    def _write_here(self, path: Path, payload: dict[str, Any], failure: BaseException | None) -> None:
+        """A synchronous write; `failure`: the background's, said once this write has shown the disk is fine."""
+        if self.cuda:
+            torch.cuda.synchronize()  # whatever non-blocking copy of the payload was started has landed
+        self.write(path, _contiguous(to_host(payload, cuda=False)))
+        if failure is not None and self.background:
+            self.background = False
+            if self.on_switch_off is not None:
+                self.on_switch_off(failure)
+
+    def _settle(self, *, block: bool) -> None:
+        """Collect the queued writes that are done (all of them when `block`), in order; see the class docstring."""
+        while self._queued and (block or self._queued[0][2].done()):
+            path, host, future = self._queued.pop(0)
+            try:
+                future.result()
+            except PlaygroundError:
+                raise
+            except Exception as exc:
+                # Let the queue run out, then write the newest checkpoint of each file here (again, if it got
+                # written): the files end as they would have, whichever background writes failed.
+                rest, self._queued = self._queued, []
+                newest = {path: host}
+                for later_path, later_host, later in rest:
+                    later.exception()  # waits; its error, if any, is met again by its synchronous write
+                    newest[later_path] = later_host
+                for newest_path, newest_host in newest.items():
+                    self._write_here(newest_path, newest_host, exc)
 
     def wait(self) -> None:
-        futures, self._futures = self._futures, []
-        for f in futures:
-            f.result()
+        self._settle(block=True)
 
     def close(self) -> None:
         try:

@@ -294,6 +294,7 @@ class RunInfo:
     started: float | None = None
     seconds: float | None = None
     has_checkpoint: bool = False
+    switched_off: dict[str, str] = field(default_factory=dict)  # fast-path parts the run went on without (core/fallback.py)
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
     workspace: str | None = None  # shared mode: the workspace that started it (core.shared)
     queue: dict[str, Any] | None = None  # the record that put it in the queue (core.jobs): when, how, on what
@@ -352,6 +353,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "dispatched": False,
         "attempts": 0,
         "slots": None,
+        "switched_off": {},  # `notice` records: what -> the message (the last one, if a resumed run met it again)
     }
     for r in records:
         kind = r.get("kind")
@@ -380,6 +382,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 out["last_acc"] = acc
                 out["best_acc"] = acc if out["best_acc"] is None else max(out["best_acc"], acc)
             out["img_per_s"] = r.get("img_per_s", out["img_per_s"])
+        elif kind == "notice" and r.get("what"):
+            out["switched_off"][r["what"]] = r.get("message", "")
         if "elapsed" in r:
             out["seconds"] = r["elapsed"]
     return out
@@ -438,6 +442,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
         started=s["started"],
         seconds=s["seconds"],
         has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(),
+        switched_off=s["switched_off"],
         records=records,
         workspace=s["workspace"],
         queue=s["queue"],

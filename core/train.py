@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import device as dev
-from core import losses, runs
+from core import fallback, losses, runs
 from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
-from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
+from core.fallback import EndsTheRun, Fallbacks, is_oom
+from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads
 from core.health import Probe, Watcher
 from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, pretrained_normalization, recipe_for
 from core.predict import eval_batch_size, tta_logits
@@ -208,10 +209,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = False
     return cls(groups, lr=config.lr, **({"fused": True} if fused else {}))
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(m in str(exc).lower() for m in ("out of memory", "can't allocate memory"))
-
-
 @dataclass
 class Normalization:
     mean: torch.Tensor
@@ -268,7 +265,7 @@ def evaluate(
     }
 
 
-class StopRequested(Exception):
+class StopRequested(EndsTheRun):
     pass
 
 
@@ -381,7 +378,7 @@ class StopCheck:
 
 @dataclass
 class Setup:
-    """What the loop works with; made once by `setup()` and not changed by the loop (the modules' weights aside)."""
+    """What the loop works with; made once by `setup()`; the loop changes only the weights and the fast parts that fail (core/fallback.py)."""
 
     config: TrainConfig
     dist: Dist
@@ -412,6 +409,7 @@ class Setup:
     graphed: GraphedStep | None = None  # CUDA: the step's forward+backward replayed as one CUDA graph
     reads: IntervalReads | None = None  # the log interval's figures, read without waiting for the device
     checkpoints: CheckpointWriter | None = None  # checkpoints written in the background
+    fallbacks: Fallbacks = field(default_factory=Fallbacks)  # the fast path's parts this run switched off (core/fallback.py)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -489,6 +487,8 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
         raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
     checkpoint = runs.load_checkpoint(log.run_dir) if resume else None
     torch.manual_seed(config.seed)
+    fallbacks = Fallbacks(log.emit if dist.main else None)
+    fast = device.type in fallback.FAST_DEVICES  # CUDA graphs and fused optimizer steps
 
     ds, norm, data_size, input_size = load_data(config, device, checkpoint)
     train_loader = BatchLoader(
@@ -506,7 +506,8 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
     total_steps = steps_per_epoch * config.epochs
 
     model = make_model(config, ds, norm, input_size, device, checkpoint)
-    optimizer = make_optimizer(model, config, fused=device.type == "cuda")
+    optimizer = fallbacks.attempt("fused_optimizer", lambda: make_optimizer(model, config, fused=True)) if fast else None
+    optimizer = optimizer or make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start)
     )
@@ -523,7 +524,8 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
             ema.load_state_dict(checkpoint["ema"])
         start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
         start_global_step = int(checkpoint.get("global_step", start_epoch * steps_per_epoch + start_step))
-    step_model: nn.Module = torch.compile(model) if config.compile else model
+    compiled = fallbacks.attempt("compile", lambda: torch.compile(model)) if config.compile else None
+    step_model: nn.Module = model if compiled is None else compiled
     if dist.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     loss_fn = losses.make(config.loss, config.label_smoothing)
@@ -559,16 +561,20 @@ def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False,
         start_global_step=start_global_step,
         test_split=Split(ds.test.images.to(device), ds.test.labels.to(device)),
         reads=IntervalReads(device),
-        checkpoints=CheckpointWriter(runs.save_checkpoint, device),
+        checkpoints=CheckpointWriter(runs.save_checkpoint, device, lambda exc: fallbacks.switch_off("background_checkpoints", exc)),
+        fallbacks=fallbacks,
     )
-    if device.type == "cuda" and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
-        s.graphed = GraphedStep(
-            lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer, before_capture=s.checkpoints.wait
+    if fast and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
+        s.graphed = fallbacks.attempt(
+            "cuda_graphs",
+            lambda: GraphedStep(
+                lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer, before_capture=s.checkpoints.wait
+            ),
         )
     if config.health and dist.main:  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
         # Forward hooks do not run in a compiled or CUDA-graphed step (and adding them would make torch.compile
         # recompile): no dead-unit counts there; the norms and update sizes are read outside the step and still work.
-        s.health = Probe(model, dead_units=not config.compile and s.graphed is None)
+        s.health = Probe(model, dead_units=compiled is None and s.graphed is None)
     if dist.main and not checkpoint:
         write_run_config(s)
     return s
@@ -661,12 +667,15 @@ def forward_backward(s: Setup, x: torch.Tensor, y: torch.Tensor, *, autocast_cac
 
 
 def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch of uint8 images; returns (loss, logits) still on the device, unread."""
-    loss, logits = s.graphed(x, y) if s.graphed is not None else forward_backward(s, x, y)
-    s.optimizer.step()
+    """One optimizer step on a batch of uint8 images; returns (loss, logits) still on the device, unread.
+
+    Each fast part that fails is switched off and its work done again the plain way (core/fallback.py).
+    """
+    loss, logits = fallback.forward_backward(s, x, y, forward_backward)
+    fallback.optimizer_step(s)
     s.scheduler.step()  # host arithmetic only: the lr goes to the fused kernel as an argument
     if s.ema is not None:
-        ema_update(s.ema, s.model, s.config.ema)
+        fallback.ema_step(s)
     return loss, logits
 
 
@@ -860,7 +869,7 @@ def outcome(
             f"Another training process stopped or stopped answering ({str(exc).splitlines()[0][:200]}); "
             "the job was ended. Resume from the last checkpoint.",
         )
-    if isinstance(exc, RuntimeError) and _is_oom(exc):
+    if isinstance(exc, RuntimeError) and is_oom(exc):
         return Outcome(
             "failed",
             f"Out of memory at batch size {config.batch_size} on {device}. Use a smaller batch size "

@@ -69,6 +69,12 @@ def _header(status: str, config: dict, device: str | None = None) -> None:
         )
 
 
+def _notices(tail) -> None:
+    """What the run went on without after it failed on this machine (core/fallback.py): each once, by its status."""
+    for record in tail.notices.values():
+        st.info(record.get("message", ""), icon=":material/speed:")
+
+
 def _progress(tail, epochs: int) -> None:
     """The one element that changes every tick (cheap for the browser, unlike a chart)."""
     last = tail.last_step
@@ -150,6 +156,7 @@ def _live(run_dir: Path, config: dict) -> None:
         tail = fresh_tail()
         device = f"{tail.status.get('device')} {tail.status.get('precision')}" if tail.status.get("device") else None
         _header(tail.state, config, device)
+        _notices(tail)
         _progress(tail, epochs)
         run_controls.controls(run_dir)  # at the top: on screen while the curves below grow
 
@@ -181,6 +188,7 @@ def _results(info: runs.RunInfo) -> None:
         st.warning(message or "Stopped.", icon=":material/pause_circle:")
     elif info.status in ("failed", "diverged"):
         st.error(message or "The run failed; see train.log in its folder.", icon=":material/error:")
+    _notices(tail)
     with guard():
         if info.resumable and st.button(f"Resume ({info.epochs_done} of {epochs} epochs done)", type="primary"):
             state.registry().resume(info.path)

@@ -225,7 +225,7 @@ def test_the_step_is_a_cuda_graph_recaptured_when_the_trainable_set_changes(mode
     for epoch in range(4):  # speedrun freezes its whitening bias at epoch 3
         progress.epoch, progress.step = epoch, 0
         train_one_epoch(s, progress)
-    assert s.graphed is not None and s.graphed.failed is None and s.graphed.captures == 2
+    assert s.graphed is not None and s.graphed.captures == 2 and not s.fallbacks.off
     assert s.model.whiten.bias.grad is None  # frozen: the second graph computes no gradient for it
 
 
