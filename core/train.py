@@ -36,6 +36,7 @@ from torch import nn
 
 from core import device as dev
 from core import losses, runs
+from core.classes import test_split_warning
 from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads, ema_update
@@ -591,6 +592,8 @@ def write_run_config(s: Setup) -> None:
             "n_test": len(s.data.test),
             "skipped": s.data.skipped,
             "has_test_split": s.data.has_test_split,
+            # the accuracy's caveat, for every page and export that shows it
+            "test_split_warning": test_split_warning(len(s.data.test), own_split=s.data.has_test_split),
         },
         params={"trainable": trainable, "total": total},
         env={
@@ -888,10 +891,12 @@ def train(
     log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record, name=name)
     s: Setup | None = None
     progress = Progress()
+    caveat: str | None = None  # a test split too small for its accuracy to mean much (core.classes)
     error: BaseException | None = None
     try:
         s = setup(config, log, dist, resume=resume, stop_event=stop_event)
         progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
+        caveat = test_split_warning(len(s.data.test), own_split=s.data.has_test_split)
         log.emit(
             {
                 "kind": "status",
@@ -904,6 +909,8 @@ def train(
                 "steps_per_epoch": s.steps_per_epoch,
                 "total_steps": s.total_steps,
                 "num_classes": len(s.data.classes),
+                "n_test": len(s.data.test),
+                "test_split_warning": caveat,
             }
         )
         while progress.epoch < config.epochs:
@@ -937,7 +944,7 @@ def train(
         except PlaygroundError as exc:
             if error is None or end.status == "stopped":
                 error, end = exc, outcome(exc, config, progress)
-    result = finish(log, end, progress)
+    result = finish(log, end, progress, caveat)
     if end.unexpected:
         raise error  # type: ignore[misc]  # with its own traceback
     if end.status == "failed":
@@ -945,7 +952,7 @@ def train(
     return result
 
 
-def finish(log: RunLog, end: Outcome, progress: Progress) -> dict[str, Any]:
+def finish(log: RunLog, end: Outcome, progress: Progress, caveat: str | None = None) -> dict[str, Any]:
     """The final status record (the run folder's last line), then the CLI's result."""
     final = {
         "kind": "status",
@@ -966,6 +973,7 @@ def finish(log: RunLog, end: Outcome, progress: Progress) -> dict[str, Any]:
         "val_acc": progress.last_eval.get("test_acc"),
         "train_img_per_s": progress.img_per_s,
         "seconds": round(log.seconds, 2),
+        "test_split_warning": caveat,
     }
 
 
@@ -981,10 +989,12 @@ def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
 def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
     tty = stream.isatty()
     watcher: list[Watcher] = []  # made when the running status says how many classes there are
+    caveat: list[tuple[int, str]] = []  # (test images, warning) when the test split is too small to mean much
 
     def show(r: dict[str, Any]) -> None:
         if r["kind"] == "status" and r.get("num_classes"):
             watcher[:] = [Watcher(int(r["num_classes"]), config)]
+            caveat[:] = [(r["n_test"], r["test_split_warning"])] if r.get("test_split_warning") else []
         if r["kind"] == "step" and tty:
             stream.write(
                 f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
@@ -993,10 +1003,13 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
         elif r["kind"] == "epoch":
             stream.write(
                 ("\n" if tty else "") + f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} acc {r['train_acc']:.3f} | "
-                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f} | {r['elapsed']:.1f}s\n"
+                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f}{f' (of {caveat[0][0]} images)' if caveat else ''} | "
+                f"{r['elapsed']:.1f}s\n"
             )
         elif r["kind"] == "status":
             stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
+            if caveat:  # when training starts, and beside the final result
+                stream.write(f"warning: {caveat[0][1]}\n")
         for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
             stream.write(("\n" if tty and r["kind"] == "health" else "") + f"health {warning.level}: {warning.message}\n")
         stream.flush()
