@@ -619,7 +619,10 @@ class Progress:
     epoch: int = 0  # the epoch in progress = epochs completed
     step: int = 0  # batches done in this epoch
     global_step: int = 0
-    counted_images: int = 0  # steady-state throughput: every log interval but the run's first
+    # Throughput, one definition everywhere (step and epoch records, the CLI, the pages): training images per second of
+    # training since this process began, steady state: its first log interval (warm-up, graph capture), evaluations and
+    # checkpoints (taken between epochs) are not counted.
+    counted_images: int = 0
     counted_time: float = 0.0
     warmed_up: bool = False  # this process has trained its first (warm-up) interval
     last_eval: dict[str, Any] = field(default_factory=dict)
@@ -712,7 +715,8 @@ def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool
         if not meta.pop("warmup"):  # the run's first interval is warm-up (and graph capture), not throughput
             progress.counted_images += n
             progress.counted_time += seconds
-        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": round(n / max(seconds, 1e-9), 1)})
+        # img_per_s: the run's one throughput figure so far (Progress.img_per_s), not this interval's own (noisy) rate
+        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": progress.img_per_s})
         if health_rows is not None:
             s.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
         meter.epoch_loss += loss_sum
@@ -996,10 +1000,8 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
             watcher[:] = [Watcher(int(r["num_classes"]), config)]
             caveat[:] = [(r["n_test"], r["test_split_warning"])] if r.get("test_split_warning") else []
         if r["kind"] == "step" and tty:
-            stream.write(
-                f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
-                f"lr {r['lr']:.2e}  {r['img_per_s']:.0f} img/s "
-            )
+            speed = f"{r['img_per_s']:.0f} img/s " if r.get("img_per_s") else ""  # none yet while warming up
+            stream.write(f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  lr {r['lr']:.2e}  {speed}")
         elif r["kind"] == "epoch":
             stream.write(
                 ("\n" if tty else "") + f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} acc {r['train_acc']:.3f} | "
