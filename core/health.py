@@ -45,7 +45,7 @@ EXPLODING_MIN_NORM = 10.0
 FITTED_LOSS = 0.01  # training loss below this: the model fits its training batches, so ~0 gradients are expected
 STUCK_FRACTION = 0.95  # train loss at or above this fraction of ln(num_classes), after
 STUCK_AFTER_EPOCHS, STUCK_AFTER_STEPS = 1.0, 200  # one epoch or this many steps, whichever comes first,
-STUCK_MIN_STEPS = 25  # but never before this many: an epoch of a few dozen images is a handful of steps
+STUCK_MIN_STEPS = 10  # but never before this many: an epoch of a few dozen images is a step or two
 LEVELS = ("error", "warning", "info")
 ROOT_NAME = "(own parameters)"  # parameters a container holds itself: the name core.inspect's layer table uses
 
