@@ -39,7 +39,7 @@ UPDATE_RATIO_HIGH = 3e-1  # a step that changes a layer's weights by a third: fa
 EXPLODING_FACTOR, EXPLODING_WINDOW = 20.0, 5  # total gradient norm this many times its median over the last few records
 # (not over the whole run: a net leaving the ln(C) plateau grows its gradients ~10x in an epoch, healthily)
 # The absolute floors of that relative rule: a jump counts only from gradients that were doing work (a rise from ~0 is
-# the gradients coming back, not an explosion) to a norm that is large in itself (clipping's usual thresholds: 1 to 5).
+# the gradients coming back, not an explosion) to a norm that is large in itself (above gradient clipping's usual 1 to 5).
 GRAD_NORM_VANISHED = 1e-4  # total gradient norm below this: ~0, the weights get almost no signal
 EXPLODING_MIN_NORM = 10.0
 FITTED_LOSS = 0.01  # training loss below this: the model fits its training batches, so ~0 gradients are expected
@@ -264,8 +264,8 @@ def _vanishing(health: list[dict[str, Any]], *, explained: bool = False) -> list
                 "fitted",
                 f"The training loss is ~0 ({loss:.1g}) and so are the gradients (norm {norm:.1g}): the model fits "
                 "its training images, so it has almost nothing left to learn from them. A gradient that comes back "
-                "later is a batch it does not fit yet, not an explosion. Compare the test accuracy: far below the "
-                "training accuracy, it memorised them (more images or augmentation help more than more epochs).",
+                "later is a batch it does not fit yet, not an explosion. If the test accuracy is far below the "
+                "training accuracy, it has memorised them: more images or augmentation help more than more epochs.",
             )
         ]
     cause = (
