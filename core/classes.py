@@ -340,15 +340,30 @@ def small_data_recipe(train_per_class: list[int]) -> dict[str, Any] | None:
     }
 
 
-def test_split_warning(n_test: int) -> str | None:
-    """A one-line warning when a test split is too small for its accuracy to mean much; None otherwise."""
+def run_test_split_warning(config: dict[str, Any]) -> str | None:
+    """A run's small-test-split warning as its config.json records it (`dataset.test_split_warning`); for a run
+    recorded before that field existed, the same rule applied to its `dataset.n_test`."""
+    dataset = config.get("dataset") or {}
+    if "test_split_warning" in dataset:
+        return dataset["test_split_warning"]
+    return test_split_warning(int(dataset["n_test"])) if dataset.get("n_test") is not None else None
+
+
+def test_split_warning(n_test: int, *, own_split: bool = False) -> str | None:
+    """A one-line warning when a test split is too small for its accuracy to mean much; None otherwise.
+
+    `own_split`: the data came with its own test/ (or val/) folder, rather than a share held out of each class."""
+    more = (
+        "Add pictures to the test folder of every class."
+        if own_split
+        else f"Add pictures: each class keeps {data.TEST_FRACTION:.0%} of its images (at least {data.MIN_TEST_PER_CLASS}) for testing."
+    )
     if n_test <= 0:
-        return "No test images: the test accuracy cannot be measured. Add a few more pictures to every class."
+        return "No test images: the test accuracy cannot be measured. " + (more if own_split else "Add a few more pictures to every class.")
     if n_test >= MEANINGFUL_TEST_IMAGES:
         return None
     points = 100 / n_test
     return (
         f"{n_test} test image{'s' * (n_test != 1)}: each one is {points:.0f} points of accuracy, so the test "
-        f"accuracy jumps in steps of {points:.0f}% and says little. Add pictures: each class keeps "
-        f"{data.TEST_FRACTION:.0%} of its images (at least {data.MIN_TEST_PER_CLASS}) for testing."
+        f"accuracy jumps in steps of {points:.0f}% and says little. {more}"
     )

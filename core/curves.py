@@ -252,4 +252,5 @@ def _mean_point(points: list[dict[str, float | None]]) -> dict[str, float | None
     out["step"] = points[-1]["step"]
     out["progress"] = points[-1]["progress"]
     out["time"] = points[-1]["time"]
+    out["img_per_s"] = points[-1]["img_per_s"]  # the run's throughput so far (core.train.Progress): the newest is the truest
     return out

@@ -199,6 +199,7 @@ def recipe_context(
 ) -> dict[str, Any]:
     """Everything the templates need, from a run's config.json."""
     from core import losses
+    from core.classes import run_test_split_warning
     from core.models import PRESETS, is_torchvision
     from core.train import TrainConfig, lr_factor
 
@@ -263,6 +264,7 @@ def recipe_context(
         "torchvision_model": is_torchvision(name),
         "layers": pprint.pformat(recipe.layers, width=100, compact=True) if name == "custom" else None,
         "test_acc": test_acc,
+        "test_split_warning": run_test_split_warning(config),  # said beside the accuracy
         "epochs_done": epochs_done,
         "out_name": out_name,
         "notes": notes,

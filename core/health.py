@@ -38,8 +38,14 @@ UPDATE_RATIO_LOW = 1e-5  # 100x below it: the weights hardly move
 UPDATE_RATIO_HIGH = 3e-1  # a step that changes a layer's weights by a third: far too large
 EXPLODING_FACTOR, EXPLODING_WINDOW = 20.0, 5  # total gradient norm this many times its median over the last few records
 # (not over the whole run: a net leaving the ln(C) plateau grows its gradients ~10x in an epoch, healthily)
+# The absolute floors of that relative rule: a jump counts only from gradients that were doing work (a rise from ~0 is
+# the gradients coming back, not an explosion) to a norm that is large in itself (above gradient clipping's usual 1 to 5).
+GRAD_NORM_VANISHED = 1e-4  # total gradient norm below this: ~0, the weights get almost no signal
+EXPLODING_MIN_NORM = 10.0
+FITTED_LOSS = 0.01  # training loss below this: the model fits its training batches, so ~0 gradients are expected
 STUCK_FRACTION = 0.95  # train loss at or above this fraction of ln(num_classes), after
-STUCK_AFTER_EPOCHS, STUCK_AFTER_STEPS = 1.0, 200  # one epoch or this many steps, whichever comes first
+STUCK_AFTER_EPOCHS, STUCK_AFTER_STEPS = 1.0, 200  # one epoch or this many steps, whichever comes first,
+STUCK_MIN_STEPS = 10  # but never before this many: an epoch of a few dozen images is a step or two
 LEVELS = ("error", "warning", "info")
 ROOT_NAME = "(own parameters)"  # parameters a container holds itself: the name core.inspect's layer table uses
 
@@ -187,6 +193,7 @@ def check(records: Iterable[dict[str, Any]], *, num_classes: int, config: dict[s
     broken = [*_exploding(health), *_dead_layers(health)]
     found = [
         *broken,
+        *_vanishing(health, explained=bool(broken)),
         *_update_size(health, config),
         *_stuck(steps or health, num_classes, explained=bool(broken)),
         *_test_above_train(epochs, config),
@@ -196,6 +203,12 @@ def check(records: Iterable[dict[str, Any]], *, num_classes: int, config: dict[s
 
 def _total(values: Iterable[float | None]) -> float:
     return math.sqrt(sum(v * v for v in values if v is not None))
+
+
+def _norms_and_losses(records: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each record's total gradient norm, and the training losses among them."""
+    norms = [_total(row.get("grad_norm") for row in r.get("layers", [])) for r in records]
+    return norms, [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
 
 
 def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
@@ -213,12 +226,16 @@ def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
                 bad,
             )
         ]
-    history = [_total(row.get("grad_norm") for row in r.get("layers", [])) for r in health[-1 - EXPLODING_WINDOW : -1]]
+    history, losses = _norms_and_losses(health[-1 - EXPLODING_WINDOW : -1])
     history = [h for h in history if h > 0]
     if len(history) < 3:
         return []
     typical, now = statistics.median(history), _total(row["grad_norm"] for row in last)
-    if now <= EXPLODING_FACTOR * typical:
+    if now <= EXPLODING_FACTOR * typical or now < EXPLODING_MIN_NORM:
+        return []
+    # From ~0 (the model fitted its batches, or no gradient got through) any gradient is a huge multiple: that is
+    # the gradients coming back, which _vanishing speaks about, not an explosion.
+    if typical < GRAD_NORM_VANISHED or (losses and statistics.median(losses) < FITTED_LOSS):
         return []
     worst = max(last, key=lambda row: row["grad_norm"])["name"]
     return [
@@ -229,6 +246,40 @@ def _exploding(health: list[dict[str, Any]]) -> list[HealthWarning]:
             f"{typical:.3g} (largest in layer {worst}). Lower the learning rate "
             "(10x), or add BatchNorm; the loss may soon become NaN.",
             worst,
+        )
+    ]
+
+
+def _vanishing(health: list[dict[str, Any]], *, explained: bool = False) -> list[HealthWarning]:
+    """Gradients of ~0 over the last few records: fine when the training loss is ~0 too (nothing left to learn from
+    those images), a problem when the loss is not."""
+    norms, losses = _norms_and_losses(health[-EXPLODING_WINDOW:])
+    if len(norms) < 3 or statistics.median(norms) >= GRAD_NORM_VANISHED or not losses:
+        return []
+    norm, loss = statistics.median(norms), statistics.median(losses)
+    if loss < FITTED_LOSS:
+        return [
+            HealthWarning(
+                "info",
+                "fitted",
+                f"The training loss is ~0 ({loss:.1g}) and so are the gradients (norm {norm:.1g}): the model fits "
+                "its training images, so it has almost nothing left to learn from them. A gradient that comes back "
+                "later is a batch it does not fit yet, not an explosion. If the test accuracy is far below the "
+                "training accuracy, it has memorised them: more images or augmentation help more than more epochs.",
+            )
+        ]
+    cause = (
+        "The problem above is why: fix it first."
+        if explained
+        else "Usual causes: ReLUs that output 0 for every image (dead units), a deep stack without BatchNorm, or "
+        "saturated sigmoid/tanh layers. Start again with a lower learning rate, or add BatchNorm."
+    )
+    return [
+        HealthWarning(
+            "warning",
+            "vanishing",
+            f"Vanishing gradients: their norm is {norm:.1g} while the training loss is still {loss:.2f}, so almost "
+            f"no signal reaches the weights and they stop learning. {cause}",
         )
     ]
 
@@ -263,7 +314,9 @@ def _update_size(health: list[dict[str, Any]], config: dict[str, Any]) -> list[H
         return []
     ratio = statistics.median(medians)
     lr = f" ({config['lr']:g})" if isinstance(config.get("lr"), (int, float)) else ""
-    if ratio < UPDATE_RATIO_LOW:
+    losses = [r["loss"] for r in near_peak if isinstance(r.get("loss"), (int, float))]
+    fitted = bool(losses) and statistics.median(losses) < FITTED_LOSS  # ~0 loss, ~0 gradients: small steps, whatever the lr
+    if ratio < UPDATE_RATIO_LOW and not fitted:
         return [
             HealthWarning(
                 "warning",
@@ -291,7 +344,8 @@ def _stuck(records: list[dict[str, Any]], num_classes: int, *, explained: bool =
     if num_classes < 2 or not records:
         return []
     last = records[-1]
-    if (last.get("progress") or 0) < STUCK_AFTER_EPOCHS and (last.get("step") or 0) < STUCK_AFTER_STEPS:
+    steps = last.get("step") or 0
+    if ((last.get("progress") or 0) < STUCK_AFTER_EPOCHS and steps < STUCK_AFTER_STEPS) or steps < STUCK_MIN_STEPS:
         return []
     recent = [r["loss"] for r in records[-max(3, len(records) // 4) :] if isinstance(r.get("loss"), (int, float))]
     if len(recent) < 3:

@@ -36,6 +36,7 @@ from torch import nn
 
 from core import device as dev
 from core import fallback, losses, runs
+from core.classes import test_split_warning
 from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
 from core.errors import PlaygroundError
 from core.fallback import EndsTheRun, Fallbacks, is_oom
@@ -598,6 +599,8 @@ def write_run_config(s: Setup) -> None:
             "n_test": len(s.data.test),
             "skipped": s.data.skipped,
             "has_test_split": s.data.has_test_split,
+            # the accuracy's caveat, for every page and export that shows it
+            "test_split_warning": test_split_warning(len(s.data.test), own_split=s.data.has_test_split),
         },
         params={"trainable": trainable, "total": total},
         env={
@@ -624,7 +627,10 @@ class Progress:
     epoch: int = 0  # the epoch in progress = epochs completed
     step: int = 0  # batches done in this epoch
     global_step: int = 0
-    counted_images: int = 0  # steady-state throughput: every log interval but the run's first
+    # Throughput, one definition everywhere (step and epoch records, the CLI, the pages): training images per second of
+    # training since this process began, steady state: its first log interval (warm-up, graph capture), evaluations and
+    # checkpoints (taken between epochs) are not counted.
+    counted_images: int = 0
     counted_time: float = 0.0
     warmed_up: bool = False  # this process has trained its first (warm-up) interval
     last_eval: dict[str, Any] = field(default_factory=dict)
@@ -720,7 +726,8 @@ def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool
         if not meta.pop("warmup"):  # the run's first interval is warm-up (and graph capture), not throughput
             progress.counted_images += n
             progress.counted_time += seconds
-        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": round(n / max(seconds, 1e-9), 1)})
+        # img_per_s: the run's one throughput figure so far (Progress.img_per_s), not this interval's own (noisy) rate
+        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": progress.img_per_s})
         if health_rows is not None:
             s.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
         meter.epoch_loss += loss_sum
@@ -899,10 +906,12 @@ def train(
     log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record, name=name)
     s: Setup | None = None
     progress = Progress()
+    caveat: str | None = None  # a test split too small for its accuracy to mean much (core.classes)
     error: BaseException | None = None
     try:
         s = setup(config, log, dist, resume=resume, stop_event=stop_event)
         progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
+        caveat = test_split_warning(len(s.data.test), own_split=s.data.has_test_split)
         log.emit(
             {
                 "kind": "status",
@@ -915,6 +924,8 @@ def train(
                 "steps_per_epoch": s.steps_per_epoch,
                 "total_steps": s.total_steps,
                 "num_classes": len(s.data.classes),
+                "n_test": len(s.data.test),
+                "test_split_warning": caveat,
             }
         )
         while progress.epoch < config.epochs:
@@ -948,7 +959,7 @@ def train(
         except PlaygroundError as exc:
             if error is None or end.status == "stopped":
                 error, end = exc, outcome(exc, config, progress)
-    result = finish(log, end, progress)
+    result = finish(log, end, progress, caveat)
     if end.unexpected:
         raise error  # type: ignore[misc]  # with its own traceback
     if end.status == "failed":
@@ -956,7 +967,7 @@ def train(
     return result
 
 
-def finish(log: RunLog, end: Outcome, progress: Progress) -> dict[str, Any]:
+def finish(log: RunLog, end: Outcome, progress: Progress, caveat: str | None = None) -> dict[str, Any]:
     """The final status record (the run folder's last line), then the CLI's result."""
     final = {
         "kind": "status",
@@ -977,6 +988,7 @@ def finish(log: RunLog, end: Outcome, progress: Progress) -> dict[str, Any]:
         "val_acc": progress.last_eval.get("test_acc"),
         "train_img_per_s": progress.img_per_s,
         "seconds": round(log.seconds, 2),
+        "test_split_warning": caveat,
     }
 
 
@@ -992,22 +1004,25 @@ def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
 def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
     tty = stream.isatty()
     watcher: list[Watcher] = []  # made when the running status says how many classes there are
+    caveat: list[tuple[int, str]] = []  # (test images, warning) when the test split is too small to mean much
 
     def show(r: dict[str, Any]) -> None:
         if r["kind"] == "status" and r.get("num_classes"):
             watcher[:] = [Watcher(int(r["num_classes"]), config)]
+            caveat[:] = [(r["n_test"], r["test_split_warning"])] if r.get("test_split_warning") else []
         if r["kind"] == "step" and tty:
-            stream.write(
-                f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  "
-                f"lr {r['lr']:.2e}  {r['img_per_s']:.0f} img/s "
-            )
+            speed = f"{r['img_per_s']:.0f} img/s " if r.get("img_per_s") else ""  # none yet while warming up
+            stream.write(f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  lr {r['lr']:.2e}  {speed}")
         elif r["kind"] == "epoch":
             stream.write(
                 ("\n" if tty else "") + f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} acc {r['train_acc']:.3f} | "
-                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f} | {r['elapsed']:.1f}s\n"
+                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f}{f' (of {caveat[0][0]} images)' if caveat else ''} | "
+                f"{r['elapsed']:.1f}s\n"
             )
         elif r["kind"] == "status":
             stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
+            if caveat:  # when training starts, and beside the final result
+                stream.write(f"warning: {caveat[0][1]}\n")
         for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
             stream.write(("\n" if tty and r["kind"] == "health" else "") + f"health {warning.level}: {warning.message}\n")
         stream.flush()

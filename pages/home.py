@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.runs import short_data_name
 from studio.state import all_runs, through_navigation
-from studio.widgets import device_line, duration, percent
+from studio.widgets import accuracy_text, device_line, duration
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -29,7 +29,7 @@ st.subheader("The path")
 steps = [
     ("pages/first_steps.py", "1 · First steps", "Fit y = 2x + 3 with two parameters, MSE and SGD."),
     ("pages/architecture.py", "2 · Architecture", "Stack layers in a table and see shapes, parameters and the PyTorch code."),
-    ("pages/train.py", "3 · Train", "Pick data and a model, press Start, watch the curves (the defaults take about 2 minutes)."),
+    ("pages/train.py", "3 · Train", "Pick data and a model, press Start, watch the curves and the time left."),
     ("pages/predict.py", "4 · Predict", "Upload images and see the top guesses of a trained model."),
     ("pages/runs.py", "5 · Runs", "Name, compare, download and clean up your runs."),
 ]
@@ -44,14 +44,14 @@ st.caption(f"Running on {headline.split(' ', 1)[1]} · {detail}")
 st.subheader("Recent runs")
 recent = all_runs()[:5]
 if not recent:
-    st.info("No runs yet. Open **Train** and press *Start training*: the defaults finish in a minute or two on a laptop CPU.")
+    st.info("No runs yet. Open **Train** and press *Start training*: the defaults need no download, and the page shows the time left.")
 else:
     st.dataframe(
         pd.DataFrame(
             [
                 {
                     "name": r.name,
-                    "test accuracy": percent(r.best_acc),
+                    "test accuracy": accuracy_text(r.best_acc, r),
                     "status": r.status,
                     "model": r.config.get("model"),
                     "data": short_data_name(str(r.config.get("data", ""))),

@@ -19,7 +19,7 @@ st.caption(
 
 ready = [r for r in all_runs() if r.has_checkpoint]
 if not ready:
-    st.info("No trained runs yet: train one on the Train page (about a minute), then come back.")
+    st.info("No trained runs yet: train one on the Train page, then come back.")
     st.page_link("pages/train.py", label="Open Train →")
     st.stop()
 

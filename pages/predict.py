@@ -33,7 +33,7 @@ with guard():
     if source == "run":
         ready = [r for r in all_runs() if r.has_checkpoint]
         if not ready:
-            st.info("No trained runs yet: train one on the Train page (about a minute), or upload weights.")
+            st.info("No trained runs yet: train one on the Train page, or upload weights.")
             st.page_link("pages/train.py", label="Open Train →")
         else:
             ids = [r.run_id for r in ready]

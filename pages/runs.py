@@ -11,11 +11,12 @@ from core.train import TrainConfig
 from studio import export_view, insight, state, sweep_view, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation
-from studio.widgets import duration, guard, run_label
+from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, duration, guard, run_label, test_images_text
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 SETTINGS = [f for f in TrainConfig().to_dict() if f not in ("data_dir", "log_every")]
+
 
 st.title("Runs")
 every = state.all_runs()
@@ -35,12 +36,13 @@ st.dataframe(
             else {
                 "name": r.name,
                 "best accuracy": r.best_acc,
+                "test images": test_images_text(r),
                 "status": r.status,
                 "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
                 "model": r.config.get("model"),
                 "data": runs.short_data_name(str(r.config.get("data", ""))),
                 "duration": duration(r.seconds),
-                "images/s": r.img_per_s,
+                THROUGHPUT_LABEL: r.img_per_s,
                 "started": datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else "",
                 "note": r.note,
                 "run id": r.run_id,
@@ -52,7 +54,10 @@ st.dataframe(
     column_config={
         "name": st.column_config.TextColumn(width="medium", pinned=True),
         "best accuracy": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
-        "images/s": st.column_config.NumberColumn(format="localized"),
+        "test images": st.column_config.TextColumn(
+            help="How many images the accuracy was measured on. ⚠: too few for it to mean much (each one is 100 / n points)."
+        ),
+        THROUGHPUT_LABEL: st.column_config.NumberColumn(format="localized", help=THROUGHPUT_HELP),
         "note": st.column_config.TextColumn(width="medium"),
     },
 )

@@ -58,7 +58,7 @@ with st.expander("**Set up a run**: data, model, hyperparameters", expanded=not 
 
 if watched is None:
     st.info(
-        "No runs yet. The defaults (CIFAR-10 quick on Shapes, 8 epochs) train in about a minute on a laptop CPU: press **Start training**."
+        "No runs yet. The defaults (CIFAR-10 quick on Shapes, 8 epochs) need no download: press **Start training**; the progress bar shows the time left."
     )
 else:
     st.subheader("Run")

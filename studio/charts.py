@@ -76,7 +76,7 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
                 _title("Loss", 0, 0.93),
                 _title("Accuracy", 0.53, 0.93),
                 _title("Learning rate", 0, 0.23),
-                _title("Images / second", 0.53, 0.23),
+                _title("Images / s (training, so far)", 0.53, 0.23),  # the run's one throughput figure (core.train.Progress)
             ],
         )
     )
@@ -142,7 +142,13 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
         **steps_line, y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5), xaxis="x3", yaxis="y3"
     )
     fig.add_scatter(
-        **steps_line, y=_col(steps, "img_per_s"), name="img/s", showlegend=False, line=dict(color=GREY, width=2), xaxis="x4", yaxis="y4"
+        **steps_line,
+        y=_col(steps, "img_per_s"),
+        name="images / s",
+        showlegend=False,
+        line=dict(color=GREY, width=2),
+        xaxis="x4",
+        yaxis="y4",
     )
     return fig
 

@@ -188,5 +188,6 @@ def panel(tail: Curves, config: dict[str, Any]) -> None:
         st.caption(
             "Measured at log intervals (about 10 an epoch) on that step's batch: the step the weights really took (lr, momentum and "
             "Adam's scaling included) divided by their size, the gradient's L2 norm, and the ReLU units that are 0 for "
-            "every image. Switch off with `health=False` (`--no-health`)."
+            "every image. Switch off with *Training health records* under **More settings** (`--no-health` on the "
+            "command line)."
         )

@@ -20,7 +20,7 @@ from core import jobs, runs
 from core.curves import format_duration
 from studio import export_view, health, insight, queue_view, run_controls, small_data, state
 from studio.charts import training_figure
-from studio.widgets import guard, percent, status_badge
+from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, accuracy_caveat, guard, percent, status_badge
 
 # Two cadences, because what the browser pays per redraw differs by ~10x: the progress
 # line is cheap and moves a few times per second; a changed Plotly figure costs the
@@ -91,7 +91,7 @@ def _progress(tail, epochs: int) -> None:
     )
 
 
-def _snapshot(tail, epochs: int) -> dict:
+def _snapshot(tail, epochs: int, config: dict) -> dict:
     """The chart and headline numbers, rebuilt only when new records arrived."""
     smoothing = st.session_state.get("smoothing", 0.6)
     key = (str(tail.run_dir), smoothing, epochs)
@@ -101,11 +101,11 @@ def _snapshot(tail, epochs: int) -> dict:
     fig = training_figure(tail, smoothing=smoothing, epochs=epochs)
     fig.update_layout(uirevision=str(tail.run_dir))  # keep the user's zoom between redraws
     last, latest = tail.last_step, (tail.epochs[-1] if tail.epochs else {})
-    numbers = {
-        "Train loss": f"{last['loss']:.3f}" if isinstance(last.get("loss"), float) else "–",
-        "Test accuracy": percent(latest.get("test_acc")),
-        "Images / s": f"{last['img_per_s']:,.0f}" if last.get("img_per_s") else "–",
-        "Elapsed": format_duration(last.get("elapsed")),
+    numbers = {  # st.metric's arguments
+        "Train loss": {"value": f"{last['loss']:.3f}" if isinstance(last.get("loss"), float) else "–"},
+        "Test accuracy": {"value": percent(latest.get("test_acc")), **accuracy_caveat(config, tail.status)},
+        THROUGHPUT_LABEL: {"value": f"{last['img_per_s']:,.0f}" if last.get("img_per_s") else "–", "help": THROUGHPUT_HELP},
+        "Elapsed": {"value": format_duration(last.get("elapsed"))},
     }
     snap = {"key": key, "offset": tail.offset, "fig": fig, "numbers": numbers}
     st.session_state["_live_fig"] = snap
@@ -163,9 +163,9 @@ def _live(run_dir: Path, config: dict) -> None:
     @st.fragment(run_every=chart_every_s)
     def curves() -> None:
         tail = fresh_tail()
-        snap = _snapshot(tail, epochs)
-        for column, (label, value) in zip(st.columns(4), snap["numbers"].items()):
-            column.metric(label, value)
+        snap = _snapshot(tail, epochs, config)
+        for column, (label, metric) in zip(st.columns(4), snap["numbers"].items()):
+            column.metric(label, **metric)
         _chart(snap)
         st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
         health.panel(tail, config)
@@ -179,9 +179,11 @@ def _results(info: runs.RunInfo) -> None:
     tail.update()
     epochs = int(info.config.get("epochs", 1))
     message = info.message or (jobs.last_error(info.path) if info.status in ("failed", "interrupted") else "")
+    caveat = accuracy_caveat(info.config)
+    of_few = f" ({caveat['delta']})" if caveat else ""
     if info.status == "finished":
         st.success(
-            f"Finished: test accuracy **{percent(info.last_acc)}** after {info.epochs_done} epochs in {format_duration(info.seconds)}.",
+            f"Finished: test accuracy **{percent(info.last_acc)}**{of_few} after {info.epochs_done} epochs in {format_duration(info.seconds)}.",
             icon=":material/check_circle:",
         )
     elif info.status in ("stopped", "interrupted"):
@@ -197,13 +199,13 @@ def _results(info: runs.RunInfo) -> None:
     if not tail.last_step and not tail.epochs:
         return
     cols = st.columns(5)
-    cols[0].metric("Test accuracy", percent(info.last_acc))
+    cols[0].metric("Test accuracy", percent(info.last_acc), **caveat)
     cols[1].metric("Best", percent(info.best_acc), help=small_data.BEST_HELP)
     cols[2].metric("Epochs", f"{info.epochs_done} / {epochs}")
     cols[3].metric("Time", format_duration(info.seconds))
-    cols[4].metric("Images / s", f"{info.img_per_s:,.0f}" if info.img_per_s else "–")
+    cols[4].metric(THROUGHPUT_LABEL, f"{info.img_per_s:,.0f}" if info.img_per_s else "–", help=THROUGHPUT_HELP)
     small_data.results_notes(info, tail.epochs)
-    _chart(_snapshot(tail, epochs))
+    _chart(_snapshot(tail, epochs, info.config))
     st.slider("Smoothing of the per-step curves", 0.0, 0.95, 0.6, 0.05, key="smoothing")
     health.panel(tail, info.config)
     if info.has_checkpoint:

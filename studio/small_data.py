@@ -96,7 +96,7 @@ def propose(spec: str | None) -> None:
     except PlaygroundError:
         return  # the run's own start says what is wrong with the folder
     recipe = classes.small_data_recipe(counts["train"])
-    warning = classes.test_split_warning(sum(counts["test"]))
+    warning = classes.test_split_warning(sum(counts["test"]), own_split=counts["has_test_split"])
     if warning and classes.describe(spec) is None:  # a set of your own classes shows its own split
         st.warning(warning, icon=":material/warning:")
     if recipe is None:
@@ -189,8 +189,7 @@ def augmentation_preview(config_of) -> None:
 
 def results_notes(info: runs.RunInfo, epochs: list[dict[str, Any]]) -> None:
     """Under a run's results: a test split too small to mean much, and which weights the run kept."""
-    n_test = (info.config.get("dataset") or {}).get("n_test")
-    warning = classes.test_split_warning(int(n_test)) if n_test is not None else None
+    warning = classes.run_test_split_warning(info.config)  # as the run recorded it
     if warning:
         st.warning(warning, icon=":material/warning:")
     best, last = info.best_acc, info.last_acc

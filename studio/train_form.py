@@ -274,6 +274,13 @@ def hyperparameters(model: str) -> dict[str, Any]:
             help="Pulls weights towards zero; less overfitting.",
         )
         values["seed"] = c[2].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help="Same seed, same run.")
+        values["health"] = c[3].toggle(
+            "Training health records",
+            value=bool(base.health),
+            key=k + "health",
+            help="Per-layer update sizes, gradient norms and dead units about 10 times an epoch, for the Training health "
+            "panel and its warnings (costs a few % of speed). Off: the warnings judge the loss and accuracy alone.",
+        )
         c = st.columns(4)
         values["augment"] = c[0].toggle(
             "Augment (crop + flip)",

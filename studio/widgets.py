@@ -7,10 +7,12 @@ import logging
 import math
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import streamlit as st
 
 from core.classes import describe as describe_set
+from core.classes import run_test_split_warning
 from core.curves import format_duration
 from core.data import describe_spec
 from core.errors import PlaygroundError
@@ -107,10 +109,52 @@ def readable(value: float, digits: int = 3) -> str:
     return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
 
 
+# One throughput figure everywhere (core.train.Progress): the same number in the live metric, the chart, the results,
+# the Runs table and the command line's `train_img_per_s`.
+THROUGHPUT_LABEL = "Images / s"
+THROUGHPUT_HELP = (
+    "Training images per second: images trained ÷ seconds spent training them, over the run so far (since its "
+    "process started). Not counted: the first log interval (warm-up) and the test after each epoch. The chart's "
+    "Images / s line is the same figure over time."
+)
+
+
+def small_test_split(config: dict[str, Any], status: dict[str, Any] | None = None) -> tuple[int, str] | None:
+    """(test images, the warning) when a run's test split is too small for its accuracy to mean much (core.classes'
+    rule, as the run recorded it: config.json, or while it starts, its running status record)."""
+    status = status or {}
+    warning = status.get("test_split_warning") or run_test_split_warning(config)
+    n_test = status.get("n_test", (config.get("dataset") or {}).get("n_test"))
+    return (int(n_test), warning) if warning and n_test is not None else None
+
+
+def accuracy_caveat(config: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """st.metric arguments that put a small test split beside an accuracy (nothing when it is large enough)."""
+    small = small_test_split(config, status)
+    if small is None:
+        return {}
+    return {"delta": f"of only {small[0]} test images", "delta_color": "orange", "delta_arrow": "off", "help": small[1]}
+
+
+def accuracy_text(value: float | None, info: RunInfo) -> str:
+    """'33.3%', or '33.3% ⚠ 6 test images' where so few test images make it say little (tables, run labels)."""
+    small = small_test_split(info.config)
+    return percent(value) + (f" ⚠ {small[0]} test images" if small and value is not None else "")
+
+
+def test_images_text(info: RunInfo) -> str:
+    """'2,000', or '⚠ 6' where the test split is too small for the accuracy beside it to mean much."""
+    small = small_test_split(info.config)
+    if small:
+        return f"⚠ {small[0]}"
+    n_test = (info.config.get("dataset") or {}).get("n_test")
+    return f"{n_test:,}" if n_test is not None else ""
+
+
 def run_title(info: RunInfo) -> str:
     """'cifar10_quick on Shapes · 93.1% · finished' for pickers and headers."""
     model = info.config.get("model", "?")
-    acc = f" · {percent(info.best_acc)}" if info.best_acc is not None else ""
+    acc = f" · {accuracy_text(info.best_acc, info)}" if info.best_acc is not None else ""
     # "queued" turns into "running" within seconds; a label saying "training" stays true longer.
     status = "training" if info.active else info.status
     return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {status}"
@@ -122,7 +166,7 @@ def run_label(info: RunInfo) -> str:
     what = f"{info.name} · {model} · {data}" if info.meta.get("name") else info.name  # the default name is model on data
     if not info.meta.get("name") and info.started:
         what += f" · {datetime.fromtimestamp(info.started):%d %b %H:%M}"  # tells apart unnamed runs of the same set-up
-    return f"{what} · {percent(info.best_acc)}"
+    return f"{what} · {accuracy_text(info.best_acc, info)}"
 
 
 def data_name(spec: str) -> str:

@@ -430,7 +430,8 @@ def test_runs_page_compares_and_deletes(trained, models):
     no_exception(at)
     assert chart_specs(at)
     table = at.dataframe[0].value
-    assert list(table.columns[:3]) == ["name", "best accuracy", "status"]  # the figures are not pushed off-screen
+    # the figures are not pushed off-screen; beside the accuracy, how many test images it was measured on
+    assert list(table.columns[:4]) == ["name", "best accuracy", "test images", "status"]
     assert "cifar10_quick on Shapes" in set(table["name"])  # an unnamed run: model on data
     at.selectbox(key="manage_pick").set_value(copy.name).run()
     name_box = next(t for t in at.text_input if t.label == "Name")

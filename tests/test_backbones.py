@@ -211,7 +211,14 @@ def test_fine_tune_from_a_weights_file_then_predict_and_resume(tmp_path, models_
     assert saved["model"] == "mobilenet_v3_small" and saved["classes"] == ["blue", "red"] and saved["input_size"] == 32
     assert saved["normalization"] == {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     assert saved["params"]["trainable"] == 1024 * 2 + 2  # only the new head
-    assert saved["dataset"] == {"n_train": 6, "n_test": 6, "skipped": 0, "has_test_split": False}  # at least 3 per class test
+    dataset = saved["dataset"]
+    assert {k: dataset[k] for k in ("n_train", "n_test", "skipped", "has_test_split")} == {
+        "n_train": 6,
+        "n_test": 6,  # at least 3 per class test
+        "skipped": 0,
+        "has_test_split": False,
+    }
+    assert dataset["test_split_warning"].startswith("6 test images")  # and the run records what that means
 
     predictor = Predictor.from_run(models_root / "r")
     [answer] = predictor.predict([sorted((set_path / "red").iterdir())[0]], k=2)

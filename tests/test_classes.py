@@ -184,6 +184,13 @@ def test_a_tiny_test_split_gets_a_warning_that_says_what_one_image_is_worth():
     assert classes.test_split_warning(4).startswith("4 test images: each one is 25 points of accuracy")
     assert "No test images" in classes.test_split_warning(0)
     assert classes.test_split_warning(classes.MEANINGFUL_TEST_IMAGES) is None
+    # a folder with its own test/ split: the advice is to add test pictures, not about a share held out
+    own = classes.test_split_warning(5, own_split=True)
+    assert own.endswith("Add pictures to the test folder of every class.") and "10%" not in own
+    # a run reads what its config.json recorded; a run recorded before that field existed, the rule on its n_test
+    assert classes.run_test_split_warning({"dataset": {"n_test": 4, "test_split_warning": None}}) is None
+    assert classes.run_test_split_warning({"dataset": {"n_test": 4}}) == classes.test_split_warning(4)
+    assert classes.run_test_split_warning({}) is None
 
 
 def test_describe_names_a_set_by_its_name(tmp_path):

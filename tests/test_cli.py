@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import start_trainer
 from PIL import Image
@@ -49,6 +50,8 @@ def trained_run(tmp_path_factory) -> Path:
     assert set(result) >= {"run_dir", "epochs", "val_acc", "train_img_per_s", "seconds"}
     assert result["run_dir"] == str(out) and result["epochs"] == 2 and 0 <= result["val_acc"] <= 1
     assert "epoch 2:" in done.stderr  # progress goes to stderr
+    # 2,000 test images mean something: no caveat
+    assert result["test_split_warning"] is None and not any(line.startswith("warning:") for line in done.stderr.splitlines())
     assert runs.run_info(out).name == "shapes baseline"  # --name lands in meta.json, config.json stays the trainer's
     return out
 
@@ -107,6 +110,37 @@ def test_predict_gives_topk_per_file_and_errors_per_bad_file(trained_run, tmp_pa
     assert "error" in result[1] and "error" in result[2]
     again = json.loads(cli("core.predict", str(trained_run), str(good)).stdout)
     assert again[0]["top"][0] == result[0]["top"][0]  # deterministic preprocessing
+
+
+def test_a_tiny_image_folder_says_in_the_progress_and_the_run_records_that_its_test_accuracy_means_little(tmp_path):
+    """Issue #18: 20 cats and 20 dogs trained from the command line were tested on 6 images and printed val_acc 0.333
+    with no warning; the page warned, the command line and the run records did not."""
+    rng = np.random.default_rng(0)
+    for cls, hue in (("cat", 40), ("dog", 200)):
+        (tmp_path / "pets" / cls).mkdir(parents=True)
+        for i in range(20):
+            pixels = np.clip(rng.normal(hue, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / cls / f"{i:02d}.png")
+    out = tmp_path / "run"
+    done = cli(
+        "core.train",
+        *("--model", "cifar10_quick", "--data", f"imagefolder:{tmp_path / 'pets'}", "--epochs", "2", "--batch-size", "8"),
+        *("--out", str(out)),
+        env_extra={"PLAYGROUND_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) >= {"run_dir", "epochs", "val_acc", "train_img_per_s", "seconds"}  # the contract's keys stay
+    said = "6 test images: each one is 17 points of accuracy"
+    assert result["test_split_warning"].startswith(said)
+    lines = done.stderr.strip().splitlines()
+    assert lines[-2] == "finished" and lines[-1] == f"warning: {result['test_split_warning']}"  # beside the result
+    assert f"warning: {said}" in lines[1] and lines[0] == "running"  # and as training starts
+    assert all("(of 6 images)" in line for line in lines if line.startswith("epoch "))
+    config = runs.read_config(out)
+    assert config["dataset"]["test_split_warning"] == result["test_split_warning"]  # where pages and exports read it
+    running = next(r for r in runs.read_metrics(out)[0] if r.get("status") == "running")
+    assert running["n_test"] == 6 and running["test_split_warning"] == result["test_split_warning"]
 
 
 @pytest.mark.parametrize(

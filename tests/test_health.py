@@ -185,11 +185,37 @@ def test_exploding_gradients():
     assert warning.layer == "2" and "inf/NaN" in warning.message
 
 
+def test_a_rise_from_vanished_gradients_is_not_an_explosion_and_vanishing_has_its_own_words():
+    """Issue #18: "Exploding gradients: norm 0.354, 22,309,148x its recent 1.58e-08" on a run that had fitted its
+    few training images (loss ~0, gradients ~0): a rise from ~0 is the gradients coming back."""
+    fitted = [health_record(s, grad=1.58e-08 / math.sqrt(3), loss=2e-7) for s in range(1, 10)]
+    back = fitted + [health_record(10, grad=0.354 / math.sqrt(3), loss=0.6)]
+    assert "exploding" not in codes(back)
+    (info,) = check(fitted, num_classes=2)
+    assert info.code == "fitted" and info.level == "info" and "fits its training images" in info.message
+    # a big rise from ~0 is not one either, and neither is a spike while the model fits its batches
+    assert "exploding" not in codes(fitted + [health_record(10, grad=40.0, loss=0.6)])
+    spiky = [health_record(s, grad=[2e-5, 0.03, 3e-9, 0.3][s % 4], loss=[1e-6, 0.002, 0.0, 0.001][s % 4]) for s in range(1, 10)]
+    assert "exploding" not in codes([*spiky, health_record(10, grad=30.0, loss=0.7)])
+    # a jump that stays small in itself is not an explosion: clipping's thresholds are 1 to 5
+    assert "exploding" not in codes([health_record(s, grad=0.01, loss=1.0) for s in range(1, 10)] + [health_record(10, grad=1.0, loss=1.0)])
+    # gradients of ~0 while the loss is still high: the weights get no signal
+    (warning,) = check([health_record(s, grad=1e-7, loss=1.5, dead=0.2) for s in range(1, 10)], num_classes=10)
+    assert warning.code == "vanishing" and warning.level == "warning" and "still 1.50" in warning.message
+
+
+def test_small_updates_of_a_model_that_fits_its_batches_do_not_blame_the_learning_rate():
+    records = [health_record(s, ratio=2e-7, grad=1e-6, loss=1e-6) for s in range(1, 20)]
+    assert codes(records, config={"lr": 0.05}) == ["fitted"]
+
+
 def test_loss_stuck_at_ln_num_classes():
     stuck = [health_record(s, loss=2.30 - 0.001 * s, epochs_per_step=1 / 15) for s in range(1, 46)]
     (warning,) = check(stuck, num_classes=10)
     assert warning.code == "stuck" and "ln(10) = 2.30" in warning.message and "learning-rate finder" in warning.message
     assert codes(stuck[:10]) == []  # the first epoch: every run starts at ln(10)
+    tiny_data = [health_record(s, loss=math.log(2), epochs_per_step=1) for s in range(1, 6)]  # 5 epochs of one step each
+    assert [w.code for w in check(tiny_data, num_classes=2)] == []  # a handful of steps is too early to say
     assert codes([health_record(s, loss=math.log(3), epochs_per_step=0.1) for s in range(1, 30)]) == []  # ln 3, judged for 10
     assert [w.code for w in check([{**r, "kind": "step"} for r in stuck], num_classes=10)] == ["stuck"]  # health records off
     for r in stuck[-3:]:  # a layer died (the lr was too high): the advice is not "a higher learning rate"
