@@ -32,7 +32,7 @@ import torch
 
 def prepare_data(folder: Path, workdir: Path) -> dict[str, int]:
     """Write workdir/cifar10/{train,test}.pt from an image folder (train/ and test/ of class folders)."""
-    from core.data import load_dataset
+    from core.data.datasets import load_dataset
 
     ds = load_dataset(f"imagefolder:{folder}", image_size=32)
     target = workdir / "cifar10"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import ROOT, run_train
-from core.runs import METRICS_FILE
+from core.serving.runs import METRICS_FILE
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: `playwright install` cannot download a browser here
 

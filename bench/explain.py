@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 
 from bench.measure import log, machine
-from core.data import SHAPES_CLASSES, shapes_dataset
-from core.explain import METHODS, Explainer, overlay
-from core.images import open_image, prepare_image
-from core.models import build
-from core.predict import Predictor
+from core.data.datasets import SHAPES_CLASSES, shapes_dataset
+from core.data.images import open_image, prepare_image
+from core.insight.explain import METHODS, Explainer, overlay
+from core.insight.predict import Predictor
+from core.models.build import build
 
 MODELS = ("cifar10_quick", "resnet18")
 WARMUP = 2  # the first calls pay for Captum's imports and hooks

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from bench.measure import ROOT, log, run_train
-from core import runs
+from core.serving import runs
 
 
 def airbench(script: Path, folder: Path, runs_: int, workdir: Path) -> dict[str, Any]:

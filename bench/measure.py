@@ -68,7 +68,7 @@ def tutorial_loop(folder: Path, batches: int, num_workers: int) -> float:
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from core.models import build
+    from core.models.build import build
 
     torch.manual_seed(0)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))])
@@ -114,7 +114,7 @@ def run_train(args: list[str], env: dict[str, str] | None = None) -> dict[str, A
 
 
 def prediction_latency(run_dir: str, folder: Path, repeats: int) -> dict[str, float]:
-    from core.predict import Predictor
+    from core.insight.predict import Predictor
 
     predictor = Predictor.from_run(run_dir)
     files = sorted((folder / "test").rglob("*.jpg"))[:64]

@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import runs
-from core.jobs import JobRegistry, default_pool
-from core.shared import Settings, new_workspace_id
-from core.train import TrainConfig
+from core.serving import runs
+from core.serving.jobs import JobRegistry, default_pool
+from core.serving.shared import Settings, new_workspace_id
+from core.training.config import TrainConfig
 
 
 def rss_mb() -> float:

@@ -1,7 +1,9 @@
 import streamlit as st
 
-from core import inspect as look
-from core.models import LAYER_OPTIONS, PRESETS, build, spec_of
+from core.models import inspect as look
+from core.models.build import build
+from core.models.layers import LAYER_OPTIONS, spec_of
+from core.models.presets import PRESETS
 from studio import arch
 from studio.charts import architecture_figure
 from studio.state import through_navigation

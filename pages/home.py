@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.runs import short_data_name
+from core.serving.runs import short_data_name
 from studio.state import all_runs, through_navigation
 from studio.widgets import accuracy_text, device_line, duration
 

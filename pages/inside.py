@@ -1,7 +1,7 @@
 import numpy as np
 import streamlit as st
 
-from core import runs
+from core.serving import runs
 from studio import inside_view as iv
 from studio import insight
 from studio import predict_view as pv

@@ -1,8 +1,8 @@
 import streamlit as st
 
-from core import runs
-from core.data import SHAPES_CLASSES
-from core.models import PRESETS
+from core.data.datasets import SHAPES_CLASSES
+from core.models.presets import PRESETS
+from core.serving import runs
 from studio import arch, workspace
 from studio import explain_view as ev
 from studio import predict_view as pv

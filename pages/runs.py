@@ -4,10 +4,10 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from core import runs
-from core.curves import curves_of
-from core.sweep import Sweep
-from core.train import TrainConfig
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.curves import curves_of
+from core.training.sweep import Sweep
 from studio import export_view, insight, state, sweep_view, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation

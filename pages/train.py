@@ -1,6 +1,7 @@
 import streamlit as st
 
-from core import runs, sweep
+from core.serving import runs
+from core.training import sweep
 from studio import backbones, form_memory, live, loop_view, lr_finder, small_data, state, sweep_view, train_form
 from studio.state import through_navigation
 from studio.widgets import guard

@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from core import runs
 from core.errors import PlaygroundError
-from core.models import LAYER_OPTIONS, count_parameters, module_expr
+from core.models.build import count_parameters, module_expr
+from core.models.layers import LAYER_OPTIONS
+from core.serving import runs
 
 TABLE_COLUMNS = ["#", "type", "in", "out", "kernel", "stride", "padding", "dilation", "p", "bias"]
 INT_COLUMNS = ["in", "out", "kernel", "stride", "padding", "dilation"]
@@ -152,8 +153,10 @@ def saved_architectures(root: str | Path | None = None) -> list[dict[str, Any]]:
 def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 10, side: int = 32, freeze: bool = False) -> dict[str, Any]:
     """Everything the Architecture page shows about one model, as plain data (so the page
     can cache it without keeping a large model in memory)."""
-    from core import inspect as look
-    from core.models import PRESETS, build, build_from_spec
+    from core.models import inspect as look
+    from core.models.build import build
+    from core.models.layers import build_from_spec
+    from core.models.presets import PRESETS
 
     if not 8 <= side <= 512:
         raise PlaygroundError("Use an input size between 8 and 512 pixels.")

@@ -12,8 +12,8 @@ from typing import Any
 
 import streamlit as st
 
-from core import models
 from core.errors import PlaygroundError
+from core.models import backbones, presets
 from studio import workspace
 from studio.widgets import guard
 
@@ -36,13 +36,13 @@ WEIGHT_LABELS = {
 
 def networks() -> list[str]:
     """The presets built by torchvision first (with their CIFAR-friendly set-ups), then every other torchvision network."""
-    return list(models.TORCHVISION_MODELS) + [n for n in models.torchvision_classifiers() if n not in models.PRESETS]
+    return list(presets.TORCHVISION_MODELS) + [n for n in presets.torchvision_classifiers() if n not in presets.PRESETS]
 
 
 def label(name: str) -> str:
-    if name in models.PRESETS:
-        return f"{models.PRESETS[name].title} ({name})"
-    return name + (" · recommended for few pictures" if name == models.SMALL_DATA_BACKBONE else "")
+    if name in presets.PRESETS:
+        return f"{presets.PRESETS[name].title} ({name})"
+    return name + (" · recommended for few pictures" if name == presets.SMALL_DATA_BACKBONE else "")
 
 
 def _count(n: float | None) -> str:
@@ -53,7 +53,7 @@ def _count(n: float | None) -> str:
 
 def describe(name: str, choice: str = "DEFAULT") -> str:
     """'2.5 M parameters · ImageNet top-1 67.7% · 0.06 GFLOPs · 9.8 MB · sees 224 x 224'."""
-    info = models.weights_info(name, choice)
+    info = backbones.weights_info(name, choice)
     parts = [f"{_count(info['params'])} parameters"]
     if info["top1"] is not None:
         parts.append(f"ImageNet top-1 {info['top1']:.1f}%")
@@ -69,7 +69,7 @@ def _weights_file(name: str) -> str | None:
     """An uploaded weights file, saved in the data folder (so the training process can read it), as a path."""
     from studio.train_form import _save_upload
 
-    info = models.weights_info(name)
+    info = backbones.weights_info(name)
     upload = st.file_uploader(
         "Weights file",
         type=WEIGHT_FILE_TYPES,
@@ -92,9 +92,9 @@ def pretrained_picker() -> dict[str, Any] | None:
         help=f"All {len(every)} classification networks in torchvision; type to search (e.g. efficientnet, convnext, vit).",
     )
     shared = workspace.settings().shared  # no server paths when shared
-    options = models.weight_choices(name) + [UPLOAD] + ([] if shared else [PATH]) + [NONE]
+    options = backbones.weight_choices(name) + [UPLOAD] + ([] if shared else [PATH]) + [NONE]
     choice = st.selectbox("Start from weights", options, key=weights_key(name), format_func=lambda w: WEIGHT_LABELS.get(w, f"ImageNet {w}"))
-    named = choice if choice in models.weight_choices(name) else "DEFAULT"
+    named = choice if choice in backbones.weight_choices(name) else "DEFAULT"
     with guard():
         st.caption(describe(name, named))
     weights: str | None = choice
@@ -104,17 +104,17 @@ def pretrained_picker() -> dict[str, Any] | None:
         weights = st.text_input("Weights file", key="weights_path", placeholder="/path/to/weights.pth").strip() or None
     elif choice == NONE:
         weights = None
-    elif not models.weights_cached(name, choice):
+    elif not backbones.weights_cached(name, choice):
         why = st.session_state.get(UNREACHABLE, {}).get(f"{name}/{choice}")
         if why:
             _offline_ways_on(name, choice, why)
             return None  # Start stays off: the run would fail the same way
-        info = models.weights_info(name, choice)
+        info = backbones.weights_info(name, choice)
         size_mb = f" ({info['file_mb']:.0f} MB)" if info["file_mb"] else ""
         st.warning(
             f"The {name} {choice} weights{size_mb} are not on this computer yet: **Start** downloads them "
             f"first, which needs internet. **Offline?** Download [{info['file_name']}]({info['url']}) on another "
-            f"computer and choose *Upload a weights file*, or train {models.OFFLINE_PRESET} from scratch.",
+            f"computer and choose *Upload a weights file*, or train {presets.OFFLINE_PRESET} from scratch.",
             icon=":material/cloud_off:",
         )
     if choice in (UPLOAD, PATH) and weights is None:
@@ -142,13 +142,13 @@ def _offline_ways_on(name: str, choice: str, why: str) -> None:
     with st.container(horizontal=True):
         st.button("Upload the weights file", icon=":material/upload_file:", on_click=_set, kwargs={weights_key(name): UPLOAD})
         st.button(
-            f"Train {models.OFFLINE_PRESET} from scratch",
+            f"Train {presets.OFFLINE_PRESET} from scratch",
             icon=":material/wifi_off:",
             on_click=_set,
-            kwargs={"model_kind": "preset", "preset_name": models.OFFLINE_PRESET, **st.session_state.get(SCRATCH_FIELDS, {})},
+            kwargs={"model_kind": "preset", "preset_name": presets.OFFLINE_PRESET, **st.session_state.get(SCRATCH_FIELDS, {})},
         )
         st.button("Try the download again", icon=":material/refresh:", on_click=_forget, args=(name, choice), type="tertiary")
-    st.caption(SCRATCH_COST.format(preset=models.OFFLINE_PRESET))
+    st.caption(SCRATCH_COST.format(preset=presets.OFFLINE_PRESET))
 
 
 def _set(**values: Any) -> None:
@@ -162,19 +162,19 @@ def _forget(name: str, choice: str) -> None:
 def fetch_weights(model: dict[str, Any] | None) -> bool:
     """At Start: torchvision weights the run needs are downloaded here first, with a progress bar, so that offline
     the form says so instead of starting a run that fails. False when they cannot be (the picker then shows why)."""
-    if not model or not models.is_weights_name(model["model"], model.get("weights")):
+    if not model or not backbones.is_weights_name(model["model"], model.get("weights")):
         return True
     name, choice = model["model"], str(model["weights"])
-    if models.weights_cached(name, choice):
+    if backbones.weights_cached(name, choice):
         return True
-    file_name = models.weights_info(name, choice)["file_name"]
+    file_name = backbones.weights_info(name, choice)["file_name"]
     bar = st.progress(0.0, text=f"Downloading {file_name}…")
 
     def show(done: int, total: int) -> None:
         bar.progress(min(done / total, 1.0) if total else 0.0, text=f"Downloading {file_name}: {done / 1e6:.0f} MB")
 
     try:
-        models.download_weights(name, choice, progress=show)
+        backbones.download_weights(name, choice, progress=show)
     except PlaygroundError as exc:
         st.session_state.setdefault(UNREACHABLE, {})[f"{name}/{choice}"] = str(exc)
         return False
@@ -185,11 +185,11 @@ def fetch_weights(model: dict[str, Any] | None) -> bool:
 
 def _image_size(name: str, choice: str) -> int:
     try:
-        info = models.weights_info(name, choice)
+        info = backbones.weights_info(name, choice)
     except PlaygroundError:
-        info = {"crop_size": models.preset_input_size(name), "min_size": 1}
-    own = models.preset_input_size(name) if name in models.PRESETS else info["crop_size"]
-    if models.fixed_input_size(name):
+        info = {"crop_size": backbones.preset_input_size(name), "min_size": 1}
+    own = backbones.preset_input_size(name) if name in presets.PRESETS else info["crop_size"]
+    if backbones.fixed_input_size(name):
         st.caption(f"{name} works only at the size it was made for: {own} x {own} pixels.")
         return own
     sizes = sorted({s for s in SIZES if s >= info["min_size"]} | {own})

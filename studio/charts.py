@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core import runs
-from core.curves import Curves, ema
+from core.serving import runs
+from core.training.curves import Curves, ema
 
 ORANGE = "#EE4C2C"  # PyTorch's colour: training
 BLUE = "#1f6fd1"  # held-out (test) data

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import classes
+from core.data import classes
 from core.errors import PlaygroundError
 from studio import workspace
 from studio.widgets import guard

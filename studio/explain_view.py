@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core.explain import METHODS, Explainer, Explanation, overlay
-from core.ood import SOFTMAX_NOTE
-from core.predict import Predictor
+from core.insight.explain import METHODS, Explainer, Explanation, overlay
+from core.insight.ood import SOFTMAX_NOTE
+from core.insight.predict import Predictor
 from studio.predict_view import thumbnail
 
 _KEPT = 24  # overlays remembered per browser session: toggling back and forth costs nothing

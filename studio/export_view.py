@@ -12,15 +12,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import export, runs
-from core.runs import RunInfo
+from core.export import formats as export
+from core.serving import runs
+from core.serving.runs import RunInfo
 from studio import workspace
 
 NETRON_URL = "https://netron.app"
 
 
 def _whole_model_bytes(run_dir: Path) -> bytes:
-    from core.predict import Predictor
+    from core.insight.predict import Predictor
 
     return runs.whole_model_bytes(Predictor.from_run(run_dir).model)
 

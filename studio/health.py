@@ -12,8 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.curves import Curves
-from core.health import UPDATE_RATIO_GOOD, HealthWarning, check
+from core.training.curves import Curves
+from core.training.health import UPDATE_RATIO_GOOD, HealthWarning, check
 from studio.charts import FONT
 
 ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/lightbulb:"}

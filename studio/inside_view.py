@@ -17,9 +17,9 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from core.activations import TSNE_MAX_POINTS, Activations, ConvArithmetic, embedding
-from core.evaluate import Predictions
-from core.models import module_expr
+from core.insight.activations import TSNE_MAX_POINTS, Activations, ConvArithmetic, embedding
+from core.insight.evaluate import Predictions
+from core.models.build import module_expr
 from studio import insight
 from studio.charts import BLUE, FONT, ORANGE
 from studio.predict_view import run_predictor

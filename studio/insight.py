@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import runs
-from core.data import Split
-from core.evaluate import Predictions, predict_split, run_test_split
-from core.inspect import summary
+from core.data.datasets import Split
+from core.insight.evaluate import Predictions, predict_split, run_test_split
+from core.models.inspect import summary
+from core.serving import runs
 from studio.charts import confusion_figure, per_class_figure
 from studio.predict_view import run_predictor
 from studio.widgets import guard

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs, runs
-from core.curves import format_duration
+from core.serving import jobs, runs
+from core.training.curves import format_duration
 from studio import export_view, health, insight, queue_view, run_controls, small_data, state
 from studio.charts import training_figure
 from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, accuracy_caveat, guard, percent, status_badge

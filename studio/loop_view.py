@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from core.errors import PlaygroundError
-from core.loop_code import loop_code
+from core.export.loop_code import loop_code
 from studio import train_form
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from core.losses import LOSSES
-from core.train import TrainConfig
+from core.training.config import TrainConfig
+from core.training.losses import LOSSES
 
 
 def pick(base: TrainConfig, key: str) -> dict[str, Any]:

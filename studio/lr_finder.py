@@ -12,7 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.lr_find import lr_find
+from core.training.lr_find import lr_find
 from studio import train_form
 from studio.charts import BLUE, FONT, ORANGE
 from studio.widgets import guard

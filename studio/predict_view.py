@@ -15,11 +15,11 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import runs
-from core.data import SHAPES_CLASSES, shapes_dataset
+from core.data.datasets import SHAPES_CLASSES, shapes_dataset
+from core.data.images import open_image
 from core.errors import PlaygroundError
-from core.images import open_image
-from core.predict import Predictor
+from core.insight.predict import Predictor
+from core.serving import runs
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 WEIGHT_TYPES = ["pt", "pth", "safetensors"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import runs
-from core.jobs import QueueSpot
+from core.serving import runs
+from core.serving.jobs import QueueSpot
 from studio import state
 from studio.widgets import data_name, guard, status_badge
 

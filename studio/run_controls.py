@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import runs
+from core.serving import runs
 from studio import state
 
 STUCK_S = 60.0  # a Stop not answered this long (one huge batch, a hung data load) offers Force stop

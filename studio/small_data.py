@@ -13,9 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from core import classes, models, runs
-from core import data as datasets
+from core.data import classes, datasets
 from core.errors import PlaygroundError
+from core.models.backbones import weight_choices
+from core.models.presets import OFFLINE_PRESET
+from core.serving import runs
 from studio import backbones, train_form
 from studio.widgets import guard, percent
 
@@ -106,8 +108,8 @@ def propose(spec: str | None) -> None:
     applied = (spec, model, recipe["batch_size"], recipe["epochs"])
     # Offline, the from-scratch way on trains with the recipe's batch and epochs too: few pictures need both.
     state[backbones.SCRATCH_FIELDS] = {
-        train_form.field_key(models.OFFLINE_PRESET, "batch"): recipe["batch_size"],
-        train_form.field_key(models.OFFLINE_PRESET, "epochs"): recipe["epochs"],
+        train_form.field_key(OFFLINE_PRESET, "batch"): recipe["batch_size"],
+        train_form.field_key(OFFLINE_PRESET, "epochs"): recipe["epochs"],
     }
     if state.get(RECIPE_TOGGLE, True) and state.get(_APPLIED) == applied:
         moved = _changed(recipe, fields)
@@ -134,7 +136,7 @@ def propose(spec: str | None) -> None:
     fresh = state.get(_APPLIED) != applied
     state.update({key: value for key, value in fields.items() if fresh or key not in state})
     if state.get(backbones.weights_key(model)) == backbones.NONE:
-        state[backbones.weights_key(model)] = models.weight_choices(model)[0]
+        state[backbones.weights_key(model)] = weight_choices(model)[0]
     state[_APPLIED] = applied
 
 
@@ -143,8 +145,8 @@ def propose(spec: str | None) -> None:
 
 @st.cache_data(max_entries=8, show_spinner="Loading a few training images…")
 def _samples(config_json: str, n: int) -> dict[str, Any]:
-    from core.preview import augmented_samples
-    from core.train import TrainConfig
+    from core.training.config import TrainConfig
+    from core.training.preview import augmented_samples
 
     return augmented_samples(TrainConfig.from_dict(json.loads(config_json)), n)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from core import device, runs
-from core.curves import RunTail
-from core.jobs import JobRegistry, QueueSpot, WorkspaceJobs
-from core.shared import Settings
+from core import device
+from core.serving import runs
+from core.serving.jobs import JobRegistry, QueueSpot, WorkspaceJobs
+from core.serving.shared import Settings
+from core.training.curves import RunTail
 from studio import workspace
 
 LIVE_POINTS = 1500  # plenty for a chart ~1000 px wide; bounds memory and bytes per redraw

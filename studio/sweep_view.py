@@ -11,12 +11,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import runs, sweep
-from core.curves import curves_of, format_duration
 from core.errors import PlaygroundError
-from core.jobs import estimate_s
-from core.losses import LOSSES
-from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
+from core.serving import runs
+from core.serving.jobs import estimate_s
+from core.training import sweep
+from core.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from core.training.curves import curves_of, format_duration
+from core.training.losses import LOSSES
 from studio import state, train_form, workspace
 from studio.charts import PALETTE, compare_figure, sweep_parallel_figure
 from studio.widgets import guard, percent

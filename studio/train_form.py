@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core import data as datasets
+from core.data import datasets
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES, uses_gpu
-from core.models import PRESETS, TORCHVISION_MODELS, build, recipe_for
-from core.train import OPTIMIZERS, SCHEDULES, TrainConfig
+from core.models.build import build
+from core.models.presets import PRESETS, TORCHVISION_MODELS, recipe_for
+from core.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from studio import arch, backbones, classes_view, loss_picker, workspace
 from studio.widgets import guard
 

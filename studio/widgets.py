@@ -11,12 +11,12 @@ from typing import Any
 
 import streamlit as st
 
-from core.classes import describe as describe_set
-from core.classes import run_test_split_warning
-from core.curves import format_duration
-from core.data import describe_spec
+from core.data.classes import describe as describe_set
+from core.data.classes import run_test_split_warning
+from core.data.datasets import describe_spec
 from core.errors import PlaygroundError
-from core.runs import RunInfo, short_data_name
+from core.serving.runs import RunInfo, short_data_name
+from core.training.curves import format_duration
 from studio.state import device_info, training_now
 
 log = logging.getLogger("torch_playground")

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import pandas as pd
 import streamlit as st
 
-from core import shared
-from core.runs import RunInfo
+from core.serving import shared
+from core.serving.runs import RunInfo
 
 
 def settings() -> shared.Settings:

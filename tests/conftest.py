@@ -27,7 +27,7 @@ class HostilePayload:
 @pytest.fixture
 def models_root(tmp_path, monkeypatch):
     """A private models/ folder so tests never see (or litter) the user's runs."""
-    from core import runs
+    from core.serving import runs
 
     root = tmp_path / "models"
     root.mkdir()
@@ -75,7 +75,8 @@ def start_trainer(out: Path, data: str, epochs: int) -> subprocess.Popen:
 def fake_sweep(root: Path, accs: dict[float, list[float | None]], sweep_id: str = "sweep-fake"):
     """A sweep over lr as its finished runs would leave it: one run folder per (lr, seed) with these test accuracies
     (None: the run diverged), and the sweep's record."""
-    from core import runs, sweep
+    from core.serving import runs
+    from core.training import sweep
 
     plan = sweep.Sweep(
         sweep_id, {"model": "cifar10_quick", "data": "shapes"}, {"lr": list(accs)}, list(range(len(next(iter(accs.values())))))

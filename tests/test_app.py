@@ -17,10 +17,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import runs
-from core.curves import Curves, RunTail, downsample, ema, format_duration
-from core.data import shapes_dataset
-from core.models import build, build_from_spec, spec_of
+from core.data.datasets import shapes_dataset
+from core.models.build import build
+from core.models.layers import build_from_spec, spec_of
+from core.serving import runs
+from core.training.curves import Curves, RunTail, downsample, ema, format_duration
 from studio import arch, charts, state
 from studio.widgets import readable
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core import archive
-from core.archive import safe_extract_zip
+from core.data import archive
+from core.data.archive import safe_extract_zip
 from core.errors import PlaygroundError
 
 MB = 1024 * 1024

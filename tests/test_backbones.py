@@ -19,12 +19,17 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from core import classes, models, pretrained, runs
-from core.data import IMAGENET_MEAN, IMAGENET_STD
+from core.data import classes
+from core.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import PlaygroundError
-from core.models import build, count_parameters, find_head, preset_input_size, pretrained_normalization
-from core.predict import Predictor
-from core.train import TrainConfig, load_data, resume, train
+from core.insight.predict import Predictor
+from core.models import backbones, presets, pretrained
+from core.models.backbones import find_head, preset_input_size, pretrained_normalization
+from core.models.build import build, count_parameters
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import resume, train
+from core.training.parts import load_data
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,14 +65,14 @@ FAMILIES = [
 
 
 def test_the_picker_lists_every_torchvision_classifier():
-    names = models.torchvision_classifiers()
+    names = presets.torchvision_classifiers()
     assert set(names) == set(torchvision.models.list_models(module=torchvision.models))
     assert {"efficientnet_b0", "inception_v3", "vit_b_16", "mobilenet_v3_small"} <= set(names)
     assert {family for family, *_ in FAMILIES} <= set(names)
     assert "quantized_resnet18" not in names  # classification only, not the quantized or video ones
     for name in ("efficientnet_b0", "inception_v3"):
-        assert models.is_torchvision(name) and models.weight_choices(name) == ["IMAGENET1K_V1"]
-    assert not models.is_torchvision("cifar10_quick") and not models.is_torchvision("efficientnet_b99")
+        assert presets.is_torchvision(name) and backbones.weight_choices(name) == ["IMAGENET1K_V1"]
+    assert not presets.is_torchvision("cifar10_quick") and not presets.is_torchvision("efficientnet_b99")
 
 
 @pytest.mark.parametrize("name, size, head, kind", FAMILIES, ids=[f[0] for f in FAMILIES])
@@ -88,7 +93,7 @@ def test_every_family_gets_a_new_head_trains_and_freezes(name, size, head, kind)
     for p in (new_head.weight, first):  # the step reaches the new head and the first layer
         assert p.grad is not None and p.grad.abs().sum() > 0
 
-    models.freeze_backbone(model, name)
+    backbones.freeze_backbone(model, name)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {f"{head}.{n}" for n, _ in new_head.named_parameters()}
     assert count_parameters(model)[0] == sum(p.numel() for p in new_head.parameters())
@@ -143,7 +148,7 @@ def test_size_and_normalization_come_from_the_weights_transforms(tmp_path):
     assert preset_input_size("efficientnet_b0") == 224 and preset_input_size("inception_v3") == 299
     assert preset_input_size("efficientnet_b1") == 240 and preset_input_size("swin_v2_t") == 256
     assert preset_input_size("resnet18") == 32 and preset_input_size("cifar10_quick") == 32  # presets keep theirs
-    t = models.weights_transforms("efficientnet_b1")
+    t = backbones.weights_transforms("efficientnet_b1")
     assert (t["crop_size"], t["resize_size"]) == (240, 255)
     assert pretrained_normalization("efficientnet_b0", "DEFAULT") == (IMAGENET_MEAN, IMAGENET_STD)
     assert pretrained_normalization("efficientnet_b0", None) is None  # from scratch: the data's own statistics
@@ -151,14 +156,14 @@ def test_size_and_normalization_come_from_the_weights_transforms(tmp_path):
     weights = tmp_path / "mine.pth"
     torch.save({"model": {}, "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}, weights)
     assert pretrained_normalization("mobilenet_v3_small", str(weights)) == ((0.5,) * 3, (0.25,) * 3)
-    info = models.weights_info("mobilenet_v3_small")
+    info = backbones.weights_info("mobilenet_v3_small")
     assert info["params"] == 2_542_856 and info["file_name"] == "mobilenet_v3_small-047dcff4.pth" and info["top1"] > 60
 
 
 def test_trainconfig_accepts_torchvision_names_and_rejects_others():
     config = TrainConfig.for_model("efficientnet_b0", data="shapes")
     config.validate()
-    assert config.batch_size == models.FINE_TUNE_RECIPE["batch_size"] and config.lr == models.FINE_TUNE_RECIPE["lr"]
+    assert config.batch_size == presets.FINE_TUNE_RECIPE["batch_size"] and config.lr == presets.FINE_TUNE_RECIPE["lr"]
     with pytest.raises(PlaygroundError, match="efficientnet_b99.*torchvision classification model"):
         TrainConfig.for_model("efficientnet_b99", data="shapes").validate()
     with pytest.raises(PlaygroundError, match="Unknown model 'efficientnet_b99'.*efficientnet_b0"):
@@ -278,7 +283,7 @@ def _offline(monkeypatch, tmp_path) -> list[str]:
 
 def test_offline_imagenet_weights_fail_with_one_plain_line_on_the_command_line(monkeypatch, tmp_path, capsys):
     """The message names the file, the folder it goes in and where to get it, or how to do without; no socket text."""
-    from core import train as train_module
+    from core.training import cli as train_module
 
     asked = _offline(monkeypatch, tmp_path)
     monkeypatch.setattr(train_module.signal, "signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest

@@ -101,7 +101,7 @@ def _wait_points_above(page, n: int, timeout_s: float = 150) -> int:
 def _png() -> bytes:
     from PIL import Image
 
-    from core.data import shapes_dataset
+    from core.data.datasets import shapes_dataset
 
     ds = shapes_dataset(n_train=10, n_test=10, seed=11)
     buffer = io.BytesIO()
@@ -244,7 +244,8 @@ def test_predict_where_does_it_look(server, page):
 def _a_trained_run(server) -> None:
     """The story above leaves a stopped run with a checkpoint; a test run alone (-k) trains a small one."""
     if not any((run / "checkpoint.pt").exists() for run in server["models"].iterdir()):
-        from core.train import TrainConfig, train
+        from core.training.config import TrainConfig
+        from core.training.loop import train
 
         train(
             TrainConfig.for_model("cifar10_quick", data="shapes:300", epochs=1, batch_size=50, precision="fp32"),
@@ -296,7 +297,7 @@ def _start_run(tab, epochs: int) -> None:
 
 
 def _status_times(run_dir: Path) -> dict:
-    from core import runs
+    from core.serving import runs
 
     records = [r for r in runs.read_metrics(run_dir)[0] if r.get("kind") == "status"]
     return {
@@ -311,7 +312,7 @@ def test_shared_mode_two_browsers_queue_and_a_server_restart(page, tmp_path):
     """Two students on one shared server: A trains, B sees none of A's runs and is queued behind A;
     the server restarts while B waits; afterwards B's run starts, once, after A's has ended."""
     from bench.browser import serve
-    from core import runs
+    from core.serving import runs
 
     models = tmp_path / "models"
     models.mkdir()
@@ -386,8 +387,9 @@ CONFUSION_CELL = """() => {
 
 
 def test_click_a_confusion_cell_to_see_its_images(server, page):
-    from core.runs import new_run_id
-    from core.train import TrainConfig, train
+    from core.serving.runs import new_run_id
+    from core.training.config import TrainConfig
+    from core.training.loop import train
 
     run_dir = server["models"] / new_run_id("cifar10_quick", "shapes")  # the newest id: the Runs page picks it first
     train(TrainConfig.for_model("cifar10_quick", data="shapes:500", epochs=1, batch_size=50, precision="fp32"), run_dir)
@@ -456,7 +458,9 @@ def _card_count(page, class_name: str, n: int) -> None:
 def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp_path):
     """The issue's Teachable-Machine moment: a new set, pictures uploaded per class, one removed with a click, the
     split and the small-data recipe shown, the augmentation preview, training, and a prediction from the run."""
-    from core import classes, models, runs
+    from core.data import classes
+    from core.models import backbones
+    from core.serving import runs
 
     pictures = _cifar_pictures(tmp_path, per_class=10)
     set_name = f"browser-{int(time.time())}"
@@ -497,7 +501,7 @@ def test_your_own_classes_built_in_the_page_train_then_predict(server, page, tmp
         _shot(page, "classes-set")
 
         # Offline (no torchvision download here): the page says so, and an uploaded weights file stands in.
-        if not models.weights_cached("mobilenet_v3_small", "DEFAULT"):
+        if not backbones.weights_cached("mobilenet_v3_small", "DEFAULT"):
             page.get_by_text("are not on this computer yet", exact=False).first.wait_for()
             page.get_by_role("combobox", name="Start from weights").click()
             page.get_by_role("option", name="Upload a weights file", exact=False).click()
@@ -569,7 +573,7 @@ CUT_LABEL = """name => [...document.querySelectorAll('button')].filter(b => b.in
 def test_your_own_classes_cards_read_as_they_should(server, page):
     """The issue's screenshots: "Add class" whole, each x beside its picture, a renamed class keeping its card's place
     with no other rename box opening, and an SVG's reason on the page (not only in the uploader's hover)."""
-    from core import classes
+    from core.data import classes
 
     set_name = f"cards-{int(time.time())}"
     root = classes.sets_root()

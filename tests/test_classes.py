@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core import classes, data
+from core.data import classes
+from core.data import datasets as data
 from core.errors import PlaygroundError
-from core.train import TrainConfig
+from core.training.config import TrainConfig
 
 
 def picture(colour=(200, 40, 40), size=(48, 36), fmt="PNG") -> bytes:
@@ -200,7 +201,7 @@ def test_describe_names_a_set_by_its_name(tmp_path):
 
 
 def test_the_augmentation_preview_is_the_loaders_own(tmp_path, monkeypatch):
-    from core.preview import augmented_samples
+    from core.training.preview import augmented_samples
 
     monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(tmp_path / "data"))
     config = TrainConfig.for_model("cifar10_quick", data="shapes:600", seed=3)

@@ -15,9 +15,14 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_app import APP, no_exception, open_page
 
-from core import classes, data, models, runs
+from core.data import classes
+from core.data import datasets as data
 from core.device import uses_gpu
-from core.train import TrainConfig, train
+from core.models.backbones import weights_info
+from core.models.presets import OFFLINE_PRESET
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 from studio import backbones
 
 pytestmark = pytest.mark.timeout(300)
@@ -196,10 +201,10 @@ def test_the_recipe_for_few_pictures_survives_a_change_of_weights_source(data_di
 
 def test_the_recipe_fills_the_fields_a_cuda_machine_shows(data_dir, monkeypatch):
     """On a CUDA machine the form's fields are the GPU recipe's (their own keys): the recipe must land in those."""
-    import core.models
+    import core.models.presets
     import studio.train_form
 
-    for module in (core.models, studio.train_form):  # "auto" picks a CUDA GPU here, without one to run on
+    for module in (core.models.presets, studio.train_form):  # "auto" picks a CUDA GPU here, without one to run on
         monkeypatch.setattr(module, "uses_gpu", lambda device: device in ("cuda", "auto"))
     at, recipe = _recipe_page(data_dir)
     shown = (at.select_slider(key="hp-mobilenet_v3_small-gpu-batch").value, at.number_input(key="hp-mobilenet_v3_small-gpu-epochs").value)
@@ -225,17 +230,17 @@ def test_offline_imagenet_weights_say_so_at_start_and_offer_a_way_on(data_dir, m
 
     next(b for b in at.button if b.label == "Start training").click().run()
     no_exception(at)
-    assert asked == [models.weights_info("mobilenet_v3_small")["url"]]
+    assert asked == [weights_info("mobilenet_v3_small")["url"]]
     assert runs.list_runs(models_root) == []  # no failed run in any list
     (error,) = [e.value for e in at.error]
     assert "mobilenet_v3_small-047dcff4.pth" in error and "upload it in the studio" in error and "Errno" not in error
     assert not _start_enabled(at)  # it would fail the same way
-    assert any(f"{models.OFFLINE_PRESET} needs no download" in c.value and "lower test accuracy" in c.value for c in at.caption)
+    assert any(f"{OFFLINE_PRESET} needs no download" in c.value and "lower test accuracy" in c.value for c in at.caption)
 
-    next(b for b in at.button if b.label == f"Train {models.OFFLINE_PRESET} from scratch").click().run()
+    next(b for b in at.button if b.label == f"Train {OFFLINE_PRESET} from scratch").click().run()
     no_exception(at)
     assert at.segmented_control(key="model_kind").value == "preset"
-    assert at.selectbox(key="preset_name").value == models.OFFLINE_PRESET
-    assert _fields(at, models.OFFLINE_PRESET)[:2] == (recipe["batch_size"], recipe["epochs"])
+    assert at.selectbox(key="preset_name").value == OFFLINE_PRESET
+    assert _fields(at, OFFLINE_PRESET)[:2] == (recipe["batch_size"], recipe["epochs"])
     assert not at.toggle(key="small_recipe").value and any("you changed the model" in c.value for c in at.caption)
     assert _start_enabled(at) and not at.error

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import runs
-from core.shared import WORKSPACE_PATTERN
-from core.train import TrainConfig, train
+from core.serving import runs
+from core.serving.shared import WORKSPACE_PATTERN
+from core.training.config import TrainConfig
+from core.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")

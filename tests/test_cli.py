@@ -15,7 +15,7 @@ import pytest
 from conftest import start_trainer
 from PIL import Image
 
-from core import runs
+from core.serving import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,9 +206,10 @@ def test_evaluate_scores_a_run_as_its_training_did_in_either_precision(precision
     to the image, whether the run trained in bf16 autocast (what `auto` picks on AMX / AVX512-BF16 CPUs) or fp32.
     Both paths are forced here, so every CPU runs both. A barely trained model has near-tied logits: the case
     where bf16 and fp32 scoring disagree."""
-    from core.evaluate import evaluate_run, predict_split, run_test_split
-    from core.predict import Predictor
-    from core.train import TrainConfig, train
+    from core.insight.evaluate import evaluate_run, predict_split, run_test_split
+    from core.insight.predict import Predictor
+    from core.training.config import TrainConfig
+    from core.training.loop import train
 
     config = TrainConfig.for_model("cifar10_quick", data="shapes:500", epochs=2, batch_size=50, seed=3, precision=precision, tta=1)
     result = train(config, tmp_path / "run")

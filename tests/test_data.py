@@ -12,17 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import (
-    SHAPES_CLASSES,
-    BatchLoader,
-    Split,
-    imagefolder_dataset,
-    load_dataset,
-    load_eval_split,
-    random_crop,
-    random_flip,
-    shapes_dataset,
-)
+from core.data.batches import BatchLoader, random_crop, random_flip
+from core.data.datasets import SHAPES_CLASSES, Split, imagefolder_dataset, load_dataset, load_eval_split, shapes_dataset
 from core.errors import PlaygroundError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import runs
+from core.serving import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 # --device cpu: these are gloo tests, and must pass on a machine with fewer GPUs than processes too.
@@ -125,4 +125,4 @@ def test_more_processes_than_gpus_is_a_one_line_error(tmp_path):
     visible = "only 1 GPU is" if gpus else "no GPU is"
     assert ours and f"torchrun started 2 processes on this machine but {visible} visible" in ours[0]
     assert "--device cpu" in ours[0]
-    assert "invalid device ordinal" not in done.stderr and "core/train.py" not in done.stderr  # no traceback of ours
+    assert "invalid device ordinal" not in done.stderr and "core/training/" not in done.stderr  # no traceback of ours

@@ -21,14 +21,16 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from core import ood, runs
-from core.data import SHAPES_CLASSES, _shape_masks, shapes_dataset
+from core.data.datasets import SHAPES_CLASSES, _shape_masks, shapes_dataset
+from core.data.images import load_for_model, prepare_image
 from core.errors import PlaygroundError
-from core.explain import METHODS, Explainer, Explanation, gradcam_layer, overlay
-from core.images import load_for_model, prepare_image
-from core.models import build
-from core.predict import Predictor
-from core.train import TrainConfig, train
+from core.insight import ood
+from core.insight.explain import METHODS, Explainer, Explanation, gradcam_layer, overlay
+from core.insight.predict import Predictor
+from core.models.build import build
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}

@@ -24,12 +24,16 @@ import numpy as np
 import pytest
 import torch
 
-from core import export, runs
-from core.data import SHAPES_CLASSES, load_dataset, normalize_batch, shapes_dataset
+from core.data.batches import normalize_batch
+from core.data.datasets import SHAPES_CLASSES, load_dataset, shapes_dataset
 from core.errors import PlaygroundError
-from core.models import PRESETS, build
-from core.predict import Predictor
-from core.train import OPTIMIZERS, SCHEDULES, TrainConfig, train
+from core.export import formats as export
+from core.insight.predict import Predictor
+from core.models.build import build
+from core.models.presets import PRESETS
+from core.serving import runs
+from core.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from core.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import fallback, runs
-from core.curves import curves_of
 from core.errors import PlaygroundError
-from core.fastloop import CheckpointWriter
-from core.health import check
-from core.train import TrainConfig, main, train
+from core.serving import runs
+from core.training import fallback
+from core.training.cli import main
+from core.training.config import TrainConfig
+from core.training.curves import curves_of
+from core.training.fastloop import CheckpointWriter
+from core.training.health import check
+from core.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,9 +230,7 @@ def test_under_ddp_the_compiled_module_is_swapped_inside_the_same_wrapper():
 
 def test_a_compiled_step_that_fails_plainly_too_is_the_runs_own_error(models_root, monkeypatch):
     """The plain path has the last word: a bug the eager model meets as well ends the run, with no notice."""
-    from core import models
-
-    real_build = models.build
+    from core.models.build import build as real_build
 
     def buggy_build(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -240,7 +241,7 @@ def test_a_compiled_step_that_fails_plainly_too_is_the_runs_own_error(models_roo
         model.forward = forward
         return model
 
-    monkeypatch.setattr("core.train.build", buggy_build)
+    monkeypatch.setattr("core.training.parts.build", buggy_build)
     monkeypatch.setattr(torch, "compile", lambda model, **kw: FakeCompiled(model, "forward"))
     with pytest.raises(ValueError, match="a bug in the model"):
         train(tiny(compile=True), models_root / "r")
@@ -277,7 +278,7 @@ def test_a_fused_step_that_fails_part_way_is_undone_and_taken_plainly(models_roo
 
 
 def test_a_fused_optimizer_that_cannot_be_made_is_replaced_by_the_plain_one(models_root, reference, fast_on_cpu, monkeypatch):
-    from core import train as train_module
+    from core.training import loop as train_module
 
     real = train_module.make_optimizer
 

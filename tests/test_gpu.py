@@ -16,20 +16,14 @@ import pytest
 import torch
 from torch import nn
 
-from core import runs
 from core.errors import PlaygroundError
-from core.fastloop import CheckpointWriter, IntervalReads, ema_update
-from core.predict import Predictor, tta_logits
-from core.train import (
-    Dist,
-    Progress,
-    RunLog,
-    TrainConfig,
-    resume,
-    setup,
-    train,
-    train_one_epoch,
-)
+from core.insight.predict import Predictor
+from core.models.scoring import tta_logits
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.fastloop import CheckpointWriter, IntervalReads, ema_update
+from core.training.loop import Progress, resume, setup, train, train_one_epoch
+from core.training.runlog import Dist, RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -73,7 +67,7 @@ def test_the_train_form_shows_both_recipes_and_starts_at_the_chosen_devices(mode
 
 
 def test_a_wide_speedrun_run_predicts_and_evaluates_as_it_trained(models_root):
-    from core.evaluate import evaluate_run
+    from core.insight.evaluate import evaluate_run
 
     config = TrainConfig.for_model(
         "speedrun", data="shapes:600", epochs=1, batch_size=100, widths=[8, 16, 16], tta=2, device="cpu", precision="fp32"

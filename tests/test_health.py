@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from core import runs
-from core.curves import HEALTH_POINTS, Curves, Thinned
-from core.health import Probe, Watcher, check
-from core.models import build
-from core.train import TrainConfig, _progress_printer, resume, train
+from core.models.build import build
+from core.serving import runs
+from core.training.cli import _progress_printer
+from core.training.config import TrainConfig
+from core.training.curves import HEALTH_POINTS, Curves, Thinned
+from core.training.health import Probe, Watcher, check
+from core.training.loop import resume, train
 
 
 def rows_by_name(rows):

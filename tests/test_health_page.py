@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import runs
-from core.train import TrainConfig, train
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 from studio import lr_finder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from core.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, load_for_model, open_image, prepare_image
 from core.errors import PlaygroundError
-from core.images import IMAGE_EXTENSIONS, MAX_PIXELS, load_for_model, open_image, prepare_image
 
 
 def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:

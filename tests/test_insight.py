@@ -10,13 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from core import runs
-from core.activations import Activations, embedding, project, sample_indices
-from core.data import load_dataset, load_eval_split, shapes_dataset
-from core.evaluate import evaluate_run, predict_split
-from core.models import build, build_from_spec
-from core.predict import Predictor
-from core.train import TrainConfig, train
+from core.data.datasets import load_dataset, load_eval_split, shapes_dataset
+from core.insight.activations import Activations, embedding, project, sample_indices
+from core.insight.evaluate import evaluate_run, predict_split
+from core.insight.predict import Predictor
+from core.models.build import build
+from core.models.layers import build_from_spec
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,10 +16,11 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 from test_app import APP, chart_specs, no_exception
 
-from core import runs
-from core.evaluate import predict_split, run_test_split
-from core.predict import Predictor
-from core.train import TrainConfig, train
+from core.insight.evaluate import predict_split, run_test_split
+from core.insight.predict import Predictor
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 
 pytestmark = pytest.mark.timeout(300)
 

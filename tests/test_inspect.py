@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from core.errors import PlaygroundError
-from core.inspect import (
+from core.models.build import count_parameters
+from core.models.inspect import (
     LAYER_COLUMNS,
     conv_output_size,
     explain_conv_output,
@@ -20,7 +21,6 @@ from core.inspect import (
     summary,
     to_code,
 )
-from core.models import count_parameters
 
 
 def quick_cifar() -> nn.Sequential:

@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data, images
-from core.data import imagefolder_dataset, load_dataset, load_eval_split, shapes_dataset
+from core.data import datasets as data
+from core.data import images
+from core.data.datasets import imagefolder_dataset, load_dataset, load_eval_split, shapes_dataset
+from core.data.images import load_files_for_model, load_for_model
 from core.errors import PlaygroundError
-from core.images import load_files_for_model, load_for_model
 
 
 def reference(path: Path, size: int) -> torch.Tensor | None:

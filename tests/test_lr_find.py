@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
-from core.health import check
-from core.lr_find import lr_find, smooth, suggest, suggestion
-from core.train import TrainConfig, train
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.health import check
+from core.training.loop import train
+from core.training.lr_find import lr_find, smooth, suggest, suggestion
 
 ROOT = Path(__file__).resolve().parent.parent
 

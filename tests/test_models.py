@@ -14,7 +14,9 @@ from conftest import HostilePayload
 from safetensors.torch import save_file
 
 from core.errors import PlaygroundError
-from core.models import PRESETS, build, build_from_spec, count_parameters, module_expr, spec_of
+from core.models.build import build, count_parameters, module_expr
+from core.models.layers import build_from_spec, spec_of
+from core.models.presets import PRESETS
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -16,7 +16,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from core import runs
+from core.serving import runs
 from studio import state
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,11 +13,12 @@ from conftest import HostilePayload
 from PIL import Image
 from safetensors.torch import save_file
 
-from core import runs
 from core.errors import PlaygroundError
-from core.models import build
-from core.predict import Predictor
-from core.train import TrainConfig, train
+from core.insight.predict import Predictor
+from core.models.build import build
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_model_view_is_at_the_model_input_size(tmp_path):
 
 def test_predictions_match_the_training_evaluation(run_dir):
     """The test split through Predictor scores what the trainer recorded: one preprocessing path."""
-    from core.data import shapes_dataset
+    from core.data.datasets import shapes_dataset
 
     predictor = Predictor.from_run(run_dir)
     test = shapes_dataset(500, 2000, seed=0).test

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
 from core.errors import PlaygroundError
-from core.jobs import MAX_ATTEMPTS, JobRegistry
-from core.shared import Settings
-from core.train import TrainConfig
-from core.worker import claim, run_locked
+from core.serving import runs
+from core.serving.jobs import MAX_ATTEMPTS, JobRegistry
+from core.serving.shared import Settings
+from core.serving.worker import claim, run_locked
+from core.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,11 +11,11 @@ from conftest import start_trainer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import runs
 from core.errors import PlaygroundError
-from core.jobs import JobRegistry
-from core.models import LAYER_OPTIONS, build_from_spec
-from core.train import TrainConfig
+from core.models.layers import LAYER_OPTIONS, build_from_spec
+from core.serving import runs
+from core.serving.jobs import JobRegistry
+from core.training.config import TrainConfig
 
 # Mostly plausible values (so many specs build and run), sometimes garbage (so errors are explored too).
 PLAUSIBLE = {

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core import runs
 from core.errors import PlaygroundError
+from core.serving import runs
 
 UPLOAD = "imagefolder:/data/uploads/3fa9c2e1d0b4-cats-dogs.zip"
 

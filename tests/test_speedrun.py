@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.speedrun import RECIPE, SpeedrunNet, build_speedrun
+from core.models.speedrun import RECIPE, SpeedrunNet, build_speedrun
 
 SMALL = (8, 16, 16)  # keeps the tests fast; the structure is the same as the default widths
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import fake_sweep
 
-from core import runs, sweep
 from core.errors import PlaygroundError
-from core.jobs import JobRegistry
-from core.shared import Settings
-from core.train import TrainConfig
+from core.serving import runs
+from core.serving.jobs import JobRegistry
+from core.serving.shared import Settings
+from core.training import sweep
+from core.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,9 @@ import pytest
 from conftest import fake_sweep
 from streamlit.testing.v1 import AppTest
 
-from core import runs, sweep
-from core.jobs import JobRegistry
+from core.serving import runs
+from core.serving.jobs import JobRegistry
+from core.training import sweep
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 pytestmark = pytest.mark.timeout(300)

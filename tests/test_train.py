@@ -8,10 +8,13 @@ import threading
 import pytest
 import torch
 
-from core import losses, runs
 from core.errors import PlaygroundError
-from core.loop_code import loop_code
-from core.train import TrainConfig, lr_factor, resume, train
+from core.export.loop_code import loop_code
+from core.serving import runs
+from core.training import losses
+from core.training.config import TrainConfig
+from core.training.loop import resume, train
+from core.training.parts import lr_factor
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -116,7 +119,7 @@ def test_divergence_is_reported_and_the_last_good_checkpoint_kept(models_root, m
         def forward(self, logits, target):
             return super().forward(logits, target) * float("nan")
 
-    monkeypatch.setattr("core.train.nn.CrossEntropyLoss", ExplodingLoss)
+    monkeypatch.setattr("torch.nn.CrossEntropyLoss", ExplodingLoss)
     result = resume(run)
     assert result["status"] == "diverged"
     info = runs.run_info(run)
@@ -145,9 +148,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(tmp_path, mo
 
 
 def test_simulated_out_of_memory_fails_with_advice(models_root, monkeypatch):
-    from core import models
-
-    real_build = models.build
+    from core.models.build import build as real_build
 
     def build_that_ooms(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -158,7 +159,7 @@ def test_simulated_out_of_memory_fails_with_advice(models_root, monkeypatch):
         model.forward = forward
         return model
 
-    monkeypatch.setattr("core.train.build", build_that_ooms)
+    monkeypatch.setattr("core.training.parts.build", build_that_ooms)
     with pytest.raises(PlaygroundError, match="Out of memory at batch size 50.*smaller batch size"):
         train(tiny(), models_root / "r")
     info = runs.run_info(models_root / "r")
@@ -169,7 +170,7 @@ def test_an_unexpected_error_is_recorded_then_raised_with_its_traceback(models_r
     def broken_step(s, x, y):
         raise ValueError("a bug in the step")
 
-    monkeypatch.setattr("core.train.train_step", broken_step)
+    monkeypatch.setattr("core.training.loop.train_step", broken_step)
     with pytest.raises(ValueError, match="a bug in the step"):
         train(tiny(), models_root / "r")
     info = runs.run_info(models_root / "r")
@@ -178,7 +179,7 @@ def test_an_unexpected_error_is_recorded_then_raised_with_its_traceback(models_r
 
 def test_all_parameters_frozen_is_refused(models_root):
     with pytest.raises(PlaygroundError, match="Every parameter is frozen"):
-        from core.train import make_optimizer
+        from core.training.parts import make_optimizer
 
         model = torch.nn.Linear(2, 2).requires_grad_(False)
         make_optimizer(model, tiny())
@@ -204,7 +205,7 @@ def test_custom_layer_spec_trains(models_root):
 
 def test_bf16_autocast_stays_close_to_fp32():
     """A few steps in bf16 land near the fp32 weights: the precision `auto` may pick is safe."""
-    from core.models import build
+    from core.models.build import build
 
     torch.manual_seed(0)
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
@@ -254,7 +255,7 @@ def test_truncated_metrics_line_is_ignored(tmp_path):
 
 
 def test_for_model_applies_each_presets_recipe_then_the_overrides():
-    from core.models import PRESETS, recipe_for
+    from core.models.presets import PRESETS, recipe_for
 
     for name in PRESETS:
         for device in ("cpu", "cuda"):  # a recipe's "gpu" values apply on a CUDA GPU

@@ -15,8 +15,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import export, runs
-from core.train import TrainConfig, train
+from core.export import formats as export
+from core.serving import runs
+from core.training.config import TrainConfig
+from core.training.loop import train
 from studio import state
 
 ROOT = Path(__file__).resolve().parent.parent

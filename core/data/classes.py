@@ -33,10 +33,10 @@ from typing import Any
 
 from PIL import Image
 
-from core import data
+from core.data import datasets
+from core.data.images import IMAGE_EXTENSIONS, open_image
 from core.errors import PlaygroundError
-from core.images import IMAGE_EXTENSIONS, open_image
-from core.models import SMALL_DATA_BACKBONE
+from core.models.presets import SMALL_DATA_BACKBONE
 
 SETS_FOLDER = "classes"
 MAX_SIDE = 640  # stored pictures: enough for any network's input (224-518), small enough for a class's worth of them
@@ -53,7 +53,7 @@ _RESERVED = {"train", "test", "val", "valid", "validation"}
 
 def sets_root(workspace: str | None = None, data_dir: str | Path | None = None) -> Path:
     """Where sets live: the data folder's `classes/`, or the workspace's own in shared mode."""
-    base = Path(data_dir or data.DATA_DIR)
+    base = Path(data_dir or datasets.DATA_DIR)
     return base / "workspaces" / workspace / SETS_FOLDER if workspace else base / SETS_FOLDER
 
 
@@ -192,7 +192,7 @@ def _store(folder: Path, name: str, payload: bytes, result: Added) -> None:
 
 
 def _add_zip(folder: Path, name: str, payload: bytes, result: Added) -> None:
-    from core.archive import safe_extract_zip
+    from core.data.archive import safe_extract_zip
 
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "upload.zip"
@@ -264,7 +264,7 @@ def split(set_path: Path) -> list[dict[str, Any]]:
     """Per class: images, and how many train and test (the same stratified, seeded split training makes)."""
     rows = []
     for name, n in counts(set_path).items():
-        test = data.test_count(n)
+        test = datasets.test_count(n)
         rows.append({"class": name, "images": n, "train": n - test, "test": test})
     return rows
 
@@ -282,7 +282,7 @@ def export_zip(set_path: Path) -> bytes:
 def import_zip(root: Path, set_name: str, payload: bytes, zip_name: str = "upload.zip") -> tuple[Path, Added]:
     """A new set from a .zip of class folders (`<class>/<image>`, optionally inside train/ and test/ folders, which
     are merged: the set makes its own split)."""
-    from core.archive import safe_extract_zip
+    from core.data.archive import safe_extract_zip
 
     set_path = create_set(root, set_name)
     result = Added()
@@ -290,8 +290,8 @@ def import_zip(root: Path, set_name: str, payload: bytes, zip_name: str = "uploa
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "upload.zip"
             archive.write_bytes(payload)
-            folder = data._resolve_folder(safe_extract_zip(archive, Path(tmp) / "files", name=zip_name), Path(tmp))
-            splits, classes = data._folder_layout(folder)
+            folder = datasets._resolve_folder(safe_extract_zip(archive, Path(tmp) / "files", name=zip_name), Path(tmp))
+            splits, classes = datasets._folder_layout(folder)
             for name in classes:
                 add_class(set_path, name)
                 for split_dir in splits.values():
@@ -356,7 +356,7 @@ def test_split_warning(n_test: int, *, own_split: bool = False) -> str | None:
     more = (
         "Add pictures to the test folder of every class."
         if own_split
-        else f"Add pictures: each class keeps {data.TEST_FRACTION:.0%} of its images (at least {data.MIN_TEST_PER_CLASS}) for testing."
+        else f"Add pictures: each class keeps {datasets.TEST_FRACTION:.0%} of its images (at least {datasets.MIN_TEST_PER_CLASS}) for testing."
     )
     if n_test <= 0:
         return "No test images: the test accuracy cannot be measured. " + (more if own_split else "Add a few more pictures to every class.")

@@ -1,10 +1,8 @@
-"""Datasets as uint8 tensors, and batches made on the training device.
+"""Datasets as uint8 tensors: shapes (generated), CIFAR-10 (torchvision's files) and image folders (or a .zip).
 
-Images are decoded once (and cached on disk), then every epoch is pure tensor
-work: a seeded permutation, a gather, a random crop and flip on the whole
-batch, and normalization. No per-sample PIL work or DataLoader workers in the
-training loop, which is both faster and one less thing to crash
-(airbench's approach).
+Images are decoded once (and cached on disk), so that every epoch is pure tensor work on the device
+(core/data/batches.py): no per-sample PIL work or DataLoader workers in the training loop, which is both
+faster and one less thing to crash (airbench's approach).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,16 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torch.utils.data
 
+from core.data.images import IMAGE_EXTENSIONS, fast_jpeg_decoder, load_files_for_model
 from core.errors import PlaygroundError
-from core.images import IMAGE_EXTENSIONS, fast_jpeg_decoder, load_files_for_model
-from core.runs import atomic_write_bytes
+from core.serving.runs import atomic_write_bytes
 
-DATA_DIR = Path(os.environ.get("PLAYGROUND_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+DATA_DIR = Path(os.environ.get("PLAYGROUND_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
 MAX_DATASET_BYTES = 6 * 1024**3  # decoded uint8 pixels kept in memory
 DOWNLOAD_TIMEOUT_S = 20
 TEST_FRACTION = 0.1  # of each class, held out for testing when a folder has no test split
@@ -306,7 +301,7 @@ def _resolve_folder(path: Path, cache_dir: Path) -> Path:
     if path.is_file():
         if path.suffix.lower() != ".zip":
             raise PlaygroundError(f"{path.name} is neither a folder nor a .zip file.")
-        from core.archive import safe_extract_zip
+        from core.data.archive import safe_extract_zip
 
         stat = path.stat()
         key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -585,100 +580,3 @@ def load_eval_split(
         return ds.test, ds.classes
     files = ds.train.files + ds.test.files if ds.train.files is not None and ds.test.files is not None else None
     return Split(torch.cat([ds.train.images, ds.test.images]), torch.cat([ds.train.labels, ds.test.labels]), files), ds.classes
-
-
-# --------------------------------------------------------------------------- batches on the device
-
-
-def normalize_batch(
-    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, input_size: int | None = None, channels_last: bool = True
-) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalized float, resized to the model's input size.
-
-    Training batches and prediction inputs both go through this function, so
-    what the model sees at inference is exactly what it saw in training
-    (minus the random crop and flip).
-    """
-    x = x.float().div_(255)
-    if input_size is not None and x.shape[-1] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
-    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
-    """RandomCrop(size, padding) for a whole batch: each image shifted by up to `padding` pixels, zero-filled."""
-    if padding <= 0:
-        return x
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    shift = torch.randint(0, 2 * padding + 1, (2, n, 1, 1), generator=gen, device=x.device)
-    # One flat gather over the padded pixels is far cheaper than 4-D advanced indexing.
-    rows = shift[0] + torch.arange(h, device=x.device)[None, :, None]
-    cols = shift[1] + torch.arange(w, device=x.device)[None, None, :]
-    index = (rows * (w + 2 * padding) + cols).view(n, 1, h * w).expand(n, c, h * w)
-    return padded.flatten(2).gather(2, index).view(n, c, h, w)
-
-
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-class BatchLoader:
-    """Yields (uint8 images, labels) batches from tensors on the training device.
-
-    The epoch's permutation depends only on (seed, epoch), so a resumed run
-    replays the same batches, and each torchrun rank takes its own shard of it.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        device: torch.device,
-        *,
-        shuffle: bool = True,
-        augment: bool = False,
-        crop_padding: int = 4,
-        flip: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-    ):
-        self.images = split.images.to(device)
-        self.labels = split.labels.to(device)
-        self.batch_size = batch_size
-        self.device = device
-        self.shuffle, self.augment, self.crop_padding, self.flip = shuffle, augment, crop_padding, flip
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        # Training shards must be equal (DDP syncs every step, a short rank would hang the others);
-        # evaluation syncs only once at the end, so its shards cover every image.
-        self.equal_shards = drop_last
-        n = len(self.labels)
-        self.per_rank = n // world_size if drop_last else len(range(rank, n, world_size))
-        self.drop_last = drop_last and self.per_rank >= batch_size
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.per_rank // self.batch_size
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + epoch)
-        n = len(self.labels)
-        order = torch.randperm(n, generator=gen, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
-        # Every rank shares the permutation but draws its own crops and flips.
-        gen.manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.rank + 1)
-        if self.world_size > 1:
-            order = order[self.rank :: self.world_size][: self.per_rank]
-        for step in range(start_step, len(self)):
-            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
-            x = self.images[idx]
-            if self.augment:
-                if self.crop_padding:
-                    x = random_crop(x, self.crop_padding, gen)
-                if self.flip:
-                    x = random_flip(x, gen)
-            yield x, self.labels[idx]

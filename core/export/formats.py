@@ -1,6 +1,6 @@
 """Take a run out of the studio: a training script, a notebook, ONNX, and `python -m core.export`.
 
-The script and the notebook are rendered from Jinja templates in core/export_templates/, one per
+The script and the notebook are rendered from Jinja templates in core/export/templates/, one per
 concern (data, DataLoader, model, loss, optimizer, train, test, save), the way traingenerator renders
 its code. Where the studio's own code is already plain PyTorch/numpy (the preset models, the speedrun
 net, the shapes generator, the learning-rate schedule) the templates receive that code itself, read
@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from core import runs
 from core.errors import PlaygroundError
+from core.serving import runs
 
 FORMATS = ("script", "notebook", "onnx", "state_dict")
-TEMPLATE_DIR = Path(__file__).resolve().parent / "export_templates"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 # The tutorial's order; each name is a template in TEMPLATE_DIR with title / markdown / define / run blocks.
 SECTIONS = ("data", "dataloader", "model", "loss", "optimizer", "train", "test", "save")
 # What an exported script may import besides the standard library.
@@ -67,7 +67,7 @@ def _source(*objects: Any) -> str:
 
 def _model_context(config: dict[str, Any], num_classes: int, input_size: int) -> dict[str, Any]:
     """Which model template, and the code or names it needs."""
-    from core import models
+    from core.models import backbones, build, presets
 
     name = config["model"]
     if name == "custom":
@@ -78,18 +78,18 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
             "model_markdown": "Your own layer stack, as one `nn.Sequential`; the comment on each line is the shape of what "
             "that layer outputs for one image.",
         }
-    preset = models.PRESETS.get(name)
-    if models.is_torchvision(name):
+    preset = presets.PRESETS.get(name)
+    if presets.is_torchvision(name):
         weights = config.get("weights")
-        imagenet = models.is_weights_name(name, weights)
+        imagenet = backbones.is_weights_name(name, weights)
         weights_file = str(weights) if weights is not None and not imagenet else None
         stem = name == "resnet18" and input_size <= 64 and not imagenet
         with torch.device("meta"):  # only its structure is read: no memory, no weight init (VGG16: 1.8 s -> 0.05 s)
-            probe = models._torchvision_model(name, input_size)  # any torchvision family: where its classifier is
-        head = models.head_path(probe, name)
+            probe = backbones._torchvision_model(name, input_size)  # any torchvision family: where its classifier is
+        head = backbones.head_path(probe, name)
         head_conv = isinstance(probe.get_submodule(head), torch.nn.Conv2d)  # SqueezeNet classifies with a 1x1 conv
-        head_expr = models.module_expr(head)
-        kwargs = "".join(f", {k}={v!r}" for k, v in models._builder_kwargs(name, input_size).items())
+        head_expr = build.module_expr(head)
+        kwargs = "".join(f", {k}={v!r}" for k, v in backbones._builder_kwargs(name, input_size).items())
         parts = [f"torchvision's `{name}`" + (f" with its ImageNet weights ({weights})" if imagenet else "")]
         if stem:
             parts.append("with the studio's CIFAR stem (a 3x3 first conv and no max-pool, so small images keep their detail)")
@@ -100,7 +100,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
             "weights": weights if imagenet else None,
             "weights_file": weights_file,
             "stem": stem,
-            "stem_source": _source(models.cifar_stem) if stem else "",
+            "stem_source": _source(backbones.cifar_stem) if stem else "",
             "head": head,
             "head_expr": head_expr,
             "head_conv": head_conv,
@@ -108,7 +108,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
             "model_markdown": " ".join(parts) + ".",
         }
     if name == "speedrun":
-        from core import speedrun
+        from core.models import speedrun
 
         constants = [(c, repr(getattr(speedrun, c))) for c in ("DEFAULT_WIDTHS", "WHITEN_BIAS_EPOCHS")]
         return {
@@ -117,12 +117,12 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
             "model_source": _source(speedrun._BatchNorm, speedrun._Conv, speedrun._ConvGroup, speedrun.SpeedrunNet),
             "model_call": "SpeedrunNet(num_classes" + (f", widths={tuple(config['widths'])})" if config.get("widths") else ")"),
             "model_markdown": f"**{preset.title}**. {preset.description} The classes below are the studio's own code "
-            "(core/speedrun.py), copied as they are; their comments explain each choice.",
+            "(core/models/speedrun.py), copied as they are; their comments explain each choice.",
         }
     builders = {
-        "cifar10_quick": (models.cifar10_quick, "cifar10_quick(num_classes)"),
-        "lenet5": (models.lenet5, "lenet5(num_classes)"),
-        "mycnn": (models.MyCNN, "MyCNN(num_classes, input_size=INPUT_SIZE)"),
+        "cifar10_quick": (presets.cifar10_quick, "cifar10_quick(num_classes)"),
+        "lenet5": (presets.lenet5, "lenet5(num_classes)"),
+        "mycnn": (presets.MyCNN, "MyCNN(num_classes, input_size=INPUT_SIZE)"),
     }
     builder, call = builders[name]
     return {
@@ -130,7 +130,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
         "constants": [],
         "model_source": _source(builder),
         "model_call": call,
-        "model_markdown": f"**{preset.title}**. {preset.description} The code is the studio's own (core/models.py).",
+        "model_markdown": f"**{preset.title}**. {preset.description} The code is the studio's own (core/models/presets.py).",
     }
 
 
@@ -141,8 +141,8 @@ def _sequential_lines(spec: list[dict[str, Any]], num_classes: int, input_size: 
 @lru_cache(maxsize=64)
 def _spec_lines(spec_json: str, num_classes: int, input_size: int) -> tuple[tuple[str, str], ...]:
     """(constructor, output shape) per layer of a layer spec, as torch prints them."""
-    from core.inspect import _layer_code, shape_str
-    from core.models import build_from_spec
+    from core.models.inspect import _layer_code, shape_str
+    from core.models.layers import build_from_spec
 
     model = build_from_spec(json.loads(spec_json), num_classes, (3, input_size, input_size))
     x = torch.zeros(1, 3, input_size, input_size)
@@ -158,7 +158,7 @@ def _spec_lines(spec_json: str, num_classes: int, input_size: int) -> tuple[tupl
 
 
 def _data_context(config: dict[str, Any]) -> dict[str, Any]:
-    from core import data
+    from core.data import datasets
 
     kind, _, arg = str(config["data"]).partition(":")
     shapes, cifar10 = kind == "shapes", kind == "cifar10"
@@ -168,10 +168,10 @@ def _data_context(config: dict[str, Any]) -> dict[str, Any]:
         ctx.update(
             data="shapes",
             data_title="generated shapes",
-            shapes_classes=repr(data.SHAPES_CLASSES),
+            shapes_classes=repr(datasets.SHAPES_CLASSES),
             n_train=int(dataset.get("n_train") or (arg if arg.isdigit() else 12000)),
             n_test=int(dataset.get("n_test") or 2000),
-            shapes_source=_source(data._shape_masks, data._render_shapes),
+            shapes_source=_source(datasets._shape_masks, datasets._render_shapes),
             data_help="'shapes' regenerates the run's images; or a folder of class folders",
             data_option_help="shapes (the run's images, regenerated), shapes:N (N training images), "
             "or a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
@@ -198,10 +198,11 @@ def recipe_context(
     config: dict[str, Any], *, test_acc: float | None = None, epochs_done: int = 0, out_name: str = "model.pt"
 ) -> dict[str, Any]:
     """Everything the templates need, from a run's config.json."""
-    from core import losses
-    from core.classes import run_test_split_warning
-    from core.models import PRESETS, is_torchvision
-    from core.train import TrainConfig, lr_factor
+    from core.data.classes import run_test_split_warning
+    from core.models.presets import PRESETS, is_torchvision
+    from core.training import losses
+    from core.training.config import TrainConfig
+    from core.training.parts import lr_factor
 
     if not config.get("classes") or not config.get("normalization"):
         raise PlaygroundError(
@@ -394,21 +395,23 @@ def load_snippet(run_id: str, model: str) -> str:
 
 def _check_inputs(run_dir: Path, config: dict[str, Any], predictor, n: int) -> tuple[torch.Tensor, str]:
     """Up to n of the run's test images, normalized as the model sees them; random images when the data is gone."""
-    from core import data
+    from core.data import batches, datasets
 
     try:
         kind, _, _ = str(config["data"]).partition(":")
         seed, size = int(config.get("seed", 0)), int(config.get("data_size") or predictor.image_size)
         if kind == "shapes":  # the test stream does not depend on the training split's size
-            test = data.shapes_dataset(n_train=0, n_test=max(n, 1), seed=seed).test
+            test = datasets.shapes_dataset(n_train=0, n_test=max(n, 1), seed=seed).test
         else:
-            test = data.load_dataset(str(config["data"]), image_size=size, seed=seed, download=False, data_dir=config.get("data_dir")).test
+            test = datasets.load_dataset(
+                str(config["data"]), image_size=size, seed=seed, download=False, data_dir=config.get("data_dir")
+            ).test
         images, where = test.images[:n], "the run's test images"
     except PlaygroundError:
         gen = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (n, 3, predictor.image_size, predictor.image_size), dtype=torch.uint8, generator=gen)
         where = "random images (the run's data is not available here)"
-    x = data.normalize_batch(images, predictor.mean.cpu(), predictor.std.cpu(), predictor.input_size, channels_last=False)
+    x = batches.normalize_batch(images, predictor.mean.cpu(), predictor.std.cpu(), predictor.input_size, channels_last=False)
     return x, where
 
 
@@ -421,7 +424,7 @@ def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike, *, check_ima
     """
     import onnxruntime  # imported here: onnx/onnxscript/onnxruntime cost seconds, only exports need them
 
-    from core.predict import Predictor
+    from core.insight.predict import Predictor
 
     run_dir, out = Path(run_dir), Path(out)
     predictor = Predictor.from_run(run_dir)
@@ -557,7 +560,3 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the ONNX model does not match PyTorch within the tolerance; see check", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,22 +4,24 @@ Like First steps' code, it is the loop itself with the form's settings filled in
 tests execute it. It leans on the studio's helpers for what is not the lesson (building the model,
 loading the images, the crop and flip, the learning-rate curve) and spells out the rest: the loss,
 the optimizer and the four lines every training step is made of. The full standalone script of a
-run is the export's job (core.export); this one follows the form as it changes.
+run is the export's job (core.export.formats); this one follows the form as it changes.
 """
 
 from __future__ import annotations
 
-from core import losses
-from core.train import TrainConfig, image_sides
+from core.training import losses
+from core.training.config import TrainConfig
+from core.training.parts import image_sides
 
 _TEMPLATE = """\
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.data import load_dataset, normalize_batch, random_crop, random_flip
-from core.models import build
-from core.train import lr_factor
+from core.data.batches import normalize_batch, random_crop, random_flip
+from core.data.datasets import load_dataset
+from core.models.build import build
+from core.training.parts import lr_factor
 
 torch.manual_seed({seed})
 data = load_dataset({data!r}, image_size={data_size}, seed={seed})  # uint8 images (N, 3, H, W) and labels

@@ -22,8 +22,8 @@ from torch import nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
 from core.errors import PlaygroundError
-from core.inspect import LayerTable, summary
-from core.predict import Predictor
+from core.insight.predict import Predictor
+from core.models.inspect import LayerTable, summary
 
 # t-SNE runs a fixed 1000 iterations whose cost grows ~N log N: 600 points take ~2 s on one idle CPU core
 # (measured ~8 s for 500 with 8 other processes on 2 cores), so a click gets an answer in seconds.

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import runs
-from core.data import Split, load_dataset, load_eval_split
+from core.data.datasets import Split, load_dataset, load_eval_split
 from core.errors import PlaygroundError
-from core.predict import Predictor
+from core.insight.predict import Predictor
+from core.serving import runs
 
 
 @dataclass
@@ -169,7 +169,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -42,10 +42,10 @@ from PIL import Image
 from torch import nn
 
 from core import device as dev
+from core.data.images import ImageSource, center_crop_box, open_image, prepare_image
 from core.errors import PlaygroundError
-from core.images import ImageSource, center_crop_box, open_image, prepare_image
-from core.models import forward_calls
-from core.predict import Predictor
+from core.insight.predict import Predictor
+from core.models.build import forward_calls
 
 METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "Integrated gradients"}
 IG_STEPS = 32  # Riemann/Gauss-Legendre steps; the completeness error is already small at 32 for these nets
@@ -273,7 +273,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(results, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,13 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import runs
-from core.data import Split, describe_spec, load_dataset
+from core.data.datasets import Split, describe_spec, load_dataset
 from core.errors import PlaygroundError
-from core.models import forward_calls
+from core.models.build import forward_calls
+from core.serving import runs
 
 if TYPE_CHECKING:
-    from core.predict import Predictor
+    from core.insight.predict import Predictor
 
 OOD_FILE = "ood.safetensors"
 FORMAT = "knn-features-edges-v2"  # bump when the method changes: old caches are refitted

@@ -19,40 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core import device as dev
-from core import runs
-from core.data import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from core.data.batches import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from core.data.images import ImageSource, load_for_model
 from core.errors import PlaygroundError
-from core.images import ImageSource, load_for_model
-from core.models import build, imagenet_categories, preset_input_size, read_state_dict
-from core.ood import OODCheck
-
-
-def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
-    """Logits of a normalized batch with test-time augmentation: the same image seen in several ways, averaged.
-
-    0: the image alone. 1: averaged with its mirror image. 2: half that, half the mirror-averaged views of the
-    image shifted by one pixel up-left and down-right (edges reflected); the crops a run trained on make these
-    views familiar, and averaging them cancels some of the net's position noise (as airbench94 evaluates).
-    """
-    logits = model(x)
-    if level >= 1:
-        logits = (logits + model(x.flip(-1))) / 2
-    if level >= 2:
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
-        logits = (logits + sum((model(v) + model(v.flip(-1))) / 2 for v in shifted) / 2) / 2
-    return logits
-
-
-def eval_batch_size(train_batch_size: int) -> int:
-    """Images per forward pass when scoring a test split, in training and in core.evaluate alike: a conv's kernels
-    can depend on the batch's shape, and the two must give the same test accuracy to the image."""
-    return max(500, train_batch_size)
+from core.insight.ood import OODCheck
+from core.models.backbones import imagenet_categories, preset_input_size, read_state_dict
+from core.models.build import build
+from core.models.scoring import eval_batch_size, tta_logits
+from core.serving import runs
 
 
 @dataclass
@@ -253,7 +230,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(predictor.predict(args.images, names=args.images, k=max(1, args.topk), ood=not args.no_ood), indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

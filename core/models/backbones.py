@@ -1,171 +1,21 @@
-"""Model presets and the layer-spec builder.
-
-`build(name_or_spec, ...)` is the one way the studio, the trainer and the
-predictor make a model, so a run's config.json always rebuilds the same network.
-"""
+"""torchvision's classification networks: building any of them at a size, their pretrained weights (names,
+transforms, download, cache), replacing and freezing around the head, and reading weights files safely."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
-from core import pretrained, speedrun
-from core.device import uses_gpu
 from core.errors import PlaygroundError
+from core.models import pretrained
+from core.models.presets import PRESETS, TORCHVISION_MODELS, is_torchvision
 
-LayerSpec = list[dict[str, Any]]
-
-# --------------------------------------------------------------------------- presets
-
-
-# Recipes: the TrainConfig values each preset trains best with (TrainConfig.for_model applies them).
-SCRATCH_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4}  # small nets, also custom ones
-FINE_TUNE_RECIPE: dict[str, Any] = {"lr": 0.01, "batch_size": 64, "epochs": 5}  # torchvision nets: SGD, a small batch
-# A recipe's "gpu" entry holds the values that differ on a CUDA GPU (recipe_for applies them): for the torchvision
-# nets a batch that keeps a GPU busy, the lr scaled with it (linear scaling from 0.01 at 64; onecycle warms up).
-# VGG16 and AlexNet see 224-pixel images, so their batches stay smaller.
-
-
-def _fine_tune(batch_size: int) -> dict[str, Any]:
-    return {**FINE_TUNE_RECIPE, "gpu": {"batch_size": batch_size, "lr": FINE_TUNE_RECIPE["lr"] * batch_size / 64}}
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    title: str
-    description: str
-    input_size: int  # the image side it is designed for
-    recipe: dict[str, Any] = field(default_factory=dict, hash=False)
-    head: str | None = None  # torchvision models: the classifier's module path, replaced to fit your classes
-    weights_enum: str | None = None  # torchvision models: the torchvision.models enum of their pretrained weights
-
-    @property
-    def torchvision(self) -> bool:
-        """Built by torchvision; may load ImageNet weights and freeze all but its head."""
-        return self.head is not None
-
-
-def cifar10_quick(num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
-    """The tutorial's nn.Sequential CIFAR-10 model (Caffe's "cifar10_quick").
-
-    padding=2 keeps 32x32 through each 5x5 conv: (32 + 2*2 - 5) / 1 + 1 = 32.
-    """
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 5, padding=2),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 5, padding=2),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 64),
-        nn.Linear(64, num_classes),
-    )
-
-
-class MyCNN(nn.Module):
-    """The lesson's first custom nn.Module: one 3x3 conv, then a Linear to the classes.
-
-    The lesson hard-codes Linear(16*222*222, ...) for 224x224 inputs; here the
-    Linear is sized from the real input, so any image size works.
-    """
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, 16, 3)
-        self.relu = nn.ReLU()
-        side = input_size - 2
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(16 * side * side, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.flatten(self.relu(self.conv(x))))
-
-
-def lenet5(num_classes: int = 10, in_channels: int = 3) -> nn.Sequential:
-    """LeNet-5 for 32x32 inputs, with ReLU and max-pooling as it is usually taught today."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120),
-        nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, num_classes),
-    )
-
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset(
-            "cifar10_quick",
-            "CIFAR-10 quick",
-            "The tutorial's nn.Sequential: 3 conv + pool blocks, 2 Linear layers (145.6 K params).",
-            32,
-            SCRATCH_RECIPE,
-        ),
-        Preset(
-            "speedrun",
-            "Speedrun (airbench-style)",
-            "Whitening conv, BatchNorm conv groups and a tuned recipe: the fastest way to high CIFAR-10 accuracy.",
-            32,
-            speedrun.RECIPE,
-        ),
-        Preset(
-            "mycnn",
-            "MyCNN (first nn.Module)",
-            "The lesson's first custom module: one Conv2d(3, 16, 3) and a Linear sized from the input.",
-            32,
-            SCRATCH_RECIPE,
-        ),
-        Preset("lenet5", "LeNet-5", "LeCun's classic: two conv + pool stages and three Linear layers.", 32, SCRATCH_RECIPE),
-        Preset(
-            "resnet18",
-            "ResNet-18",
-            "torchvision ResNet-18 with a CIFAR stem (3x3 conv, no max-pool).",
-            32,
-            _fine_tune(512),
-            head="fc",
-            weights_enum="ResNet18_Weights",
-        ),
-        Preset(
-            "vgg16",
-            "VGG16",
-            "torchvision VGG16 (138 M params at 1000 classes); fine-tune from ImageNet weights.",
-            224,
-            _fine_tune(128),
-            head="classifier.6",
-            weights_enum="VGG16_Weights",
-        ),
-        Preset(
-            "alexnet",
-            "AlexNet",
-            "torchvision AlexNet; the lesson fine-tunes it on CIFAR-10 from alexnet-owt-7be5be79.pth.",
-            224,
-            _fine_tune(256),
-            head="classifier.6",
-            weights_enum="AlexNet_Weights",
-        ),
-    ]
-}
-TORCHVISION_MODELS = [name for name, preset in PRESETS.items() if preset.torchvision]
-SMALL_DATA_BACKBONE = "mobilenet_v3_small"  # the few-images recipe's network: ImageNet features, fast on a CPU
-OFFLINE_PRESET = "cifar10_quick"  # without pretrained weights and no way to download them: small, trains from scratch in minutes
+# --------------------------------------------------------------------------- torchvision + weights
 
 
 def preset_input_size(name: str) -> int:
@@ -175,239 +25,6 @@ def preset_input_size(name: str) -> int:
     if is_torchvision(name):
         return weights_transforms(name)["crop_size"]
     return 32
-
-
-def recipe_for(model: str, device: str = "auto") -> dict[str, Any]:
-    """The TrainConfig values a preset (or a custom layer stack: "custom", or any torchvision model) trains best with
-    on `device` (a --device choice): its recipe, with the recipe's "gpu" values applied when that is a CUDA GPU."""
-    if model == "custom":
-        recipe = dict(SCRATCH_RECIPE)
-    elif model in PRESETS:
-        recipe = dict(PRESETS[model].recipe)
-    else:
-        recipe = dict(FINE_TUNE_RECIPE) if is_torchvision(model) else {}
-    gpu = recipe.pop("gpu", None) or {}
-    return {**recipe, **gpu} if uses_gpu(device) else recipe
-
-
-def is_torchvision(model: str) -> bool:
-    """A torchvision classification network: a preset built by torchvision, or any name torchvision lists."""
-    if model in PRESETS:
-        return PRESETS[model].torchvision
-    return isinstance(model, str) and model in torchvision_classifiers()
-
-
-# --------------------------------------------------------------------------- layer specs
-
-# Options each layer type accepts in a spec. in_channels / in_features are worked out from the shape that
-# reaches the layer when left out (None); a number given is checked, so a learner who writes the wrong one
-# meets the tutorial's classic error in plain words instead of having it silently fixed. num_features is inferred.
-LAYER_OPTIONS: dict[str, dict[str, Any]] = {
-    "Conv2d": {"in_channels": None, "out_channels": None, "kernel_size": 3, "stride": 1, "padding": 0, "dilation": 1, "bias": True},
-    "BatchNorm2d": {},
-    "ReLU": {},
-    "GELU": {},
-    "MaxPool2d": {"kernel_size": 2, "stride": None, "padding": 0},
-    "AvgPool2d": {"kernel_size": 2, "stride": None, "padding": 0},
-    "AdaptiveAvgPool2d": {"output_size": 1},
-    "Dropout": {"p": 0.5},
-    "Flatten": {},
-    "Linear": {"in_features": None, "out_features": None, "bias": True},
-}
-_GIVEN_INPUT = {"Conv2d": "in_channels", "Linear": "in_features"}  # the option that must match what reaches the layer
-_FLAT_ONLY = {"Linear"}
-_IMAGE_ONLY = {"Conv2d", "BatchNorm2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"}
-
-
-def _shape_str(shape: Sequence[int]) -> str:
-    return " x ".join(str(s) for s in shape)
-
-
-def _make_layer(kind: str, opts: dict[str, Any], in_shape: tuple[int, ...], num_classes: int, is_last: bool) -> nn.Module:
-    if kind == "Conv2d":
-        if opts["out_channels"] is None:
-            raise ValueError("needs out_channels")
-        return nn.Conv2d(
-            in_shape[0],
-            int(opts["out_channels"]),
-            opts["kernel_size"],
-            opts["stride"],
-            opts["padding"],
-            opts["dilation"],
-            bias=bool(opts["bias"]),
-        )
-    if kind == "BatchNorm2d":
-        return nn.BatchNorm2d(in_shape[0])
-    if kind == "ReLU":
-        return nn.ReLU()
-    if kind == "GELU":
-        return nn.GELU()
-    if kind == "MaxPool2d":
-        return nn.MaxPool2d(opts["kernel_size"], opts["stride"], opts["padding"])
-    if kind == "AvgPool2d":
-        return nn.AvgPool2d(opts["kernel_size"], opts["stride"], opts["padding"])
-    if kind == "AdaptiveAvgPool2d":
-        return nn.AdaptiveAvgPool2d(opts["output_size"])
-    if kind == "Dropout":
-        p = float(opts["p"])
-        if not 0 <= p < 1:
-            raise ValueError(f"p must be in [0, 1), got {p}")
-        return nn.Dropout(p)
-    if kind == "Flatten":
-        return nn.Flatten()
-    if kind == "Linear":
-        out = opts["out_features"]
-        if out is None or out == "num_classes":
-            if not is_last and out is None:
-                raise ValueError("needs out_features (only the last Linear may leave it out: it gets the number of classes)")
-            out = num_classes
-        return nn.Linear(in_shape[0], int(out), bias=bool(opts["bias"]))
-    raise AssertionError(kind)
-
-
-def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32)) -> nn.Sequential:
-    """Turn a JSON-able list of layers into an nn.Sequential, inferring input sizes.
-
-    Each layer is built for the shape that actually reaches it, then run on a
-    dummy batch, so the shapes in error messages are the real ones.
-    """
-    if not isinstance(spec, (list, tuple)) or not spec:
-        raise PlaygroundError('A layer spec is a non-empty list of layers, e.g. [{"type": "Conv2d", "out_channels": 16}, ...].')
-    shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
-    before_shape = shape  # the input of the layer before this one (to explain what a Flatten did)
-    x = torch.zeros(1, *shape)
-    layers: list[nn.Module] = []
-    last_linear = max((i for i, layer in enumerate(spec) if isinstance(layer, dict) and layer.get("type") == "Linear"), default=-1)
-    for i, raw in enumerate(spec, start=1):
-        if not isinstance(raw, dict) or "type" not in raw:
-            raise PlaygroundError(f'Layer {i}: each layer needs a "type" (one of {", ".join(LAYER_OPTIONS)}).')
-        kind = str(raw["type"])
-        where = f"Layer {i} ({kind})"
-        if kind not in LAYER_OPTIONS:
-            raise PlaygroundError(f"{where}: unknown layer type; choose one of {', '.join(LAYER_OPTIONS)}.")
-        unknown = set(raw) - set(LAYER_OPTIONS[kind]) - {"type"}
-        if unknown:
-            allowed = ", ".join(LAYER_OPTIONS[kind]) or "no options"
-            raise PlaygroundError(f"{where}: unexpected option {', '.join(sorted(unknown))} (allowed: {allowed}).")
-        opts = {**LAYER_OPTIONS[kind], **{k: v for k, v in raw.items() if k != "type" and v is not None}}
-        for key in (
-            "in_channels",
-            "in_features",
-            "out_channels",
-            "out_features",
-            "kernel_size",
-            "stride",
-            "dilation",
-            "output_size",
-            "padding",
-        ):
-            value = opts.get(key)
-            if value is None or (key == "out_features" and value == "num_classes"):
-                continue
-            lowest = 0 if key == "padding" else 1
-            if isinstance(value, float) and value.is_integer():  # table editors hand back 3.0 for 3
-                value = opts[key] = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise PlaygroundError(f"{where}: {key} must be a whole number >= {lowest}, not {value!r}.")
-        if kind in _FLAT_ONLY and len(shape) != 1:
-            raise PlaygroundError(f"{where}: needs a flat input but gets {_shape_str(shape)}; add a Flatten layer before it.")
-        if kind in _IMAGE_ONLY and len(shape) != 3:
-            raise PlaygroundError(
-                f"{where}: needs an image-shaped input (channels x height x width) but gets {_shape_str(shape)}; "
-                "put it before the Flatten layer."
-            )
-        if opts.get(_GIVEN_INPUT.get(kind, "")) is not None:
-            _check_given_input(where, kind, opts, shape, layers, num_classes, before_shape)
-        try:
-            layer = _make_layer(kind, opts, shape, num_classes, is_last=(i - 1 == last_linear))
-            with torch.no_grad():
-                x = layer.eval()(x)
-        except PlaygroundError:
-            raise
-        except (RuntimeError, ValueError, TypeError) as exc:
-            reason = str(exc).splitlines()[0]
-            too_small = "too small" in reason or "size" in reason
-            hint = " Use a larger input, fewer pooling layers, or a smaller kernel/stride." if too_small else ""
-            raise PlaygroundError(f"{where} cannot take input {_shape_str(shape)}: {reason}.{hint}") from None
-        before_shape, shape = shape, tuple(x.shape[1:])
-        layers.append(layer.train())
-    if len(shape) != 1:
-        raise PlaygroundError(
-            f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score per class."
-        )
-    if shape[0] != num_classes:
-        raise PlaygroundError(
-            f"The last layer gives {shape[0]} outputs but there are {num_classes} classes; "
-            "set the last Linear's out_features to the number of classes (or leave it empty)."
-        )
-    return nn.Sequential(*layers)
-
-
-def _check_given_input(
-    where: str,
-    kind: str,
-    opts: dict[str, Any],
-    shape: tuple[int, ...],
-    before: list[nn.Module],
-    num_classes: int,
-    before_shape: tuple[int, ...],
-) -> None:
-    """A typed in_features / in_channels that does not match the input: the error PyTorch gives, in plain words."""
-    key = _GIVEN_INPUT[kind]
-    given, needed = int(opts[key]), int(shape[0])
-    if given == needed:
-        return
-    if kind == "Linear":
-        got = f"{needed} values"
-        if before and isinstance(before[-1], nn.Flatten):
-            got += f" (the Flatten before it turns {_shape_str(before_shape)} into {needed} numbers)"
-        try:  # the real layer on a real input: the message a learner will meet in their own code
-            out = opts.get("out_features")
-            nn.Linear(given, out if isinstance(out, int) else num_classes)(torch.zeros(1, needed))
-            torch_says = ""
-        except RuntimeError as exc:
-            torch_says = f' PyTorch says: "{str(exc).splitlines()[0]}".'
-        raise PlaygroundError(
-            f"{where}: in_features is {given} but it gets {got}; it needs in_features={needed}.{torch_says} "
-            f"Set it to {needed}, or leave the cell blank to have it worked out."
-        )
-    raise PlaygroundError(
-        f"{where}: in_channels is {given} but the input has {needed} channels "
-        f"({_shape_str(shape)}); it needs in_channels={needed}. Set it to {needed}, "
-        "or leave the cell blank to have it worked out."
-    )
-
-
-def spec_of(model: nn.Sequential) -> LayerSpec:
-    """The spec of an nn.Sequential made of spec-able layers (used to edit presets as tables)."""
-    spec: LayerSpec = []
-    for layer in model:
-        kind = type(layer).__name__
-        if kind not in LAYER_OPTIONS:
-            raise PlaygroundError(f"{kind} layers cannot be edited as a layer spec.")
-        entry: dict[str, Any] = {"type": kind}
-        for key in LAYER_OPTIONS[kind]:
-            if key == _GIVEN_INPUT.get(kind):
-                continue  # left blank: worked out from the layers above, so editing them flows through
-            value = getattr(layer, key, None)
-            if key == "bias":
-                value = getattr(layer, "bias", None) is not None
-            if isinstance(value, tuple):
-                value = value[0]
-            entry[key] = value
-        spec.append(entry)
-    return spec
-
-
-# --------------------------------------------------------------------------- torchvision + weights
-
-
-@lru_cache(maxsize=1)
-def torchvision_classifiers() -> tuple[str, ...]:
-    """Every classification network torchvision builds (resnet50, efficientnet_b0, vit_b_16, ...), sorted."""
-    import torchvision
-
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 # Built without their auxiliary classifiers, so the model always returns one tensor of logits (training uses the
@@ -450,11 +67,6 @@ def cifar_stem(model: nn.Module, in_channels: int) -> None:
     before the first block; a 3x3 stride-1 conv and no pool keep the detail."""
     model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
-
-
-def module_expr(path: str) -> str:
-    """How Python code reaches a submodule: "features.6" -> "model.features[6]", "0" -> "model[0]"."""
-    return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path.split(".")) if path else "model"
 
 
 def _get_submodule_parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
@@ -573,7 +185,7 @@ def pretrained_normalization(name: str, weights: Any) -> tuple[tuple[float, ...]
         t = weights_transforms(name, weights)
         return t["mean"], t["std"]
     if str(weights).endswith((".pt", ".pth")) and Path(str(weights)).is_file():
-        from core.runs import safe_torch_load
+        from core.serving.runs import safe_torch_load
 
         try:
             blob = safe_torch_load(weights)
@@ -617,7 +229,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise PlaygroundError(f"{path.name} is not a readable safetensors file ({str(exc).splitlines()[0]}).") from None
-    from core.runs import safe_torch_load
+    from core.serving.runs import safe_torch_load
 
     obj = safe_torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
@@ -679,41 +291,10 @@ def freeze_backbone(model: nn.Module, name: str) -> None:
             module.register_forward_pre_hook(_use_running_stats)
 
 
-def forward_calls(model: nn.Module, input_size: int, device: torch.device | str = "cpu") -> list[tuple[nn.Module, tuple[int, ...] | None]]:
-    """(module, output shape) of every module one forward pass of a blank image runs, in the order they finish
-    (children before their parents): which layer really is the last conv or the classifier, whatever the class."""
-    calls: list[tuple[nn.Module, tuple[int, ...] | None]] = []
-    hooks = [
-        m.register_forward_hook(
-            lambda module, args, out: calls.append((module, tuple(out.shape) if isinstance(out, torch.Tensor) else None))
-        )
-        for m in model.modules()
-    ]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return calls
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total); shared parameters count once, lazy ones (not yet sized) not at all."""
-    trainable = total = 0
-    for p in model.parameters():
-        if is_lazy(p):
-            continue
-        total += p.numel()
-        if p.requires_grad:
-            trainable += p.numel()
-    return trainable, total
-
-
 # --------------------------------------------------------------------------- build
 
 
-def _weights_state(name: str, weights: Any) -> tuple[dict[str, torch.Tensor] | None, str]:
+def weights_state(name: str, weights: Any) -> tuple[dict[str, torch.Tensor] | None, str]:
     """The tensors `weights` stands for (downloaded, read from a file, or given) and where they come from."""
     if weights is None:
         return None, ""
@@ -724,9 +305,9 @@ def _weights_state(name: str, weights: Any) -> tuple[dict[str, torch.Tensor] | N
     return read_state_dict(weights), Path(str(weights)).name
 
 
-def _build_torchvision(name: str, num_classes: int, in_channels: int, weights: Any, freeze: bool, size: int) -> nn.Module:
+def build_torchvision(name: str, num_classes: int, in_channels: int, weights: Any, freeze: bool, size: int) -> nn.Module:
     model = _torchvision_model(name, size)
-    state, source = _weights_state(name, weights)
+    state, source = weights_state(name, weights)
     if state is not None:
         state = {k: v for k, v in state.items() if not k.startswith(tuple(f"{aux}." for aux in AUX_HEADS.get(name, ())))}
     # Small images get ResNet-18's CIFAR stem, unless the weights were made for the ImageNet one (7x7 conv1).
@@ -744,59 +325,4 @@ def _build_torchvision(name: str, num_classes: int, in_channels: int, weights: A
     replace_head(model, name, num_classes)
     if freeze:
         freeze_backbone(model, name)
-    return model
-
-
-def build(
-    name_or_spec: str | LayerSpec,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    weights: str | os.PathLike | dict[str, torch.Tensor] | None = None,
-    freeze: bool = False,
-    input_size: int | None = None,
-    widths: Sequence[int] | None = None,
-) -> nn.Module:
-    """Build a preset, any torchvision classification network (by its torchvision name, e.g. "efficientnet_b0"),
-    or a model from a layer spec.
-
-    weights: None (random init), a torchvision weights name ("DEFAULT",
-    "IMAGENET1K_V1"; downloads into TORCH_HOME when online), a local
-    .pth/.pt/.safetensors file, or a state_dict (a run's checkpoint, when it is rebuilt).
-    ImageNet weights load into the 1000-class model first, then the head is replaced,
-    so only the head starts from scratch.
-    widths: the speedrun net's three conv-group widths (None: its default, 32/128/128).
-    """
-    if num_classes < 1:
-        raise PlaygroundError("num_classes must be at least 1.")
-    if not isinstance(name_or_spec, str):
-        if freeze:
-            raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}, ...).")
-        side = input_size or 32
-        model = build_from_spec(name_or_spec, num_classes, (in_channels, side, side))
-        if weights is not None:
-            state, source = _weights_state("custom", weights)
-            load_state_dict_checked(model, state, source)
-        return model
-
-    name = name_or_spec
-    if name not in PRESETS and not is_torchvision(name):
-        raise PlaygroundError(
-            f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}, any torchvision classification "
-            "model (e.g. efficientnet_b0, mobilenet_v3_small, vit_b_16) or give a layer spec."
-        )
-    size = input_size or preset_input_size(name)
-    if is_torchvision(name):
-        return _build_torchvision(name, num_classes, in_channels, weights, freeze, size)
-    builders: dict[str, Callable[[], nn.Module]] = {
-        "cifar10_quick": lambda: cifar10_quick(num_classes, in_channels),
-        "mycnn": lambda: MyCNN(num_classes, in_channels, size),
-        "lenet5": lambda: lenet5(num_classes, in_channels),
-        "speedrun": lambda: speedrun.build_speedrun(num_classes, in_channels, **({"widths": tuple(widths)} if widths else {})),
-    }
-    model = builders[name]()
-    if weights is not None:
-        state, source = _weights_state(name, weights)
-        load_state_dict_checked(model, state, source)
-    if freeze:
-        raise PlaygroundError(f"Freezing the backbone needs a torchvision model ({', '.join(TORCHVISION_MODELS)}, ...).")
     return model

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from core.errors import PlaygroundError
-from core.models import count_parameters
+from core.models.build import count_parameters
 
 LAYER_COLUMNS = ["name", "type", "output_shape", "params", "trainable", "macs"]
 FREEZE_COLUMNS = ["name", "type", "params", "trainable", "status"]

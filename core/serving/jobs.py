@@ -51,13 +51,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import runs
 from core.errors import PlaygroundError
-from core.shared import Settings, check_quota
-from core.train import TrainConfig
-from core.worker import READY, run_locked
+from core.serving import runs
+from core.serving.shared import Settings, check_quota
+from core.serving.worker import READY, run_locked
+from core.training.config import TrainConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUEST_FILE = "request.json"
 QUEUE_DIR = ".queue"  # in the models folder: the dispatchers' lock, and spare workers' output before they have a run
 MAX_ATTEMPTS = 3  # processes that may die before a run's training begins, before it is marked failed
@@ -711,7 +711,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

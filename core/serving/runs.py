@@ -29,7 +29,7 @@ import torch
 
 from core.errors import PlaygroundError
 
-MODELS_DIR = Path(os.environ.get("PLAYGROUND_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+MODELS_DIR = Path(os.environ.get("PLAYGROUND_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"

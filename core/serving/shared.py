@@ -28,7 +28,7 @@ from typing import Any
 
 from core.errors import PlaygroundError
 
-CONFIG_PATH = Path(os.environ.get("PLAYGROUND_CONFIG", Path(__file__).resolve().parent.parent / "playground.toml"))
+CONFIG_PATH = Path(os.environ.get("PLAYGROUND_CONFIG", Path(__file__).resolve().parents[2] / "playground.toml"))
 WORKSPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,39}$")
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: a code is read off a screen and typed again
 

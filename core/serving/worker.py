@@ -68,10 +68,9 @@ def warm_up() -> None:
     import torch
     import torchvision  # noqa: F401 - the trainer records its version in config.json
 
-    import core.train  # noqa: F401 - the imports are the point: torch, data, models
+    import core.training.cli  # noqa: F401 - the imports are the point: torch, data, models, the loop
     from core import device as dev
-    from core.models import build
-    from core.speedrun import RECIPE  # noqa: F401 - TrainConfig.for_model imports it lazily
+    from core.models.build import build
 
     where = torch.device("cpu")
     if torch.cuda.is_available():
@@ -106,7 +105,7 @@ def _redirect_output(log_path: Path) -> None:
 
 
 def _last_status(run_dir: Path) -> dict[str, Any]:
-    from core import runs
+    from core.serving import runs
 
     records, _ = runs.read_metrics(run_dir)
     return next((r for r in reversed(records) if r.get("kind") == "status"), {})
@@ -119,7 +118,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _record_end(run_dir: Path, job: dict[str, Any], status: str, message: str) -> None:
     """A final status for a run whose trainer ended without writing one (it failed while setting up)."""
-    from core import runs
+    from core.serving import runs
 
     if _last_status(run_dir).get("status") in runs.FINAL_STATUSES:
         return
@@ -160,7 +159,7 @@ def run_job(job: dict[str, Any]) -> int:
             sys.executable,
             [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "core.train", *job["argv"]],
         )
-    from core import train as trainer
+    from core.training import cli as trainer
 
     devices = job.get("cuda_devices") or []
     if devices:
@@ -179,7 +178,7 @@ def run_job(job: dict[str, Any]) -> int:
         _record_end(run_dir, job, "failed", _setup_failure(run_dir, job, exc))
         return 1
     if code != 0:  # e.g. a bad config the trainer refused before it opened the metrics log
-        from core.jobs import last_error
+        from core.serving.jobs import last_error
 
         _record_end(run_dir, job, "failed", last_error(run_dir).removeprefix("error: ") or f"The trainer exited with code {code}.")
     return code
@@ -199,7 +198,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         job = json.loads(args.job)
     return run_job(job)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

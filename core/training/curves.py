@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from core import runs
+from core.serving import runs
 
 STEP_FIELDS = ("step", "progress", "loss", "acc", "lr", "img_per_s", "time")
 EPOCH_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "img_per_s", "elapsed")

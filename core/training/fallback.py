@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from core.errors import PlaygroundError
-from core.fastloop import GraphFailed, ema_update, to_host
+from core.training.fastloop import GraphFailed, ema_update, to_host
 
 # Devices whose runs try CUDA graphs and fused optimizer steps. Tests add "cpu" to force these parts' failures there.
 FAST_DEVICES = ("cuda",)

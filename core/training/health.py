@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.curves import HEALTH_POINTS, Thinned
+from core.training.curves import HEALTH_POINTS, Thinned
 
 UPDATE_RATIO_GOOD = 1e-3  # the rule of thumb for update / weight per step
 UPDATE_RATIO_LOW = 1e-5  # 100x below it: the weights hardly move

@@ -1,33 +1,21 @@
-"""The training loop and `python -m core.train`.
+"""The training loop: `train()` reads top to bottom.
 
-Read it top to bottom: TrainConfig; the pieces (schedule, optimizer,
-`evaluate()`); `setup()`, which returns a `Setup` (data, loader, model,
-optimizer, schedule, EMA, normalization, the run folder's log);
-`train_one_epoch()` with its per-batch `train_step()` and per-interval
-`log_interval()`; `outcome()`, which maps how the loop ended to a status and
-message; and `train()`, which is those in order. The same code runs in the
-studio (a child process), on the command line and under torchrun
-(DistributedDataParallel).
+`setup()` returns a `Setup` (data, loader, model, optimizer, schedule, EMA, normalization, the run folder's log);
+`train_one_epoch()` with its per-batch `train_step()` and per-interval `log_interval()`; `outcome()`, which maps
+how the loop ended to a status and message; and `train()`, which is those in order. The same code runs in the
+studio (a child process), on the command line and under torchrun (DistributedDataParallel).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import datetime
-import gc
-import json
 import math
 import os
 import platform
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,188 +23,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import device as dev
-from core import fallback, losses, runs
-from core.classes import test_split_warning
-from core.data import BatchLoader, Dataset, Split, load_dataset, normalize_batch
+from core.data.batches import BatchLoader, normalize_batch
+from core.data.classes import test_split_warning
+from core.data.datasets import Dataset, Split
 from core.errors import PlaygroundError
-from core.fallback import EndsTheRun, Fallbacks, is_oom
-from core.fastloop import CheckpointWriter, GraphedStep, IntervalReads
-from core.health import Probe, Watcher
-from core.models import PRESETS, build, count_parameters, is_torchvision, preset_input_size, pretrained_normalization, recipe_for
-from core.predict import eval_batch_size, tta_logits
+from core.models.build import count_parameters
+from core.models.scoring import eval_batch_size, tta_logits
+from core.serving import runs
+from core.training import fallback, losses
+from core.training.config import TrainConfig
+from core.training.fallback import EndsTheRun, Fallbacks, is_oom
+from core.training.fastloop import CheckpointWriter, GraphedStep, IntervalReads
+from core.training.health import Probe
+from core.training.parts import Normalization, load_data, lr_factor, make_model, make_optimizer
+from core.training.runlog import Dist, RunLog, StopCheck, init_distributed
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 HEALTH_RECORDS_PER_EPOCH = 10  # at most about this many health records an epoch (each costs a few ms; see Setup)
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
-DIST_TIMEOUT_S = int(os.environ.get("PLAYGROUND_DIST_TIMEOUT", 180))
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; round-trips through config.json."""
-
-    model: str = "cifar10_quick"  # a preset name, "custom" with `layers`, or a torchvision model name ("efficientnet_b0")
-    layers: list[dict[str, Any]] | None = None
-    weights: str | None = None  # torchvision weights name ("DEFAULT") or a .pth/.safetensors path
-    freeze_backbone: bool = False
-    data: str = "shapes"
-    epochs: int = 10
-    batch_size: int = 128  # the global batch: split across torchrun processes
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    loss: str = "cross_entropy"  # a key of core.losses.LOSSES
-    schedule: str = "onecycle"
-    warmup: float = 0.15  # fraction of all steps spent ramping the learning rate up
-    warmup_start: float = 0.1  # the ramp starts at this fraction of lr, so the first steps are not wasted
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    time_limit: float | None = None  # seconds of training before stopping with a checkpoint
-    image_size: int | None = None  # model input side; None: the preset's own
-    augment: bool = True  # random crop (with padding) and horizontal flip, per batch on the device
-    crop_padding: int = 4
-    ema: float | None = None  # per-step EMA decay of the weights used for evaluation
-    tta: int = 0  # test-time augmentation of the final evaluation: 0 none, 1 (or true) + mirror, 2 + 1-pixel shifts
-    channels_last: bool = True
-    compile: bool = False
-    cuda_graphs: bool = True  # on CUDA, replay each step's forward+backward as one CUDA graph (core/fastloop.py)
-    widths: list[int] | None = None  # speedrun: channels of its three conv groups; None: its CPU widths (32/128/128)
-    data_dir: str | None = None
-    log_every: int = 0  # steps between step records; 0: about 25 per epoch
-    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs at log intervals, ~10 an epoch (core.health)
-    sweep: dict[str, Any] | None = None  # a sweep's run: {"id", "settings"} (core.sweep); None for a run of its own
-
-    @classmethod
-    def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
-        """The recipe a preset trains best with (`Preset.recipe`) on the device the run will use, then the caller's overrides."""
-        recipe = recipe_for(model, overrides.get("device") or "auto")
-        return cls(**{"model": model, **recipe, **{k: v for k, v in overrides.items() if v is not None}})
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validate(self) -> None:
-        if self.model not in PRESETS and self.model != "custom" and not is_torchvision(self.model):
-            raise PlaygroundError(
-                f"Unknown model {self.model!r}; choose one of {', '.join(PRESETS)}, 'custom' with layers, "
-                "or any torchvision classification model (e.g. efficientnet_b0)."
-            )
-        if self.model == "custom" and not self.layers:
-            raise PlaygroundError("A custom model needs a layer spec (`layers`).")
-        if self.optimizer not in OPTIMIZERS:
-            raise PlaygroundError(f"Unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
-        if self.schedule not in SCHEDULES:
-            raise PlaygroundError(f"Unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-        checks = [
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.batch_size >= 1, "batch size must be at least 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "the learning rate must be a positive number"),
-            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
-            (0 <= self.warmup < 1, "warmup must be a fraction in [0, 1)"),
-            (0 <= self.warmup_start <= 1, "warmup_start must be a fraction in [0, 1]"),
-            (self.ema is None or 0 < self.ema < 1, "ema must be a decay in (0, 1)"),
-            (self.tta in (0, 1, 2), "tta must be 0 (none), 1 (mirror) or 2 (mirror and shifts)"),
-            (
-                self.widths is None
-                or (self.model == "speedrun" and len(self.widths) == 3 and all(isinstance(w, int) and w > 0 for w in self.widths)),
-                "widths must be three positive channel counts, and only the speedrun preset has them",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PlaygroundError(message[0].upper() + message[1:] + ".")
-        losses.check(self.loss, self.label_smoothing)
-
-
-_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Dist:
-        """torchrun sets these; a plain `python -m core.train` is a world of one."""
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
-
-    def all_reduce_sum(self, values: list[float], device: torch.device) -> list[float]:
-        if not self.enabled:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-
-# --------------------------------------------------------------------------- pieces of the loop
-
-
-def lr_factor(schedule: str, step: int, total: int, warmup: float, warmup_start: float = 0.1) -> float:
-    """Multiplier of the base learning rate at `step` of `total`."""
-    warm = int(warmup * total)
-    if step < warm:
-        return warmup_start + (1 - warmup_start) * step / warm
-    progress = (step - warm) / max(1, total - warm)
-    if schedule == "onecycle":
-        return max(0.0, 1.0 - progress)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "step":
-        return 0.1 ** (int(progress >= 0.5) + int(progress >= 0.75))
-    return 1.0
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = False) -> torch.optim.Optimizer:
-    """fused: one kernel per parameter group (CUDA) instead of a few per tensor."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise PlaygroundError("Every parameter is frozen, so nothing would train; unfreeze the head (or the backbone).")
-    if hasattr(model, "param_groups"):
-        groups = model.param_groups(config.lr, config.weight_decay)
-    else:
-        # Weight decay on biases and norm scales only hurts small models.
-        decay = [p for p in trainable if p.ndim > 1]
-        no_decay = [p for p in trainable if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov and config.momentum > 0,
-            **({"fused": True} if fused else {}),
-        )
-    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=config.lr, **({"fused": True} if fused else {}))
-
-
-@dataclass
-class Normalization:
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
 
 @torch.no_grad()
@@ -283,100 +105,6 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in inner.state_dict().items()}
 
 
-# --------------------------------------------------------------------------- set-up
-
-
-def init_distributed(config: TrainConfig) -> Dist:
-    """Join the torchrun job, if there is one."""
-    dist = Dist.from_env()
-    if dist.enabled and not torch.distributed.is_initialized():
-        backend = dev.distributed_backend(config.device)  # one GPU per process, or a one-line error
-        if backend == "nccl":
-            torch.cuda.set_device(dist.local_rank)
-        # A bounded timeout: a rank that dies or hangs ends the job instead of stalling it for 30 minutes.
-        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=DIST_TIMEOUT_S))
-    return dist
-
-
-class RunLog:
-    """The trainer's side of the run folder: records go to metrics.jsonl (rank 0 only) and to `on_record`.
-
-    Every record gets `elapsed`, the run's seconds so far; a resumed run's clock continues where it stopped.
-    """
-
-    def __init__(
-        self, run_dir: Path, dist: Dist, on_record: Callable[[dict[str, Any]], None] | None, *, started: float, elapsed_before: float = 0.0
-    ):
-        self.run_dir = run_dir
-        self.started = started  # time.perf_counter() when this process began the run
-        self.elapsed_before = elapsed_before
-        self.on_record = on_record if dist.main else None
-        self._writer = runs.MetricsWriter(run_dir) if dist.main else None
-
-    @classmethod
-    def open(
-        cls,
-        config: TrainConfig,
-        run_dir: str | os.PathLike | None,
-        dist: Dist,
-        *,
-        resume: bool,
-        started: float,
-        on_record: Callable[[dict[str, Any]], None] | None = None,
-        name: str | None = None,
-    ) -> RunLog:
-        run_dir = Path(run_dir) if run_dir else runs.MODELS_DIR / runs.new_run_id(config.model, config.data)
-        elapsed_before = float(runs.summarize(runs.read_metrics(run_dir)[0]).get("seconds") or 0.0) if resume else 0.0
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not resume and not (run_dir / runs.CONFIG_FILE).exists():
-                # Provisional, so a run that fails while loading data is still listed with its error.
-                runs.write_config(run_dir, config.to_dict())
-            if name:
-                runs.write_meta(run_dir, name=name)
-        return cls(run_dir, dist, on_record, started=started, elapsed_before=elapsed_before)
-
-    @property
-    def seconds(self) -> float:
-        """Seconds since this process began the run (what the time limit counts)."""
-        return time.perf_counter() - self.started
-
-    def emit(self, record: dict[str, Any]) -> None:
-        record.setdefault("elapsed", round(self.elapsed_before + self.seconds, 3))
-        if self._writer:
-            self._writer.write(record)
-        if self.on_record:
-            self.on_record(record)
-
-    def close(self) -> None:
-        if self._writer:
-            self._writer.close()
-
-
-@dataclass
-class StopCheck:
-    """Asked before every batch: the caller's event (the studio), the STOP file (any other process), the time limit.
-
-    Host-only checks (an event, a file stat, the clock), so asking costs the device nothing; under torchrun the
-    ranks must agree, which takes an all-reduce, so the loop asks only at log intervals there.
-    """
-
-    stop_file: Path
-    event: threading.Event | None
-    deadline: float | None  # a time.perf_counter() value
-    dist: Dist
-    device: torch.device
-
-    def timed_out(self) -> bool:
-        return self.deadline is not None and time.perf_counter() > self.deadline
-
-    def requested(self) -> bool:
-        flag = bool(self.event is not None and self.event.is_set()) or self.stop_file.exists() or self.timed_out()
-        if self.dist.enabled:  # every rank must leave the loop at the same step
-            flag = self.dist.all_reduce_sum([float(flag)], self.device)[0] > 0
-        return flag
-
-
 @dataclass
 class Setup:
     """What the loop works with; made once by `setup()`; the loop changes only the weights and the fast parts that fail (core/fallback.py)."""
@@ -431,51 +159,6 @@ class Setup:
     def watches_health_after(self, step: int) -> bool:
         """Whether batch `step` ends a log interval that also gets a health record."""
         return self.health is not None and step % self.health_every == 0
-
-
-def image_sides(config: TrainConfig) -> tuple[int, int]:
-    """(the side images are stored at, the side the model sees): folders are loaded at the model's size."""
-    input_size = config.image_size or preset_input_size(config.model)
-    return (input_size if config.data.startswith("imagefolder:") else 32), input_size
-
-
-def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, Any] | None) -> tuple[Dataset, Normalization, int, int]:
-    """The dataset, its normalization (the checkpoint's when resuming), the stored and the model's image sides."""
-    data_size, input_size = image_sides(config)
-    ds = load_dataset(config.data, image_size=data_size, seed=config.seed, data_dir=config.data_dir)
-    pretrained = pretrained_normalization(config.model, config.weights)
-    if checkpoint:
-        mean, std = checkpoint["normalization"]["mean"], checkpoint["normalization"]["std"]
-    elif pretrained:
-        mean, std = pretrained  # pretrained features expect their weights' own statistics (ImageNet's)
-    else:
-        mean, std = ds.channel_stats()
-    norm = Normalization(torch.tensor(mean, device=device), torch.tensor(std, device=device))
-    return ds, norm, data_size, input_size
-
-
-def make_model(
-    config: TrainConfig, ds: Dataset, norm: Normalization, input_size: int, device: torch.device, checkpoint: dict[str, Any] | None
-) -> nn.Module:
-    """Built on the CPU, then moved once (the only .to(device) in the loop's life); the checkpoint's weights when resuming."""
-    spec_or_name = config.layers if config.model == "custom" else config.model
-    model = build(
-        spec_or_name,
-        num_classes=len(ds.classes),
-        in_channels=3,
-        freeze=config.freeze_backbone,
-        input_size=input_size,
-        weights=checkpoint.get("train_model", checkpoint["model"]) if checkpoint else config.weights,
-        widths=config.widths,
-    )
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format)
-    if checkpoint:
-        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
-    elif hasattr(model, "init_from_data"):
-        sample = ds.train.images[:5000].to(device)
-        model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
-    return model
 
 
 def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False, stop_event: threading.Event | None = None) -> Setup:
@@ -996,150 +679,3 @@ def resume(run_dir: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
     """Continue a run to its configured number of epochs from its last checkpoint."""
     config = TrainConfig.from_dict(runs.read_config(run_dir))
     return train(config, run_dir, resume=True, **kwargs)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
-    tty = stream.isatty()
-    watcher: list[Watcher] = []  # made when the running status says how many classes there are
-    caveat: list[tuple[int, str]] = []  # (test images, warning) when the test split is too small to mean much
-
-    def show(r: dict[str, Any]) -> None:
-        if r["kind"] == "status" and r.get("num_classes"):
-            watcher[:] = [Watcher(int(r["num_classes"]), config)]
-            caveat[:] = [(r["n_test"], r["test_split_warning"])] if r.get("test_split_warning") else []
-        if r["kind"] == "step" and tty:
-            speed = f"{r['img_per_s']:.0f} img/s " if r.get("img_per_s") else ""  # none yet while warming up
-            stream.write(f"\repoch {r['epoch'] + 1} step {r['step']}  loss {r['loss']:.3f}  acc {r['acc']:.3f}  lr {r['lr']:.2e}  {speed}")
-        elif r["kind"] == "epoch":
-            stream.write(
-                ("\n" if tty else "") + f"epoch {r['epoch']}: train loss {r['train_loss']:.3f} acc {r['train_acc']:.3f} | "
-                f"test loss {r['test_loss']:.3f} acc {r['test_acc']:.3f}{f' (of {caveat[0][0]} images)' if caveat else ''} | "
-                f"{r['elapsed']:.1f}s\n"
-            )
-        elif r["kind"] == "status":
-            stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
-            if caveat:  # when training starts, and beside the final result
-                stream.write(f"warning: {caveat[0][1]}\n")
-        for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
-            stream.write(("\n" if tty and r["kind"] == "health" else "") + f"health {warning.level}: {warning.message}\n")
-        stream.flush()
-
-    return show
-
-
-# The options every command that builds a TrainConfig takes (core.train, core.lr_find), and the fields they set.
-SHARED_OPTIONS = ("data", "batch_size", "optimizer", "weights", "freeze_backbone", "image_size", "device", "precision", "seed", "data_dir")
-
-
-def add_shared_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """--model/--layers and SHARED_OPTIONS: the model, its data and how it runs."""
-    p.add_argument(
-        "--model",
-        required=required,
-        help=f"preset name ({', '.join(PRESETS)}), 'custom' with --layers, or any "
-        "torchvision classification model (efficientnet_b0, mobilenet_v3_small, ...)",
-    )
-    p.add_argument("--layers", help="custom model: a JSON layer spec or a path to one")
-    p.add_argument("--data", required=required, help="cifar10 | shapes | imagefolder:PATH (folder or .zip)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--weights", help="torchvision weights name (DEFAULT) or a .pth/.safetensors file")
-    p.add_argument("--freeze-backbone", action="store_true", default=None)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--device", choices=dev.DEVICE_CHOICES)
-    p.add_argument("--precision", choices=dev.PRECISION_CHOICES)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--data-dir")
-
-
-def layers_option(value: str) -> list[dict[str, Any]]:
-    """--layers: a JSON layer spec, or the path of a file holding one (json.JSONDecodeError when it is neither)."""
-    return json.loads(Path(value).read_text() if Path(value).is_file() else value)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.train", description="Train an image classifier into a run folder.")
-    add_shared_options(p)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--loss", choices=list(losses.LOSSES), help="training loss (the test loss is always cross-entropy)")
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--time-limit", type=float, metavar="SECONDS")
-    p.add_argument("--compile", action="store_true", default=None)
-    p.add_argument(
-        "--health",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="record per-layer training health at log intervals, about 10 an epoch (default on; --no-health: off)",
-    )
-    p.add_argument("--out", metavar="RUN_DIR", help="the run folder itself (default models/<run-id>)")
-    p.add_argument("--config", metavar="JSON", help="a config.json to start from (the studio uses this)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run to its configured epochs")
-    p.add_argument("--name", help=f"a short name for the run (up to {runs.NAME_MAX} characters; kept in meta.json)")
-    return p
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # SIGTERM (torchrun stopping the other ranks, `kill`) saves nothing mid-step but records the run as interrupted.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        if args.resume:
-            result = resume(args.resume, on_record=_progress_printer(config=runs.read_config(args.resume)), name=args.name)
-        else:
-            overrides = {
-                k: getattr(args, k)
-                for k in (
-                    *SHARED_OPTIONS,
-                    "epochs",
-                    "lr",
-                    "weight_decay",
-                    "label_smoothing",
-                    "loss",
-                    "schedule",
-                    "time_limit",
-                    "compile",
-                    "health",
-                )
-            }
-            if args.config:
-                base = TrainConfig.from_dict(json.loads(Path(args.config).read_text())).to_dict()
-                config = TrainConfig.from_dict(
-                    {**base, **{k: v for k, v in overrides.items() if v is not None}, **({"model": args.model} if args.model else {})}
-                )
-            else:
-                if not args.model or not args.data:
-                    raise PlaygroundError("--model and --data are required (or --resume RUN_DIR).")
-                if args.layers:
-                    overrides["layers"] = layers_option(args.layers)
-                config = TrainConfig.for_model(args.model, **overrides)
-            result = train(config, args.out, on_record=_progress_printer(config=config.to_dict()), name=args.name)
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:
-        print(f"error: the layer spec / config is not valid JSON ({exc}).", file=sys.stderr)
-        return 2
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # A stopped run's StopRequested traceback keeps the DDP model (and its gloo work) alive in a reference
-            # cycle; freed at interpreter exit instead, it aborted a rank ("terminate called without an active
-            # exception"). Collected now, the process group goes down with nothing still using it.
-            gc.collect()
-            torch.distributed.destroy_process_group()
-    if Dist.from_env().main:
-        print(json.dumps(result))
-    return 0 if result["status"] in ("finished", "stopped") else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,9 +38,10 @@ import torch
 from torch import nn
 
 from core import device as dev
-from core.data import BatchLoader, normalize_batch
+from core.data.batches import BatchLoader, normalize_batch
 from core.errors import PlaygroundError
-from core.train import SHARED_OPTIONS, TrainConfig, add_shared_options, layers_option, load_data, make_model, make_optimizer
+from core.training.config import SHARED_OPTIONS, TrainConfig, add_shared_options, layers_option
+from core.training.parts import load_data, make_model, make_optimizer
 
 STEPS, MAX_STEPS = 100, 500
 START_LR, END_LR = 1e-7, 10.0
@@ -203,7 +204,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from core.data import BatchLoader, normalize_batch
-from core.train import TrainConfig, load_data
+from core.data.batches import BatchLoader, normalize_batch
+from core.training.config import TrainConfig
+from core.training.parts import load_data
 
 
 def augmented_samples(config: TrainConfig, n: int = 8, epoch: int = 0) -> dict[str, Any]:

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import runs
 from core.errors import PlaygroundError
-from core.train import TrainConfig, add_shared_options, layers_option
+from core.serving import runs
+from core.training.config import TrainConfig, add_shared_options, layers_option
 
 if TYPE_CHECKING:  # the queue imports the trainer's config; the command line loads it when it runs
-    from core.jobs import JobRegistry
+    from core.serving.jobs import JobRegistry
 
 SWEEPS_DIR = ".sweeps"  # in the models folder, beside the queue's .queue
 MAX_RUNS = 64  # a grid beyond this is a typo more often than a plan
@@ -408,7 +408,7 @@ def follow(registry: JobRegistry, sweep: Sweep, say: Callable[[str], None], tick
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.jobs import JobRegistry
+    from core.serving.jobs import JobRegistry
 
     args = build_parser().parse_args(argv)
     root = Path(args.out) if args.out else runs.MODELS_DIR
@@ -441,7 +441,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(json.dumps(document))
     return 130 if interrupted else 0 if all(r["status"] == "finished" for r in document["runs"]) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
