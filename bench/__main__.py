@@ -12,7 +12,7 @@ Rows:
 - prediction latency for one uploaded JPEG and for a batch of 64;
 - page overhead: the same run with and without a browser on the Train page.
 
-`--health` measures only the cost of the per-layer training-health records (core.health): the same runs with
+`--health` measures only the cost of the per-layer training-health records (core.training.health): the same runs with
 and without them, alternating, medians of `--repeats` runs each.
 """
 
@@ -26,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.browser import page_overhead
-from bench.measure import ensure_dataset, health_overhead, log, machine, prediction_latency, run_train, tutorial_loop
+from bench.measure import ensure_dataset, health_overhead, log, machine, markdown, prediction_latency, run_train, tutorial_loop
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
-
-
-def markdown(rows: list[tuple[str, str]]) -> str:
-    lines = ["| measurement | value |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--runs", type=int, default=5, help="runs of each airbench script (after a warm-up run)")
     g.add_argument("--seeds", type=int, default=5, help="speedrun runs (seeds 0..N-1)")
     g.add_argument("--no-compile", action="store_true", help="skip the --compile row")
-    p.add_argument("--explain", action="store_true", help="only the latency of explaining one upload (core.explain)")
+    p.add_argument("--explain", action="store_true", help="only the latency of explaining one upload (core.insight.explain)")
     args = p.parse_args(argv)
     if args.explain:
         from bench import explain
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    spec = f"imagefolder:{folder}"
+    spec = str(DataSpec.folder_of(folder))
     figures: dict[str, Any] = {"machine": machine(), "command": "python -m bench " + " ".join(argv or sys.argv[1:])}
     log("tutorial loop (num_workers=0)...")
     figures["tutorial_img_per_s"] = round(tutorial_loop(folder, args.tutorial_batches, 0), 1)
@@ -160,7 +155,7 @@ def health_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     cases = []
     if args.data != "shapes":
         try:
-            spec = f"imagefolder:{ensure_dataset(args.data)}"
+            spec = str(DataSpec.folder_of(ensure_dataset(args.data)))
             cases += [("cifar10_quick", spec, 1), ("lenet5", spec, 1)]
         except PlaygroundError as exc:
             log(f"no image folder ({exc}); measuring on shapes only")

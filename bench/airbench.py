@@ -33,8 +33,9 @@ import torch
 def prepare_data(folder: Path, workdir: Path) -> dict[str, int]:
     """Write workdir/cifar10/{train,test}.pt from an image folder (train/ and test/ of class folders)."""
     from core.data.datasets import load_dataset
+    from core.data.spec import DataSpec
 
-    ds = load_dataset(f"imagefolder:{folder}", image_size=32)
+    ds = load_dataset(DataSpec.folder_of(folder), image_size=32)
     target = workdir / "cifar10"
     target.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", ds.train), ("test", ds.test)):

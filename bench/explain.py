@@ -1,4 +1,4 @@
-"""`python -m bench --explain`: milliseconds to explain one uploaded JPEG on the CPU (core.explain).
+"""`python -m bench --explain`: milliseconds to explain one uploaded JPEG on the CPU (core.insight.explain).
 
 Per preset (cifar10_quick and resnet18 at 32 px) and method (Grad-CAM, saliency, integrated gradients),
 what the Predict page does for one upload: decode, preprocess, predict, attribute, and the map put on the
@@ -17,7 +17,7 @@ import time
 import torch
 from PIL import Image
 
-from bench.measure import log, machine
+from bench.measure import log, machine, markdown
 from core.data.datasets import SHAPES_CLASSES, shapes_dataset
 from core.data.images import open_image, prepare_image
 from core.insight.explain import METHODS, Explainer, overlay
@@ -68,8 +68,6 @@ def main(as_json: bool, repeats: int = 30) -> int:
     if as_json:
         print(json.dumps(figures, indent=1))
         return 0
-    from bench.__main__ import markdown
-
     rows = [
         (
             f"explain one uploaded JPEG, {key.split('/')[0]}, {METHODS[key.split('/')[1]]} (decode + predict + map + overlay)",

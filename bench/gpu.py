@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from bench.measure import ROOT, log, run_train
+from core.data.spec import DataSpec
 from core.serving import runs
 
 
@@ -68,7 +69,7 @@ def speedrun(folder: Path, tmp: Path, label: str, seeds: int, extra: list[str] |
             "--model",
             "speedrun",
             "--data",
-            f"imagefolder:{folder}",
+            str(DataSpec.folder_of(folder)),
             "--seed",
             str(seed),
             "--data-dir",
@@ -83,7 +84,7 @@ def speedrun(folder: Path, tmp: Path, label: str, seeds: int, extra: list[str] |
         config = json.loads((run_dir / runs.CONFIG_FILE).read_text())
         result["recipe"] = {k: config.get(k) for k in ("epochs", "batch_size", "lr", "widths", "tta", "cuda_graphs", "compile")}
         result["precision"] = config["env"]["precision"]
-        # what the run went on without (core/fallback.py): its figures are then not those of the fast path
+        # what the run went on without (core/training/fallback.py): its figures are then not those of the fast path
         result["switched_off"] = sorted(runs.summarize(runs.read_metrics(run_dir)[0])["switched_off"])
         log(f"  seed {seed}: acc {result['val_acc']:.4f}, training {result['training_s']} s, whole command {result['wall_s']} s")
         out.append(result)

@@ -53,7 +53,8 @@ OUR_LOAD = (
     _CLOCK
     + """
 import sys
-from core import data
+from core.data import datasets as data
+from core.data.spec import DataSpec
 decoder = data.fast_jpeg_decoder
 decoder_s = []
 
@@ -66,7 +67,7 @@ def timed_decoder():  # the first call loads the decoder, when the load decides 
 
 data.fast_jpeg_decoder = timed_decoder
 cpu0, t0 = cpu(), time.perf_counter()
-ds = data.load_dataset("imagefolder:" + sys.argv[1], data_dir=sys.argv[2])
+ds = data.load_dataset(DataSpec.folder_of(sys.argv[1]), data_dir=sys.argv[2])
 seconds, cpu_s = time.perf_counter() - t0, cpu() - cpu0
 n = len(ds.train) + len(ds.test)
 print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "images": n, "workers": data.decode_workers(n), "skipped": ds.skipped,

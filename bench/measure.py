@@ -27,6 +27,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def markdown(rows: list[tuple[str, str]]) -> str:
+    lines = ["| measurement | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "CPU"
     try:
@@ -139,7 +145,7 @@ def prediction_latency(run_dir: str, folder: Path, repeats: int) -> dict[str, fl
 
 
 def health_overhead(cases: list[tuple[str, str, int]], repeats: int, workdir: str) -> list[dict[str, Any]]:
-    """Images/s of the same run with and without health records (core.health), per (model, data, epochs) case.
+    """Images/s of the same run with and without health records (core.training.health), per (model, data, epochs) case.
 
     Whole epochs, not a time limit: the limit counts data loading too, which a loaded machine can stretch past it.
     The two variants alternate (on, off, on, off, ...) so a machine whose load drifts penalises both alike; each

@@ -115,7 +115,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 
 def eval_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The precision a run's test images are scored in, during training and after it (core.predict.Predictor).
+    """The precision a run's test images are scored in, during training and after it (core.insight.predict.Predictor).
 
     On a GPU, the training's own autocast: fast, and the same on every card of a kind. Elsewhere fp32, whatever the
     run trained in: bf16 exists on only some CPUs (AMX, AVX512-BF16), and near-tied logits flip between bf16 and

@@ -1,4 +1,11 @@
-"""The one exception type for mistakes a user can cause and fix."""
+"""The one exception type for mistakes a user can cause and fix, and how every command reports one."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
 
 
 class PlaygroundError(Exception):
@@ -7,3 +14,20 @@ class PlaygroundError(Exception):
     Pages show it with ``st.error``; the command line prints it on one line and
     exits non-zero. Anything else escaping ``core`` is a bug.
     """
+
+
+def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """A command's `main(argv) -> exit code`, with a user's mistake said as one line, `error: ...`, on stderr and exit
+    code 2 instead of a traceback: a PlaygroundError, or a layer spec or config that is not JSON."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except PlaygroundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+        except json.JSONDecodeError as exc:
+            print(f"error: the layer spec or config is not valid JSON ({exc}).", file=sys.stderr)
+        return 2
+
+    return run

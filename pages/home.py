@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.serving.runs import short_data_name
+from core.data.spec import DataSpec
 from studio.state import all_runs, through_navigation
 from studio.widgets import accuracy_text, device_line, duration
 
@@ -54,7 +54,7 @@ else:
                     "test accuracy": accuracy_text(r.best_acc, r),
                     "status": r.status,
                     "model": r.config.get("model"),
-                    "data": short_data_name(str(r.config.get("data", ""))),
+                    "data": DataSpec.parse(str(r.config.get("data", ""))).name(),
                     "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
                     "time": duration(r.seconds),
                 }

@@ -4,6 +4,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
+from core.data.spec import DataSpec
 from core.serving import runs
 from core.training.config import TrainConfig
 from core.training.curves import curves_of
@@ -40,7 +41,7 @@ st.dataframe(
                 "status": r.status,
                 "epochs": f"{r.epochs_done}/{r.config.get('epochs', '?')}",
                 "model": r.config.get("model"),
-                "data": runs.short_data_name(str(r.config.get("data", ""))),
+                "data": DataSpec.parse(str(r.config.get("data", ""))).name(),
                 "duration": duration(r.seconds),
                 THROUGHPUT_LABEL: r.img_per_s,
                 "started": datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else "",

@@ -1,7 +1,7 @@
 """Layer specs as an editable table, and architectures saved for the Train page.
 
 No Streamlit here: the conversions are plain functions the tests call directly.
-A spec is core.models' list of dicts; the table folds the options of every
+A spec is core.models.layers' list of dicts; the table folds the options of every
 layer type into a few shared columns so it stays narrow enough to edit.
 """
 
@@ -53,7 +53,7 @@ COLUMN_HELP = {
     "p": "Dropout: probability of zeroing each value while training.",
     "bias": "Conv2d / Linear: learn a bias (untick before BatchNorm, which has its own).",
 }
-ARCH_FOLDER = "_architectures"  # starts with '_' so it can never be a run id (core.runs.RUN_ID_PATTERN)
+ARCH_FOLDER = "_architectures"  # starts with '_' so it can never be a run id (core.serving.runs.RUN_ID_PATTERN)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
 
 

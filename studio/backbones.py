@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.data import datasets
 from core.errors import PlaygroundError
 from core.models import backbones, presets
 from studio import workspace
@@ -53,7 +54,7 @@ def _count(n: float | None) -> str:
 
 def describe(name: str, choice: str = "DEFAULT") -> str:
     """'2.5 M parameters · ImageNet top-1 67.7% · 0.06 GFLOPs · 9.8 MB · sees 224 x 224'."""
-    info = backbones.weights_info(name, choice)
+    info = backbones.weights_summary(name, choice)
     parts = [f"{_count(info['params'])} parameters"]
     if info["top1"] is not None:
         parts.append(f"ImageNet top-1 {info['top1']:.1f}%")
@@ -67,9 +68,7 @@ def describe(name: str, choice: str = "DEFAULT") -> str:
 
 def _weights_file(name: str) -> str | None:
     """An uploaded weights file, saved in the data folder (so the training process can read it), as a path."""
-    from studio.train_form import _save_upload
-
-    info = backbones.weights_info(name)
+    info = backbones.weights_summary(name)
     upload = st.file_uploader(
         "Weights file",
         type=WEIGHT_FILE_TYPES,
@@ -78,7 +77,7 @@ def _weights_file(name: str) -> str | None:
         help=f"torchvision's file for {name} is {info['file_name']} ({info['url']}); a state_dict "
         "saved with torch.save(model.state_dict(), path) or a .safetensors file also works.",
     )
-    return str(_save_upload(upload)) if upload is not None else None
+    return str(datasets.save_upload(upload.name, upload.getvalue())) if upload is not None else None
 
 
 def pretrained_picker() -> dict[str, Any] | None:
@@ -109,7 +108,7 @@ def pretrained_picker() -> dict[str, Any] | None:
         if why:
             _offline_ways_on(name, choice, why)
             return None  # Start stays off: the run would fail the same way
-        info = backbones.weights_info(name, choice)
+        info = backbones.weights_summary(name, choice)
         size_mb = f" ({info['file_mb']:.0f} MB)" if info["file_mb"] else ""
         st.warning(
             f"The {name} {choice} weights{size_mb} are not on this computer yet: **Start** downloads them "
@@ -167,7 +166,7 @@ def fetch_weights(model: dict[str, Any] | None) -> bool:
     name, choice = model["model"], str(model["weights"])
     if backbones.weights_cached(name, choice):
         return True
-    file_name = backbones.weights_info(name, choice)["file_name"]
+    file_name = backbones.weights_summary(name, choice)["file_name"]
     bar = st.progress(0.0, text=f"Downloading {file_name}…")
 
     def show(done: int, total: int) -> None:
@@ -185,7 +184,7 @@ def fetch_weights(model: dict[str, Any] | None) -> bool:
 
 def _image_size(name: str, choice: str) -> int:
     try:
-        info = backbones.weights_info(name, choice)
+        info = backbones.weights_summary(name, choice)
     except PlaygroundError:
         info = {"crop_size": backbones.preset_input_size(name), "min_size": 1}
     own = backbones.preset_input_size(name) if name in presets.PRESETS else info["crop_size"]

@@ -76,7 +76,7 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
                 _title("Loss", 0, 0.93),
                 _title("Accuracy", 0.53, 0.93),
                 _title("Learning rate", 0, 0.23),
-                _title("Images / s (training, so far)", 0.53, 0.23),  # the run's one throughput figure (core.train.Progress)
+                _title("Images / s (training, so far)", 0.53, 0.23),  # the run's one throughput figure (core.training.loop.Progress)
             ],
         )
     )

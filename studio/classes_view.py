@@ -1,7 +1,7 @@
 """The Train page's "Your own classes" data source: name classes, add pictures (upload, .zip or camera), see
 thumbnails, counts and the train/test split, remove a picture with a click, download the set as a .zip.
 
-The files are core.classes' business; this module is only widgets. An uploader or camera is given a fresh key
+The files are core.data.classes' business; this module is only widgets. An uploader or camera is given a fresh key
 once its pictures are stored, so it is empty again (ready for the next ones) and nothing is added twice.
 """
 
@@ -23,7 +23,7 @@ NEW = "\0new"  # the "new set" entry of the set picker (no set name can hold a N
 THUMB_PX = 72
 SHOWN = 12  # thumbnails per class before "Show all"
 # What the card's uploader says it takes. It takes any file, though: one it filtered out (an SVG) would only show
-# its reason on hover; core.images refuses it with a warning that names the file and says what to do.
+# its reason on hover; core.data.images refuses it with a warning that names the file and says what to do.
 UPLOAD_KINDS = "JPEG, PNG, WebP, BMP, GIF or TIFF pictures (many at once), or a .zip of them"
 ORDER = "classes_order"  # {set: its class names in the order the cards were first shown}: a renamed card stays put
 EXAMPLE_CLASSES = ("Class 1", "Class 2")

@@ -1,4 +1,4 @@
-"""The Predict page's insight: "Where does it look?" overlays (core.explain) and the unusual-image warning (core.ood)."""
+"""The Predict page's insight: "Where does it look?" overlays (core.insight.explain) and the unusual-image warning (core.insight.ood)."""
 
 from __future__ import annotations
 

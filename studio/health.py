@@ -1,7 +1,7 @@
 """The Train page's "Training health" panel: per-layer heatmaps over time and plain-words warnings.
 
-Reads the run's `health` records through the page's RunTail (core.curves keeps a bounded, evenly thinned set)
-and judges them with core.health.check, the same rules the command line prints.
+Reads the run's `health` records through the page's RunTail (core.training.curves keeps a bounded, evenly thinned set)
+and judges them with core.training.health.check, the same rules the command line prints.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The "Inside the model" page's pieces: feature maps, first-layer filters, one conv output worked
 out by hand (CNN Explainer's view, for the user's own model), and the test set's embedding.
 
-The page picks a run and an image; everything here draws what core.activations computes.
+The page picks a run and an image; everything here draws what core.insight.activations computes.
 """
 
 from __future__ import annotations

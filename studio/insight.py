@@ -3,7 +3,7 @@
 Per-class accuracy and a confusion matrix with counts; click a cell (or pick it from the list) to
 see the test images in it; the mistakes the model was most sure of ("top losses"); and the pairs
 of classes it mixes up most. All of it comes from one per-image pass over the run's own test split
-(core.evaluate.predict_split), cached per run and checkpoint so a click never re-evaluates.
+(core.insight.evaluate.predict_split), cached per run and checkpoint so a click never re-evaluates.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The trainer is a child process writing the run folder; this module only reads
 it. While a run trains, two fragments re-run on their own timers (the progress
 line often, the curves less often), each reading just the new metrics lines
-(core.curves.RunTail); the rest of the page is not re-run, and the figure is
+(core.training.curves.RunTail); the rest of the page is not re-run, and the figure is
 rebuilt only when new records arrived.
 """
 
@@ -70,7 +70,7 @@ def _header(status: str, config: dict, device: str | None = None) -> None:
 
 
 def _notices(tail) -> None:
-    """What the run went on without after it failed on this machine (core/fallback.py): each once, by its status."""
+    """What the run went on without after it failed on this machine (core/training/fallback.py): each once, by its status."""
     for record in tail.notices.values():
         st.info(record.get("message", ""), icon=":material/speed:")
 

@@ -1,4 +1,4 @@
-"""The Train page's code panel: the training loop for the form's current settings (core.loop_code)."""
+"""The Train page's code panel: the training loop for the form's current settings (core.export.loop_code)."""
 
 from __future__ import annotations
 

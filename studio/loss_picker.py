@@ -1,4 +1,4 @@
-"""The Train form's loss function: the tutorial's loss lesson as a choice (core.losses)."""
+"""The Train form's loss function: the tutorial's loss lesson as a choice (core.training.losses)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Train page's "Find a learning rate" button: core.lr_find on the form's settings, its curve, and the lr filled in.
+"""The Train page's "Find a learning rate" button: core.training.lr_find on the form's settings, its curve, and the lr filled in.
 
 The sweep runs in this script run (with a spinner and a progress bar); the suggestion is written into the
 learning-rate widget's session_state key on the next run, before the widget is created (Streamlit forbids

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.data.spec import DataSpec
 from core.serving import runs
 from core.serving.jobs import QueueSpot
 from studio import state
-from studio.widgets import data_name, guard, status_badge
+from studio.widgets import guard, status_badge
 
 QUEUE_REFRESH_S = 1.0
 POOL_NAMES = {"cpu": "the CPU", "cuda": "the GPUs", "mps": "the Apple GPU"}
@@ -60,7 +61,7 @@ def queued_panel(run_dir: Path) -> None:
         with st.container(horizontal=True, vertical_alignment="center"):
             status_badge("queued")
             st.caption(
-                f"**{config.get('model')}** on **{data_name(str(config.get('data', '')))}** · "
+                f"**{config.get('model')}** on **{DataSpec.parse(str(config.get('data', ''))).name(detail=True)}** · "
                 f"{config.get('epochs')} epochs · batch {config.get('batch_size')}"
                 + (" · resuming" if (info.queue or {}).get("mode") == "resume" else "")
             )

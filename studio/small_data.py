@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from core.data import classes, datasets
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.models.backbones import weight_choices
 from core.models.presets import OFFLINE_PRESET
@@ -90,16 +91,17 @@ def propose(spec: str | None) -> None:
     a file); a change to one of them turns the toggle off, so it never claims settings that will not be used."""
     state = st.session_state
     state.pop(backbones.SCRATCH_FIELDS, None)  # set again below while there is a recipe for this data
-    if not spec or not spec.startswith("imagefolder:"):
+    data = DataSpec.parse(spec or "")
+    if not data.is_folder:
         return
-    path = Path(spec.removeprefix("imagefolder:"))
+    path = Path(data.path)
     try:
         counts = _counts(str(path), _fingerprint(path))
     except PlaygroundError:
         return  # the run's own start says what is wrong with the folder
     recipe = classes.small_data_recipe(counts["train"])
     warning = classes.test_split_warning(sum(counts["test"]), own_split=counts["has_test_split"])
-    if warning and classes.describe(spec) is None:  # a set of your own classes shows its own split
+    if warning and not data.is_set:  # a set of your own classes shows its own split
         st.warning(warning, icon=":material/warning:")
     if recipe is None:
         return

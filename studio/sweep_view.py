@@ -1,7 +1,7 @@
 """Sweeps on the Train page: "Try several values" in the form, then every run's curve on one chart, the table, the
 parallel-coordinates chart, one sentence on what mattered (with the seed-to-seed spread) and "Use the best setting".
 
-The sweep itself is core.sweep: its runs are ordinary runs in the fair queue, tagged with the sweep's id.
+The sweep itself is core.training.sweep: its runs are ordinary runs in the fair queue, tagged with the sweep's id.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.serving import runs
 from core.serving.jobs import estimate_s
@@ -311,7 +312,7 @@ def row(plan: sweep.Sweep, by_id: dict[str, runs.RunInfo]) -> dict[str, Any]:
         "status": "running" if active else "finished" if finished == len(plan.runs) else "stopped",
         "epochs": f"{finished}/{len(plan.runs)} runs",
         "model": plan.base.get("model"),
-        "data": runs.short_data_name(str(plan.base.get("data", ""))),
+        "data": DataSpec.parse(str(plan.base.get("data", ""))).name(),
         "duration": format_duration(sum(m.seconds or 0 for m in members)),
         "started": "",
         "note": document["verdict"],

@@ -7,8 +7,6 @@ for everything else.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.data import datasets
+from core.data.spec import SHAPES_TEST, SHAPES_TRAIN, DataSpec
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES, uses_gpu
 from core.models.build import build
 from core.models.presets import PRESETS, TORCHVISION_MODELS, recipe_for
@@ -23,7 +22,7 @@ from core.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from studio import arch, backbones, classes_view, loss_picker, workspace
 from studio.widgets import guard
 
-SHAPES_SIZES = [600, 2000, 6000, 12000]
+SHAPES_SIZES = [600, 2000, 6000, SHAPES_TRAIN]
 DEFAULT_EPOCHS = 8  # for recipes that leave epochs open: cifar10_quick on shapes, ~90% in about a minute on a 2-core CPU
 # Short labels: all five fit the half-width column without scrolling (the help says the rest).
 DATA_KINDS = {"shapes": "Shapes", "classes": "Your classes", "cifar10": "CIFAR-10", "zip": ".zip", "folder": "Folder"}
@@ -47,17 +46,6 @@ def _shape_samples() -> list[tuple[np.ndarray, str]]:
     return [(seen[i], datasets.SHAPES_CLASSES[i]) for i in sorted(seen)]
 
 
-def _save_upload(upload) -> Path:
-    payload = upload.getvalue()
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(upload.name).name)[-60:]
-    folder = datasets.DATA_DIR / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha1(payload).hexdigest()[:12]}-{name}"
-    if not path.exists():  # the same zip uploaded twice reuses the file (and the extraction cache)
-        path.write_bytes(payload)
-    return path
-
-
 def data_picker() -> str | None:
     shared = workspace.settings().shared  # a shared server reads no folder of its own on a user's behalf
     kinds = [k for k in DATA_KINDS if not (shared and k == "folder")]
@@ -68,12 +56,12 @@ def data_picker() -> str | None:
         n = st.select_slider(
             "Training images",
             SHAPES_SIZES,
-            value=12000,
+            value=SHAPES_TRAIN,
             key="shapes_n",
-            help="Ten classes of coloured shapes drawn on the fly (2,000 test images). Fewer images: faster epochs, lower accuracy.",
+            help=f"Ten classes of coloured shapes drawn on the fly ({SHAPES_TEST:,} test images). Fewer images: faster epochs, lower accuracy.",
         )
         st.image([img for img, _ in _shape_samples()], caption=[c for _, c in _shape_samples()], width=72)
-        return "shapes" if n == 12000 else f"shapes:{n}"
+        return str(DataSpec.shapes(n))
     if kind == "classes":
         return classes_view.data_source()
     if kind == "cifar10":
@@ -105,7 +93,7 @@ def data_picker() -> str | None:
         if upload is None:
             st.caption("Example layout: `pets.zip` → `cat/1.jpg, cat/2.jpg, …, dog/1.jpg, …`")
             return None
-        return f"imagefolder:{_save_upload(upload)}"
+        return str(DataSpec.folder_of(datasets.save_upload(upload.name, upload.getvalue())))
     path = st.text_input(
         "Folder on this computer",
         key="data_folder",
@@ -117,7 +105,7 @@ def data_picker() -> str | None:
     if not Path(path).expanduser().exists():
         st.error(f"{path} does not exist on the machine running the studio.")
         return None
-    return f"imagefolder:{Path(path).expanduser()}"
+    return str(DataSpec.folder_of(Path(path).expanduser()))
 
 
 # --------------------------------------------------------------------------- model

@@ -11,11 +11,10 @@ from typing import Any
 
 import streamlit as st
 
-from core.data.classes import describe as describe_set
 from core.data.classes import run_test_split_warning
-from core.data.datasets import describe_spec
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
-from core.serving.runs import RunInfo, short_data_name
+from core.serving.runs import RunInfo
 from core.training.curves import format_duration
 from studio.state import device_info, training_now
 
@@ -109,7 +108,7 @@ def readable(value: float, digits: int = 3) -> str:
     return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
 
 
-# One throughput figure everywhere (core.train.Progress): the same number in the live metric, the chart, the results,
+# One throughput figure everywhere (core.training.loop.Progress): the same number in the live metric, the chart, the results,
 # the Runs table and the command line's `train_img_per_s`.
 THROUGHPUT_LABEL = "Images / s"
 THROUGHPUT_HELP = (
@@ -120,7 +119,7 @@ THROUGHPUT_HELP = (
 
 
 def small_test_split(config: dict[str, Any], status: dict[str, Any] | None = None) -> tuple[int, str] | None:
-    """(test images, the warning) when a run's test split is too small for its accuracy to mean much (core.classes'
+    """(test images, the warning) when a run's test split is too small for its accuracy to mean much (core.data.classes'
     rule, as the run recorded it: config.json, or while it starts, its running status record)."""
     status = status or {}
     warning = status.get("test_split_warning") or run_test_split_warning(config)
@@ -157,25 +156,16 @@ def run_title(info: RunInfo) -> str:
     acc = f" · {accuracy_text(info.best_acc, info)}" if info.best_acc is not None else ""
     # "queued" turns into "running" within seconds; a label saying "training" stays true longer.
     status = "training" if info.active else info.status
-    return f"{model} on {data_name(str(info.config.get('data', '?')))}{acc} · {status}"
+    return f"{model} on {DataSpec.parse(str(info.config.get('data', '?'))).name(detail=True)}{acc} · {status}"
 
 
 def run_label(info: RunInfo) -> str:
     """'cats vs dogs · resnet18 · cats-dogs · 93.1%' for run pickers: what a person needs to tell runs apart."""
-    model, data = info.config.get("model", "?"), short_data_name(str(info.config.get("data", "?")))
+    model, data = info.config.get("model", "?"), DataSpec.parse(str(info.config.get("data", "?"))).name()
     what = f"{info.name} · {model} · {data}" if info.meta.get("name") else info.name  # the default name is model on data
     if not info.meta.get("name") and info.started:
         what += f" · {datetime.fromtimestamp(info.started):%d %b %H:%M}"  # tells apart unnamed runs of the same set-up
     return f"{what} · {accuracy_text(info.best_acc, info)}"
-
-
-def data_name(spec: str) -> str:
-    if spec.startswith("shapes"):
-        n = spec.partition(":")[2]
-        return f"Shapes ({int(n):,} images)" if n.isdigit() else "Shapes"
-    if spec == "cifar10":
-        return "CIFAR-10"
-    return describe_set(spec) or describe_spec(spec)
 
 
 def status_badge(status: str) -> None:
@@ -193,6 +183,6 @@ def training_note(where=None) -> None:
         doing = "Queued" if info.status == "queued" else "Training"
         where.page_link(
             "pages/train.py",
-            label=f"{doing}: {info.config.get('model')} on {data_name(str(info.config.get('data', '')))}",
+            label=f"{doing}: {info.config.get('model')} on {DataSpec.parse(str(info.config.get('data', ''))).name(detail=True)}",
             icon=":material/sync:",
         )

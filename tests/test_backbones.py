@@ -156,7 +156,7 @@ def test_size_and_normalization_come_from_the_weights_transforms(tmp_path):
     weights = tmp_path / "mine.pth"
     torch.save({"model": {}, "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}, weights)
     assert pretrained_normalization("mobilenet_v3_small", str(weights)) == ((0.5,) * 3, (0.25,) * 3)
-    info = backbones.weights_info("mobilenet_v3_small")
+    info = backbones.weights_summary("mobilenet_v3_small")
     assert info["params"] == 2_542_856 and info["file_name"] == "mobilenet_v3_small-047dcff4.pth" and info["top1"] > 60
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from core.data import classes
 from core.data import datasets as data
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.training.config import TrainConfig
 
@@ -196,8 +197,8 @@ def test_a_tiny_test_split_gets_a_warning_that_says_what_one_image_is_worth():
 
 def test_describe_names_a_set_by_its_name(tmp_path):
     path = classes.sets_root("ab12-cd34", tmp_path) / "my desk"
-    assert classes.describe(classes.spec(path)) == "my desk (your classes)"
-    assert classes.describe("imagefolder:/data/pets.zip") is None
+    assert DataSpec.parse(classes.spec(path)).name(detail=True) == "my desk (your classes)"
+    assert DataSpec.parse("imagefolder:/data/pets.zip").name(detail=True) == "pets"
 
 
 def test_the_augmentation_preview_is_the_loaders_own(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from test_app import APP, no_exception, open_page
 from core.data import classes
 from core.data import datasets as data
 from core.device import uses_gpu
-from core.models.backbones import weights_info
+from core.models.backbones import weights_summary
 from core.models.presets import OFFLINE_PRESET
 from core.serving import runs
 from core.training.config import TrainConfig
@@ -230,7 +230,7 @@ def test_offline_imagenet_weights_say_so_at_start_and_offer_a_way_on(data_dir, m
 
     next(b for b in at.button if b.label == "Start training").click().run()
     no_exception(at)
-    assert asked == [weights_info("mobilenet_v3_small")["url"]]
+    assert asked == [weights_summary("mobilenet_v3_small")["url"]]
     assert runs.list_runs(models_root) == []  # no failed run in any list
     (error,) = [e.value for e in at.error]
     assert "mobilenet_v3_small-047dcff4.pth" in error and "upload it in the studio" in error and "Errno" not in error

@@ -278,7 +278,7 @@ def test_a_fused_step_that_fails_part_way_is_undone_and_taken_plainly(models_roo
 
 
 def test_a_fused_optimizer_that_cannot_be_made_is_replaced_by_the_plain_one(models_root, reference, fast_on_cpu, monkeypatch):
-    from core.training import loop as train_module
+    from core.training import parts as train_module
 
     real = train_module.make_optimizer
 

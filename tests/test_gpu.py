@@ -22,7 +22,7 @@ from core.models.scoring import tta_logits
 from core.serving import runs
 from core.training.config import TrainConfig
 from core.training.fastloop import CheckpointWriter, IntervalReads, ema_update
-from core.training.loop import Progress, resume, setup, train, train_one_epoch
+from core.training.loop import Progress, resume, start, train, train_one_epoch
 from core.training.runlog import Dist, RunLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,30 +209,31 @@ def _gpu_setup(models_root: Path, **overrides):
     base = {"data": "shapes:600", "epochs": 4, "batch_size": 100, "widths": [16, 32, 32], "log_every": 2, "device": "cuda"}
     config = TrainConfig.for_model("speedrun", **{**base, **overrides})
     log = RunLog.open(config, models_root / "r", Dist(), resume=False, started=time.perf_counter())
-    return setup(config, log, Dist())
+    where, data, learner, records, stop, _, _ = start(config, log, Dist())
+    return learner, (learner, data, where, records, stop)
 
 
 @needs_cuda
 def test_the_step_is_a_cuda_graph_recaptured_when_the_trainable_set_changes(models_root):
-    s = _gpu_setup(models_root)
+    learner, pieces = _gpu_setup(models_root)
     progress = Progress()
     for epoch in range(4):  # speedrun freezes its whitening bias at epoch 3
         progress.epoch, progress.step = epoch, 0
-        train_one_epoch(s, progress)
-    assert s.graphed is not None and s.graphed.captures == 2 and not s.fallbacks.off
-    assert s.model.whiten.bias.grad is None  # frozen: the second graph computes no gradient for it
+        train_one_epoch(*pieces, progress)
+    assert learner.graphed is not None and learner.graphed.captures == 2 and not learner.fallbacks.off
+    assert learner.model.whiten.bias.grad is None  # frozen: the second graph computes no gradient for it
 
 
 @needs_cuda
 def test_the_hot_loop_never_waits_for_the_gpu(models_root):
     """A whole epoch (steps, log intervals, the stop check, the scheduler) under sync debug mode "error"."""
-    s = _gpu_setup(models_root, ema=0.9)
+    _, pieces = _gpu_setup(models_root, ema=0.9)
     progress = Progress()
-    train_one_epoch(s, progress)  # warm-up steps and the capture (which synchronizes, once)
+    train_one_epoch(*pieces, progress)  # warm-up steps and the capture (which synchronizes, once)
     progress.epoch, progress.step = 1, 0
     torch.cuda.set_sync_debug_mode("error")
     try:
-        train_one_epoch(s, progress)
+        train_one_epoch(*pieces, progress)
     finally:
         torch.cuda.set_sync_debug_mode(0)
 

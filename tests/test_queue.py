@@ -130,7 +130,7 @@ def test_a_run_some_process_already_owns_is_never_handed_out_again(registry, mod
     """A dispatcher that crashed between handing a run over and recording it: the run's lock says it is taken."""
     run_dir = registry.enqueue(tiny())
     hold = (
-        "import sys, time; from pathlib import Path; from core.worker import claim; "
+        "import sys, time; from pathlib import Path; from core.serving.worker import claim; "
         "assert claim(Path(sys.argv[1])) is not None; print('held', flush=True); time.sleep(600)"
     )
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.serving import runs
 
@@ -24,8 +25,8 @@ def test_an_unnamed_run_is_called_by_its_model_and_data_not_its_hash(run_dir):
     info = runs.run_info(run_dir)
     assert info.name == "cifar10_quick on cats-dogs"
     assert "3fa9c2e1d0b4" not in info.name and info.note == ""
-    assert runs.short_data_name("shapes:600") == "Shapes" and runs.short_data_name("cifar10") == "CIFAR-10"
-    assert runs.short_data_name("imagefolder:/home/me/flowers/") == "flowers"
+    assert DataSpec.parse("shapes:600").name() == "Shapes" and DataSpec.parse("cifar10").name() == "CIFAR-10"
+    assert DataSpec.parse("imagefolder:/home/me/flowers/").name() == "flowers"
 
 
 def test_name_and_note_are_saved_listed_and_cleared(run_dir):

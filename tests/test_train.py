@@ -167,7 +167,7 @@ def test_simulated_out_of_memory_fails_with_advice(models_root, monkeypatch):
 
 
 def test_an_unexpected_error_is_recorded_then_raised_with_its_traceback(models_root, monkeypatch):
-    def broken_step(s, x, y):
+    def broken_step(*pieces_and_batch):
         raise ValueError("a bug in the step")
 
     monkeypatch.setattr("core.training.loop.train_step", broken_step)

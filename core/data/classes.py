@@ -6,7 +6,7 @@ tool reading class folders understands. It lives in the data folder
 (`data/classes/<set>`), or in shared mode in the workspace's own
 (`data/workspaces/<code>/classes/<set>`), so students never see each other's.
 
-Every picture goes through core.images' checks (a web page saved as .jpg, a HEIC
+Every picture goes through core.data.images' checks (a web page saved as .jpg, a HEIC
 photo, a decompression bomb are refused with a message naming the file), is turned
 upright by its EXIF orientation, shrunk to at most MAX_SIDE pixels and stored as a
 JPEG named after the upload and its content hash: no name a user types reaches the
@@ -35,10 +35,10 @@ from PIL import Image
 
 from core.data import datasets
 from core.data.images import IMAGE_EXTENSIONS, open_image
+from core.data.spec import SETS_FOLDER, DataSpec
 from core.errors import PlaygroundError
 from core.models.presets import SMALL_DATA_BACKBONE
 
-SETS_FOLDER = "classes"
 MAX_SIDE = 640  # stored pictures: enough for any network's input (224-518), small enough for a class's worth of them
 JPEG_QUALITY = 92
 SMALL_DATA_PER_CLASS = 300  # below this many training images per class, fine-tune a pretrained network
@@ -47,7 +47,7 @@ MIN_PER_CLASS = 2  # one picture to train on, one to test with
 MIN_BATCH = 4  # a dozen pictures still give three steps an epoch (training drops a last, partial batch)
 TARGET_STEPS = 100  # the small-data recipe trains about this many optimizer steps in all
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
-# A class folder with one of these names would make core.data read the set as train/ and test/ folders.
+# A class folder with one of these names would make core.data.datasets read the set as train/ and test/ folders.
 _RESERVED = {"train", "test", "val", "valid", "validation"}
 
 
@@ -99,7 +99,7 @@ def delete_set(root: Path, name: str) -> None:
 
 
 def class_names(set_path: Path) -> list[str]:
-    """In the order training uses (sorted folder names: core.data gives class i to the i-th)."""
+    """In the order training uses (sorted folder names: core.data.datasets gives class i to the i-th)."""
     return sorted(d.name for d in set_path.iterdir() if d.is_dir() and _NAME.match(d.name)) if set_path.is_dir() else []
 
 
@@ -235,7 +235,7 @@ def remove_image(set_path: Path, class_name: str, file_name: str) -> None:
 
 def spec(set_path: Path) -> str:
     """The data SPEC that trains on a set."""
-    return f"imagefolder:{set_path}"
+    return str(DataSpec.folder_of(set_path))
 
 
 def not_ready(set_path: Path) -> str | None:
@@ -249,14 +249,6 @@ def not_ready(set_path: Path) -> str | None:
             f"Add at least {MIN_PER_CLASS} pictures to every class ({', '.join(short)}): one to train on and one to "
             "test with. A dozen or more per class works much better."
         )
-    return None
-
-
-def describe(spec_or_path: str) -> str | None:
-    """'pets (your classes)' for a set's data SPEC, None for any other data."""
-    path = Path(spec_or_path.removeprefix("imagefolder:"))
-    if path.parent.name == SETS_FOLDER and _NAME.match(path.name):
-        return f"{path.name} (your classes)"
     return None
 
 

@@ -13,6 +13,7 @@ import io
 import math
 import multiprocessing
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ import torch
 import torch.utils.data
 
 from core.data.images import IMAGE_EXTENSIONS, fast_jpeg_decoder, load_files_for_model
+from core.data.spec import SHAPES_TEST, SHAPES_TRAIN, STORED_SIDE, DataSpec
 from core.errors import PlaygroundError
 from core.serving.runs import atomic_write_bytes
 
@@ -37,7 +39,7 @@ TEST_FRACTION = 0.1  # of each class, held out for testing when a folder has no 
 MIN_TEST_PER_CLASS = 3  # ... but at least this many per class: one or two test images say nothing
 PARALLEL_DECODE_MIN_FILES = 1024  # below this, starting worker processes costs more than it saves
 # torchvision's JPEG decoder saves ~0.2 ms a file over PIL's path; getting it costs ~20 ms (its image library alone,
-# core.images._jpeg_op) or 1-2 s where torchvision must be imported whole, so it is used where each decoding
+# core.data.images._jpeg_op) or 1-2 s where torchvision must be imported whole, so it is used where each decoding
 # process has this many files (or torchvision is imported already).
 TORCHVISION_DECODE_MIN_FILES = 8000
 DECODER_VERSION = 2  # part of every cache key: bump when decoding would give other pixels
@@ -89,18 +91,26 @@ class Dataset:
         return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
-def describe_spec(spec: str) -> str:
-    kind, _, arg = spec.partition(":")
-    return {"cifar10": "CIFAR-10 (torchvision)", "shapes": "Shapes (generated offline)"}.get(kind, f"Image folder {arg}")
+def save_upload(name: str, payload: bytes) -> Path:
+    """An uploaded file (a .zip of class folders, a weights file) kept in DATA_DIR/uploads, where a training process
+    can read it, as <content hash>-<file name>: the same file uploaded twice is one file (and one extraction cache),
+    and DataSpec.name shows the file name without the hash."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name)[-60:]
+    folder = DATA_DIR / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha1(payload).hexdigest()[:12]}-{name}"
+    if not path.exists():
+        path.write_bytes(payload)
+    return path
 
 
 # --------------------------------------------------------------------------- entry point
 
 
 def load_dataset(
-    spec: str,
+    spec: str | DataSpec,
     *,
-    image_size: int = 32,
+    image_size: int = STORED_SIDE,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     test_fraction: float = TEST_FRACTION,
@@ -108,19 +118,12 @@ def load_dataset(
 ) -> Dataset:
     """Parse a data SPEC (`cifar10`, `shapes`, `imagefolder:PATH`) and load it as tensors."""
     data_dir = Path(data_dir or DATA_DIR)
-    kind, _, arg = spec.partition(":")
-    if kind == "shapes":
-        n_train = int(arg) if arg.isdigit() else 12000
-        return shapes_dataset(n_train=n_train, n_test=2000, seed=seed, cache_dir=data_dir / "cache")
-    if kind == "cifar10":
+    spec = DataSpec.parse(spec).check()
+    if spec.kind == "shapes":
+        return shapes_dataset(n_train=spec.shapes_train, n_test=SHAPES_TEST, seed=seed, cache_dir=data_dir / "cache")
+    if spec.kind == "cifar10":
         return cifar10_dataset(data_dir, download=download)
-    if kind == "imagefolder":
-        if not arg:
-            raise PlaygroundError("imagefolder needs a path: imagefolder:/path/to/folder_or.zip")
-        return imagefolder_dataset(
-            Path(arg).expanduser(), image_size=image_size, seed=seed, test_fraction=test_fraction, cache_dir=data_dir / "cache"
-        )
-    raise PlaygroundError(f"Unknown data spec {spec!r}; use cifar10, shapes, or imagefolder:PATH.")
+    return imagefolder_dataset(spec.folder, image_size=image_size, seed=seed, test_fraction=test_fraction, cache_dir=data_dir / "cache")
 
 
 # --------------------------------------------------------------------------- shapes
@@ -194,7 +197,7 @@ def _render_shapes(labels: np.ndarray, rng: np.random.Generator, size: int = 32)
 
 
 @lru_cache(maxsize=4)
-def shapes_dataset(n_train: int = 12000, n_test: int = 2000, seed: int = 0, cache_dir: Path | None = None) -> Dataset:
+def shapes_dataset(n_train: int = SHAPES_TRAIN, n_test: int = SHAPES_TEST, seed: int = 0, cache_dir: Path | None = None) -> Dataset:
     """Ten classes of 32x32 shapes, generated offline and identical for a given seed.
 
     The test split comes from a different random stream than the training split
@@ -545,7 +548,7 @@ def imagefolder_dataset(
         train, skipped = _load_split(splits["train"], classes, image_size, cache_dir)
         if "test" in splits:
             test, skipped_test = _load_split(splits["test"], classes, image_size, cache_dir)
-            return Dataset(f"imagefolder:{path}", classes, train, test, skipped + skipped_test, has_test_split=True)
+            return Dataset(str(DataSpec.folder_of(path)), classes, train, test, skipped + skipped_test, has_test_split=True)
         everything = train
     else:
         everything, skipped = _load_split(splits["all"], classes, image_size, cache_dir)
@@ -559,20 +562,22 @@ def imagefolder_dataset(
     test_index = torch.cat(test_idx)
     is_test = torch.zeros(len(everything), dtype=torch.bool)
     is_test[test_index] = True
-    return Dataset(f"imagefolder:{path}", classes, everything.subset(~is_test), everything.subset(is_test), skipped, has_test_split=False)
+    return Dataset(
+        str(DataSpec.folder_of(path)), classes, everything.subset(~is_test), everything.subset(is_test), skipped, has_test_split=False
+    )
 
 
 def load_eval_split(
-    spec: str, *, image_size: int = 32, seed: int = 0, data_dir: str | os.PathLike | None = None
+    spec: str | DataSpec, *, image_size: int = STORED_SIDE, seed: int = 0, data_dir: str | os.PathLike | None = None
 ) -> tuple[Split, list[str]]:
     """What `core.evaluate` scores: the test/val split when there is one, else every image.
 
     A folder's test split is read (from the same cache training wrote) without its training split.
     """
-    kind, _, arg = spec.partition(":")
-    if kind == "imagefolder" and arg:
+    spec = DataSpec.parse(spec)
+    if spec.is_folder and spec.path:
         cache_dir = Path(data_dir or DATA_DIR) / "cache"
-        splits, classes = _folder_layout(_resolve_folder(Path(arg).expanduser(), cache_dir))
+        splits, classes = _folder_layout(_resolve_folder(spec.folder, cache_dir))
         if "test" in splits:
             return _load_split(splits["test"], classes, image_size, cache_dir)[0], classes
     ds = load_dataset(spec, image_size=image_size, seed=seed, data_dir=data_dir)

@@ -5,7 +5,7 @@ concern (data, DataLoader, model, loss, optimizer, train, test, save), the way t
 its code. Where the studio's own code is already plain PyTorch/numpy (the preset models, the speedrun
 net, the shapes generator, the learning-rate schedule) the templates receive that code itself, read
 with `inspect.getsource`, so the exported recipe cannot drift from the one the studio trains with.
-The plain state_dict and its JSON sidecar come from core.runs (state_dict_bytes, weights_info).
+The plain state_dict and its JSON sidecar come from core.serving.runs (state_dict_bytes, weights_info).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from core.errors import PlaygroundError
+from core.data.spec import SHAPES_TEST, DataSpec
+from core.errors import PlaygroundError, command
 from core.serving import runs
 
 FORMATS = ("script", "notebook", "onnx", "state_dict")
@@ -160,8 +161,8 @@ def _spec_lines(spec_json: str, num_classes: int, input_size: int) -> tuple[tupl
 def _data_context(config: dict[str, Any]) -> dict[str, Any]:
     from core.data import datasets
 
-    kind, _, arg = str(config["data"]).partition(":")
-    shapes, cifar10 = kind == "shapes", kind == "cifar10"
+    spec = DataSpec.parse(str(config["data"]))
+    shapes, cifar10 = spec.kind == "shapes", spec.kind == "cifar10"
     ctx: dict[str, Any] = {"shapes": shapes, "cifar10": cifar10, "folder": True}
     dataset = config.get("dataset") or {}
     if shapes:
@@ -169,8 +170,8 @@ def _data_context(config: dict[str, Any]) -> dict[str, Any]:
             data="shapes",
             data_title="generated shapes",
             shapes_classes=repr(datasets.SHAPES_CLASSES),
-            n_train=int(dataset.get("n_train") or (arg if arg.isdigit() else 12000)),
-            n_test=int(dataset.get("n_test") or 2000),
+            n_train=int(dataset.get("n_train") or spec.shapes_train),
+            n_test=int(dataset.get("n_test") or SHAPES_TEST),
             shapes_source=_source(datasets._shape_masks, datasets._render_shapes),
             data_help="'shapes' regenerates the run's images; or a folder of class folders",
             data_option_help="shapes (the run's images, regenerated), shapes:N (N training images), "
@@ -186,8 +187,8 @@ def _data_context(config: dict[str, Any]) -> dict[str, Any]:
         )
     else:
         ctx.update(
-            data=arg,
-            data_title=f"the image folder {Path(arg).name}",
+            data=spec.path,
+            data_title=f"the image folder {Path(spec.path).name}",
             data_help="a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
             data_option_help="a folder of class folders (train/ and test/ inside, or only class folders; or a .zip)",
         )
@@ -210,7 +211,7 @@ def recipe_context(
         )
     recipe = TrainConfig.from_dict(config)  # the defaults of fields an older config.json lacks
     input_size = int(config.get("input_size") or recipe.image_size or 32)
-    data_size = int(config.get("data_size") or (input_size if recipe.data.startswith("imagefolder:") else 32))
+    data_size = int(config.get("data_size") or DataSpec.parse(recipe.data).stored_side(input_size))
     classes = list(config["classes"])
     name = recipe.model
     title = "Custom layers" if name == "custom" else PRESETS[name].title if name in PRESETS else name
@@ -398,9 +399,8 @@ def _check_inputs(run_dir: Path, config: dict[str, Any], predictor, n: int) -> t
     from core.data import batches, datasets
 
     try:
-        kind, _, _ = str(config["data"]).partition(":")
         seed, size = int(config.get("seed", 0)), int(config.get("data_size") or predictor.image_size)
-        if kind == "shapes":  # the test stream does not depend on the training split's size
+        if DataSpec.parse(str(config["data"])).kind == "shapes":  # the test stream does not depend on the training split's size
             test = datasets.shapes_dataset(n_train=0, n_test=max(n, 1), seed=seed).test
         else:
             test = datasets.load_dataset(
@@ -531,6 +531,7 @@ def export(
     raise PlaygroundError(f"Unknown format {fmt!r}; choose one of {', '.join(FORMATS)}.")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m core.export", description="Export a run as a script, notebook, ONNX model or plain state_dict."
@@ -545,13 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--check-images", type=int, default=256, help="onnx: test images compared with PyTorch")
     args = p.parse_args(argv)
-    try:
-        if not (Path(args.run_dir) / runs.CONFIG_FILE).exists():
-            raise PlaygroundError(f"{args.run_dir} is not a run folder (no {runs.CONFIG_FILE}).")
-        result, text = export(args.run_dir, args.format, args.out, args.check_images)
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if not (Path(args.run_dir) / runs.CONFIG_FILE).exists():
+        raise PlaygroundError(f"{args.run_dir} is not a run folder (no {runs.CONFIG_FILE}).")
+    result, text = export(args.run_dir, args.format, args.out, args.check_images)
     if text is not None:
         sys.stdout.write(text)
         return 0

@@ -4,7 +4,7 @@ hand, and the test set's penultimate-layer features projected to 2-D.
 Activations come from torchvision's `create_feature_extractor` (torch.fx): the model's own
 forward, traced once, returns the tensors of any named layer. Every module without children is
 traced as a leaf, so layers written outside torch.nn (the speedrun net's BatchNorm, say) keep
-their names and need not be traceable inside. Layers are named as core.inspect's layer table
+their names and need not be traceable inside. Layers are named as core.models.inspect's layer table
 names them (dotted module names), so a map's label matches the Architecture page.
 """
 
@@ -33,7 +33,7 @@ PCA_MAX_POINTS = 10_000
 
 @dataclass
 class FeatureMap:
-    layer: str  # module name, as in core.inspect's layer table
+    layer: str  # module name, as in core.models.inspect's layer table
     kind: str  # the layer's type, e.g. Conv2d (a subclass's own name, as the layer table shows it)
     shape: str  # its output shape from the layer table, e.g. "32 x 32 x 32"
     maps: np.ndarray  # float32 (C, H, W): this image's activations

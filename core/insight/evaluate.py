@@ -3,7 +3,7 @@
 One pass keeps every test image's prediction, probabilities and loss (`Predictions`), so the
 same numbers give the accuracy, the confusion matrix, the images in any of its cells, the
 mistakes the model is most sure of, and the pairs of classes it mixes up most. The pass uses
-the run's own eval preprocessing (core.predict.Predictor), exactly as a photo on the Predict page.
+the run's own eval preprocessing (core.insight.predict.Predictor), exactly as a photo on the Predict page.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data.datasets import Split, load_dataset, load_eval_split
-from core.errors import PlaygroundError
+from core.errors import PlaygroundError, command
 from core.insight.predict import Predictor
 from core.serving import runs
 
@@ -147,6 +146,7 @@ def evaluate_run(
     return out
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.evaluate", description="Score a trained run on a dataset.")
     p.add_argument("run_dir")
@@ -162,10 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.mistakes is not None and args.mistakes < 0:
         p.error("--mistakes must be 0 or more")
-    try:
-        result = evaluate_run(args.run_dir, args.data, args.device, args.data_dir, mistakes=args.mistakes)
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate_run(args.run_dir, args.data, args.device, args.data_dir, mistakes=args.mistakes)
     print(json.dumps(result))
     return 0

@@ -1,6 +1,6 @@
 """Where the model looks: Grad-CAM, saliency and integrated gradients (Captum) for one image.
 
-Every map is computed on exactly what the model sees (core.predict's deterministic eval
+Every map is computed on exactly what the model sees (core.insight.predict's deterministic eval
 preprocessing: the centre square of the image, at the model's input size, normalized) and
 then put back on the user's own picture: stretched over the centre square the model saw and
 zero outside it, never stretched over the whole image.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,10 +40,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core import device as dev
 from core.data.images import ImageSource, center_crop_box, open_image, prepare_image
-from core.errors import PlaygroundError
-from core.insight.predict import Predictor
+from core.errors import PlaygroundError, command
+from core.insight.predict import Predictor, add_image_options
 from core.models.build import forward_calls
 
 METHODS: dict[str, str] = {"gradcam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "Integrated gradients"}
@@ -253,23 +251,16 @@ def explain_files(
     return results
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.explain", description="Show where a trained run looks in images.")
-    p.add_argument("run_dir")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_image_options(p)
     p.add_argument("--method", default="gradcam", choices=list(METHODS))
     p.add_argument("--target", help="class name or index to explain (default: the predicted class)")
     p.add_argument("--out", help="folder for <stem>.<method>.png and .npy (default: RUN_DIR/explain)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="cpu", choices=dev.DEVICE_CHOICES)
-    p.add_argument("--no-ood", action="store_true", help="skip the unusual-image check")
     args = p.parse_args(argv)
-    try:
-        predictor = Predictor.from_run(args.run_dir, device=args.device)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "explain"
-        results = explain_files(Explainer(predictor), args.images, out, args.method, args.target, max(1, args.topk), ood=not args.no_ood)
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    predictor = Predictor.from_run(args.run_dir, device=args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "explain"
+    results = explain_files(Explainer(predictor), args.images, out, args.method, args.target, max(1, args.topk), ood=not args.no_ood)
     print(json.dumps(results, indent=1))
     return 0

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.datasets import Split, describe_spec, load_dataset
+from core.data.datasets import Split, load_dataset
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.models.build import forward_calls
 from core.serving import runs
@@ -109,7 +110,7 @@ class FeatureTap:
             self._local.slot = None
 
     def __deepcopy__(self, memo: dict) -> FeatureTap:
-        # A copied model (core.explain keeps a private one) keeps pointing at this tap; it only
+        # A copied model (core.insight.explain keeps a private one) keeps pointing at this tap; it only
         # records inside capture(), so the copy's passes never land in a prediction's slot.
         return self
 
@@ -328,7 +329,7 @@ class OODCheck:
         warning = None
         if ood and ood["unusual"]:
             data = self.reference.info.get("data", "")
-            seen = f" ({describe_spec(data).split(' (')[0]})" if data else ""
+            seen = f" ({DataSpec.parse(data).name()})" if data else ""
             warning = (
                 f"This picture is unlike the images the model was trained on{seen}, so “{label}” ({p:.0%}) "
                 "is only the closest of the classes it knows, not a recognition."

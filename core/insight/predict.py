@@ -3,7 +3,7 @@
 Never RandomResizedCrop (or any randomness) at inference: the same photo must
 get the same answer every time. The path is: decode safely -> RGB -> resize the
 shorter side and center-crop to the size the run's data was prepared at ->
-the run's resize to the model input and normalization (core.data.normalize_batch).
+the run's resize to the model input and normalization (core.data.batches.normalize_batch).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from torch import nn
 from core import device as dev
 from core.data.batches import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from core.data.images import ImageSource, load_for_model
-from core.errors import PlaygroundError
+from core.errors import PlaygroundError, command
 from core.insight.ood import OODCheck
 from core.models.backbones import imagenet_categories, preset_input_size, read_state_dict
 from core.models.build import build
@@ -167,14 +166,14 @@ class Predictor:
         return self._ood is not None
 
     def ood_check(self) -> OODCheck:
-        """The out-of-distribution check (core.ood), fitted on first use and cached in the run folder."""
+        """The out-of-distribution check (core.insight.ood), fitted on first use and cached in the run folder."""
         with self._ood_lock:
             if self._ood is None:
                 self._ood = OODCheck.for_predictor(self)
             return self._ood
 
     def classify(self, batch: torch.Tensor, ood: bool = True) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        """Probabilities of a uint8 batch and, per image, the `ood` and `warning` fields (core.ood)."""
+        """Probabilities of a uint8 batch and, per image, the `ood` and `warning` fields (core.insight.ood)."""
         check = self.ood_check() if ood else OODCheck(unavailable="not asked for")
         with check.capture() as captured:
             probs = self.probabilities(batch)
@@ -189,7 +188,7 @@ class Predictor:
         self, sources: Sequence[ImageSource], names: Sequence[str] | None = None, k: int = 5, batch_size: int = 64, ood: bool = True
     ) -> list[dict[str, Any]]:
         """One result per input, in order: {"file", "top", "ood", "warning"} or {"file", "error"}; a bad file
-        never stops the rest. `warning` says in words when the answer is a guess (core.ood), else None."""
+        never stops the rest. `warning` says in words when the answer is a guess (core.insight.ood), else None."""
         names = (
             list(names)
             if names is not None
@@ -210,8 +209,8 @@ class Predictor:
         return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.predict", description="Classify images with a trained run.")
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """A run and images to look at it with: the options `python -m core.predict` and `core.explain` share."""
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=5)
@@ -222,11 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the unusual-image check (the first use per checkpoint "
         "fits it on the run's data and caches ood.safetensors in the run folder)",
     )
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.predict", description="Classify images with a trained run.")
+    add_image_options(p)
     args = p.parse_args(argv)
-    try:
-        predictor = Predictor.from_run(args.run_dir, device=args.device)
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    predictor = Predictor.from_run(args.run_dir, device=args.device)
     print(json.dumps(predictor.predict(args.images, names=args.images, k=max(1, args.topk), ood=not args.no_ood), indent=1))
     return 0

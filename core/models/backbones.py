@@ -153,7 +153,7 @@ def weights_transforms(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
     }
 
 
-def weights_info(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
+def weights_summary(name: str, choice: str = "DEFAULT") -> dict[str, Any]:
     """What a learner compares networks by: parameters, ImageNet top-1, GFLOPs, download size, input size."""
     weights = weights_enum(name, choice)
     meta = weights.meta

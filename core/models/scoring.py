@@ -29,6 +29,6 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tenso
 
 
 def eval_batch_size(train_batch_size: int) -> int:
-    """Images per forward pass when scoring a test split, in training and in core.evaluate alike: a conv's kernels
+    """Images per forward pass when scoring a test split, in training and in core.insight.evaluate alike: a conv's kernels
     can depend on the batch's shape, and the two must give the same test accuracy to the image."""
     return max(500, train_batch_size)

@@ -16,7 +16,7 @@ whole training command (load + train + eval) fits in 10 minutes on a 2-core CPU:
 Not a copy of airbench: on a CPU, widths, epochs and batch size were re-tuned for
 throughput (fp32, channels_last; bf16 is emulated and slower on CPUs without AMX).
 On a CUDA GPU the recipe's "gpu" values apply: airbench94's widths (64/256/256) and
-batch (1024), trained in bf16 with each step replayed as a CUDA graph (core/fastloop.py).
+batch (1024), trained in bf16 with each step replayed as a CUDA graph (core/training/fastloop.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ RECIPE: dict = {
     # On a CUDA GPU: airbench94's widths and batch, the lr scaled with the batch (11.5 * 1024 / (1024 * (1 + 1 /
     # 0.15)) = 1.5), and the mirror + shift test-time augmentation. A GPU runs the wide net about as fast as the
     # narrow one (the step is bound by launches, not arithmetic), so the width is free accuracy there.
-    # TrainConfig.for_model applies these when the run's device is a CUDA GPU (core.models.recipe_for).
+    # TrainConfig.for_model applies these when the run's device is a CUDA GPU (core.models.presets.recipe_for).
     "gpu": {"widths": [64, 256, 256], "batch_size": 1024, "lr": 1.5, "tta": 2},
 }
 

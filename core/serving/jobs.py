@@ -17,15 +17,15 @@ process on the same models folder, finds every queued and running run again:
            lock; the trainer then writes its own "running" record, steps, epochs and a final
            status. Counting the slots in use is a read of the folders under that same lock, so
            two app processes never start more than K runs between them.
-- A training process holds RUN/train.lock (core.worker.claim) for its whole life: a run handed
+- A training process holds RUN/train.lock (core.serving.worker.claim) for its whole life: a run handed
   out twice (a crash between handing it over and writing the record, two dispatchers) trains
   once. A process that dies before training began puts the run back at its place in the queue
-  (core.runs.run_info reads it so); after MAX_ATTEMPTS such deaths it is marked failed.
+  (core.serving.runs.run_info reads it so); after MAX_ATTEMPTS such deaths it is marked failed.
 
 Every process is a new session (`start_new_session`): Streamlit's reruns and Ctrl+C in its
 terminal do not reach a trainer, closing the tab or restarting the app loses nothing, a
 crash or out-of-memory ends one run only, and Stop is a file the trainer looks for every
-batch. The registry keeps one spare worker warm (core.worker: torch and the trainer
+batch. The registry keeps one spare worker warm (core.serving.worker: torch and the trainer
 imported, CUDA initialised) so a run starts without those seconds of imports.
 """
 
@@ -37,12 +37,9 @@ import heapq
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -51,20 +48,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.serving import runs
+from core.serving.processes import QUEUE_DIR, Workers
 from core.serving.shared import Settings, check_quota
-from core.serving.worker import READY, run_locked
+from core.serving.worker import last_error, run_locked
 from core.training.config import TrainConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUEST_FILE = "request.json"
-QUEUE_DIR = ".queue"  # in the models folder: the dispatchers' lock, and spare workers' output before they have a run
 MAX_ATTEMPTS = 3  # processes that may die before a run's training begins, before it is marked failed
 TICK_S = 0.5  # how often the dispatcher looks for finished runs and free devices
-# The next spare starts this long after one was handed a run: its seconds of imports would
-# otherwise compete with that run's own start-up for the cores of a small machine.
-SPARE_DELAY_S = 5.0
 log = logging.getLogger("torch_playground.jobs")
 
 
@@ -118,14 +112,6 @@ def queue_lock(root: Path, wait_s: float) -> Iterator[bool]:
         os.close(fd)
 
 
-def append_status(run_dir: Path, record: dict[str, Any]) -> None:
-    writer = runs.MetricsWriter(run_dir)
-    try:
-        writer.write({"kind": "status", **record})
-    finally:
-        writer.close()
-
-
 @dataclass
 class QueueSpot:
     """Where a queued run stands: its place in line for its device and when it should start."""
@@ -148,18 +134,13 @@ class JobRegistry:
     ):
         self.root = Path(root or runs.MODELS_DIR)
         self.settings = settings or Settings.load()
-        self.warm = self.settings.warm_worker if warm is None else warm
         self.pools = device_pools()
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._spare: subprocess.Popen | None = None
-        self._spare_deaths: list[float] = []
+        self.workers = Workers(self.root, self.settings.warm_worker if warm is None else warm)
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._host = socket.gethostname()
-        self._spare_due: float | None = None
-        if self.warm:
-            self._ensure_spare()
+        self.workers.ensure_spare()
         if autostart:
             self.ensure_dispatcher()  # runs queued before a restart start as soon as the app is back
 
@@ -241,7 +222,7 @@ class JobRegistry:
 
     def _queue(self, run_dir: Path, mode: str, nproc: int, device: str, workspace: str | None) -> None:
         (run_dir / runs.STOP_FILE).unlink(missing_ok=True)  # a stale request must not stop the new process
-        append_status(
+        runs.append_status(
             run_dir,
             {"status": "queued", "queued_at": time.time(), "mode": mode, "nproc": int(nproc), "device": device, "workspace": workspace},
         )
@@ -258,14 +239,14 @@ class JobRegistry:
             if info.status == "queued" and not run_locked(run_dir):
                 message = "Removed from the queue before it started."
                 message += " Resume when you like." if info.resumable or info.has_checkpoint else " Start it again when you like."
-                append_status(run_dir, {"status": "stopped", "message": message, "epochs_done": info.epochs_done})
+                runs.append_status(run_dir, {"status": "stopped", "message": message, "epochs_done": info.epochs_done})
                 return
         runs.request_stop(run_dir)
 
     def kill(self, run_dir: str | os.PathLike) -> None:
         """Last resort for a trainer that does not answer Stop: SIGTERM its process group."""
         run_dir = Path(run_dir)
-        proc = self._procs.get(run_dir.name)
+        proc = self.workers.children.get(run_dir.name)
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             return
@@ -350,7 +331,7 @@ class JobRegistry:
                 if pool in blocked:
                     continue  # first come first served: nobody overtakes the head of its pool's line
                 if info.attempts >= MAX_ATTEMPTS:
-                    append_status(
+                    runs.append_status(
                         info.path,
                         {
                             "status": "failed",
@@ -373,8 +354,8 @@ class JobRegistry:
                 self._launch(info, slots, sharing=sum(used[s] for s in slots))
                 used.update(slots)
                 started.append(info.path)
-        if started and self.warm:
-            self._spare_due = time.monotonic() + SPARE_DELAY_S
+        if started:
+            self.workers.spare_later()
         return started
 
     def _launch(self, info: runs.RunInfo, slots: list[str], sharing: int) -> None:
@@ -399,88 +380,15 @@ class JobRegistry:
             "slots": slots,
             "queue_wait_s": round(time.time() - float(queue.get("queued_at") or time.time()), 3),
         }
-        spare = self._take_spare() if nproc == 1 else None
-        if spare is not None:
-            # Recorded before the hand-over: the warm trainer's own records must come after this one.
-            append_status(run_dir, {**record, "pid": spare.pid, "warm": True})
-            try:
-                spare.stdin.write((json.dumps(job) + "\n").encode())
-                spare.stdin.close()
-                self._procs[run_dir.name] = spare
-                return
-            except OSError:  # it died since we looked: a fresh process instead
-                spare = None
-        proc = self._spawn_worker(job)
-        append_status(run_dir, {**record, "pid": proc.pid, "warm": False})
-        self._procs[run_dir.name] = proc
-
-    # ------------------------------------------------------------------ processes
-
-    def _spawn_worker(self, job: dict[str, Any] | None = None) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PLAYGROUND_MODELS_DIR": str(self.root)}
-        args = [sys.executable, "-m", "core.worker"]
-        if job is not None:
-            args += ["--job", json.dumps(job)]
-            if job["nproc"] > 1 and job["cuda_devices"]:  # torchrun's ranks see exactly the GPUs the queue gave
-                visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-                ids = [visible[i] if visible != [""] and i < len(visible) else str(i) for i in job["cuda_devices"]]
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
-                job["cuda_devices"] = []
-                args[-1] = json.dumps(job)
-        (self.root / QUEUE_DIR).mkdir(parents=True, exist_ok=True)
-        with open(self.root / QUEUE_DIR / "workers.log", "ab") as log_file:  # a worker's output before it has a run
-            return subprocess.Popen(
-                args,
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdin=subprocess.PIPE if job is None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE if job is None else subprocess.DEVNULL,
-                stderr=log_file,
-                start_new_session=True,
-            )
-
-    def _ensure_spare(self) -> None:
-        with self._lock:
-            if self._closed or not self.warm:
-                return
-            if self._spare is not None and self._spare.poll() is None:
-                return
-            if self._spare is not None:  # it died without a job
-                self._spare_deaths = [t for t in self._spare_deaths if time.time() - t < 60] + [time.time()]
-                if len(self._spare_deaths) >= 3:
-                    log.warning("spare training workers keep dying (see %s); starting runs cold", self.root / QUEUE_DIR / "workers.log")
-                    self.warm, self._spare = False, None
-                    return
-            self._spare = self._spawn_worker()
-
-    def _take_spare(self) -> subprocess.Popen | None:
-        with self._lock:
-            spare, self._spare = self._spare, None
-        return spare if spare is not None and spare.poll() is None else None
-
-    def spare_ready(self, timeout: float = 0.0) -> bool:
-        """True once the spare worker has finished warming up (the start-up benchmark waits for this)."""
-        spare = self._spare
-        if spare is None or spare.poll() is not None:
-            return False
-        if getattr(spare, "_ready", False):
-            return True
-        readable, _, _ = select.select([spare.stdout], [], [], timeout)
-        if readable and spare.stdout.read(len(READY)) == READY:
-            spare._ready = True  # type: ignore[attr-defined]
-        return getattr(spare, "_ready", False)
+        self.workers.start(run_dir, job, record)
 
     def poll(self) -> None:
         """Reap finished children so they do not linger as zombies (which look alive)."""
-        with self._lock:
-            for name, proc in list(self._procs.items()):
-                if proc.poll() is not None:
-                    del self._procs[name]
-            if self._spare is not None and self._spare.poll() is not None:
-                self._ensure_spare()
-            if self._spare_due is not None and time.monotonic() >= self._spare_due:
-                self._spare_due = None
-                self._ensure_spare()
+        self.workers.reap()
+
+    def spare_ready(self, timeout: float = 0.0) -> bool:
+        """True once the spare worker has finished warming up (the start-up benchmark waits for this)."""
+        return self.workers.spare_ready(timeout)
 
     def ensure_dispatcher(self) -> None:
         """A background thread dispatches while anything is queued or training (then it ends)."""
@@ -496,7 +404,7 @@ class JobRegistry:
             try:
                 self.poll()
                 self.dispatch(wait_s=0.0)
-                busy = self._procs or self._spare_due is not None or any(r.active for r in runs.list_runs(self.root))
+                busy = self.workers.busy or any(r.active for r in runs.list_runs(self.root))
             except Exception:
                 log.exception("queue dispatch failed")
                 busy = True
@@ -510,25 +418,18 @@ class JobRegistry:
     def active(self) -> list[str]:
         """Run ids queued or training on this machine: ours, and those other app processes started."""
         self.poll()
-        return sorted(set(self._procs) | {r.run_id for r in runs.list_runs(self.root) if r.active})
+        return sorted(set(self.workers.children) | {r.run_id for r in runs.list_runs(self.root) if r.active})
 
     def wait(self, run_dir: str | os.PathLike, timeout: float | None = None) -> int | None:
-        proc = self._procs.get(Path(run_dir).name)
+        proc = self.workers.children.get(Path(run_dir).name)
         return proc.wait(timeout) if proc else None
 
     def close(self) -> None:
         """Stop dispatching and end the spare worker; runs already training go on (they are their own sessions)."""
         with self._lock:
             self._closed = True
-            spare, self._spare = self._spare, None
             thread = self._thread
-        if spare is not None and spare.poll() is None:
-            spare.stdin.close()  # EOF: the spare leaves by itself
-            try:
-                spare.wait(10)
-            except subprocess.TimeoutExpired:
-                spare.kill()
-                spare.wait()
+        self.workers.close()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
 
@@ -613,11 +514,8 @@ def _n_train(info: runs.RunInfo) -> int | None:
     n = (info.config.get("dataset") or {}).get("n_train")
     if n:
         return int(n)
-    data = str(info.config.get("data", ""))
-    if data.startswith("shapes"):
-        arg = data.partition(":")[2]
-        return int(arg) if arg.isdigit() else 12000
-    return None
+    data = DataSpec.parse(str(info.config.get("data", "")))
+    return data.shapes_train if data.kind == "shapes" else None
 
 
 def _estimate_s(info: runs.RunInfo, finished: list[runs.RunInfo]) -> float | None:
@@ -667,15 +565,6 @@ def _remaining_s(info: runs.RunInfo, finished: list[runs.RunInfo], now: float) -
 # --------------------------------------------------------------------------- small helpers
 
 
-def last_error(run_dir: str | os.PathLike) -> str:
-    """The trainer's last stderr line (for a run that failed before writing any status)."""
-    log_path = Path(run_dir) / "train.log"
-    if not log_path.exists():
-        return ""
-    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def read_request(run_dir: str | os.PathLike) -> TrainConfig:
     return TrainConfig.from_dict(json.loads((Path(run_dir) / REQUEST_FILE).read_text()))
 
@@ -699,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             registry.poll()
             registry.dispatch(wait_s=1.0)
             infos = runs.list_runs(args.root)
-            if not registry._procs and not any(r.active for r in infos):
+            if not registry.workers.children and not any(r.active for r in infos):
                 break
             time.sleep(TICK_S)
     finally:

@@ -1,7 +1,7 @@
 """The run folder: models/<run-id>/{config.json, metrics.jsonl, checkpoint.pt, meta.json}.
 
-Every way of training (a thread in the studio, `python -m core.train`, torchrun)
-writes this same folder, and every view reads it, so there is one truth per run.
+Every way of training (a child process the studio's queue starts, `python -m core.train` on the command line,
+torchrun) writes this same folder, and every view reads it, so there is one truth per run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 
 MODELS_DIR = Path(os.environ.get("PLAYGROUND_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
@@ -41,13 +42,13 @@ NAME_MAX, NOTE_MAX = 40, 2000
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FINAL_STATUSES = ("finished", "stopped", "diverged", "failed", "interrupted")
 # "queued": waiting in the fair queue, no process yet; "running": a process owns the run (from the
-# moment the queue hands it over, through set-up, to the last step). See core/jobs.py.
+# moment the queue hands it over, through set-up, to the last step). See core/serving/jobs.py.
 ACTIVE_STATUSES = ("running", "queued")
 
 
 def new_run_id(model: str, data: str) -> str:
     """Sortable by start time, readable, and unique even for two runs started in the same second."""
-    data_name = re.sub(r"[^A-Za-z0-9]+", "-", data.split(":", 1)[-1].rstrip("/").rsplit("/", 1)[-1])[:24].strip("-")
+    data_name = re.sub(r"[^A-Za-z0-9]+", "-", DataSpec.parse(data).name())[:24].strip("-")
     model_name = re.sub(r"[^A-Za-z0-9_]+", "-", model)[:24]
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name}-{data_name or 'data'}-{secrets.token_hex(2)}"
 
@@ -124,17 +125,6 @@ def write_meta(run_dir: str | os.PathLike, *, name: str | None = None, note: str
     return meta
 
 
-def short_data_name(spec: str) -> str:
-    """'shapes:600' -> 'Shapes', 'imagefolder:/x/uploads/3fa9c2e1d0b4-cats-dogs.zip' -> 'cats-dogs': the part a person chose."""
-    kind, _, arg = spec.partition(":")
-    if kind in ("cifar10", "shapes"):
-        return {"cifar10": "CIFAR-10", "shapes": "Shapes"}[kind]
-    stem = Path(arg.rstrip("/")).name or arg
-    stem = re.sub(r"\.zip$", "", stem, flags=re.IGNORECASE)
-    stem = re.sub(r"^[0-9a-f]{12}-", "", stem) or stem  # uploads are saved as <content hash>-<file name>
-    return stem if len(stem) <= 28 else stem[:27] + "…"
-
-
 def setting_word(value: Any) -> str:
     """A setting's value in words: on/off, 0.01, none."""
     if isinstance(value, bool):
@@ -151,7 +141,7 @@ def describe_settings(settings: dict[str, Any]) -> str:
 
 def default_name(config: dict[str, Any]) -> str:
     """'<model> on <data>'; a sweep's run adds its setting and seed, which tell it from its siblings."""
-    name = f"{config.get('model', '?')} on {short_data_name(str(config.get('data', '?')))}"
+    name = f"{config.get('model', '?')} on {DataSpec.parse(str(config.get('data', '?'))).name()}"
     sweep = config.get("sweep") or {}
     if sweep.get("settings"):
         name += f" · {describe_settings(sweep['settings'])}, seed {config.get('seed', 0)}"
@@ -238,6 +228,15 @@ class MetricsWriter:
         self._file.close()
 
 
+def append_status(run_dir: Path, record: dict[str, Any]) -> None:
+    """One status record at the end of metrics.jsonl, written by a process that is not the run's trainer (the queue)."""
+    writer = MetricsWriter(run_dir)
+    try:
+        writer.write({"kind": "status", **record})
+    finally:
+        writer.close()
+
+
 def read_metrics(run_dir: str | os.PathLike, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Records from byte `offset` on, and the offset to continue from.
 
@@ -294,10 +293,10 @@ class RunInfo:
     started: float | None = None
     seconds: float | None = None
     has_checkpoint: bool = False
-    switched_off: dict[str, str] = field(default_factory=dict)  # fast-path parts the run went on without (core/fallback.py)
+    switched_off: dict[str, str] = field(default_factory=dict)  # fast-path parts the run went on without (core/training/fallback.py)
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    workspace: str | None = None  # shared mode: the workspace that started it (core.shared)
-    queue: dict[str, Any] | None = None  # the record that put it in the queue (core.jobs): when, how, on what
+    workspace: str | None = None  # shared mode: the workspace that started it (core.serving.shared)
+    queue: dict[str, Any] | None = None  # the record that put it in the queue (core.serving.jobs): when, how, on what
     attempts: int = 0  # processes the queue gave it since it was queued
     slots: list[str] | None = None  # the devices its process holds, e.g. ["cuda:0"]
     pid: int | None = None
@@ -336,7 +335,7 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Status and headline figures from a run's records, and where it stands in the queue (core.jobs)."""
+    """Status and headline figures from a run's records, and where it stands in the queue (core.serving.jobs)."""
     out: dict[str, Any] = {
         "status": "created",
         "message": "",
@@ -435,22 +434,12 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
         config=config,
         status=status,
         message=message,
-        epochs_done=s["epochs_done"],
-        best_acc=s["best_acc"],
-        last_acc=s["last_acc"],
-        img_per_s=s["img_per_s"],
-        started=s["started"],
-        seconds=s["seconds"],
         has_checkpoint=(run_dir / CHECKPOINT_FILE).exists(),
-        switched_off=s["switched_off"],
         records=records,
-        workspace=s["workspace"],
-        queue=s["queue"],
-        attempts=s["attempts"],
-        slots=s["slots"],
-        pid=s["pid"],
-        host=s["host"],
         meta=meta,
+        # the figures `summarize` read from the records, under the same names
+        **{k: s[k] for k in ("epochs_done", "best_acc", "last_acc", "img_per_s", "started", "seconds", "switched_off")},
+        **{k: s[k] for k in ("workspace", "queue", "attempts", "slots", "pid", "host")},
     )
 
 

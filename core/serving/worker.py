@@ -1,7 +1,7 @@
 """`python -m core.worker`: the process one training run lives in, started before it is needed.
 
 Importing torch and the trainer and initialising CUDA take seconds (about 5 s on a
-2-core CPU) that used to sit between Start and the first step. The queue (core.jobs)
+2-core CPU) that used to sit between Start and the first step. The queue (core.serving.jobs)
 therefore keeps one spare worker that has done all that and waits on its stdin for one
 job line; a run is handed to it and it trains that run, then exits. Still one process
 per run, in its own session: a crash, an out-of-memory or a Force stop takes down that
@@ -41,7 +41,7 @@ def claim(run_dir: Path, patience_s: float = 1.0) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
-            # A listing may be probing the lock for a moment (core.jobs.run_locked); an owner keeps it.
+            # A listing may be probing the lock for a moment (run_locked, below); an owner keeps it.
             if time.monotonic() > deadline:
                 os.close(fd)
                 return None
@@ -61,6 +61,15 @@ def run_locked(run_dir: Path) -> bool:
     finally:
         os.close(fd)  # closing drops the probe's shared lock too
     return False
+
+
+def last_error(run_dir: str | os.PathLike) -> str:
+    """The trainer's last stderr line (for a run that failed before writing any status)."""
+    log_path = Path(run_dir) / "train.log"
+    if not log_path.exists():
+        return ""
+    lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def warm_up() -> None:
@@ -178,8 +187,6 @@ def run_job(job: dict[str, Any]) -> int:
         _record_end(run_dir, job, "failed", _setup_failure(run_dir, job, exc))
         return 1
     if code != 0:  # e.g. a bad config the trainer refused before it opened the metrics log
-        from core.serving.jobs import last_error
-
         _record_end(run_dir, job, "failed", last_error(run_dir).removeprefix("error: ") or f"The trainer exited with code {code}.")
     return code
 

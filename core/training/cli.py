@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from core.errors import PlaygroundError
+from core.errors import PlaygroundError, command
 from core.serving import runs
 from core.training import losses
 from core.training.config import SCHEDULES, SHARED_OPTIONS, TrainConfig, add_shared_options, layers_option
@@ -44,7 +44,7 @@ def _progress_printer(stream=sys.stderr, config: dict[str, Any] | None = None) -
             stream.write(f"{r['status']}" + (f": {r['message']}" if r.get("message") else "") + "\n")
             if caveat:  # when training starts, and beside the final result
                 stream.write(f"warning: {caveat[0][1]}\n")
-        for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.health)
+        for warning in watcher[0].add(r) if watcher else []:  # each health warning once (core.training.health)
             stream.write(("\n" if tty and r["kind"] == "health" else "") + f"health {warning.level}: {warning.message}\n")
         stream.flush()
 
@@ -79,6 +79,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM (torchrun stopping the other ranks, `kill`) saves nothing mid-step but records the run as interrupted.
@@ -114,12 +115,6 @@ def main(argv: list[str] | None = None) -> int:
                     overrides["layers"] = layers_option(args.layers)
                 config = TrainConfig.for_model(args.model, **overrides)
             result = train(config, args.out, on_record=_progress_printer(config=config.to_dict()), name=args.name)
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:
-        print(f"error: the layer spec / config is not valid JSON ({exc}).", file=sys.stderr)
-        return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # A stopped run's StopRequested traceback keeps the DDP model (and its gloo work) alive in a reference

@@ -42,7 +42,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    loss: str = "cross_entropy"  # a key of core.losses.LOSSES
+    loss: str = "cross_entropy"  # a key of core.training.losses.LOSSES
     schedule: str = "onecycle"
     warmup: float = 0.15  # fraction of all steps spent ramping the learning rate up
     warmup_start: float = 0.1  # the ramp starts at this fraction of lr, so the first steps are not wasted
@@ -57,12 +57,12 @@ class TrainConfig:
     tta: int = 0  # test-time augmentation of the final evaluation: 0 none, 1 (or true) + mirror, 2 + 1-pixel shifts
     channels_last: bool = True
     compile: bool = False
-    cuda_graphs: bool = True  # on CUDA, replay each step's forward+backward as one CUDA graph (core/fastloop.py)
+    cuda_graphs: bool = True  # on CUDA, replay each step's forward+backward as one CUDA graph (core/training/fastloop.py)
     widths: list[int] | None = None  # speedrun: channels of its three conv groups; None: its CPU widths (32/128/128)
     data_dir: str | None = None
     log_every: int = 0  # steps between step records; 0: about 25 per epoch
-    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs at log intervals, ~10 an epoch (core.health)
-    sweep: dict[str, Any] | None = None  # a sweep's run: {"id", "settings"} (core.sweep); None for a run of its own
+    health: bool = True  # per-layer gradient/weight/update norms and dead ReLUs at log intervals, ~10 an epoch (core.training.health)
+    sweep: dict[str, Any] | None = None  # a sweep's run: {"id", "settings"} (core.training.sweep); None for a run of its own
 
     @classmethod
     def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
@@ -112,7 +112,7 @@ class TrainConfig:
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
-# The options every command that builds a TrainConfig takes (core.train, core.lr_find), and the fields they set.
+# The options every command that builds a TrainConfig takes (`python -m core.train`, `python -m core.lr_find`, `python -m core.sweep`), and the fields they set.
 SHARED_OPTIONS = ("data", "batch_size", "optimizer", "weights", "freeze_backbone", "image_size", "device", "precision", "seed", "data_dir")
 
 

@@ -58,7 +58,7 @@ class Thinned:
 
 
 class Curves:
-    """Step and epoch curves folded from metrics records (see core.runs for the record kinds)."""
+    """Step and epoch curves folded from metrics records (see core.serving.runs for the record kinds)."""
 
     def __init__(self, max_points: int = MAX_POINTS):
         if max_points < 2:
@@ -73,8 +73,8 @@ class Curves:
         self.steps_per_epoch: int | None = None
         self.total_steps: int | None = None
         self._segment_start: tuple[float, float] | None = None  # (time, progress) when this process began stepping
-        self._health = Thinned(HEALTH_POINTS)  # per-layer health records (core.health), thinned
-        self.notices: dict[str, dict[str, Any]] = {}  # what the run switched off (core/fallback.py), by `what`
+        self._health = Thinned(HEALTH_POINTS)  # per-layer health records (core.training.health), thinned
+        self.notices: dict[str, dict[str, Any]] = {}  # what the run switched off (core/training/fallback.py), by `what`
 
     # ------------------------------------------------------------------ folding
 
@@ -252,5 +252,5 @@ def _mean_point(points: list[dict[str, float | None]]) -> dict[str, float | None
     out["step"] = points[-1]["step"]
     out["progress"] = points[-1]["progress"]
     out["time"] = points[-1]["time"]
-    out["img_per_s"] = points[-1]["img_per_s"]  # the run's throughput so far (core.train.Progress): the newest is the truest
+    out["img_per_s"] = points[-1]["img_per_s"]  # the run's throughput so far (core.training.loop.Progress): the newest is the truest
     return out

@@ -1,7 +1,7 @@
 """An optimisation never ends a run: each part of the GPU fast path falls back to the plain loop, once, out loud.
 
 CUDA graphs, torch.compile, fused optimizer steps, the sync-free EMA and background checkpoint writes
-(core/fastloop.py) have met few machines, drivers and torch versions, and any of them may fail where the plain
+(core/training/fastloop.py) have met few machines, drivers and torch versions, and any of them may fail where the plain
 eager loop would not: an op that cannot be captured, a compiler missing from the machine, a kernel not built for
 this GPU. A learner's run must not end for that. So the part that failed is switched off for the rest of the run,
 the work in hand is done again the plain way from the state it started from, and the run says once, in plain words,
@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.errors import PlaygroundError
 from core.training.fastloop import GraphFailed, ema_update, to_host
+
+if TYPE_CHECKING:
+    from core.training.parts import Learner
 
 # Devices whose runs try CUDA graphs and fused optimizer steps. Tests add "cpu" to force these parts' failures there.
 FAST_DEVICES = ("cuda",)
@@ -110,53 +113,54 @@ class Fallbacks:
 
 
 # --------------------------------------------------------------------------- the step's parts
-# `s` is core.train.Setup (graphed, step_model, optimizer, ema, model, config, fallbacks), not imported: train imports us.
+# `learner` is core.training.parts.Learner (its graphed, step_model, optimizer, ema, model and fallbacks); parts imports
+# this module, so it is named here only for the type checker.
 
 
 def _ddp(step_model: torch.nn.Module) -> bool:
     return isinstance(step_model, torch.nn.parallel.DistributedDataParallel)
 
 
-def _compiled(step_model: torch.nn.Module) -> torch.nn.Module | None:
+def compiled_module(step_model: torch.nn.Module) -> torch.nn.Module | None:
     """The compiled module inside the step's model (itself, or what DistributedDataParallel wraps), if any."""
     inner = step_model.module if _ddp(step_model) else step_model
     return inner if hasattr(inner, "_orig_mod") else None  # torch.compile's OptimizedModule keeps the model there
 
 
-def _uncompile(s: Any) -> None:
-    eager = _compiled(s.step_model)._orig_mod
-    if _ddp(s.step_model):
+def _uncompile(learner: Learner) -> None:
+    eager = compiled_module(learner.step_model)._orig_mod
+    if _ddp(learner.step_model):
         # The same parameters, so DDP's reducer and its hooks stay valid: no new wrapper, no collective to agree on.
-        s.step_model.module = eager
+        learner.step_model.module = eager
     else:
-        s.step_model = eager
+        learner.step_model = eager
 
 
-def forward_backward(s: Any, x: torch.Tensor, y: torch.Tensor, plain: Callable[..., Any]) -> Any:
-    """`s.graphed(x, y)`, else `plain(s, x, y)`. A failure of the CUDA graph or of torch.compile switches that part
+def forward_backward(learner: Learner, x: torch.Tensor, y: torch.Tensor, plain: Callable[..., Any]) -> Any:
+    """`learner.graphed(x, y)`, else `plain(learner, x, y)`. A failure of the CUDA graph or of torch.compile switches that part
     off and the batch is done again without it; the optimizer has not stepped yet, so nothing is applied twice."""
     failed: list[tuple[str, BaseException]] = []
     while True:
         try:
-            out = s.graphed(x, y) if s.graphed is not None else plain(s, x, y)
+            out = learner.graphed(x, y) if learner.graphed is not None else plain(learner, x, y)
             break
         except GraphFailed as exc:
             if exc.__cause__ is not None and passes_through(exc.__cause__):
                 raise exc.__cause__ from None  # out of memory while capturing is still out of memory
-            s.graphed = None
+            learner.graphed = None
             failed.append(("cuda_graphs", exc))
         except Exception as exc:
-            if passes_through(exc) or _compiled(s.step_model) is None:
+            if passes_through(exc) or compiled_module(learner.step_model) is None:
                 raise  # the plain path's own error: the run's
-            _uncompile(s)  # the graph, if any, calls the step's model through `plain`: it now runs eagerly too
+            _uncompile(learner)  # the graph, if any, calls the step's model through `plain`: it now runs eagerly too
             failed.append(("compile", exc))
     for what, exc in failed:  # said once the plain step has shown that they, not the batch, were at fault
-        s.fallbacks.switch_off(what, exc)
+        learner.fallbacks.switch_off(what, exc)
     return out
 
 
 def _first_step(
-    s: Any,
+    learner: Learner,
     what: str,
     state: Callable[[], dict[str, Any]],
     restore: Callable[[dict[str, Any]], None],
@@ -164,10 +168,10 @@ def _first_step(
     plain: Callable[[], Any],
 ) -> None:
     """`fast()`, its first time in this process from a host copy of `state()`: a failure restores it, then `plain()`."""
-    if what in s.fallbacks.off:
+    if what in learner.fallbacks.off:
         plain()
         return
-    if what in s.fallbacks.proven:
+    if what in learner.fallbacks.proven:
         fast()
         return
     saved = to_host(state(), cuda=False)
@@ -178,14 +182,14 @@ def _first_step(
             raise
         restore(saved)
         plain()
-        s.fallbacks.switch_off(what, exc)
+        learner.fallbacks.switch_off(what, exc)
         return
-    s.fallbacks.proven.add(what)
+    learner.fallbacks.proven.add(what)
 
 
-def optimizer_step(s: Any) -> None:
-    """`s.optimizer.step()`; a fused step that fails is undone and taken again unfused (see the module's docstring)."""
-    optimizer = s.optimizer
+def optimizer_step(learner: Learner) -> None:
+    """`learner.optimizer.step()`; a fused step that fails is undone and taken again unfused (see the module's docstring)."""
+    optimizer = learner.optimizer
     if not any(group.get("fused") for group in optimizer.param_groups):
         optimizer.step()
         return
@@ -203,16 +207,16 @@ def optimizer_step(s: Any) -> None:
         for group in optimizer.param_groups:
             group["fused"] = None  # None, not False: PyTorch then picks its foreach kernels where it can
 
-    _first_step(s, "fused_optimizer", state, restore, optimizer.step, optimizer.step)
+    _first_step(learner, "fused_optimizer", state, restore, optimizer.step, optimizer.step)
 
 
-def ema_step(s: Any) -> None:
+def ema_step(learner: Learner) -> None:
     """The EMA of the weights after a step: `fastloop.ema_update`, or AveragedModel's own update if that fails."""
     _first_step(
-        s,
+        learner,
         "fast_ema",
-        s.ema.state_dict,
-        s.ema.load_state_dict,
-        lambda: ema_update(s.ema, s.model, s.config.ema),
-        lambda: s.ema.update_parameters(s.model),
+        learner.ema.state_dict,
+        learner.ema.load_state_dict,
+        lambda: ema_update(learner.ema, learner.model, learner.ema_decay),
+        lambda: learner.ema.update_parameters(learner.model),
     )

@@ -18,7 +18,7 @@ queues the next step. So on CUDA:
 - `ema_update` is `AveragedModel.update_parameters` without its two host round trips per step.
 
 On a CPU the same objects do the same work synchronously, so there is one code path. When a part fails on some
-machine, driver or torch version, the run switches it off and goes on with the plain loop (core/fallback.py).
+machine, driver or torch version, the run switches it off and goes on with the plain loop (core/training/fallback.py).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class GraphedStep:
     freezes its whitening bias after 3 epochs) or in the batch's shape (a last partial batch) starts over with
     eager warm-up steps and a new capture.
 
-    A capture or replay that fails raises GraphFailed (core/fallback.py then goes on without graphs); the eager
+    A capture or replay that fails raises GraphFailed (core/training/fallback.py then goes on without graphs); the eager
     warm-up steps raise what the step itself raises.
     """
 
@@ -209,7 +209,7 @@ class CheckpointWriter:
     A failure of `write` itself (PlaygroundError: a full disk) is the run's: a synchronous write would meet it too.
     Any other failure is the background machinery's (the thread, the pinned copies, the event): the newest checkpoint
     of that file is written again here, synchronously, and so is every later one; `on_switch_off(error)` is told once
-    that worked. If the synchronous write fails as well, its error is raised (core/fallback.py: the plain path has the
+    that worked. If the synchronous write fails as well, its error is raised (core/training/fallback.py: the plain path has the
     last word).
     """
 

@@ -1,6 +1,6 @@
 """Training health: per-layer gradient, weight and update norms, dead ReLU units, and what they say in plain words.
 
-Measuring (`Probe`, used by core.train on log-interval steps only, so other steps pay nothing):
+Measuring (`Probe`, used by the training loop on log-interval steps only, so other steps pay nothing):
 - gradient norm: the L2 norm of a layer's gradients (weight and bias together) after backward;
 - weight norm: the L2 norm of its weight matrices / kernels after the optimizer step (of its vectors, for a layer
   that has only those: BatchNorm, a lone bias; such rows say `"vectors_only": true`);
@@ -11,7 +11,7 @@ Measuring (`Probe`, used by core.train on log-interval steps only, so other step
 - dead units: the fraction of a ReLU's units (channels of a conv output, features of a Linear output) that are 0
   for every image of the batch, i.e. that pass no gradient back. Forward hooks count them, registered for that
   one step. A ReLU module used several times in one forward (torchvision's ResNet blocks) counts all its calls.
-Everything is computed on the device and read with the interval's loss and accuracy (core.fastloop.IntervalReads):
+Everything is computed on the device and read with the interval's loss and accuracy (core.training.fastloop.IntervalReads):
 no wait of its own.
 
 Judging (`check`): records in (the `health`, `step` and `epoch` records of metrics.jsonl), `HealthWarning`s out,
@@ -47,7 +47,7 @@ STUCK_FRACTION = 0.95  # train loss at or above this fraction of ln(num_classes)
 STUCK_AFTER_EPOCHS, STUCK_AFTER_STEPS = 1.0, 200  # one epoch or this many steps, whichever comes first,
 STUCK_MIN_STEPS = 10  # but never before this many: an epoch of a few dozen images is a step or two
 LEVELS = ("error", "warning", "info")
-ROOT_NAME = "(own parameters)"  # parameters a container holds itself: the name core.inspect's layer table uses
+ROOT_NAME = "(own parameters)"  # parameters a container holds itself: the name core.models.inspect's layer table uses
 
 
 # --------------------------------------------------------------------------- measuring

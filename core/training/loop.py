@@ -1,9 +1,11 @@
-"""The training loop: `train()` reads top to bottom.
+"""The training loop, to read top to bottom: `train()` is the whole run.
 
-`setup()` returns a `Setup` (data, loader, model, optimizer, schedule, EMA, normalization, the run folder's log);
-`train_one_epoch()` with its per-batch `train_step()` and per-interval `log_interval()`; `outcome()`, which maps
-how the loop ended to a status and message; and `train()`, which is those in order. The same code runs in the
-studio (a child process), on the command line and under torchrun (DistributedDataParallel).
+`start()` builds the pieces a run needs once (core/training/parts.py: where it computes, its data, the learner;
+core/training/runlog.py: its records and stop checks). Then every epoch is `train_one_epoch()`, with its
+per-batch `train_step()` and per-interval `log_interval()`, then `score_test_split()` and a checkpoint;
+`outcome()` maps how the loop ended to a status and message, and `finish()` writes it. Each function takes the
+pieces it uses, as torchvision's classification reference does. The same code runs in the studio (a child
+process), on the command line and under torchrun (DistributedDataParallel).
 """
 
 from __future__ import annotations
@@ -25,20 +27,18 @@ from torch import nn
 from core import device as dev
 from core.data.batches import BatchLoader, normalize_batch
 from core.data.classes import test_split_warning
-from core.data.datasets import Dataset, Split
+from core.data.datasets import Split
 from core.errors import PlaygroundError
 from core.models.build import count_parameters
 from core.models.scoring import eval_batch_size, tta_logits
 from core.serving import runs
-from core.training import fallback, losses
+from core.training import fallback
 from core.training.config import TrainConfig
 from core.training.fallback import EndsTheRun, Fallbacks, is_oom
 from core.training.fastloop import CheckpointWriter, GraphedStep, IntervalReads
 from core.training.health import Probe
-from core.training.parts import Normalization, load_data, lr_factor, make_model, make_optimizer
-from core.training.runlog import Dist, RunLog, StopCheck, init_distributed
-
-HEALTH_RECORDS_PER_EPOCH = 10  # at most about this many health records an epoch (each costs a few ms; see Setup)
+from core.training.parts import Learner, Normalization, Placement, RunData, load_run_data, make_learner, place
+from core.training.runlog import Cadence, Dist, Records, RunLog, StopCheck, init_distributed
 
 
 @torch.no_grad()
@@ -92,215 +92,7 @@ class StopRequested(EndsTheRun):
     pass
 
 
-def _versions() -> dict[str, str]:
-    import torchvision
-
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
-
-
-def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The live tensors; the CheckpointWriter copies them (contiguous, on the host) before training goes on."""
-    inner = getattr(model, "module", model)  # DDP wraps the model
-    inner = getattr(inner, "_orig_mod", inner)  # and torch.compile too
-    return {k: v.detach() for k, v in inner.state_dict().items()}
-
-
-@dataclass
-class Setup:
-    """What the loop works with; made once by `setup()`; the loop changes only the weights and the fast parts that fail (core/fallback.py)."""
-
-    config: TrainConfig
-    dist: Dist
-    device: torch.device
-    dtype: torch.dtype  # autocast precision
-    log: RunLog
-    stop: StopCheck
-    data: Dataset
-    norm: Normalization
-    data_size: int  # the side the images are stored at
-    input_size: int  # the side the model sees
-    train_loader: BatchLoader
-    log_every: int  # steps between step records
-    health_every: int  # steps between health records: a multiple of log_every (see HEALTH_RECORDS_PER_EPOCH)
-    model: nn.Module  # the bare model: checkpoints, EMA and evaluation use it
-    step_model: nn.Module  # what a training step calls: the model, compiled and/or wrapped in DDP
-    loss_fn: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    ema: torch.optim.swa_utils.AveragedModel | None
-    resumed: bool
-    health: Probe | None = None  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
-    start_epoch: int = 0  # where the loop begins: 0, or the checkpoint's epoch and batch
-    start_step: int = 0
-    start_global_step: int = 0
-    # The parts that keep a GPU busy (core/fastloop.py); setup() makes them.
-    test_split: Split | None = None  # the test images on the training device, moved there once
-    graphed: GraphedStep | None = None  # CUDA: the step's forward+backward replayed as one CUDA graph
-    reads: IntervalReads | None = None  # the log interval's figures, read without waiting for the device
-    checkpoints: CheckpointWriter | None = None  # checkpoints written in the background
-    fallbacks: Fallbacks = field(default_factory=Fallbacks)  # the fast path's parts this run switched off (core/fallback.py)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train_loader)
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.config.epochs
-
-    @property
-    def eval_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
-
-    def logs_after(self, step: int) -> bool:
-        """Whether batch `step` (1-based, in its epoch) ends a log interval; the epoch's last batch always does."""
-        return step % self.log_every == 0 or step == self.steps_per_epoch
-
-    def watches_health_after(self, step: int) -> bool:
-        """Whether batch `step` ends a log interval that also gets a health record."""
-        return self.health is not None and step % self.health_every == 0
-
-
-def setup(config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False, stop_event: threading.Event | None = None) -> Setup:
-    """Device, data, model, optimizer, schedule and EMA (restored from the checkpoint when resuming); writes config.json."""
-    device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
-    dtype = dev.resolve_precision(config.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN times its algorithms once and keeps the fastest
-    if dist.enabled and config.batch_size % dist.world_size:
-        raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
-    checkpoint = runs.load_checkpoint(log.run_dir) if resume else None
-    torch.manual_seed(config.seed)
-    fallbacks = Fallbacks(log.emit if dist.main else None)
-    fast = device.type in fallback.FAST_DEVICES  # CUDA graphs and fused optimizer steps
-
-    ds, norm, data_size, input_size = load_data(config, device, checkpoint)
-    train_loader = BatchLoader(
-        ds.train,
-        config.batch_size // dist.world_size,
-        device,
-        shuffle=True,
-        augment=config.augment,
-        crop_padding=config.crop_padding,
-        seed=config.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-    )
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * config.epochs
-
-    model = make_model(config, ds, norm, input_size, device, checkpoint)
-    optimizer = fallbacks.attempt("fused_optimizer", lambda: make_optimizer(model, config, fused=True)) if fast else None
-    optimizer = optimizer or make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start)
-    )
-    ema = None
-    if config.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-    start_epoch, start_step, start_global_step = 0, 0, 0
-    if checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if ema is not None and "ema" in checkpoint:
-            ema.load_state_dict(checkpoint["ema"])
-        start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
-        start_global_step = int(checkpoint.get("global_step", start_epoch * steps_per_epoch + start_step))
-    compiled = fallbacks.attempt("compile", lambda: torch.compile(model)) if config.compile else None
-    step_model: nn.Module = model if compiled is None else compiled
-    if dist.enabled:
-        step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    loss_fn = losses.make(config.loss, config.label_smoothing)
-
-    deadline = log.started + config.time_limit if config.time_limit is not None else None
-    log_every = config.log_every or max(1, steps_per_epoch // 25)
-    # Health at log intervals, but at most about HEALTH_RECORDS_PER_EPOCH an epoch: a small net's step is so cheap
-    # (LeNet: ~15 ms on 2 CPU cores) that measuring every 4th step would cost more than the 5% it may.
-    health_every = log_every * math.ceil(max(1, steps_per_epoch // HEALTH_RECORDS_PER_EPOCH) / log_every)
-    s = Setup(
-        config=config,
-        dist=dist,
-        device=device,
-        dtype=dtype,
-        log=log,
-        stop=StopCheck(log.run_dir / runs.STOP_FILE, stop_event, deadline, dist, device),
-        data=ds,
-        norm=norm,
-        data_size=data_size,
-        input_size=input_size,
-        train_loader=train_loader,
-        log_every=log_every,
-        health_every=health_every,
-        model=model,
-        step_model=step_model,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        ema=ema,
-        resumed=checkpoint is not None,
-        start_epoch=start_epoch,
-        start_step=start_step,
-        start_global_step=start_global_step,
-        test_split=Split(ds.test.images.to(device), ds.test.labels.to(device)),
-        reads=IntervalReads(device),
-        checkpoints=CheckpointWriter(runs.save_checkpoint, device, lambda exc: fallbacks.switch_off("background_checkpoints", exc)),
-        fallbacks=fallbacks,
-    )
-    if fast and config.cuda_graphs and not dist.enabled:  # DDP's gradient all-reduce stays eager
-        s.graphed = fallbacks.attempt(
-            "cuda_graphs",
-            lambda: GraphedStep(
-                lambda x, y: forward_backward(s, x, y, autocast_cache=False), model, optimizer, before_capture=s.checkpoints.wait
-            ),
-        )
-    if config.health and dist.main:  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
-        # Forward hooks do not run in a compiled or CUDA-graphed step (and adding them would make torch.compile
-        # recompile): no dead-unit counts there; the norms and update sizes are read outside the step and still work.
-        s.health = Probe(model, dead_units=compiled is None and s.graphed is None)
-    if dist.main and not checkpoint:
-        write_run_config(s)
-    return s
-
-
-def write_run_config(s: Setup) -> None:
-    """The full config.json: the config plus what the run found out (classes, sizes, normalization, parameters, env)."""
-    trainable, total = count_parameters(s.model)
-    per_rank_batch = s.train_loader.batch_size
-    runs.write_config(
-        s.log.run_dir,
-        s.config.to_dict(),
-        classes=s.data.classes,
-        num_classes=len(s.data.classes),
-        input_size=s.input_size,
-        data_size=s.data_size,
-        # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
-        normalization={k: [round(v, 6) for v in values] for k, values in s.norm.as_dict().items()},
-        dataset={
-            "n_train": len(s.data.train),
-            "n_test": len(s.data.test),
-            "skipped": s.data.skipped,
-            "has_test_split": s.data.has_test_split,
-            # the accuracy's caveat, for every page and export that shows it
-            "test_split_warning": test_split_warning(len(s.data.test), own_split=s.data.has_test_split),
-        },
-        params={"trainable": trainable, "total": total},
-        env={
-            "device": str(s.device),
-            "precision": dev.precision_name(s.dtype),
-            "eval_precision": dev.precision_name(dev.eval_precision(s.config.precision, s.device)),
-            "world_size": s.dist.world_size,
-            "per_rank_batch_size": per_rank_batch,
-            "effective_batch_size": per_rank_batch * s.dist.world_size,
-            "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
-            "host": socket.gethostname(),
-            **_versions(),
-        },
-    )
-
-
-# --------------------------------------------------------------------------- one epoch
+# --------------------------------------------------------------------------- set-up
 
 
 @dataclass
@@ -341,67 +133,152 @@ class Meter:
         return {"train_loss": self.epoch_loss / max(1, self.epoch_n), "train_acc": self.epoch_correct / max(1, self.epoch_n)}
 
 
-def forward_backward(s: Setup, x: torch.Tensor, y: torch.Tensor, *, autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def start(
+    config: TrainConfig, log: RunLog, dist: Dist, *, resume: bool = False, stop_event: threading.Event | None = None
+) -> tuple[Placement, RunData, Learner, Records, StopCheck, CheckpointWriter, Progress]:
+    """Every piece the loop works with, built once (restored from the checkpoint when resuming); writes config.json."""
+    where = place(config, dist)
+    checkpoint = runs.load_checkpoint(log.run_dir) if resume else None
+    torch.manual_seed(config.seed)
+    fallbacks = Fallbacks(log.emit if dist.main else None)
+    data = load_run_data(config, where, checkpoint)
+    cadence = Cadence.for_run(config, len(data.train_loader))
+    learner = make_learner(config, data, where, cadence.total_steps, fallbacks, checkpoint)
+    checkpoints = CheckpointWriter(runs.save_checkpoint, where.device, lambda exc: fallbacks.switch_off("background_checkpoints", exc))
+    if where.device.type in fallback.FAST_DEVICES and config.cuda_graphs and not dist.enabled:  # DDP's all-reduce stays eager
+        learner.graphed = fallbacks.attempt(
+            "cuda_graphs",
+            lambda: GraphedStep(
+                lambda x, y: forward_backward(learner, data, where, x, y, autocast_cache=False),
+                learner.model,
+                learner.optimizer,
+                before_capture=checkpoints.wait,
+            ),
+        )
+    records = Records(log, cadence, IntervalReads(where.device))
+    if config.health and dist.main:  # rank 0 only: the other ranks' gradients are the same after DDP's all-reduce
+        # Forward hooks do not run in a compiled or CUDA-graphed step (and adding them would make torch.compile
+        # recompile): no dead-unit counts there; the norms and update sizes are read outside the step and still work.
+        records.health = Probe(learner.model, dead_units=not learner.compiled and learner.graphed is None)
+    deadline = log.started + config.time_limit if config.time_limit is not None else None
+    stop = StopCheck(log.run_dir / runs.STOP_FILE, stop_event, deadline, dist, where.device)
+    progress = Progress()
+    if checkpoint:  # the loop begins at the checkpoint's epoch and batch
+        progress.epoch, progress.step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
+        progress.global_step = int(checkpoint.get("global_step", progress.epoch * cadence.steps_per_epoch + progress.step))
+    elif dist.main:
+        write_run_config(log, config, data, learner.model, where)
+    return where, data, learner, records, stop, checkpoints, progress
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
+
+
+def write_run_config(log: RunLog, config: TrainConfig, data: RunData, model: nn.Module, where: Placement) -> None:
+    """The full config.json: the config plus what the run found out (classes, sizes, normalization, parameters, env)."""
+    trainable, total = count_parameters(model)
+    per_rank_batch = data.train_loader.batch_size
+    runs.write_config(
+        log.run_dir,
+        config.to_dict(),
+        classes=data.classes,
+        num_classes=len(data.classes),
+        input_size=data.input_size,
+        data_size=data.data_size,
+        # float32 on the device; 6 decimals give back the (4-decimal) statistics as they were computed
+        normalization={k: [round(v, 6) for v in values] for k, values in data.norm.as_dict().items()},
+        dataset={
+            "n_train": len(data.dataset.train),
+            "n_test": len(data.dataset.test),
+            "skipped": data.dataset.skipped,
+            "has_test_split": data.dataset.has_test_split,
+            # the accuracy's caveat, for every page and export that shows it
+            "test_split_warning": test_split_warning(len(data.dataset.test), own_split=data.dataset.has_test_split),
+        },
+        params={"trainable": trainable, "total": total},
+        env={
+            "device": str(where.device),
+            "precision": dev.precision_name(where.dtype),
+            "eval_precision": dev.precision_name(where.eval_dtype),
+            "world_size": where.dist.world_size,
+            "per_rank_batch_size": per_rank_batch,
+            "effective_batch_size": per_rank_batch * where.dist.world_size,
+            "lr_scaling": "none: the global batch is split across processes, so the lr is unchanged",
+            "host": socket.gethostname(),
+            **_versions(),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+def forward_backward(
+    learner: Learner, data: RunData, where: Placement, x: torch.Tensor, y: torch.Tensor, *, autocast_cache: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """zero_grad, forward, loss and backward of a batch of uint8 images; returns (loss, logits), still on the device.
 
     What `GraphedStep` captures (autocast's weight cache must be off inside a CUDA graph).
     """
-    x = normalize_batch(x, s.norm.mean, s.norm.std, s.input_size, s.config.channels_last)
-    with dev.autocast(s.device, s.dtype, cache=autocast_cache):
-        logits = s.step_model(x)
-        loss = s.loss_fn(logits.float(), y)
-    s.optimizer.zero_grad(set_to_none=True)
+    x = data.inputs(x, where.channels_last)
+    with dev.autocast(where.device, where.dtype, cache=autocast_cache):
+        logits = learner.step_model(x)
+        loss = learner.loss_fn(logits.float(), y)
+    learner.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss, logits
 
 
-def train_step(s: Setup, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(learner: Learner, data: RunData, where: Placement, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch of uint8 images; returns (loss, logits) still on the device, unread.
 
-    Each fast part that fails is switched off and its work done again the plain way (core/fallback.py).
+    Each fast part that fails is switched off and its work done again the plain way (core/training/fallback.py).
     """
-    loss, logits = fallback.forward_backward(s, x, y, forward_backward)
-    fallback.optimizer_step(s)
-    s.scheduler.step()  # host arithmetic only: the lr goes to the fused kernel as an argument
-    if s.ema is not None:
-        fallback.ema_step(s)
+    loss, logits = fallback.forward_backward(learner, x, y, lambda learner, x, y: forward_backward(learner, data, where, x, y))
+    fallback.optimizer_step(learner)
+    learner.scheduler.step()  # host arithmetic only: the lr goes to the fused kernel as an argument
+    if learner.ema is not None:
+        fallback.ema_step(learner)
     return loss, logits
 
 
-def log_interval(s: Setup, progress: Progress, meter: Meter) -> None:
+def log_interval(records: Records, dist: Dist, progress: Progress, meter: Meter, lr: float) -> None:
     """Once per log interval: queue the interval's loss and accuracy for reading (all-reduced under torchrun), then
     write the step records whose figures have arrived. The device is never waited for here (see IntervalReads).
 
-    The per-layer health values (core.health) are measured here, right after the step while every .grad still holds its
-    gradients, and ride along in the same read; their record follows the interval's step record.
+    The per-layer health values (core/training/health.py) are measured here, right after the step while every .grad
+    still holds its gradients, and ride along in the same read; their record follows the interval's step record.
     """
     values = torch.stack([meter.loss, meter.correct])
-    if s.dist.enabled:
+    if dist.enabled:
         torch.distributed.all_reduce(values)
     meta = {
         "epoch": progress.epoch,
         "step": progress.global_step,
-        "progress": round(progress.epoch + progress.step / s.steps_per_epoch, 4),
-        "lr": s.scheduler.get_last_lr()[0],
-        "n": meter.n * s.dist.world_size,
+        "progress": round(progress.epoch + progress.step / records.cadence.steps_per_epoch, 4),
+        "lr": lr,
+        "n": meter.n * dist.world_size,
         "warmup": not progress.warmed_up,
     }
-    if s.health is not None and s.health.pending:  # rank 0 only, hence after the all-reduce; read with the loss, no wait of its own
-        health_values, meta["health"] = s.health.collect()
+    if records.health is not None and records.health.pending:  # rank 0 only, hence after the all-reduce; no wait of its own
+        health_values, meta["health"] = records.health.collect()
         values = torch.cat([values, health_values.to(values.device, values.dtype)])
-    s.reads.push(values, meta)
+    records.reads.push(values, meta)
     progress.warmed_up = True
     meter.loss.zero_()
     meter.correct.zero_()
     meter.n = 0
     # Under torchrun every rank must see a NaN at the same step (or they part ways), so there the read waits; the
     # all-reduce above has made the ranks wait for each other anyway.
-    write_step_records(s, progress, meter, wait=s.dist.enabled)
+    write_step_records(records, progress, meter, wait=dist.enabled)
 
 
-def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool = False) -> None:
+def write_step_records(records: Records, progress: Progress, meter: Meter, *, wait: bool = False) -> None:
     """Step records for the intervals whose figures have arrived (wait=True: all of them; once an epoch)."""
-    for floats, meta, seconds in s.reads.ready(block=wait):
+    for floats, meta, seconds in records.reads.ready(block=wait):
         (loss_sum, correct), health_values, health_rows = floats[:2], floats[2:], meta.pop("health", None)
         n = meta.pop("n")
         if not math.isfinite(loss_sum):
@@ -410,15 +287,17 @@ def write_step_records(s: Setup, progress: Progress, meter: Meter, *, wait: bool
             progress.counted_images += n
             progress.counted_time += seconds
         # img_per_s: the run's one throughput figure so far (Progress.img_per_s), not this interval's own (noisy) rate
-        s.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": progress.img_per_s})
+        records.log.emit({"kind": "step", **meta, "loss": loss_sum / n, "acc": correct / n, "img_per_s": progress.img_per_s})
         if health_rows is not None:
-            s.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
+            records.log.emit({"kind": "health", **meta, "loss": loss_sum / n, "layers": health_rows(health_values)})
         meter.epoch_loss += loss_sum
         meter.epoch_correct += correct
         meter.epoch_n += int(n)
 
 
-def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
+def train_one_epoch(
+    learner: Learner, data: RunData, where: Placement, records: Records, stop: StopCheck, progress: Progress
+) -> dict[str, float]:
     """Train epoch `progress.epoch` from batch `progress.step` on (0, or where a resumed run stopped).
 
     Returns the epoch's train loss and accuracy. Raises StopRequested (checked before every batch; at log
@@ -426,95 +305,101 @@ def train_one_epoch(s: Setup, progress: Progress) -> dict[str, float]:
     intervals nothing here reads a value back from the device, so the host can queue steps ahead of an
     accelerator.
     """
-    if hasattr(s.model, "on_epoch_start"):
-        s.model.on_epoch_start(progress.epoch, s.config.epochs)
-    s.step_model.train()
-    meter = Meter(s.device)
-    s.reads.restart()
-    for x, y in s.train_loader.epoch(progress.epoch, start_step=progress.step):
-        if (not s.dist.enabled or progress.step % s.log_every == 0) and s.stop.requested():
-            write_step_records(s, progress, meter, wait=True)  # a stopped run keeps the records of what it trained
+    cadence, health = records.cadence, records.health
+    if hasattr(learner.model, "on_epoch_start"):
+        learner.model.on_epoch_start(progress.epoch, cadence.epochs)
+    learner.step_model.train()
+    meter = Meter(where.device)
+    records.reads.restart()
+    for x, y in data.train_loader.epoch(progress.epoch, start_step=progress.step):
+        if (not where.dist.enabled or progress.step % cadence.log_every == 0) and stop.requested():
+            write_step_records(records, progress, meter, wait=True)  # a stopped run keeps the records of what it trained
             raise StopRequested
         # Known before the step, so that a logged step can also watch the step itself (activations, the update).
-        logged = s.logs_after(progress.step + 1)
-        if logged and s.watches_health_after(progress.step + 1):
-            s.health.begin()  # hooks and a copy of the weights for this one step; log_interval reads them
-        loss, logits = train_step(s, x, y)
+        logged = cadence.logs_after(progress.step + 1)
+        if logged and health is not None and cadence.health_after(progress.step + 1):
+            health.begin()  # hooks and a copy of the weights for this one step; log_interval reads them
+        loss, logits = train_step(learner, data, where, x, y)
         progress.step += 1
         progress.global_step += 1
         meter.add(loss, logits, y)
         if logged:
-            log_interval(s, progress, meter)
-    write_step_records(s, progress, meter, wait=True)
+            log_interval(records, where.dist, progress, meter, learner.scheduler.get_last_lr()[0])
+    write_step_records(records, progress, meter, wait=True)
     return meter.epoch_metrics()
 
 
-def evaluate_run(s: Setup, *, final: bool) -> dict[str, Any]:
+def score_test_split(learner: Learner, data: RunData, where: Placement, config: TrainConfig, *, final: bool) -> dict[str, Any]:
     """`evaluate` on the test split with the weights checkpoints keep (the EMA's when there is one).
 
     Test-time augmentation costs 2-6 forward passes, so it is kept for the evaluation that ends a run (the last
     epoch, or a stop); the evaluations between epochs are single views, a cheap progress check.
     """
     return evaluate(
-        s.eval_model,
-        s.test_split,
-        s.norm,
-        s.input_size,
-        s.device,
-        dev.eval_precision(s.config.precision, s.device),  # as core.predict scores it: one test accuracy on every CPU
-        tta=s.config.tta if final else 0,
-        num_classes=len(s.data.classes),
-        dist=s.dist,
-        channels_last=s.config.channels_last,
-        batch_size=eval_batch_size(s.config.batch_size),
+        learner.eval_model,
+        data.test_split,
+        data.norm,
+        data.input_size,
+        where.device,
+        where.eval_dtype,
+        tta=config.tta if final else 0,
+        num_classes=len(data.classes),
+        dist=where.dist,
+        channels_last=where.channels_last,
+        batch_size=eval_batch_size(config.batch_size),
     )
 
 
-def epoch_record(s: Setup, progress: Progress, train_metrics: dict[str, float], eval_seconds: float) -> dict[str, Any]:
-    last, metrics = progress.epoch + 1 == s.config.epochs, progress.last_eval
+def epoch_record(
+    progress: Progress, train_metrics: dict[str, float], eval_seconds: float, *, config: TrainConfig, lr: float, num_classes: int
+) -> dict[str, Any]:
+    last, metrics = progress.epoch + 1 == config.epochs, progress.last_eval
     record = {
         "kind": "epoch",
         "epoch": progress.epoch + 1,
         **train_metrics,
         "test_loss": metrics["test_loss"],
         "test_acc": metrics["test_acc"],
-        "tta": int(s.config.tta) if last else 0,
-        "lr": s.scheduler.get_last_lr()[0],
+        "tta": int(config.tta) if last else 0,
+        "lr": lr,
         "img_per_s": progress.img_per_s,
         "eval_seconds": round(eval_seconds, 3),
     }
-    if last or len(s.data.classes) <= 20:
+    if last or num_classes <= 20:
         record["per_class"] = metrics["per_class"]
-    if last and len(s.data.classes) <= 50:
+    if last and num_classes <= 50:
         record["confusion"] = metrics["confusion"]
     return record
 
 
-def save_checkpoint(s: Setup, epoch: int, step_in_epoch: int, global_step: int, metrics: dict[str, Any], *, wait: bool = False) -> None:
-    """Rank 0 writes checkpoint.pt atomically: plain tensors and values, loadable with weights_only=True.
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The live tensors; the CheckpointWriter copies them (contiguous, on the host) before training goes on."""
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    inner = getattr(inner, "_orig_mod", inner)  # and torch.compile too
+    return {k: v.detach() for k, v in inner.state_dict().items()}
 
-    Written in the background (CheckpointWriter) from a snapshot taken now; wait=True returns once it is on disk.
-    """
-    if not s.dist.main:
-        return
+
+def checkpoint_payload(learner: Learner, data: RunData, config: TrainConfig, progress: Progress, *, epoch_done: bool) -> dict[str, Any]:
+    """What checkpoint.pt holds, plain tensors and values that load with weights_only=True: at the end of the epoch in
+    progress (epoch_done), or where the loop stopped within it."""
     payload = {
-        "model": _state_dict(s.eval_model),
-        "optimizer": s.optimizer.state_dict(),
-        "scheduler": s.scheduler.state_dict(),
-        "epoch": epoch,
-        "step_in_epoch": step_in_epoch,
-        "global_step": global_step,
-        "classes": s.data.classes,
-        "normalization": s.norm.as_dict(),
-        "image_size": s.data_size,
-        "input_size": s.input_size,
-        "config": s.config.to_dict(),
-        "metrics": metrics,
+        "model": _state_dict(learner.eval_model),
+        "optimizer": learner.optimizer.state_dict(),
+        "scheduler": learner.scheduler.state_dict(),
+        "epoch": progress.epoch + 1 if epoch_done else progress.epoch,
+        "step_in_epoch": 0 if epoch_done else progress.step,
+        "global_step": progress.global_step,
+        "classes": data.classes,
+        "normalization": data.norm.as_dict(),
+        "image_size": data.data_size,
+        "input_size": data.input_size,
+        "config": config.to_dict(),
+        "metrics": {"test_acc": progress.last_eval["test_acc"]},
     }
-    if s.ema is not None:
-        payload["train_model"] = _state_dict(s.model)
-        payload["ema"] = s.ema.state_dict()
-    s.checkpoints.save(s.log.run_dir / runs.CHECKPOINT_FILE, payload, wait=wait)
+    if learner.ema is not None:
+        payload["train_model"] = _state_dict(learner.model)
+        payload["ema"] = learner.ema.state_dict()
+    return payload
 
 
 # --------------------------------------------------------------------------- how a run ends
@@ -587,38 +472,48 @@ def train(
     name = runs.check_name(name or "")  # a bad name fails before any work
     dist = init_distributed(config)
     log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record, name=name)
-    s: Setup | None = None
+    where: Placement | None = None  # the pieces stay None if start() fails: the run is then recorded as failed
+    learner: Learner | None = None
+    data: RunData | None = None
+    records: Records | None = None
+    stop: StopCheck | None = None
+    checkpoints: CheckpointWriter | None = None
     progress = Progress()
-    caveat: str | None = None  # a test split too small for its accuracy to mean much (core.classes)
+    caveat: str | None = None  # a test split too small for its accuracy to mean much (core/data/classes.py)
     error: BaseException | None = None
     try:
-        s = setup(config, log, dist, resume=resume, stop_event=stop_event)
-        progress = Progress(epoch=s.start_epoch, step=s.start_step, global_step=s.start_global_step)
-        caveat = test_split_warning(len(s.data.test), own_split=s.data.has_test_split)
+        where, data, learner, records, stop, checkpoints, progress = start(config, log, dist, resume=resume, stop_event=stop_event)
+        caveat = test_split_warning(len(data.dataset.test), own_split=data.dataset.has_test_split)
         log.emit(
             {
                 "kind": "status",
                 "status": "running",
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
-                "resumed_from_epoch": s.start_epoch if s.resumed else None,
-                "device": str(s.device),
-                "precision": dev.precision_name(s.dtype),
-                "steps_per_epoch": s.steps_per_epoch,
-                "total_steps": s.total_steps,
-                "num_classes": len(s.data.classes),
-                "n_test": len(s.data.test),
+                "resumed_from_epoch": progress.epoch if resume else None,
+                "device": str(where.device),
+                "precision": dev.precision_name(where.dtype),
+                "steps_per_epoch": records.cadence.steps_per_epoch,
+                "total_steps": records.cadence.total_steps,
+                "num_classes": len(data.classes),
+                "n_test": len(data.dataset.test),
                 "test_split_warning": caveat,
             }
         )
         while progress.epoch < config.epochs:
-            train_metrics = train_one_epoch(s, progress)
+            train_metrics = train_one_epoch(learner, data, where, records, stop, progress)
             eval_started = time.perf_counter()
-            progress.last_eval = evaluate_run(s, final=progress.epoch + 1 == config.epochs)
-            log.emit(epoch_record(s, progress, train_metrics, time.perf_counter() - eval_started))
-            save_checkpoint(s, progress.epoch + 1, 0, progress.global_step, {"test_acc": progress.last_eval["test_acc"]})
+            progress.last_eval = score_test_split(learner, data, where, config, final=progress.epoch + 1 == config.epochs)
+            lr = learner.scheduler.get_last_lr()[0]
+            log.emit(
+                epoch_record(
+                    progress, train_metrics, time.perf_counter() - eval_started, config=config, lr=lr, num_classes=len(data.classes)
+                )
+            )
+            if dist.main:  # rank 0 writes checkpoint.pt, in the background from a snapshot taken now
+                checkpoints.save(log.run_dir / runs.CHECKPOINT_FILE, checkpoint_payload(learner, data, config, progress, epoch_done=True))
             progress.epoch, progress.step = progress.epoch + 1, 0
-        s.checkpoints.wait()  # a finished run's checkpoint is on disk before its status says so
+        checkpoints.wait()  # a finished run's checkpoint is on disk before its status says so
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
 
@@ -626,19 +521,20 @@ def train(
         error,
         config,
         progress,
-        timed_out=s is not None and s.stop.timed_out(),
-        device=str(s.device if s else config.device),
-        steps_per_epoch=s.steps_per_epoch if s else 0,
+        timed_out=stop is not None and stop.timed_out(),
+        device=str(where.device if where else config.device),
+        steps_per_epoch=records.cadence.steps_per_epoch if records else 0,
     )
-    if end.status == "stopped" and s is not None:
-        progress.last_eval = evaluate_run(s, final=True)
-        save_checkpoint(s, progress.epoch, progress.step, progress.global_step, {"test_acc": progress.last_eval["test_acc"]}, wait=True)
+    if end.status == "stopped" and learner is not None:
+        progress.last_eval = score_test_split(learner, data, where, config, final=True)
         if dist.main:
+            payload = checkpoint_payload(learner, data, config, progress, epoch_done=False)
+            checkpoints.save(log.run_dir / runs.CHECKPOINT_FILE, payload, wait=True)
             # Consumed only now: a Stop pressed while the trainer was still starting up is not lost.
-            s.stop.stop_file.unlink(missing_ok=True)
-    if s is not None and s.checkpoints is not None:
+            stop.stop_file.unlink(missing_ok=True)
+    if checkpoints is not None:
         try:
-            s.checkpoints.close()  # whatever the outcome, no write is left half-way
+            checkpoints.close()  # whatever the outcome, no write is left half-way
         except PlaygroundError as exc:
             if error is None or end.status == "stopped":
                 error, end = exc, outcome(exc, config, progress)

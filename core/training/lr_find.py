@@ -39,7 +39,7 @@ from torch import nn
 
 from core import device as dev
 from core.data.batches import BatchLoader, normalize_batch
-from core.errors import PlaygroundError
+from core.errors import PlaygroundError, command
 from core.training.config import SHARED_OPTIONS, TrainConfig, add_shared_options, layers_option
 from core.training.parts import load_data, make_model, make_optimizer
 
@@ -175,32 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: getattr(args, k) for k in SHARED_OPTIONS}
-    try:
-        if args.layers:
-            overrides["layers"] = layers_option(args.layers)
-        config = TrainConfig.for_model(args.model, **overrides)
+    if args.layers:
+        overrides["layers"] = layers_option(args.layers)
+    config = TrainConfig.for_model(args.model, **overrides)
 
-        tty = sys.stderr.isatty()
+    tty = sys.stderr.isatty()
 
-        def show(i: int, lr: float, loss: float) -> None:
-            if tty:
-                print(f"\rstep {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f} ", end="", file=sys.stderr, flush=True)
-            elif i % 20 == 0:
-                print(f"step {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f}", file=sys.stderr, flush=True)
+    def show(i: int, lr: float, loss: float) -> None:
+        if tty:
+            print(f"\rstep {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f} ", end="", file=sys.stderr, flush=True)
+        elif i % 20 == 0:
+            print(f"step {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f}", file=sys.stderr, flush=True)
 
-        result = lr_find(config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, on_step=show)
-        print(
-            ("\n" if tty else "") + f"suggested lr {result['suggested_lr']} after {result['steps']} steps in {result['seconds']} s",
-            file=sys.stderr,
-        )
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:
-        print(f"error: the layer spec is not valid JSON ({exc}).", file=sys.stderr)
-        return 2
+    result = lr_find(config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, on_step=show)
+    print(
+        ("\n" if tty else "") + f"suggested lr {result['suggested_lr']} after {result['steps']} steps in {result['seconds']} s",
+        file=sys.stderr,
+    )
     print(json.dumps(result))
     return 0

@@ -1,22 +1,34 @@
-"""The pieces a run builds once before its first step: the data and its normalization, the model, the optimizer
-and the learning-rate schedule. The trainer, the lr finder and the augmentation preview build them the same way.
+"""The pieces a run builds once before its first step, each a small thing with a name, passed to the loop's
+functions that need it (as torchvision's classification reference passes its model, optimizer and loaders):
+
+- `Placement`: where the run computes (device, precisions, its place among torchrun's processes, memory format);
+- `RunData`: what it trains and tests on (the dataset, its normalization, image sides, batches, the test split);
+- `Learner`: what learns (the model, its loss, optimizer, schedule and EMA, and the fast path's parts still on).
+
+The trainer, the lr finder and the augmentation preview build the data, model and optimizer the same way.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from core.data.batches import normalize_batch
-from core.data.datasets import Dataset, load_dataset
+from core import device as dev
+from core.data.batches import BatchLoader, normalize_batch
+from core.data.datasets import Dataset, Split, load_dataset
+from core.data.spec import DataSpec
 from core.errors import PlaygroundError
 from core.models.backbones import preset_input_size, pretrained_normalization
 from core.models.build import build
+from core.training import fallback, losses
 from core.training.config import TrainConfig
+from core.training.fallback import Fallbacks
+from core.training.fastloop import GraphedStep
+from core.training.runlog import Dist
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: float, warmup_start: float = 0.1) -> float:
@@ -70,7 +82,7 @@ class Normalization:
 def image_sides(config: TrainConfig) -> tuple[int, int]:
     """(the side images are stored at, the side the model sees): folders are loaded at the model's size."""
     input_size = config.image_size or preset_input_size(config.model)
-    return (input_size if config.data.startswith("imagefolder:") else 32), input_size
+    return DataSpec.parse(config.data).stored_side(input_size), input_size
 
 
 def load_data(config: TrainConfig, device: torch.device, checkpoint: dict[str, Any] | None) -> tuple[Dataset, Normalization, int, int]:
@@ -110,3 +122,123 @@ def make_model(
         sample = ds.train.images[:5000].to(device)
         model.init_from_data(normalize_batch(sample, norm.mean, norm.std, input_size, config.channels_last))
     return model
+
+
+# --------------------------------------------------------------------------- where the run computes
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype  # autocast precision of the training steps
+    eval_dtype: torch.dtype  # the test pass's: as core.insight.predict scores it, one test accuracy on every CPU
+    dist: Dist
+    channels_last: bool  # the memory format of the model and its inputs
+
+
+def place(config: TrainConfig, dist: Dist) -> Placement:
+    device = dev.resolve_device(config.device, dist.local_rank if dist.enabled else None)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: cuDNN times its algorithms once and keeps the fastest
+    if dist.enabled and config.batch_size % dist.world_size:
+        raise PlaygroundError(f"The batch size {config.batch_size} must divide evenly across {dist.world_size} processes.")
+    return Placement(
+        device, dev.resolve_precision(config.precision, device), dev.eval_precision(config.precision, device), dist, config.channels_last
+    )
+
+
+# --------------------------------------------------------------------------- what it trains on
+
+
+@dataclass
+class RunData:
+    dataset: Dataset
+    norm: Normalization  # the checkpoint's when resuming, so a resumed run sees its images as before
+    data_size: int  # the side the images are stored at
+    input_size: int  # the side the model sees
+    train_loader: BatchLoader  # this process's shard of the training batches, augmented on the device
+    test_split: Split  # the test images on the training device, moved there once
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def inputs(self, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """A uint8 batch as the model takes it: resized to its input side, normalized, in its memory format."""
+        return normalize_batch(x, self.norm.mean, self.norm.std, self.input_size, channels_last)
+
+
+def load_run_data(config: TrainConfig, where: Placement, checkpoint: dict[str, Any] | None) -> RunData:
+    ds, norm, data_size, input_size = load_data(config, where.device, checkpoint)
+    train_loader = BatchLoader(
+        ds.train,
+        config.batch_size // where.dist.world_size,
+        where.device,
+        shuffle=True,
+        augment=config.augment,
+        crop_padding=config.crop_padding,
+        seed=config.seed,
+        rank=where.dist.rank,
+        world_size=where.dist.world_size,
+    )
+    test_split = Split(ds.test.images.to(where.device), ds.test.labels.to(where.device))
+    return RunData(ds, norm, data_size, input_size, train_loader, test_split)
+
+
+# --------------------------------------------------------------------------- what learns
+
+
+@dataclass
+class Learner:
+    """The loop changes only the weights, and the fast path's parts that fail (core/training/fallback.py switches
+    `graphed` and the compiled `step_model` off in place)."""
+
+    model: nn.Module  # the bare model: checkpoints, EMA and evaluation use it
+    step_model: nn.Module  # what a training step calls: the model, compiled and/or wrapped in DDP
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: torch.optim.swa_utils.AveragedModel | None
+    ema_decay: float | None
+    fallbacks: Fallbacks = field(default_factory=Fallbacks)  # the fast path's parts this run switched off
+    graphed: GraphedStep | None = None  # CUDA: the step's forward+backward replayed as one CUDA graph
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def compiled(self) -> bool:
+        return fallback.compiled_module(self.step_model) is not None
+
+
+def make_learner(
+    config: TrainConfig, data: RunData, where: Placement, total_steps: int, fallbacks: Fallbacks, checkpoint: dict[str, Any] | None
+) -> Learner:
+    """Model, optimizer, schedule and EMA (restored from the checkpoint when resuming), compiled and DDP-wrapped as
+    the config and the world ask. The CUDA graph comes later (the loop's step is what it captures)."""
+    model = make_model(config, data.dataset, data.norm, data.input_size, where.device, checkpoint)
+    fast = where.device.type in fallback.FAST_DEVICES  # fused optimizer steps (and CUDA graphs)
+    optimizer = fallbacks.attempt("fused_optimizer", lambda: make_optimizer(model, config, fused=True)) if fast else None
+    optimizer = optimizer or make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(config.schedule, s, total_steps, config.warmup, config.warmup_start)
+    )
+    ema = None
+    if config.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    if checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if ema is not None and "ema" in checkpoint:
+            ema.load_state_dict(checkpoint["ema"])
+    compiled = fallbacks.attempt("compile", lambda: torch.compile(model)) if config.compile else None
+    step_model: nn.Module = model if compiled is None else compiled
+    if where.dist.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[where.dist.local_rank] if where.device.type == "cuda" else None
+        )
+    loss_fn = losses.make(config.loss, config.label_smoothing)
+    return Learner(model, step_model, loss_fn, optimizer, scheduler, ema, config.ema, fallbacks)

@@ -1,8 +1,8 @@
 """A few training images as the model will see them: the run's own data loading and augmentation, undone for display.
 
-Nothing here re-implements the augmentation: the images come from `core.data.BatchLoader` (random crop with
+Nothing here re-implements the augmentation: the images come from `core.data.batches.BatchLoader` (random crop with
 padding, flip) and `normalize_batch` (resize to the model's input, normalization) with the run's config, as in
-`core.train.train_step`; only the normalization is undone so they can be shown.
+`core.training.loop.train_step`; only the normalization is undone so they can be shown.
 """
 
 from __future__ import annotations

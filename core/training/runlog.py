@@ -1,10 +1,12 @@
 """Where a run's process stands among others and what it tells the world: the torchrun group it belongs to
-(`Dist`), its records in the run folder (`RunLog`) and the ways it may be asked to stop (`StopCheck`).
+(`Dist`), its records in the run folder (`RunLog`), when the loop writes them (`Cadence`) and what it measures then
+(`Records`), and the ways it may be asked to stop (`StopCheck`).
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import threading
 import time
@@ -18,7 +20,10 @@ import torch
 from core import device as dev
 from core.serving import runs
 from core.training.config import TrainConfig
+from core.training.fastloop import IntervalReads
+from core.training.health import Probe
 
+HEALTH_RECORDS_PER_EPOCH = 10  # at most about this many health records an epoch (each costs a few ms; see Cadence)
 DIST_TIMEOUT_S = int(os.environ.get("PLAYGROUND_DIST_TIMEOUT", 180))
 
 
@@ -138,3 +143,46 @@ class StopCheck:
         if self.dist.enabled:  # every rank must leave the loop at the same step
             flag = self.dist.all_reduce_sum([float(flag)], self.device)[0] > 0
         return flag
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When the loop looks up from training: a step record every `log_every` steps (and every epoch's last), a
+    health record every `health_every` (a multiple of log_every)."""
+
+    epochs: int
+    steps_per_epoch: int
+    log_every: int
+    health_every: int
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, steps_per_epoch: int) -> Cadence:
+        log_every = config.log_every or max(1, steps_per_epoch // 25)
+        # Health at log intervals, but at most about HEALTH_RECORDS_PER_EPOCH an epoch: a small net's step is so cheap
+        # (LeNet: ~15 ms on 2 CPU cores) that measuring every 4th step would cost more than the 5% it may.
+        health_every = log_every * math.ceil(max(1, steps_per_epoch // HEALTH_RECORDS_PER_EPOCH) / log_every)
+        return cls(config.epochs, steps_per_epoch, log_every, health_every)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def logs_after(self, step: int) -> bool:
+        """Whether batch `step` (1-based, in its epoch) ends a log interval; the epoch's last batch always does."""
+        return step % self.log_every == 0 or step == self.steps_per_epoch
+
+    def health_after(self, step: int) -> bool:
+        """Whether the log interval that batch `step` ends also gets a health record."""
+        return step % self.health_every == 0
+
+
+@dataclass
+class Records:
+    """What the loop writes while it trains: where (`log`), when (`cadence`), the log intervals' figures on their way
+    from the device (`reads`, core/training/fastloop.py) and the per-layer health probe (`health`, rank 0 only: the
+    other ranks' gradients are the same after DDP's all-reduce)."""
+
+    log: RunLog
+    cadence: Cadence
+    reads: IntervalReads
+    health: Probe | None = None

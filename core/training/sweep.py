@@ -4,7 +4,7 @@
 
 One run folder per (setting, seed), each an ordinary run (the Runs page, Predict and the exports use it as any
 other) whose config.json carries `sweep`: the sweep's id and that run's settings. The runs go through the same
-fair queue as single runs (core.jobs): with `runs_per_device` > 1 they train side by side, and in shared mode a
+fair queue as single runs (core.serving.jobs): with `runs_per_device` > 1 they train side by side, and in shared mode a
 workspace's sweep takes its turns between other workspaces' runs rather than ahead of them.
 
 Why seeds: two runs that differ only in their seed land apart too (a different initialisation, batch order and
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import PlaygroundError
+from core.errors import PlaygroundError, command
 from core.serving import runs
 from core.training.config import TrainConfig, add_shared_options, layers_option
 
@@ -407,6 +407,7 @@ def follow(registry: JobRegistry, sweep: Sweep, say: Callable[[str], None], tick
             stop(registry, sweep)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     from core.serving.jobs import JobRegistry
 
@@ -423,12 +424,6 @@ def main(argv: list[str] | None = None) -> int:
             start(registry, sweep)
             print(f"sweep {sweep.sweep_id}: {len(sweep.runs)} runs queued in {root}", file=sys.stderr, flush=True)
         interrupted = follow(registry, sweep, lambda line: print(line, file=sys.stderr, flush=True))
-    except PlaygroundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:
-        print(f"error: the layer spec is not valid JSON ({exc}).", file=sys.stderr)
-        return 2
     finally:
         if registry is not None:
             registry.close()
