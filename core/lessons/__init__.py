@@ -43,7 +43,7 @@ LESSONS: tuple[Lesson, ...] = (
     _lesson(
         1,
         "regression",
-        "Linear regression from scratch",
+        "First steps: linear regression from scratch",
         "Two parameters, MSE and SGD: the whole training loop, and the broadcasting trap.",
         ("converge", "Find a learning rate that converges in under 50 steps"),
         ("diverge", "Make it diverge"),
