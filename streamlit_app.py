@@ -22,7 +22,7 @@ pages = {
     ],
     "Lessons": lessons.navigation(),  # a tick on each lesson whose tasks this browser has passed
 }
-page = st.navigation(pages)
+page = st.navigation(pages, expanded=True)  # every lesson's tick in sight, none behind "View more"
 device_badge(st.sidebar)
 training_note(st.sidebar)
 workspace.sidebar(state.all_runs())  # shared mode: this browser's workspace code (nothing otherwise)

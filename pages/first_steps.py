@@ -86,6 +86,7 @@ output_label = a.selectbox("The model's outputs", list(regression.OUTPUT_SHAPES)
 target_label = b.selectbox("The targets", list(regression.TARGET_SHAPES), index=1, key="trap_target")
 out_shape, target_shape = regression.OUTPUT_SHAPES[output_label], regression.TARGET_SHAPES[target_label]
 trap = lesson_view.trap(out_shape, target_shape)
+w_text, b_text = (f"{round(v, 3) + 0.0:.3f}" for v in (trap.w, trap.b))  # + 0.0: a flat line's w reads 0.000, not -0.000
 code_col, chart_col = st.columns([1, 1], gap="large")
 with code_col:
     st.code(regression.trap_code(out_shape, target_shape), language="python", wrap_lines=True)
@@ -99,19 +100,19 @@ with chart_col:
     st.vega_lite_chart(data, spec, key="trap-line")
     if trap.wrong_fit:
         st.error(
-            f"After 300 steps: w = {trap.w:.3f}, b = {trap.b:.3f}, a flat line. MSELoss compared all "
+            f"After 300 steps: w = {w_text}, b = {b_text}, a flat line. MSELoss compared all "
             f"{trap.compared_shape[0]} × {trap.compared_shape[1]} pairs, every output against every target, and the "
             "line closest to all targets at once is their mean. Fix the shapes: `y.view(-1, 1)` or `outputs.squeeze(1)`.",
             icon=":material/error:",
         )
     elif trap.warning:
         st.info(
-            f"w = {trap.w:.3f}, b = {trap.b:.3f}: right, by luck. {list(out_shape)} against {list(target_shape)} broadcasts "
+            f"w = {w_text}, b = {b_text}: right, by luck. {list(out_shape)} against {list(target_shape)} broadcasts "
             f"to {list(trap.compared_shape)}, element by element. The warning is still worth fixing: the same code "
             "with a [30, 1] output fits a flat line.",
             icon=":material/info:",
         )
     else:
-        st.caption(f"w = {trap.w:.3f}, b = {trap.b:.3f}: the best line.")
+        st.caption(f"w = {w_text}, b = {b_text}: the best line.")
 
 lessons.next_lesson("regression")

@@ -7,7 +7,8 @@ file; on your own machine there is one learner and one file (core.lessons.progre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import contextlib
+from collections.abc import Callable, Hashable, Iterator
 
 import streamlit as st
 
@@ -15,18 +16,19 @@ from core.lessons import LESSONS, Verdict, lesson
 from core.lessons.progress import Progress, progress_path
 from studio import workspace
 
-# slug -> (page file, short title in the navigation); First steps keeps its address from before the lessons.
+# slug -> (page file, short title in the navigation). Each file sits in pages/ itself, its name its address
+# (/lesson_padding): a first visit to a fresh server finds it there (studio.state.through_navigation).
 PAGES = {
     "regression": ("pages/first_steps.py", "First steps"),
-    "padding": ("pages/lessons/padding.py", "Sequential & padding"),
-    "loss": ("pages/lessons/loss.py", "Loss functions"),
-    "loop": ("pages/lessons/loop.py", "The training loop"),
-    "device": ("pages/lessons/device.py", "The device"),
-    "saving": ("pages/lessons/saving.py", "Saving & loading"),
-    "new_image": ("pages/lessons/new_image.py", "A new image"),
-    "fine_tuning": ("pages/lessons/fine_tuning.py", "Fine-tuning"),
+    "padding": ("pages/lesson_padding.py", "Sequential & padding"),
+    "loss": ("pages/lesson_loss.py", "Loss functions"),
+    "loop": ("pages/lesson_loop.py", "The training loop"),
+    "device": ("pages/lesson_device.py", "The device"),
+    "saving": ("pages/lesson_saving.py", "Saving & loading"),
+    "new_image": ("pages/lesson_new_image.py", "A new image"),
+    "fine_tuning": ("pages/lesson_fine_tuning.py", "Fine-tuning"),
 }
-OVERVIEW = "pages/lessons/overview.py"
+OVERVIEW = "pages/lessons.py"
 # Where the studio uses the same idea at full size.
 STUDIO = {
     "regression": ("pages/train.py", "Train", "the same loop trains every network there"),
@@ -49,12 +51,11 @@ def navigation() -> list:
     """The Lessons group of the navigation: the overview, then each lesson with a tick once all its tasks pass."""
     store = progress()
     passed = store.passed()
-    pages = [st.Page(OVERVIEW, title="All lessons", icon=":material/school:", url_path="lessons")]
+    pages = [st.Page(OVERVIEW, title="All lessons", icon=":material/school:")]
     for item in LESSONS:
         path, title = PAGES[item.slug]
         icon = DONE_ICON if store.lesson_done(item, passed) else TODO_ICON
-        url = None if item.slug == "regression" else f"lesson_{item.slug}"
-        pages.append(st.Page(path, title=title, icon=icon, url_path=url))
+        pages.append(st.Page(path, title=title, icon=icon))
     return pages
 
 
@@ -69,34 +70,46 @@ def header(slug: str) -> None:
         st.page_link(studio_page, label=f"At full size: {studio_title}", icon=":material/open_in_new:", help=why)
 
 
-def task(key: str, prompt: str, check: Callable[[], Verdict], inputs: Hashable, button: str = "Check") -> Verdict | None:
-    """The task's prompt and Check button. A click runs `check` (real tensors, a real model) and records a pass; the
-    verdict stays on screen while `inputs` (what the learner chose) stay the same, so an answer changed after a
-    check is not shown as checked."""
+@contextlib.contextmanager
+def task_box(key: str, prompt: str) -> Iterator[None]:
+    """The bordered box of task `key`: its title (marked once passed) and prompt; the answer's widgets and `check`
+    go inside."""
     item = next(t for lesson_ in LESSONS for t in lesson_.tasks if t.key == key)
-    passed_before = key in progress().passed()
     with st.container(border=True):
-        title = f":material/task_alt: **Task: {item.title}**" + (" · :green[passed]" if passed_before else "")
-        st.markdown(title)
+        passed = " · :green[passed]" if key in progress().passed() else ""
+        st.markdown(f":material/task_alt: **Task: {item.title}**{passed}")
         st.markdown(prompt)
-        slot = f"lesson_verdict:{key}"
-        if st.button(button, key=f"check:{key}", icon=":material/fact_check:"):
-            verdict = check()
-            st.session_state[slot] = (inputs, verdict)
-            if verdict.ok and not passed_before:
-                progress().mark(key)
-                st.rerun()  # once more from the top: the navigation's tick and the header's count include this pass
-        kept = st.session_state.get(slot)
-        if not kept or kept[0] != inputs:
-            return None
-        verdict = kept[1]
-        if verdict.ok:
-            st.success(verdict.message, icon=":material/check_circle:")
-        else:
-            st.warning(f"**Not yet.** {verdict.message}", icon=":material/lightbulb:")
-        if verdict.detail:
-            st.code(verdict.detail, language=None, wrap_lines=True)
-        return verdict
+        yield
+
+
+def check(key: str, run: Callable[[], Verdict], inputs: Hashable, button: str = "Check") -> Verdict | None:
+    """The Check button of task `key`. A click runs `run` (real tensors, a real model) and records a pass; the verdict
+    stays on screen while `inputs` (what the learner chose) stay the same, so an answer changed after a check is not
+    shown as checked."""
+    slot = f"lesson_verdict:{key}"
+    if st.button(button, key=f"check:{key}", icon=":material/fact_check:"):
+        verdict = run()
+        st.session_state[slot] = (inputs, verdict)
+        if verdict.ok and key not in progress().passed():
+            progress().mark(key)
+            st.rerun()  # once more from the top: the navigation's tick and the header's count include this pass
+    kept = st.session_state.get(slot)
+    if not kept or kept[0] != inputs:
+        return None
+    verdict = kept[1]
+    if verdict.ok:
+        st.success(verdict.message, icon=":material/check_circle:")
+    else:
+        st.warning(f"**Not yet.** {verdict.message}", icon=":material/lightbulb:")
+    if verdict.detail:
+        st.code(verdict.detail, language=None, wrap_lines=True)
+    return verdict
+
+
+def task(key: str, prompt: str, run: Callable[[], Verdict], inputs: Hashable) -> Verdict | None:
+    """A task whose answer is set with widgets elsewhere on the page (First steps' sliders): the box and its check."""
+    with task_box(key, prompt):
+        return check(key, run, inputs)
 
 
 def next_lesson(slug: str) -> None:

@@ -36,7 +36,7 @@ STATEMENTS = {
 SLOTS = {"A": "before outputs = model(images)", "B": "before loss = loss_fn(outputs, labels)"}
 
 PROGRAM = """\
-device = torch.device({device!r}){device_note}
+{device_note}device = torch.device({device!r})
 model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 4))
 model.to(device)  # a module moves in place: its weights now live on the device
 loss_fn = nn.CrossEntropyLoss()
@@ -54,14 +54,15 @@ def lesson_device() -> torch.device:
     return torch.device(device.type) if device.type != "cpu" else torch.device("meta")
 
 
-def program(statement: str | None = None, slot: str | None = None, device: torch.device | None = None) -> str:
-    """The loop with `statement` put in `slot` (neither: the loop as the learner wrote it, which fails)."""
+def program(statement: str | None = None, slot: str | None = None, device: torch.device | None = None, marks: bool = False) -> str:
+    """The loop with `statement` put in `slot` (neither: the loop as the learner wrote it, which fails); `marks`
+    shows where the slots are, as comments."""
     device = device or lesson_device()
     if statement is not None and statement not in STATEMENTS:
         raise ValueError(statement)
-    note = "  # no GPU here: meta, PyTorch's device of shapes without numbers, stands in for cuda" if device.type == "meta" else ""
-    line = f"    {statement}\n" if statement else ""
-    return PROGRAM.format(device=device.type, device_note=note, slot_a=line if slot == "A" else "", slot_b=line if slot == "B" else "")
+    note = "# no GPU here: meta (PyTorch's device of shapes without numbers) stands in for cuda\n" if device.type == "meta" else ""
+    lines = {name: f"    {statement}\n" if statement and slot == name else f"    # ({name})\n" if marks else "" for name in SLOTS}
+    return PROGRAM.format(device=device.type, device_note=note, slot_a=lines["A"], slot_b=lines["B"])
 
 
 @dataclass(frozen=True)

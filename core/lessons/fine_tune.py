@@ -25,7 +25,7 @@ PAPER_VS_TORCHVISION = (
     ("two GPUs", "each layer split in two halves; conv2, 4, 5 see only their own GPU's half", "one tower"),
     ("local response normalization", "after conv1 and conv2", "none"),
     ("before the classifier", "fixed 6×6 maps from a 224 (227) pixel input", "AdaptiveAvgPool2d((6, 6)): any input size"),
-    ("classifier", "4096, 4096, 1000 with dropout", "the same: Dropout, Linear 9216→4096, Dropout, Linear 4096→4096, Linear 4096→1000"),
+    ("classifier", "4096, 4096, 1000, with dropout", "the same"),
 )
 
 

@@ -70,11 +70,13 @@ OUTPUT_SHAPES = {"[30, 1]: what nn.Linear(1, 1) returns": (N_TRAP, 1), "[30]: af
 TARGET_SHAPES = {"[30, 1]": (N_TRAP, 1), "[1, 30]": (1, N_TRAP), "[30]": (N_TRAP,)}
 
 TRAP_CODE = """\
-x = torch.rand(30, 1) * 4 - 2                 # 30 points, one feature each: shape [30, 1]
-y = (2 * x + 3 + 0.3 * torch.randn(30, 1)).reshape({target})   # the targets, shape {target_list}
+x = torch.rand(30, 1) * 4 - 2  # 30 points: [30, 1]
+y = 2 * x + 3 + 0.3 * torch.randn(30, 1)
+targets = y.reshape({target})  # {target_list}
 model = nn.Linear(1, 1)
-outputs = model(x){squeeze}                     # shape {output_list}
-loss = nn.MSELoss()(outputs, y)               # {verdict}
+outputs = model(x){squeeze}  # {output_list}
+loss = nn.MSELoss()(outputs, targets)
+# {verdict}
 """
 
 

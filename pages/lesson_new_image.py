@@ -78,18 +78,21 @@ st.dataframe(
     ).style.format(precision=3),
     hide_index=True,
 )
-choice = st.radio(
-    "The transform for predictions",
-    list(new_image.TRANSFORM_CODE),
-    format_func=lambda name: new_image.TRANSFORM_CODE[name],
-    index=None,
-    key="new_image_choice",
-)
-lessons.task(
+with lessons.task_box(
     "new_image.eval_transform",
-    "Choose the transform that belongs in the prediction code of this network (trained from scratch on the shapes, "
-    "with `mean` and `std` their statistics above). The page runs it on your picture.",
-    lambda: new_image.check_eval_transform(choice, picture),
-    (choice, upload.file_id if upload else "sample"),
-)
+    "Which transform belongs in this network's prediction code? It was trained from scratch on the shapes; `mean` and "
+    "`std` are their statistics above. The page runs your choice on your picture.",
+):
+    choice = st.radio(
+        "The transform for predictions",
+        list(new_image.TRANSFORM_CODE),
+        format_func=lambda name: f"`{new_image.TRANSFORM_CODE[name]}`",
+        index=None,
+        key="new_image_choice",
+    )
+    lessons.check(
+        "new_image.eval_transform",
+        lambda: new_image.check_eval_transform(choice, picture),
+        (choice, upload.file_id if upload else "sample"),
+    )
 lessons.next_lesson("new_image")

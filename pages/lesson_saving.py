@@ -29,6 +29,7 @@ with left:
         "torch.save(model.state_dict(), 'tiny.pt')\n\nmodel = tiny_net(num_classes=3)    # build the architecture in code\n"
         "model.load_state_dict(torch.load('tiny.pt', weights_only=True))\nmodel.eval()",
         language="python",
+        wrap_lines=True,
     )
     st.caption(
         f"{ways.state_dict_bytes / 1000:.1f} kB on disk; it holds {len(ways.state_dict_keys)} tensors: "
@@ -51,11 +52,8 @@ st.markdown(
     "A pickle does not store objects; it stores **instructions to rebuild them**, and an instruction can be *call "
     "this function*. Here is a harmless file that says *call `os.getpid()`*. Loaded with `weights_only=False`:"
 )
-st.code(
-    f"evil = torch.load('evil.pt', weights_only=False)\nprint(evil['extra'])  # {ways.pickle_ran}: this very process's id "
-    f"({os.getpid()}), so os.getpid() was called while loading",
-    language="python",
-)
+st.code(f"evil = torch.load('evil.pt', weights_only=False)\nprint(evil['extra'])  # {ways.pickle_ran}", language="python")
+st.caption(f"{ways.pickle_ran} is this very process's id (os.getpid() = {os.getpid()}): the file's call ran while it loaded.")
 st.markdown(
     "A malicious file names `os.system` and a command instead. With `weights_only=True` (the default since PyTorch "
     "2.6) `torch.load` only rebuilds tensors and plain containers, and refuses the rest:"
@@ -66,18 +64,16 @@ st.markdown(
     "saves its checkpoints that way."
 )
 
-st.subheader("Your turn")
-c1, c2, c3 = st.columns([3, 4, 2])
-build = c1.selectbox("Build", list(saving.BUILD), index=None, key="save_build")
-load = c2.selectbox("Load", saving.LOAD, index=None, key="save_load")
-mode = c3.selectbox("Then", saving.MODE, index=None, key="save_mode")
-if build and load and mode:
-    st.code(saving.task_code(build, load, mode), language="python")
-lessons.task(
+with lessons.task_box(
     "saving.reload",
     "`tiny.pt` holds the state_dict of a tiny net trained on 3 classes. Load it into a freshly built model so that it "
     "gives **the same prediction** for three test pictures as the model that was saved.",
-    lambda: saving.check_reload(build, load, mode),
-    (build, load, mode),
-)
+):
+    c1, c2, c3 = st.columns([3, 4, 2])
+    build = c1.selectbox("Build", list(saving.BUILD), index=None, key="save_build")
+    load = c2.selectbox("Load", saving.LOAD, index=None, key="save_load")
+    mode = c3.selectbox("Then", saving.MODE, index=None, key="save_mode")
+    if build and load and mode:
+        st.code(saving.task_code(build, load, mode), language="python")
+    lessons.check("saving.reload", lambda: saving.check_reload(build, load, mode), (build, load, mode))
 lessons.next_lesson("saving")

@@ -62,8 +62,7 @@ with table_col:
 
 lessons.task(
     "padding.same_size",
-    "Choose each conv's padding so that its output is **as big as its input**: 32×32 stays 32×32 through the first "
-    "conv, 16×16 through the second, 8×8 through the third.",
+    "32×32 stays 32×32 through the first conv, 16×16 through the second, 8×8 through the third: set the three paddings above, then check.",
     lambda: padding.check_same_size(paddings),
     paddings,
 )

@@ -21,12 +21,12 @@ for row in range(0, len(LESSONS), 2):
     for column, item in zip(st.columns(2), LESSONS[row : row + 2]):
         with column.container(border=True, height="stretch"):
             finished = store.lesson_done(item, passed)
-            icon = lessons.DONE_ICON if finished else lessons.TODO_ICON
-            st.page_link(lessons.PAGES[item.slug][0], label=f"**{item.number} · {item.title}**", icon=icon)
-            st.caption(item.summary)
+            st.markdown(f"#### {lessons.DONE_ICON if finished else lessons.TODO_ICON} {item.number} · {item.title}")
+            st.markdown(item.summary)
             for task in item.tasks:
-                mark = ":green[:material/check:]" if task.key in passed else ":gray[:material/remove:]"
-                st.markdown(f"{mark} {task.title}")
+                mark = ":green[:material/check:] passed" if task.key in passed else ":gray[:material/remove:]"
+                st.caption(f"{mark} · {task.title}")
+            st.page_link(lessons.PAGES[item.slug][0], label="Open the lesson", icon=":material/arrow_forward:")
 
 where = "this workspace" if workspace.current() else "this computer"
 with st.popover("Start over", icon=":material/restart_alt:", help=f"Forget which tasks {where} has passed."):

@@ -17,20 +17,16 @@ st.markdown(
 )
 zero_grad = st.toggle("call `optimizer.zero_grad()`", value=True, key="loop_zero_grad")
 rows = loop.gradient_steps(zero_grad)
-code_col, chart_col = st.columns([2, 3], gap="large")
+code_col, chart_col = st.columns([1, 1], gap="large")
 with code_col:
     st.code(
         f"optimizer = torch.optim.SGD(model.parameters(), lr={loop.LR})\n"
         f"for step in range({loop.STEPS}):\n"
-        "    outputs = model(x)                # forward\n"
-        "    loss = loss_fn(outputs, y)        # loss\n"
-        + (
-            "    optimizer.zero_grad()             # forget old gradients\n"
-            if zero_grad
-            else "    # optimizer.zero_grad()           # removed!\n"
-        )
-        + "    loss.backward()                   # .grad += d(loss)/d(parameter)\n"
-        "    optimizer.step()                  # parameter -= lr * .grad",
+        "    outputs = model(x)          # forward\n"
+        "    loss = loss_fn(outputs, y)  # loss\n"
+        + ("    optimizer.zero_grad()       # forget old gradients\n" if zero_grad else "    # optimizer.zero_grad()     # removed!\n")
+        + "    loss.backward()             # .grad += d(loss)/d(param)\n"
+        "    optimizer.step()            # param -= lr * .grad",
         language="python",
     )
 with chart_col:
@@ -47,19 +43,15 @@ st.dataframe(
     ).style.format(precision=3),
     hide_index=True,
 )
-answer = st.radio(
-    "Without zero_grad, after step 3's `loss.backward()`, `w.grad` holds…",
-    list(loop.ANSWERS),
-    format_func=loop.ANSWERS.get,
-    index=None,
-    key="loop_answer",
-)
-lessons.task(
-    "loop.accumulate",
-    "Remove `zero_grad` (the switch above) and compare the two gradient columns. Then answer the question above.",
-    lambda: loop.check_accumulate(answer, zero_grad),
-    (answer, zero_grad),
-)
+with lessons.task_box("loop.accumulate", "Remove `zero_grad` (the switch above) and compare the two gradient columns."):
+    answer = st.radio(
+        "Without zero_grad, after step 3's `loss.backward()`, `w.grad` holds…",
+        list(loop.ANSWERS),
+        format_func=loop.ANSWERS.get,
+        index=None,
+        key="loop_answer",
+    )
+    lessons.check("loop.accumulate", lambda: loop.check_accumulate(answer, zero_grad), (answer, zero_grad))
 
 st.subheader("`optimizer.zero_grad()` or `model.zero_grad()`?")
 st.markdown(
@@ -84,13 +76,11 @@ st.code(
     f"  # len(dataset) == {images:,}\nprint(len(loader))",
     language="python",
 )
-steps_answer = st.number_input("Your answer: len(loader)", min_value=0, value=None, step=1, key=f"steps_answer{problem_index}")
-verdict = lessons.task(
-    "loop.steps",
-    "Predict what `len(loader)` prints. The page builds that DataLoader and compares.",
-    lambda: loop.check_steps(steps_answer, images, batch_size, drop_last),
-    (problem_index, steps_answer),
-)
+with lessons.task_box("loop.steps", "Predict what `len(loader)` prints. The page builds that DataLoader and compares."):
+    steps_answer = st.number_input("len(loader)", min_value=0, value=None, step=1, key=f"steps_answer{problem_index}", width=260)
+    verdict = lessons.check(
+        "loop.steps", lambda: loop.check_steps(steps_answer, images, batch_size, drop_last), (problem_index, steps_answer)
+    )
 if verdict is not None and verdict.ok and st.button("Another one", icon=":material/refresh:"):
     st.session_state["steps_problem"] = (problem_index + 1) % len(loop.PROBLEMS)
     st.rerun()

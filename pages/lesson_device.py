@@ -23,7 +23,7 @@ else:
     )
 
 st.markdown("The loop as the learner wrote it, run just now:")
-broken = device_mix.program(device=device)
+broken = device_mix.program(device=device, marks=True)
 st.code(broken, language="python")
 outcome = device_mix.run(broken)
 st.code(f"RuntimeError: {outcome.error}", language=None, wrap_lines=True)
@@ -32,15 +32,11 @@ st.markdown(
     "does not: it returns a moved **copy**, and the tensor you had stays where it was."
 )
 
-left, right = st.columns([3, 2])
-statement = left.selectbox("The line to add", list(device_mix.STATEMENTS), index=None, key="device_statement")
-slot = right.radio("Where", list(device_mix.SLOTS), format_func=lambda s: f"{s}: {device_mix.SLOTS[s]}", index=None, key="device_slot")
-if statement and slot:
-    st.code(device_mix.program(statement, slot, device), language="python")
-lessons.task(
-    "device.to_device",
-    "Put the right `.to` in the right line: choose a line and where it goes. The page runs the loop as shown.",
-    lambda: device_mix.check_to_device(statement, slot),
-    (statement, slot),
-)
+with lessons.task_box("device.to_device", "Choose a line and where it goes. The page runs the loop as shown."):
+    left, right = st.columns([3, 2])
+    statement = left.selectbox("The line to add", list(device_mix.STATEMENTS), index=None, key="device_statement")
+    slot = right.radio("Where", list(device_mix.SLOTS), format_func=lambda s: f"{s}: {device_mix.SLOTS[s]}", index=None, key="device_slot")
+    if statement and slot:
+        st.code(device_mix.program(statement, slot, device), language="python")
+    lessons.check("device.to_device", lambda: device_mix.check_to_device(statement, slot), (statement, slot))
 lessons.next_lesson("device")

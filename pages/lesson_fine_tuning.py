@@ -49,10 +49,10 @@ c1, c2, c3 = st.columns(3)
 freeze = c1.radio("Freeze", list(fine_tune.FREEZE), key="ft_freeze")
 replace = c2.radio("Replace", list(fine_tune.REPLACE), key="ft_replace")
 order = c3.radio("Order", fine_tune.ORDER, key="ft_order")
-code_col, map_col = st.columns([2, 3], gap="large")
+code_col, map_col = st.columns([1, 1], gap="large")
 setup = fine_tune.apply(freeze, replace, order)
 with code_col:
-    st.code(fine_tune.task_code(freeze, replace, order), language="python")
+    st.code(fine_tune.task_code(freeze, replace, order), language="python", wrap_lines=True)
     if setup.error:
         st.error("The forward pass of a 224×224 picture fails:", icon=":material/error:")
         st.code(setup.error, language=None, wrap_lines=True)

@@ -40,6 +40,7 @@ with torch_col:
         f"loss = nn.CrossEntropyLoss()(logits, torch.tensor([{target}]))\n"
         f"print(loss.item())  # {r.torch_loss:.4f}",
         language="python",
+        wrap_lines=True,
     )
     st.success(f"The same number: {r.torch_loss:.4f}. CrossEntropyLoss applies log-softmax itself.", icon=":material/check_circle:")
 
@@ -52,16 +53,13 @@ st.markdown(
     "softmax only when you want to *read* probabilities (the Predict page does)."
 )
 
-uniform = st.number_input(
-    "Your prediction: the loss of a uniform guess over 10 classes", value=None, step=0.001, format="%.3f", key="uniform_guess"
-)
-verdict = lessons.task(
+with lessons.task_box(
     "loss.uniform",
     "A fresh, untrained network knows nothing: roughly, it gives every class the same probability. What loss does "
-    "that uniform guess have with **10 classes**? Type it above (three decimals), then check.",
-    lambda: cross_entropy.check_uniform(uniform, 10),
-    uniform,
-)
+    "that uniform guess have with **10 classes**?",
+):
+    uniform = st.number_input("Your prediction (three decimals)", value=None, step=0.001, format="%.3f", key="uniform_guess", width=260)
+    verdict = lessons.check("loss.uniform", lambda: cross_entropy.check_uniform(uniform, 10), uniform)
 if verdict is not None and verdict.ok:
     run = first_steps()
     st.markdown(
