@@ -98,12 +98,11 @@ with code_col:
 with chart_col:
     data, spec = regression_chart(trap.x, trap.y, trap.w, trap.b, trap.best)
     st.vega_lite_chart(data, spec, key="trap-line")
-    if trap.wrong_fit:
-        st.error(
-            f"After 300 steps: w = {w_text}, b = {b_text}, a flat line. MSELoss compared all "
+    if trap.wrong_fit:  # the lesson's point, not the page's error: no red alert box
+        st.markdown(
+            f":red[:material/error: **A flat line.**] After 300 steps: w = {w_text}, b = {b_text}. MSELoss compared all "
             f"{trap.compared_shape[0]} × {trap.compared_shape[1]} pairs, every output against every target, and the "
-            "line closest to all targets at once is their mean. Fix the shapes: `y.view(-1, 1)` or `outputs.squeeze(1)`.",
-            icon=":material/error:",
+            "line closest to all targets at once is their mean. Fix the shapes: `y.view(-1, 1)` or `outputs.squeeze(1)`."
         )
     elif trap.warning:
         st.info(
