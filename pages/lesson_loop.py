@@ -22,12 +22,13 @@ with code_col:
     st.code(
         f"optimizer = torch.optim.SGD(model.parameters(), lr={loop.LR})\n"
         f"for step in range({loop.STEPS}):\n"
-        "    outputs = model(x)          # forward\n"
-        "    loss = loss_fn(outputs, y)  # loss\n"
-        + ("    optimizer.zero_grad()       # forget old gradients\n" if zero_grad else "    # optimizer.zero_grad()     # removed!\n")
-        + "    loss.backward()             # .grad += d(loss)/d(param)\n"
-        "    optimizer.step()            # param -= lr * .grad",
+        "    outputs = model(x)\n"
+        "    loss = loss_fn(outputs, y)\n"
+        + ("    optimizer.zero_grad()  # forget old gradients\n" if zero_grad else "    # optimizer.zero_grad()  (removed!)\n")
+        + "    loss.backward()        # .grad += new gradient\n"
+        "    optimizer.step()       # w -= lr * w.grad",
         language="python",
+        wrap_lines=True,
     )
 with chart_col:
     st.plotly_chart(gradients_chart(rows), key="grads")

@@ -26,7 +26,7 @@ left, right = st.columns(2, gap="large")
 with left:
     st.markdown("##### The state_dict (recommended)")
     st.code(
-        "torch.save(model.state_dict(), 'tiny.pt')\n\nmodel = tiny_net(num_classes=3)    # build the architecture in code\n"
+        "torch.save(model.state_dict(), 'tiny.pt')\n\nmodel = tiny_net(num_classes=3)  # the architecture, in code\n"
         "model.load_state_dict(torch.load('tiny.pt', weights_only=True))\nmodel.eval()",
         language="python",
         wrap_lines=True,
@@ -39,7 +39,9 @@ with left:
 with right:
     st.markdown("##### The whole model (pickle)")
     st.code(
-        "torch.save(model, 'whole.pt')\n\nmodel = torch.load('whole.pt', weights_only=False)  # only a file you trust!", language="python"
+        "torch.save(model, 'whole.pt')\n\n# only a file you trust:\nmodel = torch.load('whole.pt', weights_only=False)",
+        language="python",
+        wrap_lines=True,
     )
     st.caption(
         f"{ways.whole_model_bytes / 1000:.1f} kB. Loading it needs the class's code importable under the same name, "
