@@ -17,7 +17,7 @@ st.markdown(
 )
 zero_grad = st.toggle("call `optimizer.zero_grad()`", value=True, key="loop_zero_grad")
 rows = loop.gradient_steps(zero_grad)
-code_col, chart_col = st.columns([1, 1], gap="large")
+code_col, chart_col = st.columns([3, 2], gap="large")
 with code_col:
     st.code(
         f"optimizer = torch.optim.SGD(model.parameters(), lr={loop.LR})\n"

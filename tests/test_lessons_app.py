@@ -4,8 +4,11 @@ shared mode."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from test_app import no_exception, open_page
 
 from core import data
@@ -180,6 +183,19 @@ def test_new_image_task(data_dir):
     at.radio(key="new_image_choice").set_value("eval").run()
     assert "Deterministic" in success(check(at, "new_image.eval_transform"))
     assert passed(data_dir) == {"new_image.eval_transform"}
+    at.file_uploader(key="new_image_upload").set_value(("mine.png", photo(), "image/png")).run()  # the learner's own
+    no_exception(at)
+    assert not at.success  # the verdict was for the sample picture
+    at.radio(key="new_image_choice").set_value("training").run()
+    assert "different tensors" in hint(check(at, "new_image.eval_transform"))  # checked on the upload now
+
+
+def photo() -> bytes:
+    picture = Image.new("RGB", (120, 90), (40, 90, 200))
+    ImageDraw.Draw(picture).ellipse((30, 15, 90, 75), fill=(240, 200, 40))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- lesson 8
