@@ -26,14 +26,14 @@ def imported_packages(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in (ROOT / "core").glob("*.py")))
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(ROOT / "core")) for p in (ROOT / "core").rglob("*.py")))
 def test_core_never_imports_the_ui_or_the_benchmark(module):
     wrong = imported_packages(ROOT / "core" / module) & UI_AND_TOOLS
     assert not wrong, f"core/{module} imports {sorted(wrong)}: core must run without them"
 
 
 @pytest.mark.parametrize(
-    "path", ["streamlit_app.py", *sorted(f"{d}/{p.name}" for d in ("studio", "pages") for p in (ROOT / d).glob("*.py"))]
+    "path", ["streamlit_app.py", *sorted(str(p.relative_to(ROOT)) for d in ("studio", "pages") for p in (ROOT / d).rglob("*.py"))]
 )
 def test_the_studio_never_imports_the_benchmark(path):
     assert "bench" not in imported_packages(ROOT / path), f"{path} imports bench: the benchmark drives the studio"
