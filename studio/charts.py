@@ -265,7 +265,7 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
             xaxis=dict(domain=[0, 0.47], title="epoch", anchor="y"),
             yaxis=dict(title="train loss", rangemode="tozero"),
             xaxis2=dict(domain=[0.53, 1], title="epoch", anchor="y2"),
-            yaxis2=dict(title="test accuracy", tickformat=".0%", anchor="x2"),
+            yaxis2=dict(title="test accuracy", tickformat=".0%", anchor="x2", range=[0, 1.02]),  # one scale for every run
             legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
             annotations=[_title("Training loss", 0, 1.0), _title("Test accuracy", 0.53, 1.0)],
         )
