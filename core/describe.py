@@ -89,8 +89,9 @@ def settings_in_words(config: dict[str, Any]) -> dict[str, str]:
     recipe = TrainConfig.from_dict(config)  # the defaults of fields an older config.json lacks
     env_device = str((config.get("env") or {}).get("device", ""))
     rows = {"Model": _model(recipe)}
-    if recipe.image_size:
-        rows["Input size"] = f"{recipe.image_size}×{recipe.image_size} pixels"
+    side = config.get("input_size") or recipe.image_size  # what the model saw, recorded once the run started
+    if side:
+        rows["Input size"] = f"{side}×{side} pixels"
     rows["Data"] = data_title(recipe.data)
     rows["Epochs"] = str(recipe.epochs)
     rows["Batch size"] = str(recipe.batch_size)
