@@ -98,11 +98,11 @@ def test_sidebar_training_badge_is_not_cut_off(server, page):
 
 
 def test_compared_settings_keep_every_runs_column_on_screen(server, page):
+    page.set_viewport_size({"width": 1100, "height": 1000})  # a laptop's window, sidebar open
     _open(page, f"{server['url']}/runs", "Runs")
-    heading = page.get_by_text("Settings that differ", exact=True)
+    heading = page.locator("[data-testid=stElementContainer]").filter(has_text="Settings that differ").last
     heading.scroll_into_view_if_needed()
-    table = page.locator("[data-testid=stTable], [data-testid=stDataFrame]").filter(has_text="Optimizer").first
-    table.wait_for()
+    table = heading.locator("xpath=following-sibling::*[1]")  # whatever element shows them, right under the heading
     main = page.locator("[data-testid=stMain] [data-testid=stMainBlockContainer]").bounding_box()
     box = table.bounding_box()
     assert box["x"] + box["width"] <= main["x"] + main["width"] + 1, (box, main)
@@ -111,8 +111,10 @@ def test_compared_settings_keep_every_runs_column_on_screen(server, page):
     for name in ("resnet18 on Shapes", "cifar10_quick on version-2-with-more-cats", "custom on Shapes"):
         assert name in text, f"{name} is not a column of {text[:400]}"
     assert "None" not in text and "False" not in text
+    assert "holiday-photos" not in text and "#" not in text  # words, not a path or an id
     _no_exception(page, "runs")
     _shot(table, "trust-settings-table")
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_saved_name_shows_in_the_picker_without_a_reload(server, page):
@@ -122,10 +124,10 @@ def test_saved_name_shows_in_the_picker_without_a_reload(server, page):
     name = page.get_by_label("Name", exact=True)
     name.fill("my renamed run")
     page.get_by_role("button", name="Save name and note").click()
-    page.get_by_text("Saved the name “my renamed run”", exact=False).first.wait_for()
     _settle(page, extra=1.0)
     after = picker.input_value()
     assert "my renamed run" in after and after != before, (before, after)
+    page.get_by_text("Saved the name “my renamed run”", exact=False).first.wait_for(timeout=10_000)  # and says so
     _shot(page.locator("[data-testid=stMainBlockContainer]"), "trust-renamed")
 
 
