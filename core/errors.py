@@ -7,3 +7,11 @@ class PlaygroundError(Exception):
     Pages show it with ``st.error``; the command line prints it on one line and
     exits non-zero. Anything else escaping ``core`` is a bug.
     """
+
+
+class LayerError(PlaygroundError):
+    """A layer spec's mistake in one layer: `layer` is its row, from 1, so a page can keep the rows above it."""
+
+    def __init__(self, message: str, layer: int):
+        super().__init__(message)
+        self.layer = layer

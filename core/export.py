@@ -37,12 +37,6 @@ SECTIONS = ("data", "dataloader", "model", "loss", "optimizer", "train", "test",
 SCRIPT_PACKAGES = ("torch", "torchvision", "numpy", "PIL")
 ONNX_MAX_ABS_DIFF = 1e-3  # the check an ONNX export must pass against PyTorch
 ONNX_OPSET = 18
-_SCHEDULE_TITLES = {
-    "onecycle": "a linear decay to zero (one cycle)",
-    "cosine": "a cosine decay to zero",
-    "step": "x0.1 at half and again at three quarters of the steps",
-    "constant": "constant",
-}
 _OPTIMIZER_TITLES = {"sgd": "SGD with momentum", "adam": "Adam", "adamw": "AdamW"}
 
 
@@ -200,6 +194,7 @@ def recipe_context(
     """Everything the templates need, from a run's config.json."""
     from core import losses
     from core.classes import run_test_split_warning
+    from core.describe import SCHEDULE_TITLES
     from core.models import PRESETS, is_torchvision
     from core.train import TrainConfig, lr_factor
 
@@ -256,7 +251,7 @@ def recipe_context(
         "tta": int(recipe.tta),
         "seed": recipe.seed,
         "optimizer_title": _OPTIMIZER_TITLES[recipe.optimizer],
-        "schedule_title": _SCHEDULE_TITLES[recipe.schedule],
+        "schedule_title": SCHEDULE_TITLES[recipe.schedule],
         "lr_factor_source": _source(lr_factor),
         "whiten": name == "speedrun",
         "param_groups": name == "speedrun",

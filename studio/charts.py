@@ -26,15 +26,25 @@ FONT = dict(size=16)
 PALETTE = ["#EE4C2C", "#1f6fd1", "#2a9d5c", "#9b5de5", "#f4a100", "#00a6a6", "#d6336c", "#5c677d"]
 
 
+# Plotly's toolbar (the modebar) shows over a figure's top-right corner while the mouse is on it: a legend there
+# loses its first entries under it. Every figure with a legend places it with legend_clear_of_toolbar.
+TOOLBAR_PX = 40  # the toolbar's row at the top of a figure, in pixels
+
+
+def legend_clear_of_toolbar(layout: dict[str, Any], *, right: bool = False) -> dict[str, Any]:
+    """`layout` with its legend where the toolbar cannot cover it: in a row over the plot's top-left corner, or
+    (`right`) in a column beside the plot that starts below the toolbar's row (a top margin of TOOLBAR_PX)."""
+    if right:
+        legend = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02)
+        margin = {**layout.get("margin", {}), "t": max(layout.get("margin", {}).get("t", 0), TOOLBAR_PX)}
+        return {**layout, "legend": {**layout.get("legend", {}), **legend}, "margin": margin}
+    legend = dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0)
+    return {**layout, "legend": {**layout.get("legend", {}), **legend}}
+
+
 def _base_layout(height: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "height": height,
-        "font": FONT,
-        "margin": dict(l=10, r=10, t=50, b=10),
-        "hovermode": "x unified",
-        "legend": dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0),
-        **extra,
-    }
+    layout = {"height": height, "font": FONT, "margin": dict(l=10, r=10, t=50, b=10), "hovermode": "x unified"}
+    return {**legend_clear_of_toolbar(layout), **extra}
 
 
 def _title(text: str, x: float, y: float) -> dict[str, Any]:
