@@ -16,6 +16,14 @@ class PlaygroundError(Exception):
     """
 
 
+class LayerError(PlaygroundError):
+    """A layer spec's mistake in one layer: `layer` is its row, from 1, so a page can keep the rows above it."""
+
+    def __init__(self, message: str, layer: int):
+        super().__init__(message)
+        self.layer = layer
+
+
 def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """A command's `main(argv) -> exit code`, with a user's mistake said as one line, `error: ...`, on stderr and exit
     code 2 instead of a traceback: a PlaygroundError, or a layer spec or config that is not JSON."""

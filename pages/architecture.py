@@ -88,15 +88,19 @@ else:
 
 if result is not None:
     st.markdown("##### Shapes and sizes")
-    m = st.columns(4)
-    m[0].metric("Parameters", look.format_count(result["total"]), help=f"{result['total']:,} numbers the model learns")
-    m[1].metric("Trainable", look.format_count(result["trainable_params"]))
-    m[2].metric("MACs / image", look.format_count(result["total_macs"]), help="multiply-accumulates for one image")
-    m[3].metric("Output", look.shape_str(result["output_shape"]))
+    if result["error"]:  # the layers above the broken one still show their shapes; the broken row is marked
+        st.error(result["error"], icon=":material/warning:")
+    else:
+        m = st.columns(4)
+        m[0].metric("Parameters", look.format_count(result["total"]), help=f"{result['total']:,} numbers the model learns")
+        m[1].metric("Trainable", look.format_count(result["trainable_params"]))
+        m[2].metric("MACs / image", look.format_count(result["total_macs"]), help="multiply-accumulates for one image")
+        m[3].metric("Output", look.shape_str(result["output_shape"]))
     layers = result["layers"].rename(columns={"name": "layer", "output_shape": "output shape", "macs": "MACs"})
     st.dataframe(
-        layers,
+        arch.mark_broken(layers, result["broken"]),
         hide_index=True,
+        placeholder="–",
         column_config={
             "params": st.column_config.NumberColumn(format="localized"),
             "trainable": None,
@@ -104,7 +108,10 @@ if result is not None:
         },
     )
     st.markdown("##### The stack, with the shape of the tensor after each layer")
-    st.plotly_chart(architecture_figure(result["overview"], (3, int(side), int(side))), key="arch-diagram")
+    if result["broken"] is not None:
+        st.caption(f"Layers 1 to {result['broken'] - 1} fit; layer {result['broken']} and those below it are drawn once it does.")
+    if len(result["overview"]):
+        st.plotly_chart(architecture_figure(result["overview"], (3, int(side), int(side))), key="arch-diagram")
 
     tabs = st.tabs(["As PyTorch prints it", "As code to copy"] + (["Freeze map"] if result["freeze_map"] is not None else []))
     tabs[0].code(result["printed"], language="text")
@@ -131,21 +138,22 @@ if result is not None:
                 },
             )
 
-    with st.container(border=True):
-        st.markdown("##### Use this architecture for training")
-        use_cols = st.columns([3, 2], vertical_alignment="bottom")
-        if editable:
-            name = use_cols[0].text_input("Save as", value=source.removeprefix("saved: ") if source in saved else f"my-{source}")
-        else:
-            use_cols[0].markdown(f"The Train page will use **{labels[source]}**" + (" with a frozen backbone." if freeze else "."))
-        if use_cols[1].button("Use for training →", type="primary"):
-            with guard():
-                if editable:
-                    arch.save_architecture(name, spec, int(side))
-                    st.session_state["train_choice"] = {"kind": "saved", "name": name.strip()}
-                else:
-                    st.session_state["train_choice"] = {"kind": "preset", "name": source, "freeze": freeze}
-                st.switch_page("pages/train.py")
+    if not result["error"]:  # a model that does not build cannot train
+        with st.container(border=True):
+            st.markdown("##### Use this architecture for training")
+            use_cols = st.columns([3, 2], vertical_alignment="bottom")
+            if editable:
+                name = use_cols[0].text_input("Save as", value=source.removeprefix("saved: ") if source in saved else f"my-{source}")
+            else:
+                use_cols[0].markdown(f"The Train page will use **{labels[source]}**" + (" with a frozen backbone." if freeze else "."))
+            if use_cols[1].button("Use for training →", type="primary"):
+                with guard():
+                    if editable:
+                        arch.save_architecture(name, spec, int(side))
+                        st.session_state["train_choice"] = {"kind": "saved", "name": name.strip()}
+                    else:
+                        st.session_state["train_choice"] = {"kind": "preset", "name": source, "freeze": freeze}
+                    st.switch_page("pages/train.py")
 
 with st.expander("Conv output-size calculator", expanded=False):
     st.latex(r"H_{out} = \left\lfloor \frac{H_{in} + 2p - d\,(k-1) - 1}{s} \right\rfloor + 1")

@@ -1,13 +1,15 @@
 import streamlit as st
 
 from core import linreg
-from studio import lesson_view
+from core.lessons import regression
+from studio import lesson_view, lessons
+from studio.charts import regression_chart
 from studio.state import through_navigation
 from studio.widgets import guard
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
-st.title("First steps: teach a model a straight line")
+lessons.header("regression")
 st.markdown(
     "Before images and convolutions, the whole idea of training fits on one screen. The data follow "
     "**y = 2x + 3** plus noise. The model has just **two parameters**, `w` and `b`, and starts from random "
@@ -54,3 +56,62 @@ with live_col:
             f"squares: w = {best[0]:.3f}, b = {best[1]:.3f}. Gradient descent gets there step by step — "
             "the same loop trains every network on the other pages."
         )
+
+left, right = st.columns(2)
+fit = (float(lr), round(float(noise), 2), int(seed))
+with left:
+    lessons.task(
+        "regression.converge",
+        f"Choose a **learning rate** above with which `w` and `b` come within {regression.CLOSE} of the best line in "
+        f"under {regression.FAST} steps (with the page's noise and seed). Then check it.",
+        lambda: regression.check_converges(*fit),
+        fit,
+    )
+with right:
+    lessons.task(
+        "regression.diverge",
+        "Now break it: choose a learning rate with which the loss **grows** instead of shrinking.",
+        lambda: regression.check_diverges(*fit),
+        fit,
+    )
+
+st.subheader("The broadcasting trap")
+st.markdown(
+    "A learner's fit came out flat whatever he tried. His targets had shape `[1, 30]`; his model's outputs had "
+    "another. `nn.MSELoss` does not stop you: it **warns**, then *broadcasts* the two tensors to a common shape and "
+    "averages over that. Choose the shapes and see what it compares."
+)
+a, b = st.columns(2)
+output_label = a.selectbox("The model's outputs", list(regression.OUTPUT_SHAPES), key="trap_output")
+target_label = b.selectbox("The targets", list(regression.TARGET_SHAPES), index=1, key="trap_target")
+out_shape, target_shape = regression.OUTPUT_SHAPES[output_label], regression.TARGET_SHAPES[target_label]
+trap = lesson_view.trap(out_shape, target_shape)
+w_text, b_text = (f"{round(v, 3) + 0.0:.3f}" for v in (trap.w, trap.b))  # + 0.0: a flat line's w reads 0.000, not -0.000
+code_col, chart_col = st.columns([1, 1], gap="large")
+with code_col:
+    st.code(regression.trap_code(out_shape, target_shape), language="python", wrap_lines=True)
+    if trap.warning:
+        st.markdown("PyTorch's warning, word for word:")
+        st.code(f"UserWarning: {trap.warning}", language=None, wrap_lines=True)
+    else:
+        st.success("Same shapes: no warning, one output against one target.", icon=":material/check_circle:")
+with chart_col:
+    data, spec = regression_chart(trap.x, trap.y, trap.w, trap.b, trap.best)
+    st.vega_lite_chart(data, spec, key="trap-line")
+    if trap.wrong_fit:  # the lesson's point, not the page's error: no red alert box
+        st.markdown(
+            f":red[:material/error: **A flat line.**] After 300 steps: w = {w_text}, b = {b_text}. MSELoss compared all "
+            f"{trap.compared_shape[0]} × {trap.compared_shape[1]} pairs, every output against every target, and the "
+            "line closest to all targets at once is their mean. Fix the shapes: `y.view(-1, 1)` or `outputs.squeeze(1)`."
+        )
+    elif trap.warning:
+        st.info(
+            f"w = {w_text}, b = {b_text}: right, by luck. {list(out_shape)} against {list(target_shape)} broadcasts "
+            f"to {list(trap.compared_shape)}, element by element. The warning is still worth fixing: the same code "
+            "with a [30, 1] output fits a flat line.",
+            icon=":material/info:",
+        )
+    else:
+        st.caption(f"w = {w_text}, b = {b_text}: the best line.")
+
+lessons.next_lesson("regression")

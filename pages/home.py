@@ -2,6 +2,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data.spec import DataSpec
+from core.serving.runs import distinct_names
 from studio.state import all_runs, through_navigation
 from studio.widgets import accuracy_text, device_line, duration
 
@@ -43,6 +44,7 @@ st.caption(f"Running on {headline.split(' ', 1)[1]} · {detail}")
 
 st.subheader("Recent runs")
 recent = all_runs()[:5]
+names = distinct_names(all_runs())  # numbered as on the Runs page where names repeat
 if not recent:
     st.info("No runs yet. Open **Train** and press *Start training*: the defaults need no download, and the page shows the time left.")
 else:
@@ -50,7 +52,7 @@ else:
         pd.DataFrame(
             [
                 {
-                    "name": r.name,
+                    "name": names[r.run_id],
                     "test accuracy": accuracy_text(r.best_acc, r),
                     "status": r.status,
                     "model": r.config.get("model"),

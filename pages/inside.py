@@ -6,7 +6,7 @@ from studio import inside_view as iv
 from studio import insight
 from studio import predict_view as pv
 from studio.state import all_runs, through_navigation, watched_run
-from studio.widgets import guard, run_label
+from studio.widgets import guard, run_labels
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -26,7 +26,7 @@ if not ready:
 ids = [r.run_id for r in ready]
 watched = watched_run()
 default = watched.name if watched is not None and watched.name in ids else next((r.run_id for r in ready if r.status == "finished"), ids[0])
-titles = {r.run_id: run_label(r) for r in ready}
+titles = run_labels(all_runs())  # numbered as on the Runs page where names repeat
 pick = st.selectbox("Run", ids, index=ids.index(default), format_func=titles.get, key="inside_run")
 run_dir = runs.MODELS_DIR / pick
 

@@ -8,7 +8,7 @@ from studio import explain_view as ev
 from studio import predict_view as pv
 from studio.charts import topk_figure
 from studio.state import all_runs, through_navigation
-from studio.widgets import guard, run_label
+from studio.widgets import guard, run_labels
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -41,7 +41,7 @@ with guard():
             if wanted in ids:
                 st.session_state["predict_pick"] = wanted
             default = next((r.run_id for r in ready if r.status == "finished"), ids[0])
-            titles = {r.run_id: run_label(r) for r in ready}
+            titles = run_labels(all_runs())  # numbered as on the Runs page where names repeat
             pick = st.selectbox(
                 "Run",
                 ids,
@@ -157,13 +157,4 @@ if predictor is not None:
             if len(files) > GALLERY:
                 st.caption(f"Showing the first {GALLERY} of {len(files)} images; the table has them all.")
             if len(files) > 1:
-                table = pv.results_table(results, int(k))
-                st.dataframe(table, hide_index=True)
-                st.download_button(
-                    "Results as CSV",
-                    table.to_csv(index=False).encode(),
-                    "predictions.csv",
-                    "text/csv",
-                    icon=":material/download:",
-                    on_click="ignore",
-                )
+                pv.results_section(results, int(k))

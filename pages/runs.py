@@ -1,4 +1,3 @@
-import json
 from datetime import datetime
 
 import pandas as pd
@@ -6,18 +5,14 @@ import streamlit as st
 
 from core.data.spec import DataSpec
 from core.serving import runs
-from core.training.config import TrainConfig
 from core.training.curves import curves_of
 from core.training.sweep import Sweep
-from studio import export_view, insight, state, sweep_view, workspace
+from studio import export_view, insight, run_compare, state, sweep_view, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation
-from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, duration, guard, run_label, test_images_text
+from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, duration, guard, run_labels, test_images_text
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
-
-SETTINGS = [f for f in TrainConfig().to_dict() if f not in ("data_dir", "log_every")]
-
 
 st.title("Runs")
 every = state.all_runs()
@@ -28,6 +23,16 @@ if not every:
 
 by_id = {r.run_id: r for r in every}
 rows = sweep_view.collapse(every)  # a sweep's runs are one row, opened below
+names = runs.distinct_names(every)  # same-named runs get #1, #2 (oldest first): in the table, legend and columns alike
+labels = run_labels(every)
+renamed = st.session_state.pop("runs_renamed", None)
+compared = st.session_state.get("compare_pick", run_compare.default_compared(every))
+if renamed is not None or "compare_pick" not in st.session_state or any(i not in by_id for i in compared):
+    # Set (again) before the pickers are drawn: after a rename the browser keeps a keyed picker's old text
+    # until its value is set again, and a deleted run must leave the comparison.
+    st.session_state["compare_pick"] = [i for i in compared if i in by_id]
+    if renamed is not None:
+        st.session_state["manage_pick"] = renamed["run_id"]
 # Name and accuracy first: a run id (often with an upload's hash in it) would push the figures off-screen.
 st.dataframe(
     pd.DataFrame(
@@ -35,7 +40,7 @@ st.dataframe(
             sweep_view.row(r, by_id)
             if isinstance(r, Sweep)
             else {
-                "name": r.name,
+                "name": names[r.run_id],
                 "best accuracy": r.best_acc,
                 "test images": test_images_text(r),
                 "status": r.status,
@@ -52,6 +57,7 @@ st.dataframe(
         ]
     ),
     hide_index=True,
+    placeholder="–",  # a run with no accuracy or speed yet (failed, queued): a dash, not "None"
     column_config={
         "name": st.column_config.TextColumn(width="medium", pinned=True),
         "best accuracy": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
@@ -66,35 +72,27 @@ st.dataframe(
 sweep_view.section(rows)
 
 st.subheader("Compare")
-with_curves = [r.run_id for r in every if r.records]
 chosen = st.multiselect(
-    "Runs to compare", list(by_id), default=with_curves[:3], max_selections=8, format_func=lambda i: run_label(by_id[i])
+    "Runs to compare",
+    list(by_id),
+    max_selections=8,
+    format_func=labels.get,
+    key="compare_pick",
 )
 if chosen:
     smoothing = st.slider("Smoothing", 0.0, 0.95, 0.6, 0.05, key="compare_smoothing")
-    shown = {i: by_id[i].name for i in chosen}  # legend and columns by name; an id's tail only if two names are alike
-    if len(set(shown.values())) < len(shown):
-        shown = {i: f"{name} …{i[-4:]}" for i, name in shown.items()}
-    st.plotly_chart(compare_figure({shown[i]: curves_of(by_id[i].records) for i in chosen}, smoothing), key="compare")
-    table = pd.DataFrame(
-        {
-            shown[i]: {
-                k: json.dumps(by_id[i].config.get(k)) if isinstance(by_id[i].config.get(k), (list, dict)) else by_id[i].config.get(k)
-                for k in SETTINGS
-            }
-            for i in chosen
-        }
-    )
-    differ = table[table.astype(str).nunique(axis=1) > 1] if len(chosen) > 1 else table
+    st.plotly_chart(compare_figure({names[i]: curves_of(by_id[i].records) for i in chosen}, smoothing), key="compare")
+    table = run_compare.settings_table([by_id[i] for i in chosen], names)
     st.markdown("##### Settings that differ" if len(chosen) > 1 else "##### Settings")
-    if differ.empty:
+    if table.empty:
         st.caption("The selected runs have the same settings (only the seed of chance differs, if that).")
     else:
-        st.dataframe(differ.astype(str), column_config={"_index": st.column_config.TextColumn("setting")})
+        st.table(table)  # wraps long cells: every run's column stays on screen, however many are compared
+        if (table == run_compare.NOT_USED).any().any():
+            st.caption(f"{run_compare.NOT_USED} : not used in that run.")
 
 st.subheader("Manage")
-# The id, last, keeps two runs of the same set-up apart here, where a click can delete one.
-pick = st.selectbox("Run", list(by_id), format_func=lambda i: f"{run_label(by_id[i])} · {by_id[i].status} · {i}", key="manage_pick")
+pick = st.selectbox("Run", list(by_id), format_func=labels.get, key="manage_pick")
 info = by_id[pick]
 with st.form(f"meta-{pick}", border=False):
     name_col, note_col = st.columns([1, 2])
@@ -110,10 +108,14 @@ with st.form(f"meta-{pick}", border=False):
     )
     if st.form_submit_button("Save name and note", icon=":material/edit:"):
         with guard():
-            runs.write_meta(info.path, name=new_name, note=new_note)
+            meta = runs.write_meta(info.path, name=new_name, note=new_note)
             state.runs_changed()
-            st.toast(f"Saved: {new_name.strip() or 'default name'}.")
+            # Said after the rerun that shows the new name everywhere (a message before st.rerun would be lost).
+            st.session_state["runs_renamed"] = {"run_id": pick, "name": meta.get("name") or "", "note": bool(meta.get("note"))}
             st.rerun()
+if renamed is not None and renamed["run_id"] == pick:
+    what = f"the name “{renamed['name']}”" if renamed["name"] else f"the default name “{runs.default_name(info.config)}”"
+    st.success(f"Saved {what}" + (" and the note." if renamed["note"] else "."), icon=":material/check_circle:")
 with st.container(horizontal=True, vertical_alignment="center"):
     if st.button("Open on the Train page"):
         state.watch(info.path)
@@ -128,13 +130,13 @@ with st.container(horizontal=True, vertical_alignment="center"):
             icon=":material/download:",
         )
     with st.popover("Delete…", icon=":material/delete:"):
-        st.write(f"Delete **{pick}** and its checkpoint? This cannot be undone.")
+        st.write(f"Delete **{names[pick]}** (run folder `{pick}`) and its checkpoint? This cannot be undone.")
         if st.button("Yes, delete it", type="primary"):
             with guard():
                 state.registry().delete(info.path)
                 state.runs_changed()
                 state.forget_tail(info.path)
-                st.toast(f"Deleted {pick}.")
+                st.toast(f"Deleted {names[pick]}.")
                 st.rerun()
 
 if info.has_checkpoint or info.records:

@@ -152,23 +152,26 @@ def saved_architectures(root: str | Path | None = None) -> list[dict[str, Any]]:
 
 def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 10, side: int = 32, freeze: bool = False) -> dict[str, Any]:
     """Everything the Architecture page shows about one model, as plain data (so the page
-    can cache it without keeping a large model in memory)."""
+    can cache it without keeping a large model in memory). While one layer of a spec is wrong,
+    `error` says what and `broken` which row; the layers above it are still shown, the rest marked."""
     from core.models import inspect as look
     from core.models.build import build
-    from core.models.layers import build_from_spec
     from core.models.presets import PRESETS
 
     if not 8 <= side <= 512:
         raise PlaygroundError("Use an input size between 8 and 512 pixels.")
     if not 1 <= num_classes <= 10_000:
         raise PlaygroundError("Use between 1 and 10,000 classes.")
+    shape = (3, side, side)
+    error, broken = None, None
     if isinstance(name_or_spec, str):
         model = build(name_or_spec, num_classes=num_classes, input_size=side, freeze=freeze)
         torchvision = PRESETS[name_or_spec].torchvision
     else:
-        model = build_from_spec(name_or_spec, num_classes, (3, side, side))
-        torchvision = False
-    shape = (3, side, side)
+        built = look.build_what_works(name_or_spec, num_classes, shape)
+        model, error, broken, torchvision = built.model, built.error, built.broken, False
+    if model is None:  # the first layer is the broken one: nothing above it to show
+        return _with_unbuilt_rows(_empty_result(shape), name_or_spec, error, broken)
     table = look.summary(model, shape, depth=2)
     code_note = None
     try:
@@ -183,6 +186,8 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
             )
         except PlaygroundError:
             pass
+    if error:  # half a model is no code to copy
+        code, code_error, code_note = None, "The code appears once every layer fits.", None
     layers = table.layers
     # The code that reaches each layer (model[0], model.layer1[0]): the names PyTorch prints, and the other pages use.
     in_code = [module_expr(name) for name in layers["name"]]
@@ -196,7 +201,7 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
     trainable, total = count_parameters(model)
     layers = layers.copy()  # the diagram may share the frame
     layers.insert(1, "in code", in_code)
-    return {
+    result = {
         "layers": layers,
         "overview": overview,
         "total_params": table.total_params,
@@ -210,3 +215,58 @@ def inspect_model(name_or_spec: str | list[dict[str, Any]], num_classes: int = 1
         "code_note": code_note,
         "freeze_map": look.freeze_map(model) if torchvision else None,
     }
+    return _with_unbuilt_rows(result, name_or_spec, error, broken)
+
+
+BROKEN = "✗ does not fit: see the error"  # the output shape of the broken layer's row
+NOT_BUILT = "not built (below the broken layer)"
+
+
+def _empty_result(shape: tuple[int, int, int]) -> dict[str, Any]:
+    from core.models.inspect import LAYER_COLUMNS
+
+    return {
+        "layers": pd.DataFrame(columns=[LAYER_COLUMNS[0], "in code", *LAYER_COLUMNS[1:]]),
+        "overview": pd.DataFrame(columns=LAYER_COLUMNS),
+        "total_params": 0,
+        "trainable_params": 0,
+        "total": 0,
+        "total_macs": 0,
+        "output_shape": shape,
+        "printed": "",
+        "code": None,
+        "code_error": "The code appears once every layer fits.",
+        "code_note": None,
+        "freeze_map": None,
+    }
+
+
+def _with_unbuilt_rows(result: dict[str, Any], spec: Any, error: str | None, broken: int | None) -> dict[str, Any]:
+    """The broken layer's row and the rows below it added to the table (so the editor's rows all show), and the
+    printout ending with a line that names the broken layer."""
+    result = {**result, "error": error, "broken": broken}
+    if broken is None:
+        return result
+    rows = [
+        {
+            "name": str(i),
+            "in code": f"model[{i - 1}]",
+            "type": str(layer.get("type", "?")) if isinstance(layer, dict) else "?",
+            "output_shape": BROKEN if i == broken else NOT_BUILT,
+        }
+        for i, layer in enumerate(spec[broken - 1 :], start=broken)
+    ]
+    layers = pd.concat([result["layers"], pd.DataFrame(rows)], ignore_index=True)
+    result["layers"] = layers.astype({c: "Int64" for c in ("params", "trainable", "macs") if c in layers})
+    printed = result["printed"].rstrip(")").rstrip() if result["printed"] else "Sequential("
+    result["printed"] = f"{printed}\n  ({broken - 1}): ✗ {rows[0]['type']}: does not fit, see the error above\n)"
+    return result
+
+
+def mark_broken(layers: pd.DataFrame, broken: int | None) -> pd.DataFrame | Any:
+    """The layer table with the broken layer's row in red (a pandas Styler, which st.dataframe draws)."""
+    if broken is None:
+        return layers
+    return layers.style.apply(
+        lambda row: ["background-color: #fde2df; color: #a4161a" if row.name == broken - 1 else "" for _ in row], axis=1
+    )

@@ -26,15 +26,25 @@ FONT = dict(size=16)
 PALETTE = ["#EE4C2C", "#1f6fd1", "#2a9d5c", "#9b5de5", "#f4a100", "#00a6a6", "#d6336c", "#5c677d"]
 
 
+# Plotly's toolbar (the modebar) shows over a figure's top-right corner while the mouse is on it: a legend there
+# loses its first entries under it. Every figure with a legend places it with legend_clear_of_toolbar.
+TOOLBAR_PX = 40  # the toolbar's row at the top of a figure, in pixels
+
+
+def legend_clear_of_toolbar(layout: dict[str, Any], *, right: bool = False) -> dict[str, Any]:
+    """`layout` with its legend where the toolbar cannot cover it: in a row over the plot's top-left corner, or
+    (`right`) in a column beside the plot that starts below the toolbar's row (a top margin of TOOLBAR_PX)."""
+    if right:
+        legend = dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.02)
+        margin = {**layout.get("margin", {}), "t": max(layout.get("margin", {}).get("t", 0), TOOLBAR_PX)}
+        return {**layout, "legend": {**layout.get("legend", {}), **legend}, "margin": margin}
+    legend = dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0)
+    return {**layout, "legend": {**layout.get("legend", {}), **legend}}
+
+
 def _base_layout(height: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "height": height,
-        "font": FONT,
-        "margin": dict(l=10, r=10, t=50, b=10),
-        "hovermode": "x unified",
-        "legend": dict(orientation="h", yanchor="bottom", y=1.04, xanchor="left", x=0),
-        **extra,
-    }
+    layout = {"height": height, "font": FONT, "margin": dict(l=10, r=10, t=50, b=10), "hovermode": "x unified"}
+    return {**legend_clear_of_toolbar(layout), **extra}
 
 
 def _title(text: str, x: float, y: float) -> dict[str, Any]:
@@ -265,7 +275,7 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
             xaxis=dict(domain=[0, 0.47], title="epoch", anchor="y"),
             yaxis=dict(title="train loss", rangemode="tozero"),
             xaxis2=dict(domain=[0.53, 1], title="epoch", anchor="y2"),
-            yaxis2=dict(title="test accuracy", tickformat=".0%", anchor="x2"),
+            yaxis2=dict(title="test accuracy", tickformat=".0%", anchor="x2", range=[0, 1.02]),  # one scale for every run
             legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
             annotations=[_title("Training loss", 0, 1.0), _title("Test accuracy", 0.53, 1.0)],
         )
@@ -486,7 +496,9 @@ def loss_chart(
     points = [(int(s), float(v)) for s, v in zip(steps, losses) if math.isfinite(v) and v > 0]
     finite = [v for _, v in points] or [1.0]
     low, high = y_range or (min(finite), max(finite))
-    domain = [10 ** math.floor(math.log10(max(low, 1e-12))), 10 ** math.ceil(math.log10(max(high, 1e-12)) + 1e-9)]
+    first, last = math.floor(math.log10(max(low, 1e-12))), math.ceil(math.log10(max(high, 1e-12)) - 1e-9)
+    last = max(last, first + 1)
+    ticks, labels = log_ticks(first, last)
     frame = pd.DataFrame(
         {"step": [s for s, _ in points], "loss": [v for _, v in points], "latest": [i == len(points) - 1 for i in range(len(points))]},
         columns=["step", "loss", "latest"],
@@ -496,8 +508,8 @@ def loss_chart(
         "field": "loss",
         "type": "quantitative",
         "title": "MSE loss (log scale)",
-        "axis": {"format": "~g"},
-        "scale": {"type": "log", "domain": domain, "nice": False},
+        "axis": {"values": ticks, "labelExpr": _label_expr(ticks, labels)},
+        "scale": {"type": "log", "domain": [float(f"1e{first}"), float(f"1e{last}")], "nice": False},
     }
     tooltip = [{"field": "step", "type": "quantitative"}, {"field": "loss", "type": "quantitative", "format": ".4~g"}]
     spec = {
@@ -513,6 +525,27 @@ def loss_chart(
         ],
     }
     return frame, spec
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def log_ticks(first: int, last: int, most: int = 7) -> tuple[list[float], list[str]]:
+    """Ticks at the powers of ten 10^first..10^last (every second or third one when there are many), and their labels
+    in one format for the whole axis: plain numbers while they all read easily (0.01 to 1000), else 10ⁿ. Vega's own
+    labels mixed "100000", "10000000000" and "1e+15" on one diverging axis."""
+    every = max(1, math.ceil((last - first + 1) / most))
+    exponents = list(range(last, first - 1, -every))[::-1]  # from the top down, so the top of the axis is labelled
+    if -3 <= exponents[0] and exponents[-1] <= 3:
+        labels = [f"{10.0**e:.{max(0, -e)}f}" for e in exponents]
+    else:
+        labels = [f"10{str(e).translate(_SUPERSCRIPT)}" for e in exponents]
+    return [float(f"1e{e}") for e in exponents], labels
+
+
+def _label_expr(values: Sequence[float], labels: Sequence[str]) -> str:
+    """A Vega expression that labels each tick value with its text (the ticks are given, so it knows them all)."""
+    return "".join(f"datum.value == {v!r} ? '{text}' : " for v, text in zip(values, labels)) + "''"
 
 
 def _finite(value: float, limit: float = 1e12) -> float:

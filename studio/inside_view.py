@@ -21,7 +21,7 @@ from core.insight.activations import TSNE_MAX_POINTS, Activations, ConvArithmeti
 from core.insight.evaluate import Predictions
 from core.models.build import module_expr
 from studio import insight
-from studio.charts import BLUE, FONT, ORANGE
+from studio.charts import BLUE, FONT, ORANGE, legend_clear_of_toolbar
 from studio.predict_view import run_predictor
 
 MAP_SIDE = 96  # px per feature map tile
@@ -183,8 +183,9 @@ def _where_figure(acts: Activations, image: torch.Tensor, calc: ConvArithmetic, 
         col=2,
     )
     h, w = fmap.shape
-    fig.update_yaxes(range=[h - 0.5, -0.5], showgrid=False, zeroline=False, row=1, col=2)
-    fig.update_xaxes(range=[-0.5, w - 0.5], showgrid=False, zeroline=False, row=1, col=2)
+    # Square cells, as the input image beside it has square pixels: left free, the map stretched to the plot's height.
+    fig.update_yaxes(range=[h - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x2", constrain="domain", row=1, col=2)
+    fig.update_xaxes(range=[-0.5, w - 0.5], showgrid=False, zeroline=False, constrain="domain", row=1, col=2)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), font=FONT, showlegend=False)
     fig.update_annotations(font=dict(size=14))
     return fig
@@ -272,16 +273,19 @@ def embedding_section(run_dir: Path, result: Predictions, images: np.ndarray, lo
 def embedding_figure(xy: np.ndarray, index: np.ndarray, result: Predictions) -> go.Figure:
     preds, labels = result.preds[index], result.labels[index]
     fig = go.Figure(
-        layout=dict(
-            height=560,
-            font=FONT,
-            margin=dict(l=10, r=10, t=10, b=10),
-            hovermode="closest",
-            clickmode="event+select",
-            dragmode="pan",
-            legend=dict(itemsizing="constant"),
-            xaxis=dict(showticklabels=False, title=None),
-            yaxis=dict(showticklabels=False, title=None),
+        layout=legend_clear_of_toolbar(
+            dict(
+                height=560,
+                font=FONT,
+                margin=dict(l=10, r=10, t=10, b=10),
+                hovermode="closest",
+                clickmode="event+select",
+                dragmode="pan",
+                legend=dict(itemsizing="constant"),
+                xaxis=dict(showticklabels=False, title=None),
+                yaxis=dict(showticklabels=False, title=None),
+            ),
+            right=True,
         )
     )
     for c, name in enumerate(result.classes):

@@ -15,6 +15,7 @@ import time
 import streamlit as st
 
 from core import linreg
+from core.lessons import regression
 from studio.charts import loss_chart, regression_chart
 from studio.widgets import readable
 
@@ -89,3 +90,8 @@ def finished(settings: tuple) -> bool:
     """Whether the lesson for `settings` has been played to its end."""
     play = st.session_state.get("lesson_play")
     return bool(play) and play["settings"] == settings and not _shown(settings, 2)[1]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def trap(output_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> regression.TrapResult:
+    return regression.broadcast_trap(output_shape, target_shape)

@@ -38,8 +38,11 @@ def run_picker(current: Path | None) -> Path | None:
     if not every:
         return None
     ids = [r.run_id for r in every]
-    # Its name and start, not its progress: the badge below says how the run is doing.
-    titles = {r.run_id: f"{r.name}  ·  {datetime.fromtimestamp(r.started):%d %b %H:%M}" if r.started else r.name for r in every}
+    # Its name (numbered where names repeat, as on the Runs page) and start, not its progress: the badge below says that.
+    names = runs.distinct_names(state.all_runs())
+    titles = {
+        r.run_id: f"{names[r.run_id]}  ·  {datetime.fromtimestamp(r.started):%d %b %H:%M}" if r.started else names[r.run_id] for r in every
+    }
     index = ids.index(current.name) if current is not None and current.name in ids else 0
     chosen = st.selectbox("Showing run", ids, index=index, format_func=titles.get, key=f"pick-{ids[index]}")
     if current is None or chosen != current.name:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.training.lr_find import lr_find
 from studio import train_form
-from studio.charts import BLUE, FONT, ORANGE
+from studio.charts import BLUE, FONT, ORANGE, legend_clear_of_toolbar
 from studio.widgets import guard
 
 STEPS = 100  # fastai's default: a few seconds for the small presets on a CPU
@@ -51,7 +51,7 @@ def figure(result: dict[str, Any]) -> go.Figure:
         fig.add_vline(x=lr, line=dict(color=BLUE, dash="dot"))
     finite = [v for v in losses if v is not None]
     top = min(max(finite), 2.5 * finite[0]) if finite else None  # the blow-up at the end would flatten the rest
-    fig.update_layout(
+    layout = dict(
         height=340,
         font=FONT,
         margin=dict(l=10, r=10, t=44, b=10),
@@ -59,8 +59,8 @@ def figure(result: dict[str, Any]) -> go.Figure:
         title=dict(text="<b>Loss while the learning rate grows</b>", x=0, xanchor="left", font=dict(size=17)),
         xaxis=dict(type="log", title="learning rate (log scale)", exponentformat="e"),
         yaxis=dict(title="training loss", range=[0, top * 1.05] if top else None),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
     )
+    fig.update_layout(legend_clear_of_toolbar(layout, right=True))  # the title has the top-left corner
     return fig
 
 

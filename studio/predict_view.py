@@ -122,6 +122,7 @@ def model_view(predictor: Predictor, payload: bytes, name: str, side: int = 160)
 
 
 def results_table(results: list[dict[str, Any]], k: int) -> pd.DataFrame:
+    """Every file's top-k answers (and, for a file that could not be read, why): the CSV download."""
     rows = []
     for r in results:
         row: dict[str, Any] = {"file": r["file"]}
@@ -131,3 +132,33 @@ def results_table(results: list[dict[str, Any]], k: int) -> pd.DataFrame:
         row["error"] = r.get("error", "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def results_section(results: list[dict[str, Any]], k: int) -> None:
+    """The answers of every file in one table, and the files that could not be read under it, each with the
+    whole reason: a table cell would show a failed file's answers as "None" and cut its message short."""
+    answered = [r for r in results if "error" not in r]
+    if answered:
+        table = results_table(answered, k).drop(columns="error")
+        table[[c for c in table if c.startswith("p")]] = table[[c for c in table if c.startswith("p")]].round(3)  # 13.1%, not 13.08%
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={c: st.column_config.NumberColumn(c, format="percent") for c in table if c.startswith("p")},
+        )
+    failed = [r for r in results if "error" in r]
+    if failed:
+        st.warning(
+            f"Not classified ({len(failed)} of {len(results)} files):\n"
+            + "\n".join(f"- {r['error']}" if r["file"] in r["error"] else f"- **{r['file']}**: {r['error']}" for r in failed),
+            icon=":material/block:",
+        )
+    table = results_table(results, k)
+    st.download_button(
+        "Results as CSV",
+        table.to_csv(index=False).encode(),
+        "predictions.csv",
+        "text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+    )

@@ -174,9 +174,8 @@ def _overview(plan: sweep.Sweep, members: dict[str, runs.RunInfo | None]) -> Non
     counts = {s: sum(i.status == s for i in infos) for s in ("finished", "running", "queued")}
     other = len(plan.runs) - sum(counts.values())
     st.markdown(
-        f"**Sweep** of {runs.describe_settings({k: '/'.join(runs.setting_word(v) for v in vs) for k, vs in plan.grid.items()})} "
-        f"× {len(plan.seeds)} seed{'s' * (len(plan.seeds) > 1)}: {counts['finished']} of {len(plan.runs)} runs finished, "
-        f"{counts['running']} training, {counts['queued']} waiting" + (f", {other} stopped or failed" if other else "")
+        f"**{title(plan)}**: {counts['finished']} finished, {counts['running']} training, {counts['queued']} waiting"
+        + (f", {other} stopped or failed" if other else "")
     )
     st.progress(counts["finished"] / max(1, len(plan.runs)))
     st.plotly_chart(sweep_curves(plan, members), key=f"sweep-curves-{plan.sweep_id}")

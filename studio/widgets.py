@@ -14,7 +14,7 @@ import streamlit as st
 from core.data.classes import run_test_split_warning
 from core.data.spec import DataSpec
 from core.errors import PlaygroundError
-from core.serving.runs import RunInfo
+from core.serving.runs import RunInfo, distinct_names
 from core.training.curves import format_duration
 from studio.state import device_info, training_now
 
@@ -64,16 +64,28 @@ def guard(unexpected: bool = True) -> Iterator[None]:
         )
 
 
+# The badge's tooltip: the words behind "bf16" for whoever wants them.
+PRECISION_HELP = (
+    "Training multiplies millions of numbers. fp32 stores each in 32 bits; bf16 (bfloat16) in 16 bits, with the "
+    "same range and fewer digits, which is plenty for training. CPUs with AMX or AVX512-BF16 instructions (and most "
+    "GPUs) compute bf16 in hardware, so it is faster there; elsewhere it would be emulated and slower, so the studio "
+    "trains in fp32. Precision on the Train page overrides the choice."
+)
+
+
 def device_line() -> tuple[str, str]:
-    """(headline, detail) for the badge."""
+    """(headline, detail) for the badge: the device, and in plain words which numbers it trains with and why."""
     d = device_info()
     if d["kind"] == "cuda":
         count = f"{d['count']} × " if d.get("count", 1) > 1 else ""
         return f":material/memory: GPU · {count}{d['name']}", f"{d.get('memory_gb', '?')} GB · trains in {d.get('precision', 'fp32')}"
     if d["kind"] == "mps":
         return ":material/memory: Apple GPU (MPS)", "trains in fp32"
-    bf16 = "bf16 is fast here (AMX / AVX512-BF16)" if d.get("fast_bf16") else "no fast bf16: trains in fp32"
-    return f":material/computer: CPU · {d.get('cores', '?')} cores", f"{d.get('threads', '?')} torch threads · {bf16}"
+    if d.get("fast_bf16"):
+        numbers = "trains in bf16: 16‑bit numbers, which this CPU computes in hardware, so faster than 32‑bit at about the same accuracy"
+    else:
+        numbers = "trains in fp32 (32‑bit numbers): this CPU has no hardware for the faster 16‑bit kind (bf16)"
+    return f":material/computer: CPU · {d.get('cores', '?')} cores", f"{d.get('threads', '?')} torch threads · {numbers}"
 
 
 def device_badge(where=None) -> None:
@@ -81,7 +93,7 @@ def device_badge(where=None) -> None:
     headline, detail = device_line()
     with where.container(border=True):
         st.markdown(f"**{headline}**")
-        st.caption(detail)
+        st.caption(detail, help=PRECISION_HELP)
 
 
 def percent(value: float | None) -> str:
@@ -159,13 +171,24 @@ def run_title(info: RunInfo) -> str:
     return f"{model} on {DataSpec.parse(str(info.config.get('data', '?'))).name(detail=True)}{acc} · {status}"
 
 
-def run_label(info: RunInfo) -> str:
-    """'cats vs dogs · resnet18 · cats-dogs · 93.1%' for run pickers: what a person needs to tell runs apart."""
+def run_label(info: RunInfo, name: str | None = None) -> str:
+    """'cats vs dogs · resnet18 · cats-dogs · 06 Dec 14:03 · 93.1%' for run pickers: what a person needs to tell
+    runs apart. `name`: the run's name among others (`run_labels`), numbered where several runs share one."""
+    name = name or info.name
     model, data = info.config.get("model", "?"), DataSpec.parse(str(info.config.get("data", "?"))).name()
-    what = f"{info.name} · {model} · {data}" if info.meta.get("name") else info.name  # the default name is model on data
-    if not info.meta.get("name") and info.started:
-        what += f" · {datetime.fromtimestamp(info.started):%d %b %H:%M}"  # tells apart unnamed runs of the same set-up
-    return f"{what} · {accuracy_text(info.best_acc, info)}"
+    what = f"{name} · {model} · {data}" if info.meta.get("name") else name  # the default name is model on data
+    if info.started:
+        what += f" · {datetime.fromtimestamp(info.started):%d %b %H:%M}"
+    if info.best_acc is not None:
+        what += f" · {accuracy_text(info.best_acc, info)}"
+    status = "training" if info.active else info.status
+    return what if status == "finished" else f"{what} · {status}"
+
+
+def run_labels(every: list[RunInfo]) -> dict[str, str]:
+    """run id -> `run_label` for every run a session sees (same-named runs numbered #1, #2 by start)."""
+    names = distinct_names(every)
+    return {r.run_id: run_label(r, names[r.run_id]) for r in every}
 
 
 def status_badge(status: str) -> None:
@@ -177,12 +200,13 @@ def duration(seconds: float | None) -> str:
 
 
 def training_note(where=None) -> None:
-    """Runs training right now, on every page, so switching pages never hides one."""
+    """Runs training right now, on every page, so switching pages never hides one. Markdown, not a link's label:
+    the sidebar is narrow and a label is cut off on one line, where this wraps."""
     where = where or st.sidebar
     for info in training_now()[:3]:
         doing = "Queued" if info.status == "queued" else "Training"
-        where.page_link(
-            "pages/train.py",
-            label=f"{doing}: {info.config.get('model')} on {DataSpec.parse(str(info.config.get('data', ''))).name(detail=True)}",
-            icon=":material/sync:",
-        )
+        with where.container(border=True):
+            st.markdown(
+                f":material/sync: **{doing}:** {info.config.get('model')} on {DataSpec.parse(str(info.config.get('data', ''))).name(detail=True)}"
+            )
+            st.page_link("pages/train.py", label="Watch it on Train", icon=":material/monitoring:")

@@ -95,3 +95,32 @@ def fake_sweep(root: Path, accs: dict[float, list[float | None]], sweep_id: str 
             plan.runs.append({"run_id": run_dir.name, "settings": {"lr": lr}, "seed": seed})
     plan.save(root)
     return plan
+
+
+def fake_run(root: Path, run_id: str, *, created: float, status: str = "finished", steps: int = 6, **settings) -> Path:
+    """A run folder as the trainer writes it (config.json, metrics.jsonl), without training: `settings` are
+    TrainConfig fields. Steps, an epoch record and the final status; no steps for a run that failed at set-up.
+    status "running" names this test's own process as its trainer (alive, on this host), so it counts as active."""
+    import os
+    import socket
+
+    from core.serving import runs
+    from core.training.config import TrainConfig
+
+    folder = Path(root) / run_id
+    folder.mkdir(parents=True)
+    runs.write_config(folder, TrainConfig(**settings).to_dict(), env={"device": "cpu", "precision": "fp32", "world_size": 1})
+    config = runs.read_config(folder)
+    runs.write_json(folder / runs.CONFIG_FILE, {**config, "created": created})
+    start = {"kind": "status", "status": "running", "pid": os.getpid(), "host": socket.gethostname(), "time": created}
+    records = [start]
+    for s in range(1, steps + 1):
+        records.append(
+            {"kind": "step", "epoch": 0, "step": s, "progress": s / steps, "lr": 0.01, "loss": 2.3 - 0.1 * s, "acc": 0.1 + 0.05 * s}
+        )
+    if steps:
+        records.append({"kind": "epoch", "epoch": 1, "train_loss": 1.8, "test_loss": 1.9, "test_acc": 0.4, "elapsed": 5.0})
+    if status != "running":
+        records.append({"kind": "status", "status": status, "message": f"{status} (test)", "epochs_done": int(bool(steps)), "elapsed": 5.0})
+    (folder / runs.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder

@@ -137,12 +137,13 @@ def test_first_steps_animates_in_place(server, page):
     page.get_by_role("button", name="Train").wait_for()
     _settle(page, extra=1.0)
     charts = "[data-testid=stVegaLiteChart]"
-    page.wait_for_function(f"[...document.querySelectorAll('{charts}')].filter(e => e.querySelector('canvas, svg')).length == 2")
+    drawn_js = f"[...document.querySelectorAll('{charts}')].slice(0, 2).filter(e => e.querySelector('canvas, svg')).length"  # the line and the loss (the broadcasting trap's chart is third)
+    page.wait_for_function(f"{drawn_js} == 2")
     page.get_by_role("button", name="Train").click()
     frames = []  # (charts drawn, step shown)
     started = time.time()
     while time.time() - started < 5:
-        drawn = page.evaluate(f"[...document.querySelectorAll('{charts}')].filter(e => e.querySelector('canvas, svg')).length")
+        drawn = page.evaluate(drawn_js)
         frames.append((drawn, int(page.locator("[data-testid=stMetricValue]").first.inner_text())))
         page.wait_for_timeout(40)
     # Plotly redrew from scratch on every frame (a third of them empty). Keyed Vega-Lite charts swap their data in

@@ -22,7 +22,7 @@ def test_a_two_value_sweep_from_the_train_page(server, page):  # noqa: F811 - th
     page.goto(f"{server['url']}/train")
     page.get_by_role("button", name="Start training").wait_for()
     _settle(page)
-    slider = page.locator("[data-testid=stSlider] [role=slider]").first  # Training images: the smallest set
+    slider = page.locator("[data-testid=stSlider] input[type=range]").first  # Training images: the smallest set
     slider.focus()
     slider.press("Home")
     _settle(page)

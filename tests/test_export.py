@@ -371,6 +371,17 @@ def test_notebook_is_valid_and_in_the_tutorials_order():
     assert all(kinds[i] == "markdown" and kinds[i + 1] == "code" for i in range(2, len(kinds), 2))
 
 
+@pytest.mark.parametrize("model", ["cifar10_quick", "custom", "resnet18"])
+def test_notebook_cells_show_no_stray_values(model):
+    """A notebook displays the value of a cell's last line: only print() may end a cell (torch.manual_seed
+    last would show <torch._C.Generator object at 0x...> under the settings)."""
+    notebook = nbformat.reads(export.render_notebook(recipe_config(model)), as_version=4)
+    for cell in (c for c in notebook.cells if c.cell_type == "code"):
+        last = ast.parse(cell.source).body[-1]
+        shown = isinstance(last, ast.Expr) and not (isinstance(last.value, ast.Call) and ast.unparse(last.value.func) == "print")
+        assert not shown, f"a cell ends with {ast.unparse(last)!r}, so the notebook prints its value"
+
+
 def test_notebook_code_cells_run_in_a_clean_folder(tmp_path):
     notebook = nbformat.reads(export.render_notebook(recipe_config("cifar10_quick", n_train=64, n_test=16)), as_version=4)
     code = "\n\n".join(c.source for c in notebook.cells if c.cell_type == "code")

@@ -33,7 +33,7 @@ def test_core_never_imports_the_ui_or_the_benchmark(module):
 
 
 @pytest.mark.parametrize(
-    "path", ["streamlit_app.py", *sorted(f"{d}/{p.name}" for d in ("studio", "pages") for p in (ROOT / d).glob("*.py"))]
+    "path", ["streamlit_app.py", *sorted(str(p.relative_to(ROOT)) for d in ("studio", "pages") for p in (ROOT / d).rglob("*.py"))]
 )
 def test_the_studio_never_imports_the_benchmark(path):
     assert "bench" not in imported_packages(ROOT / path), f"{path} imports bench: the benchmark drives the studio"

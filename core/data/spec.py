@@ -84,7 +84,7 @@ class DataSpec:
     def name(self, *, detail: bool = False) -> str:
         """How the studio names the data to a person: 'Shapes', 'CIFAR-10', or the part of a folder's or .zip's path a
         person chose ('cats-dogs' for imagefolder:/x/uploads/3fa9c2e1d0b4-cats-dogs.zip). `detail` adds what tells
-        two of a kind apart where there is room: 'Shapes (600 images)', 'pets (your classes)'."""
+        two of a kind apart where there is room: 'Shapes (600 images)', 'pets (your classes)', 'image folder cats-dogs'."""
         if self.kind == "shapes":
             return f"Shapes ({self.n_train:,} images)" if detail and self.n_train is not None else "Shapes"
         if self.kind == "cifar10":
@@ -93,4 +93,6 @@ class DataSpec:
         stem = re.sub(r"\.zip$", "", stem, flags=re.IGNORECASE)
         stem = re.sub(r"^[0-9a-f]{12}-", "", stem) or stem  # uploads are saved as <content hash>-<file name>
         stem = stem if len(stem) <= NAME_MAX else stem[: NAME_MAX - 1] + "…"
-        return f"{stem} (your classes)" if detail and self.is_set else stem
+        if not detail:
+            return stem
+        return f"{stem} (your classes)" if self.is_set else f"image folder {stem}"

@@ -38,12 +38,6 @@ SECTIONS = ("data", "dataloader", "model", "loss", "optimizer", "train", "test",
 SCRIPT_PACKAGES = ("torch", "torchvision", "numpy", "PIL")
 ONNX_MAX_ABS_DIFF = 1e-3  # the check an ONNX export must pass against PyTorch
 ONNX_OPSET = 18
-_SCHEDULE_TITLES = {
-    "onecycle": "a linear decay to zero (one cycle)",
-    "cosine": "a cosine decay to zero",
-    "step": "x0.1 at half and again at three quarters of the steps",
-    "constant": "constant",
-}
 _OPTIMIZER_TITLES = {"sgd": "SGD with momentum", "adam": "Adam", "adamw": "AdamW"}
 
 
@@ -68,7 +62,8 @@ def _source(*objects: Any) -> str:
 
 def _model_context(config: dict[str, Any], num_classes: int, input_size: int) -> dict[str, Any]:
     """Which model template, and the code or names it needs."""
-    from core.models import backbones, build, presets
+    from core.models import backbones, presets
+    from core.models.build import module_expr
 
     name = config["model"]
     if name == "custom":
@@ -89,7 +84,7 @@ def _model_context(config: dict[str, Any], num_classes: int, input_size: int) ->
             probe = backbones._torchvision_model(name, input_size)  # any torchvision family: where its classifier is
         head = backbones.head_path(probe, name)
         head_conv = isinstance(probe.get_submodule(head), torch.nn.Conv2d)  # SqueezeNet classifies with a 1x1 conv
-        head_expr = build.module_expr(head)
+        head_expr = module_expr(head)
         kwargs = "".join(f", {k}={v!r}" for k, v in backbones._builder_kwargs(name, input_size).items())
         parts = [f"torchvision's `{name}`" + (f" with its ImageNet weights ({weights})" if imagenet else "")]
         if stem:
@@ -203,6 +198,7 @@ def recipe_context(
     from core.models.presets import PRESETS, is_torchvision
     from core.training import losses
     from core.training.config import TrainConfig
+    from core.training.describe import SCHEDULE_TITLES
     from core.training.parts import lr_factor
 
     if not config.get("classes") or not config.get("normalization"):
@@ -258,7 +254,7 @@ def recipe_context(
         "tta": int(recipe.tta),
         "seed": recipe.seed,
         "optimizer_title": _OPTIMIZER_TITLES[recipe.optimizer],
-        "schedule_title": _SCHEDULE_TITLES[recipe.schedule],
+        "schedule_title": SCHEDULE_TITLES[recipe.schedule],
         "lr_factor_source": _source(lr_factor),
         "whiten": name == "speedrun",
         "param_groups": name == "speedrun",

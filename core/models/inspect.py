@@ -22,8 +22,9 @@ import torchinfo
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from core.errors import PlaygroundError
+from core.errors import LayerError, PlaygroundError
 from core.models.build import count_parameters
+from core.models.layers import LayerSpec, build_from_spec
 
 LAYER_COLUMNS = ["name", "type", "output_shape", "params", "trainable", "macs"]
 FREEZE_COLUMNS = ["name", "type", "params", "trainable", "status"]
@@ -56,6 +57,29 @@ class LayerTable:
             "trainable": self.trainable_params,
             "macs": self.total_macs,
         }
+
+
+@dataclass
+class PartialBuild:
+    """A layer spec built as far as it goes: while one layer is wrong, the layers above it still have shapes to show."""
+
+    model: nn.Sequential | None  # the layers that work (all of them when only the model's end is wrong); None if none
+    error: str | None  # what is wrong, naming the layer; None when the whole model builds
+    broken: int | None  # the broken layer's row, from 1
+
+
+def build_what_works(spec: LayerSpec, num_classes: int, input_shape: tuple[int, int, int]) -> PartialBuild:
+    """The model of `spec`, or, where it cannot be built, the layers above the broken one and the error."""
+    try:
+        return PartialBuild(build_from_spec(spec, num_classes, input_shape), None, None)
+    except LayerError as exc:
+        above = build_from_spec(spec, num_classes, input_shape, upto=exc.layer - 1) if exc.layer > 1 else None
+        return PartialBuild(above, str(exc), exc.layer)
+    except PlaygroundError as exc:
+        if not isinstance(spec, (list, tuple)) or not spec:
+            raise
+        # Every layer fits, but the model does not end in one score per class: all of it is worth showing.
+        return PartialBuild(build_from_spec(spec, num_classes, input_shape, upto=len(spec)), str(exc), None)
 
 
 def shape_str(shape: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import PlaygroundError
+from core.errors import LayerError, PlaygroundError
 
 LayerSpec = list[dict[str, Any]]
 
@@ -81,11 +81,14 @@ def _make_layer(kind: str, opts: dict[str, Any], in_shape: tuple[int, ...], num_
     raise AssertionError(kind)
 
 
-def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32)) -> nn.Sequential:
+def build_from_spec(
+    spec: LayerSpec, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32), *, upto: int | None = None
+) -> nn.Sequential:
     """Turn a JSON-able list of layers into an nn.Sequential, inferring input sizes.
 
-    Each layer is built for the shape that actually reaches it, then run on a
-    dummy batch, so the shapes in error messages are the real ones.
+    Each layer is built for the shape that actually reaches it, then run on a dummy batch, so the shapes in
+    error messages are the real ones; a mistake in one layer raises LayerError with its row (from 1).
+    `upto`: only the first `upto` layers (those above a broken one), without the checks on the model's end.
     """
     if not isinstance(spec, (list, tuple)) or not spec:
         raise PlaygroundError('A layer spec is a non-empty list of layers, e.g. [{"type": "Conv2d", "out_channels": 16}, ...].')
@@ -94,59 +97,64 @@ def build_from_spec(spec: LayerSpec, num_classes: int = 10, input_shape: tuple[i
     x = torch.zeros(1, *shape)
     layers: list[nn.Module] = []
     last_linear = max((i for i, layer in enumerate(spec) if isinstance(layer, dict) and layer.get("type") == "Linear"), default=-1)
-    for i, raw in enumerate(spec, start=1):
-        if not isinstance(raw, dict) or "type" not in raw:
-            raise PlaygroundError(f'Layer {i}: each layer needs a "type" (one of {", ".join(LAYER_OPTIONS)}).')
-        kind = str(raw["type"])
-        where = f"Layer {i} ({kind})"
-        if kind not in LAYER_OPTIONS:
-            raise PlaygroundError(f"{where}: unknown layer type; choose one of {', '.join(LAYER_OPTIONS)}.")
-        unknown = set(raw) - set(LAYER_OPTIONS[kind]) - {"type"}
-        if unknown:
-            allowed = ", ".join(LAYER_OPTIONS[kind]) or "no options"
-            raise PlaygroundError(f"{where}: unexpected option {', '.join(sorted(unknown))} (allowed: {allowed}).")
-        opts = {**LAYER_OPTIONS[kind], **{k: v for k, v in raw.items() if k != "type" and v is not None}}
-        for key in (
-            "in_channels",
-            "in_features",
-            "out_channels",
-            "out_features",
-            "kernel_size",
-            "stride",
-            "dilation",
-            "output_size",
-            "padding",
-        ):
-            value = opts.get(key)
-            if value is None or (key == "out_features" and value == "num_classes"):
-                continue
-            lowest = 0 if key == "padding" else 1
-            if isinstance(value, float) and value.is_integer():  # table editors hand back 3.0 for 3
-                value = opts[key] = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise PlaygroundError(f"{where}: {key} must be a whole number >= {lowest}, not {value!r}.")
-        if kind in _FLAT_ONLY and len(shape) != 1:
-            raise PlaygroundError(f"{where}: needs a flat input but gets {_shape_str(shape)}; add a Flatten layer before it.")
-        if kind in _IMAGE_ONLY and len(shape) != 3:
-            raise PlaygroundError(
-                f"{where}: needs an image-shaped input (channels x height x width) but gets {_shape_str(shape)}; "
-                "put it before the Flatten layer."
-            )
-        if opts.get(_GIVEN_INPUT.get(kind, "")) is not None:
-            _check_given_input(where, kind, opts, shape, layers, num_classes, before_shape)
+    for i, raw in enumerate(spec[:upto] if upto is not None else spec, start=1):
         try:
-            layer = _make_layer(kind, opts, shape, num_classes, is_last=(i - 1 == last_linear))
-            with torch.no_grad():
-                x = layer.eval()(x)
-        except PlaygroundError:
-            raise
-        except (RuntimeError, ValueError, TypeError) as exc:
-            reason = str(exc).splitlines()[0]
-            too_small = "too small" in reason or "size" in reason
-            hint = " Use a larger input, fewer pooling layers, or a smaller kernel/stride." if too_small else ""
-            raise PlaygroundError(f"{where} cannot take input {_shape_str(shape)}: {reason}.{hint}") from None
+            if not isinstance(raw, dict) or "type" not in raw:
+                raise PlaygroundError(f'Layer {i}: each layer needs a "type" (one of {", ".join(LAYER_OPTIONS)}).')
+            kind = str(raw["type"])
+            where = f"Layer {i} ({kind})"
+            if kind not in LAYER_OPTIONS:
+                raise PlaygroundError(f"{where}: unknown layer type; choose one of {', '.join(LAYER_OPTIONS)}.")
+            unknown = set(raw) - set(LAYER_OPTIONS[kind]) - {"type"}
+            if unknown:
+                allowed = ", ".join(LAYER_OPTIONS[kind]) or "no options"
+                raise PlaygroundError(f"{where}: unexpected option {', '.join(sorted(unknown))} (allowed: {allowed}).")
+            opts = {**LAYER_OPTIONS[kind], **{k: v for k, v in raw.items() if k != "type" and v is not None}}
+            for key in (
+                "in_channels",
+                "in_features",
+                "out_channels",
+                "out_features",
+                "kernel_size",
+                "stride",
+                "dilation",
+                "output_size",
+                "padding",
+            ):
+                value = opts.get(key)
+                if value is None or (key == "out_features" and value == "num_classes"):
+                    continue
+                lowest = 0 if key == "padding" else 1
+                if isinstance(value, float) and value.is_integer():  # table editors hand back 3.0 for 3
+                    value = opts[key] = int(value)
+                if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                    raise PlaygroundError(f"{where}: {key} must be a whole number >= {lowest}, not {value!r}.")
+            if kind in _FLAT_ONLY and len(shape) != 1:
+                raise PlaygroundError(f"{where}: needs a flat input but gets {_shape_str(shape)}; add a Flatten layer before it.")
+            if kind in _IMAGE_ONLY and len(shape) != 3:
+                raise PlaygroundError(
+                    f"{where}: needs an image-shaped input (channels x height x width) but gets {_shape_str(shape)}; "
+                    "put it before the Flatten layer."
+                )
+            if opts.get(_GIVEN_INPUT.get(kind, "")) is not None:
+                _check_given_input(where, kind, opts, shape, layers, num_classes, before_shape)
+            try:
+                layer = _make_layer(kind, opts, shape, num_classes, is_last=(i - 1 == last_linear))
+                with torch.no_grad():
+                    x = layer.eval()(x)
+            except PlaygroundError:
+                raise
+            except (RuntimeError, ValueError, TypeError) as exc:
+                reason = str(exc).splitlines()[0]
+                too_small = "too small" in reason or "size" in reason
+                hint = " Use a larger input, fewer pooling layers, or a smaller kernel/stride." if too_small else ""
+                raise PlaygroundError(f"{where} cannot take input {_shape_str(shape)}: {reason}.{hint}") from None
+        except PlaygroundError as exc:  # the row, so a page can keep the layers above it
+            raise LayerError(str(exc), layer=i) from None
         before_shape, shape = shape, tuple(x.shape[1:])
         layers.append(layer.train())
+    if upto is not None:
+        return nn.Sequential(*layers)
     if len(shape) != 1:
         raise PlaygroundError(
             f"The model ends with shape {_shape_str(shape)}; end with Flatten and a Linear layer to get one score per class."

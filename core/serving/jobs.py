@@ -4,7 +4,7 @@ The studio never trains inside Streamlit's script thread, and starting a run nev
 fails because another one is training: Start writes the run folder with a "queued"
 status record and the queue takes it from there. At most K runs train at once per
 device (Settings.runs_per_device: 1 per GPU and 1 for the CPU unless configured),
-first come first served across workspaces; a run that needs several GPUs waits for
+first come first served, workspaces taking turns (JobRegistry.queued); a run that needs several GPUs waits for
 them instead of being overtaken by smaller ones.
 
 The run folders are the queue's only state, so a restarted app, or a second app

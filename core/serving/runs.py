@@ -463,6 +463,28 @@ def list_runs(root: str | os.PathLike | None = None, workspace: str | None = Non
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
+def distinct_names(infos: Iterable[RunInfo]) -> dict[str, str]:
+    """run id -> the run's name, with " #1", " #2", ... (oldest first) where several runs share it: legends, table
+    columns and pickers tell same-named runs apart in words, never by a fragment of their ids."""
+    infos = sorted(infos, key=lambda r: (r.config.get("created") or r.started or 0, r.run_id))
+    counts: dict[str, int] = {}
+    for info in infos:
+        counts[info.name] = counts.get(info.name, 0) + 1
+    taken = {name for name, n in counts.items() if n == 1}
+    names, seen = {}, dict.fromkeys(counts, 0)
+    for info in infos:
+        name = info.name
+        if counts[name] > 1:
+            seen[name] += 1
+            number = seen[name]
+            while f"{name} #{number}" in taken:  # someone named another run "x #2" by hand
+                number += 1
+            name = f"{name} #{number}"
+            taken.add(name)
+        names[info.run_id] = name
+    return names
+
+
 def delete_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
     run_dir = Path(run_dir).resolve()
     root = Path(root or MODELS_DIR).resolve()

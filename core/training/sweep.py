@@ -354,6 +354,7 @@ def start(registry: JobRegistry, sweep: Sweep, *, workspace: str | None = None) 
     sweep.runs = [{"run_id": f.name, "settings": settings, "seed": seed} for f, (settings, seed, _) in zip(folders, planned)]
     sweep.save(registry.root)
     registry.dispatch()
+    registry.ensure_dispatcher()  # the studio's queue thread starts the rest as slots free up
     return folders
 
 

@@ -1,0 +1,64 @@
+"""Which lesson tasks a learner has passed, kept in a small JSON file.
+
+On your own machine the studio has one learner: `data/lessons/progress.json`. In shared mode each browser works in
+a workspace (its code is in the page's address), and its progress lives with the workspace's other files:
+`data/workspaces/<code>/lessons.json`, beside its own classes. A missing or unreadable file is no progress; it is
+written whole (a temporary file, then a rename), so a crash never leaves half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from core.data import datasets
+from core.lessons import LESSONS, Lesson, task_keys
+from core.serving.runs import atomic_write_bytes
+
+FILE_VERSION = 1
+
+
+def progress_path(workspace: str | None = None, data_dir: str | Path | None = None) -> Path:
+    base = Path(data_dir or datasets.DATA_DIR)  # read when called: tests (and PLAYGROUND_DATA_DIR) move it
+    return base / "workspaces" / workspace / "lessons.json" if workspace else base / "lessons" / "progress.json"
+
+
+class Progress:
+    """The passed tasks in the file at `path`: `{"version": 1, "passed": {"<task key>": <unix time>}}`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def passed(self) -> dict[str, float]:
+        try:
+            blob = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        passed = blob.get("passed") if isinstance(blob, dict) else None
+        if not isinstance(passed, dict):
+            return {}
+        known = task_keys()  # a task renamed or removed since is not counted
+        return {k: float(v) for k, v in passed.items() if k in known and isinstance(v, (int, float))}
+
+    def mark(self, key: str) -> None:
+        """Record task `key` as passed (the first time counts; later passes change nothing)."""
+        if key not in task_keys():
+            raise KeyError(f"no lesson task {key!r}")
+        passed = self.passed()
+        if key in passed:
+            return
+        passed[key] = round(time.time(), 3)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, (json.dumps({"version": FILE_VERSION, "passed": passed}, indent=1) + "\n").encode())
+
+    def reset(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def lesson_done(self, lesson: Lesson, passed: dict[str, float] | None = None) -> bool:
+        passed = self.passed() if passed is None else passed
+        return all(task.key in passed for task in lesson.tasks)
+
+    def lessons_done(self) -> list[Lesson]:
+        passed = self.passed()
+        return [item for item in LESSONS if self.lesson_done(item, passed)]
