@@ -1,7 +1,6 @@
 import streamlit as st
 
-from core import linreg
-from core.lessons import regression
+from core.lessons import linreg, regression
 from studio import lesson_view, lessons
 from studio.charts import regression_chart
 from studio.state import through_navigation

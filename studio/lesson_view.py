@@ -14,8 +14,7 @@ import time
 
 import streamlit as st
 
-from core import linreg
-from core.lessons import regression
+from core.lessons import linreg, regression
 from studio.charts import loss_chart, regression_chart
 from studio.widgets import readable
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import linreg
-from core.lessons import LESSONS, cross_entropy, device_mix, fine_tune, lesson, loop, new_image, padding, regression, saving
+from core.lessons import LESSONS, cross_entropy, device_mix, fine_tune, lesson, linreg, loop, new_image, padding, regression, saving
 from core.lessons.progress import Progress, progress_path
 from studio import charts
 

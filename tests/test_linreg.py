@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from core import linreg
 from core.errors import PlaygroundError
+from core.lessons import linreg
 
 
 def test_data_is_reproducible_and_on_the_line():

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core import linreg
-from core.lessons import Verdict
+from core.lessons import Verdict, linreg
 
 LR = 0.1
 STEPS = 5
