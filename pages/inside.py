@@ -6,7 +6,7 @@ from studio import inside_view as iv
 from studio import insight
 from studio import predict_view as pv
 from studio.state import all_runs, through_navigation, watched_run
-from studio.widgets import guard, run_labels
+from studio.widgets import choice, guard, run_labels
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -49,14 +49,7 @@ with guard():
     st.markdown("##### The image")
     left, right = st.columns([3, 2], vertical_alignment="center")
     with left:
-        source = st.segmented_control(
-            "Image",
-            ["test", "upload"],
-            default="test",
-            required=True,
-            key="inside_source",
-            format_func={"test": "A test image of the run", "upload": "Upload"}.get,
-        )
+        source = choice("Image", {"test": "A test image of the run", "upload": "Upload"}, key="inside_source")
         image = None
         if source == "test":
             c = st.columns(2)

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from core.errors import PlaygroundError
+from core.files import write_json
 from core.models.build import count_parameters, module_expr
 from core.models.layers import LAYER_OPTIONS
 from core.serving import runs
@@ -129,7 +130,7 @@ def save_architecture(name: str, spec: list[dict[str, Any]], input_size: int, ro
     folder = _folder(root)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_slug(name)}.json"
-    runs.write_json(path, {"name": name, "layers": spec, "input_size": int(input_size), "saved": time.time()})
+    write_json(path, {"name": name, "layers": spec, "input_size": int(input_size), "saved": time.time()})
     return path
 
 

@@ -53,6 +53,19 @@ def _title(text: str, x: float, y: float) -> dict[str, Any]:
     )
 
 
+def _share_bars(fig: go.Figure, labels: Sequence[str], shares: Sequence[float], colour: Any, digits: int) -> None:
+    """Horizontal bars of shares in [0, 1], each labelled with its percentage (hover: one more digit)."""
+    fig.add_bar(
+        x=list(shares),
+        y=list(labels),
+        orientation="h",
+        marker_color=colour,
+        text=[f"{s:.{digits}%}" for s in shares],
+        textposition="auto",
+        hovertemplate=f"%{{y}}: %{{x:.{digits + 1}%}}<extra></extra>",
+    )
+
+
 def _col(frame: pd.DataFrame, name: str) -> list:
     return frame[name].tolist() if name in frame else []
 
@@ -92,74 +105,22 @@ def training_figure(curves: Curves, smoothing: float = 0.6, epochs: int | None =
     )
     steps_line = dict(x=x, mode="lines")
     epoch_line = dict(x=ex, mode="lines+markers", marker=dict(size=9))
+
+    def line(panel: int, y: list, name: str, colour: str, width: float, *, per_epoch: bool = False, **extra: Any) -> None:
+        axes = {"xaxis": f"x{panel if panel > 1 else ''}", "yaxis": f"y{panel if panel > 1 else ''}"}
+        fig.add_scatter(**(epoch_line if per_epoch else steps_line), y=y, name=name, line=dict(color=colour, width=width), **axes, **extra)
+
     loss, acc = _col(steps, "loss"), _col(steps, "acc")
     # Loss: every step faintly, the smoothed trend boldly, and the test loss once per epoch.
-    fig.add_scatter(
-        **steps_line,
-        y=loss,
-        name="train loss (per step)",
-        line=dict(color=ORANGE, width=1),
-        opacity=0.3,
-        showlegend=False,
-        hoverinfo="skip",
-        xaxis="x",
-        yaxis="y",
-    )
-    fig.add_scatter(
-        **steps_line,
-        y=ema(loss, smoothing) if smoothing else loss,
-        name="train",
-        line=dict(color=ORANGE, width=3),
-        xaxis="x",
-        yaxis="y",
-        legendgroup="train",
-    )
-    fig.add_scatter(
-        **epoch_line, y=_col(per_epoch, "test_loss"), name="test", line=dict(color=BLUE, width=3), xaxis="x", yaxis="y", legendgroup="test"
-    )
-    fig.add_scatter(
-        **steps_line,
-        y=ema(acc, smoothing) if smoothing else acc,
-        name="train (per step)",
-        line=dict(color=ORANGE, width=1.5),
-        opacity=0.45,
-        showlegend=False,
-        xaxis="x2",
-        yaxis="y2",
-        legendgroup="train",
-    )
-    fig.add_scatter(
-        **epoch_line,
-        y=_col(per_epoch, "train_acc"),
-        name="train",
-        showlegend=False,
-        line=dict(color=ORANGE, width=3),
-        xaxis="x2",
-        yaxis="y2",
-        legendgroup="train",
-    )
-    fig.add_scatter(
-        **epoch_line,
-        y=_col(per_epoch, "test_acc"),
-        name="test",
-        showlegend=False,
-        line=dict(color=BLUE, width=3),
-        xaxis="x2",
-        yaxis="y2",
-        legendgroup="test",
-    )
-    fig.add_scatter(
-        **steps_line, y=_col(steps, "lr"), name="lr", showlegend=False, line=dict(color=GREY, width=2.5), xaxis="x3", yaxis="y3"
-    )
-    fig.add_scatter(
-        **steps_line,
-        y=_col(steps, "img_per_s"),
-        name="images / s",
-        showlegend=False,
-        line=dict(color=GREY, width=2),
-        xaxis="x4",
-        yaxis="y4",
-    )
+    line(1, loss, "train loss (per step)", ORANGE, 1, opacity=0.3, showlegend=False, hoverinfo="skip")
+    line(1, ema(loss, smoothing) if smoothing else loss, "train", ORANGE, 3, legendgroup="train")
+    line(1, _col(per_epoch, "test_loss"), "test", BLUE, 3, per_epoch=True, legendgroup="test")
+    # Accuracy: the smoothed steps faintly, the epoch's train and test accuracy boldly (the loss's legend names them).
+    line(2, ema(acc, smoothing) if smoothing else acc, "train (per step)", ORANGE, 1.5, opacity=0.45, showlegend=False, legendgroup="train")
+    line(2, _col(per_epoch, "train_acc"), "train", ORANGE, 3, per_epoch=True, showlegend=False, legendgroup="train")
+    line(2, _col(per_epoch, "test_acc"), "test", BLUE, 3, per_epoch=True, showlegend=False, legendgroup="test")
+    line(3, _col(steps, "lr"), "lr", GREY, 2.5, showlegend=False)
+    line(4, _col(steps, "img_per_s"), "images / s", GREY, 2, showlegend=False)
     return fig
 
 
@@ -173,15 +134,7 @@ def per_class_figure(classes: Sequence[str], accuracy: Sequence[float]) -> go.Fi
             yaxis=dict(automargin=True),
         )
     )
-    fig.add_bar(
-        x=[accuracy[i] for i in order],
-        y=[classes[i] for i in order],
-        orientation="h",
-        marker_color=BLUE,
-        text=[f"{accuracy[i]:.0%}" for i in order],
-        textposition="auto",
-        hovertemplate="%{y}: %{x:.1%}<extra></extra>",
-    )
+    _share_bars(fig, [classes[i] for i in order], [accuracy[i] for i in order], BLUE, digits=0)
     return fig
 
 
@@ -254,15 +207,7 @@ def topk_figure(top: Sequence[dict[str, Any]]) -> go.Figure:
             yaxis=dict(automargin=True),
         )
     )
-    fig.add_bar(
-        x=probs,
-        y=labels,
-        orientation="h",
-        marker_color=colors,
-        text=[f"{p:.1%}" for p in probs],
-        textposition="auto",
-        hovertemplate="%{y}: %{x:.2%}<extra></extra>",
-    )
+    _share_bars(fig, labels, probs, colors, digits=1)
     return fig
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import streamlit as st
+import torch
+from PIL import Image
 
 from core.insight.explain import METHODS, Explainer, Explanation, overlay
 from core.insight.ood import SOFTMAX_NOTE
 from core.insight.predict import Predictor
-from studio.predict_view import thumbnail
 
 _KEPT = 24  # overlays remembered per browser session: toggling back and forth costs nothing
 IMAGE_SIDE = 170  # three pictures and the chart side by side on a laptop screen
@@ -100,19 +100,22 @@ def _remember() -> OrderedDict:
     return st.session_state.setdefault("_overlays", OrderedDict())
 
 
-def show_overlay(where, predictor: Predictor, payload: bytes, name: str, method: str, target: str) -> Explanation:
-    """The map over the user's image (as a thumbnail), in the given column; returns the explanation."""
+def show_overlay(
+    where, predictor: Predictor, key: str, image: Image.Image, prepared: torch.Tensor, probs: torch.Tensor, method: str, target: str
+) -> Explanation:
+    """The map over the user's picture, in the given column; returns the explanation. `key` names the upload, `image`
+    is the picture shown and `prepared`/`probs` what the model made of it (studio.predict_view.look_at): the map
+    reuses them, so only the attribution itself runs the model."""
     kept = _remember()
-    key = (id(predictor), hashlib.sha1(payload).hexdigest(), method, target)
-    if key not in kept:
+    remembered = (id(predictor), key, method, target)
+    if remembered not in kept:
         with where, st.spinner("Looking…" if method != "integrated_gradients" else "Integrating gradients…"):
-            explanation = explainer_for(predictor).explain(payload, name, method, target)
-            image = thumbnail(payload, name)
-            kept[key] = (explanation, np.asarray(overlay(image, explanation.on_image(*image.size))))
+            explanation = explainer_for(predictor).explain_prepared(prepared, method, target, probs=probs)
+            kept[remembered] = (explanation, np.asarray(overlay(image, explanation.on_image(*image.size))))
         while len(kept) > _KEPT:
             kept.popitem(last=False)
-    kept.move_to_end(key)
-    explanation, picture = kept[key]
+    kept.move_to_end(remembered)
+    explanation, picture = kept[remembered]
     where.image(picture, caption=f"where it looks for “{explanation.label}”", width=IMAGE_SIDE)
     return explanation
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.export.formats import formats as export
+from core.export import formats as export
 from core.serving import runs
 from core.serving.runs import RunInfo
 from studio import workspace

@@ -171,6 +171,15 @@ def base_config(model: str, device: str = "auto") -> TrainConfig:
     return TrainConfig.for_model(model, epochs=None if "epochs" in recipe_for(model) else DEFAULT_EPOCHS, device=device)
 
 
+def _choice(where, label: str, options, value, key: str, help: str | None = None):
+    return where.selectbox(label, options, index=list(options).index(value), key=key, help=help)
+
+
+def _decimal(where, label: str, lowest: float, highest: float, value: float, key: str, help: str) -> float:
+    """A number typed as people write it (0.001, 5e-4), not rounded to a fixed number of decimals."""
+    return where.number_input(label, lowest, highest, float(value), format="%g", key=key, help=help)
+
+
 def per_device_note(model: str) -> str | None:
     """The recipe's batch and lr on each kind of device, where they differ (a GPU takes bigger batches)."""
     cpu, gpu = base_config(model, "cpu"), base_config(model, "cuda")
@@ -225,42 +234,22 @@ def hyperparameters(model: str) -> dict[str, Any]:
         key=k + "batch",
         help="Images per step. Bigger: faster per image, fewer steps per epoch.",
     )
-    values["lr"] = c[2].number_input(
-        "Learning rate",
-        1e-6,
-        10.0,
-        float(base.lr),
-        format="%g",
-        key=lr_key(model),
-        help="Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger.",
+    values["lr"] = _decimal(
+        c[2], "Learning rate", 1e-6, 10.0, base.lr, lr_key(model), "Step size. Loss goes NaN: 10x smaller. Curve barely moves: larger."
     )
-    values["optimizer"] = c[3].selectbox(
-        "Optimizer",
-        OPTIMIZERS,
-        index=OPTIMIZERS.index(base.optimizer),
-        key=k + "opt",
-        help="AdamW adapts the step per parameter; SGD with momentum is the classic.",
+    values["optimizer"] = _choice(
+        c[3], "Optimizer", OPTIMIZERS, base.optimizer, k + "opt", "AdamW adapts the step per parameter; SGD with momentum is the classic."
     )
     note = per_device_note(model)
     if note:
         st.caption(note)
     with st.expander("More settings"):
         c = st.columns(4)
-        values["schedule"] = c[0].selectbox(
-            "LR schedule",
-            SCHEDULES,
-            index=SCHEDULES.index(base.schedule),
-            key=k + "sched",
-            help="onecycle: warm up, then decay linearly to zero.",
+        values["schedule"] = _choice(
+            c[0], "LR schedule", SCHEDULES, base.schedule, k + "sched", "onecycle: warm up, then decay linearly to zero."
         )
-        values["weight_decay"] = c[1].number_input(
-            "Weight decay",
-            0.0,
-            1.0,
-            float(base.weight_decay),
-            format="%g",
-            key=k + "wd",
-            help="Pulls weights towards zero; less overfitting.",
+        values["weight_decay"] = _decimal(
+            c[1], "Weight decay", 0.0, 1.0, base.weight_decay, k + "wd", "Pulls weights towards zero; less overfitting."
         )
         values["seed"] = c[2].number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help="Same seed, same run.")
         values["health"] = c[3].toggle(
@@ -277,13 +266,9 @@ def hyperparameters(model: str) -> dict[str, Any]:
             key=k + "aug",
             help="Random shifts and mirror images each batch: more variety, less overfitting.",
         )
-        values["device"] = c[1].selectbox("Device", DEVICE_CHOICES, index=DEVICE_CHOICES.index(device), key=device_key)
-        values["precision"] = c[2].selectbox(
-            "Precision",
-            PRECISION_CHOICES,
-            index=PRECISION_CHOICES.index(base.precision),
-            key=k + "prec",
-            help="auto: bf16 where the hardware is fast at it, else fp32.",
+        values["device"] = _choice(c[1], "Device", DEVICE_CHOICES, device, device_key)
+        values["precision"] = _choice(
+            c[2], "Precision", PRECISION_CHOICES, base.precision, k + "prec", "auto: bf16 where the hardware is fast at it, else fp32."
         )
         limit = c[3].number_input(
             "Time limit (s, 0 = none)",

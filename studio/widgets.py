@@ -191,6 +191,11 @@ def run_labels(every: list[RunInfo]) -> dict[str, str]:
     return {r.run_id: run_label(r, names[r.run_id]) for r in every}
 
 
+def choice(label: str, options: dict[str, str], key: str) -> str:
+    """One of a few ways to do something (value -> its words): the first is chosen at first, and one always is."""
+    return st.segmented_control(label, list(options), default=next(iter(options)), required=True, key=key, format_func=options.get)
+
+
 def status_badge(status: str) -> None:
     st.badge(status, icon=STATUS_ICONS.get(status), color=STATUS_COLORS.get(status, "gray"))
 

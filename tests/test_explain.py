@@ -421,6 +421,39 @@ def test_predict_page_overlay_toggle_class_picker_and_method(quick_run, tmp_path
     assert any("Integrated gradients" in c.value for c in at.caption) or any("speaks for" in i.value for i in at.info)
 
 
+def test_predict_page_decodes_and_classifies_each_upload_once(quick_run, tmp_path, monkeypatch):
+    """The thumbnail, the answer, what the model sees and the overlay share one decoded picture and one forward pass
+    of each upload; a rerun (the overlay switched on, its class changed) decodes and classifies nothing again."""
+    at = predict_page(quick_run, tmp_path, monkeypatch)
+    Predictor.from_run(runs.MODELS_DIR / "quick").ood_check()  # fitted and cached in the run folder, not counted below
+    uploads = [
+        ("circle.png", png(render(0, 64, 48, 30, 24, 14)[0]), "image/png"),
+        ("static.png", png(Image.fromarray(np.full((40, 50, 3), 90, np.uint8))), "image/png"),
+    ]
+    decoded, classified = [], []
+    real_open, real_logits = Image.open, Predictor.logits
+
+    def counting_open(fp, *args, **kwargs):
+        if getattr(fp, "getvalue", lambda: None)() in [payload for _, payload, _ in uploads]:  # not Streamlit's own images
+            decoded.append(1)
+        return real_open(fp, *args, **kwargs)
+
+    def counting_logits(self, batch):
+        classified.append(len(batch))
+        return real_logits(self, batch)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(Predictor, "logits", counting_logits)
+    at.file_uploader(key="images").set_value(uploads).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (len(decoded), sum(classified)) == (2, 2)  # the old page: 6 decodes (answer, thumbnail, model's view)
+    at.toggle(key="look-0-circle.png").set_value(True).run()
+    at.selectbox(key="why-0-circle.png").set_value(next(c for c in SHAPES_CLASSES if c != at.selectbox(key="why-0-circle.png").value)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("where it looks for" in c for image in at.get("image") for c in image.captions)
+    assert (len(decoded), sum(classified)) == (2, 2)
+
+
 def test_predict_page_warns_about_an_unusual_picture_and_says_why_softmax_still_answers(quick_run, tmp_path, monkeypatch):
     at = predict_page(quick_run, tmp_path, monkeypatch)
     static = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))  # TV static

@@ -30,7 +30,7 @@ import torch.utils.data
 from core.data.images import IMAGE_EXTENSIONS, fast_jpeg_decoder, load_files_for_model
 from core.data.spec import SHAPES_TEST, SHAPES_TRAIN, STORED_SIDE, DataSpec
 from core.errors import PlaygroundError
-from core.serving.runs import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 DATA_DIR = Path(os.environ.get("PLAYGROUND_DATA_DIR", Path(__file__).resolve().parents[2] / "data"))
 MAX_DATASET_BYTES = 6 * 1024**3  # decoded uint8 pixels kept in memory

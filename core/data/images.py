@@ -78,19 +78,24 @@ def open_image(
                 return _to_rgb(img, label)
     except PlaygroundError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PlaygroundError(
+    except Exception as exc:
+        raise PlaygroundError(_decoding_failed(exc, label, data, max_pixels)) from exc
+
+
+def _decoding_failed(exc: Exception, label: str, data: bytes, max_pixels: int) -> str:
+    """What a failure to decode means to the person who uploaded the file, and what to do."""
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return (
             f"{label} declares more pixels than PIL will decode safely (a possible decompression bomb); "
             f"resize it under {max_pixels:,} pixels and upload it again"
-        ) from exc
-    except UnidentifiedImageError as exc:
-        raise PlaygroundError(f"{label} is not an image PIL can read ({_describe_unknown(data)}); {_WHAT_TO_DO}") from exc
-    except MemoryError as exc:
-        raise PlaygroundError(f"{label} is too large to decode in memory; resize it smaller") from exc
+        )
+    if isinstance(exc, UnidentifiedImageError):
+        return f"{label} is not an image PIL can read ({_describe_unknown(data)}); {_WHAT_TO_DO}"
+    if isinstance(exc, MemoryError):
+        return f"{label} is too large to decode in memory; resize it smaller"
     # Decoders fed hostile bytes fail with whatever type they like (OSError, SyntaxError,
     # ValueError, struct.error, ...); for the user every one of them means a broken file.
-    except Exception as exc:
-        raise PlaygroundError(f"{label} is truncated or corrupt ({_one_line(exc)}); re-export or re-download it") from exc
+    return f"{label} is truncated or corrupt ({_one_line(exc)}); re-export or re-download it"
 
 
 def prepare_image(img: Image.Image, size: int) -> torch.Tensor:

@@ -46,6 +46,7 @@ from torch import nn
 from core.data.datasets import Split, load_dataset
 from core.data.spec import DataSpec
 from core.errors import PlaygroundError
+from core.files import atomic_write_bytes
 from core.models.build import forward_calls
 from core.serving import runs
 
@@ -210,7 +211,7 @@ class Reference:
 
         self.info.update(meta)
         tensors = {name: getattr(self, name).float().contiguous() for name in self._TENSORS}
-        runs.atomic_write_bytes(path, save(tensors, metadata={**self.info, "format": FORMAT, "threshold": repr(self.threshold)}))
+        atomic_write_bytes(path, save(tensors, metadata={**self.info, "format": FORMAT, "threshold": repr(self.threshold)}))
 
     @classmethod
     def load(cls, path: Path) -> Reference:

@@ -24,10 +24,11 @@ from core import device as dev
 from core.data.batches import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from core.data.images import ImageSource, load_for_model
 from core.errors import PlaygroundError, command
+from core.files import safe_torch_load
 from core.insight.ood import OODCheck
 from core.models.backbones import imagenet_categories, preset_input_size, read_state_dict
 from core.models.build import build
-from core.models.scoring import eval_batch_size, tta_logits
+from core.models.scoring import EVAL_BATCH, eval_batch_size, tta_logits
 from core.serving import runs
 
 
@@ -43,7 +44,7 @@ class Predictor:
     tta: int = 0  # test-time augmentation level, as the run was evaluated with (see tta_logits)
     dtype: torch.dtype = torch.float32  # autocast precision: device.eval_precision, as the run's own test pass
     channels_last: bool = False  # the memory format the run trained (and was scored) in
-    eval_batch: int = 500  # images per forward pass over a test split (eval_batch_size of the run's batch)
+    eval_batch: int = EVAL_BATCH  # images per forward pass over a test split (eval_batch_size of the run's batch)
     run_dir: Path | None = None  # set by from_run: the out-of-distribution check fits on the run's own data
     _ood: Any = field(default=None, init=False, repr=False, compare=False)
     _ood_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -91,7 +92,7 @@ class Predictor:
         state = read_state_dict(weights)
         meta: dict[str, Any] = dict(info or {})
         if not meta and str(weights).endswith((".pt", ".pth")):
-            blob = runs.safe_torch_load(weights)
+            blob = safe_torch_load(weights)
             if isinstance(blob, dict) and isinstance(blob.get("model"), dict):
                 meta = blob  # an export from before the JSON sidecar: classes and normalization inside the .pt
         classes = list(classes or meta.get("classes") or [])

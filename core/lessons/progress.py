@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from core.data import datasets
+from core.files import atomic_write_bytes
 from core.lessons import LESSONS, Lesson, task_keys
-from core.serving.runs import atomic_write_bytes
 
 FILE_VERSION = 1
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from core.errors import PlaygroundError
+from core.files import safe_torch_load
 from core.models import pretrained
 from core.models.presets import PRESETS, TORCHVISION_MODELS, is_torchvision
 
@@ -185,8 +186,6 @@ def pretrained_normalization(name: str, weights: Any) -> tuple[tuple[float, ...]
         t = weights_transforms(name, weights)
         return t["mean"], t["std"]
     if str(weights).endswith((".pt", ".pth")) and Path(str(weights)).is_file():
-        from core.serving.runs import safe_torch_load
-
         try:
             blob = safe_torch_load(weights)
         except PlaygroundError:
@@ -229,8 +228,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise PlaygroundError(f"{path.name} is not a readable safetensors file ({str(exc).splitlines()[0]}).") from None
-    from core.serving.runs import safe_torch_load
-
     obj = safe_torch_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # a Torch Playground checkpoint

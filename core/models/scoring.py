@@ -28,7 +28,10 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tenso
     return logits
 
 
+EVAL_BATCH = 500  # the fewest images per forward pass a test split is scored in (eval_batch_size)
+
+
 def eval_batch_size(train_batch_size: int) -> int:
     """Images per forward pass when scoring a test split, in training and in core.insight.evaluate alike: a conv's kernels
     can depend on the batch's shape, and the two must give the same test accuracy to the image."""
-    return max(500, train_batch_size)
+    return max(EVAL_BATCH, train_batch_size)

@@ -50,6 +50,7 @@ from typing import Any
 
 from core.data.spec import DataSpec
 from core.errors import PlaygroundError
+from core.files import write_json
 from core.serving import runs
 from core.serving.processes import QUEUE_DIR, Workers
 from core.serving.shared import Settings, check_quota
@@ -167,7 +168,7 @@ class JobRegistry:
             for config in configs:
                 run_dir = self.root / runs.new_run_id(config.model, config.data)
                 run_dir.mkdir()  # exist_ok=False: two sessions can never share a folder
-                runs.write_json(run_dir / REQUEST_FILE, config.to_dict())
+                write_json(run_dir / REQUEST_FILE, config.to_dict())
                 # A provisional config.json so the run is listed at once; the trainer rewrites it in full.
                 runs.write_config(run_dir, config.to_dict())
                 self._queue(run_dir, "start", nproc, config.device, workspace)

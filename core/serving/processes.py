@@ -63,7 +63,7 @@ class Workers:
 
     def spawn(self, job: dict[str, Any] | None = None) -> subprocess.Popen:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PLAYGROUND_MODELS_DIR": str(self.root)}
-        args = [sys.executable, "-m", "core.serving.worker"]
+        args = [sys.executable, "-m", "core.worker"]
         if job is not None:
             args += ["--job", json.dumps(job)]
             if job["nproc"] > 1 and job["cuda_devices"]:  # torchrun's ranks see exactly the GPUs the queue gave

@@ -6,19 +6,14 @@ torchrun) writes this same folder, and every view reads it, so there is one trut
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import pickle
-import pickletools
 import re
 import secrets
 import shutil
 import socket
-import tempfile
 import time
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +24,7 @@ import torch
 
 from core.data.spec import DataSpec
 from core.errors import PlaygroundError
+from core.files import atomic_write_bytes, safe_torch_load, write_json
 
 MODELS_DIR = Path(os.environ.get("PLAYGROUND_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
 CONFIG_FILE = "config.json"
@@ -58,30 +54,6 @@ def run_path(run_id: str, root: str | os.PathLike | None = None) -> Path:
     if not RUN_ID_PATTERN.match(run_id or "") or ".." in run_id:
         raise PlaygroundError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_' and '-' only).")
     return Path(root or MODELS_DIR) / run_id
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers and a
-    crash see the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def write_config(run_dir: str | os.PathLike, config: dict[str, Any], **details: Any) -> None:
@@ -159,53 +131,6 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             f"Could not write checkpoint {path} ({exc.strerror or exc}); free disk space or "
             "choose a writable folder. The previous checkpoint is unchanged."
         ) from None
-
-
-def safe_torch_load(source: str | os.PathLike | bytes | io.BytesIO) -> Any:
-    """torch.load that never runs code from the file: tensors and plain values only."""
-    name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the uploaded file"
-    data = io.BytesIO(source) if isinstance(source, bytes) else source
-    try:
-        return torch.load(data, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        if any(c.startswith("torch.nn.modules.") for c in pickled_classes(source)):
-            stem = Path(name).stem
-            raise PlaygroundError(
-                f"{name} is a whole pickled model (saved with torch.save(model)), refused on purpose: loading a pickle "
-                f"runs whatever code is inside it. If you trust the file, convert it once in Python: "
-                f'model = torch.load("{name}", weights_only=False); torch.save(model.state_dict(), "{stem}-state_dict.pt"); '
-                f"then use {stem}-state_dict.pt."
-            ) from None
-        raise PlaygroundError(
-            f"{name} contains Python objects that are not plain tensors, so it was refused for safety "
-            f"(a whole pickled model or a file from an unknown source). Save with "
-            f"torch.save(model.state_dict(), path) or use .safetensors."
-        ) from None
-    except FileNotFoundError:
-        raise PlaygroundError(f"{name} does not exist.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        raise PlaygroundError(f"{name} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]}).") from None
-
-
-def pickled_classes(source: str | os.PathLike | bytes | io.BytesIO) -> list[str]:
-    """'module.Name' of each class a torch.save file's pickle refers to, read with pickletools: nothing is unpickled."""
-    try:
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
-            pickle_name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
-            payload = archive.read(pickle_name)
-        names, strings = [], []
-        for opcode, arg, _ in pickletools.genops(payload):
-            if opcode.name == "GLOBAL":
-                names.append(str(arg).replace(" ", "."))
-            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
-                strings.append(str(arg))
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.append(f"{strings[-2]}.{strings[-1]}")
-        return names
-    except Exception:  # noqa: BLE001 - not a zip, no pickle, a broken pickle: no classes to report
-        return []
 
 
 # --------------------------------------------------------------------------- metrics

@@ -30,7 +30,7 @@ from core.data.classes import test_split_warning
 from core.data.datasets import Split
 from core.errors import PlaygroundError
 from core.models.build import count_parameters
-from core.models.scoring import eval_batch_size, tta_logits
+from core.models.scoring import EVAL_BATCH, eval_batch_size, tta_logits
 from core.serving import runs
 from core.training import fallback
 from core.training.config import TrainConfig
@@ -53,7 +53,7 @@ def evaluate(
     tta: int = 0,
     num_classes: int,
     dist: Dist | None = None,
-    batch_size: int = 500,
+    batch_size: int = EVAL_BATCH,
     channels_last: bool = True,
 ) -> dict[str, Any]:
     """Test loss, accuracy, per-class accuracy and the confusion matrix (counts), with `tta` (see `tta_logits`).
@@ -472,12 +472,7 @@ def train(
     name = runs.check_name(name or "")  # a bad name fails before any work
     dist = init_distributed(config)
     log = RunLog.open(config, run_dir, dist, resume=resume, started=started, on_record=on_record, name=name)
-    where: Placement | None = None  # the pieces stay None if start() fails: the run is then recorded as failed
-    learner: Learner | None = None
-    data: RunData | None = None
-    records: Records | None = None
-    stop: StopCheck | None = None
-    checkpoints: CheckpointWriter | None = None
+    where = data = learner = records = stop = checkpoints = None  # still None if start() fails: recorded as failed
     progress = Progress()
     caveat: str | None = None  # a test split too small for its accuracy to mean much (core/data/classes.py)
     error: BaseException | None = None

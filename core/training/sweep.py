@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import PlaygroundError, command
+from core.files import write_json
 from core.serving import runs
 from core.training.config import TrainConfig, add_shared_options, layers_option
 
@@ -170,7 +171,7 @@ class Sweep:
 
     def save(self, root: str | os.PathLike) -> None:
         self.path(root).parent.mkdir(parents=True, exist_ok=True)
-        runs.write_json(self.path(root), dataclasses.asdict(self))
+        write_json(self.path(root), dataclasses.asdict(self))
 
     @classmethod
     def load(cls, root: str | os.PathLike, sweep: str) -> Sweep:
