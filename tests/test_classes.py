@@ -198,7 +198,7 @@ def test_a_tiny_test_split_gets_a_warning_that_says_what_one_image_is_worth():
 def test_describe_names_a_set_by_its_name(tmp_path):
     path = classes.sets_root("ab12-cd34", tmp_path) / "my desk"
     assert DataSpec.parse(classes.spec(path)).name(detail=True) == "my desk (your classes)"
-    assert DataSpec.parse("imagefolder:/data/pets.zip").name(detail=True) == "pets"
+    assert DataSpec.parse("imagefolder:/data/pets.zip").name(detail=True) == "image folder pets"
 
 
 def test_the_augmentation_preview_is_the_loaders_own(tmp_path, monkeypatch):
