@@ -12,14 +12,23 @@ way fastai's `lr_find` runs it:
 3. Smooth the losses (each is one noisy batch) with fastai's debiased exponential moving average:
    avg = beta * avg + (1 - beta) * loss, smoothed = avg / (1 - beta ** i), beta = 0.98.
 4. Stop early once the loss blows up: smoothed loss above 4x its best so far, or not finite.
-5. Suggest the learning rate of the *steepest descent*: where the smoothed loss falls fastest per unit of
-   log(lr) (the most negative slope), looked for between the first tenth of the sweep (where the moving average
-   has too little history) and the smoothed loss's minimum (after it, the loss blows up). Not the minimum itself:
-   there the loss has stopped improving and is about to diverge, typically at ~10x the suggestion. The
-   suggestion suits the peak of the recipes' warm-up-then-decay (one-cycle) schedule.
-   When the smoothed loss hardly falls before it blows up (by less than 2%: a short sweep on a model that needs
-   more steps to start learning), the slopes are noise; then the suggestion is a tenth of the *edge*, the largest
-   lr before the loss climbs clearly above its best (Smith's "an order of magnitude below the blow-up").
+5. Read the curve as fastai's `valley` does (its default since fastai PR 3377; the steepest point it replaced moves
+   by a decade with one noisy step, and often sits right before the blow-up): the *valley* is the longest
+   descending stretch of the smoothed loss (its longest decreasing subsequence, so a blip of noise does not cut it
+   in two), after the first tenth of the sweep (where the moving average has too little history); the lr read off
+   is halfway along it (in log lr), where the loss still falls steadily, well short of the minimum.
+6. Map that lr to the run's schedule. The sweep holds each lr for one step: what it finds is a *constant* lr that
+   still trains well. A run's schedule is not constant: one-cycle warms up from `warmup_start` x lr and decays
+   linearly to 0, so its lr averages about half its peak (`mean_lr_factor`). The suggestion is the peak whose
+   schedule averages the lr read off (for one-cycle about 2x it; a constant schedule keeps it as read).
+   Measured (`python -m bench.lr_check`, the README's lr finder section): ... (filled in below, see MAPPING).
+7. Be honest when the curve says nothing. The sweep is *inconclusive* (`suggested_lr` None, `suggested_by` says
+   why, `note` says it in words; the recipe's lr is the one to keep) when:
+   - "too_few_steps": fewer than 20 readable steps (the loss blew up almost at once, or --steps is tiny);
+   - "no_descent": the valley lowers the smoothed loss by less than 5%: in 100 steps a small network trained
+     from scratch often has not started to learn yet, and a long, shallow slope is the moving average drifting;
+   - "noisy": the valley's fall is under 3.5 standard deviations of the noise left in the smoothed loss (per-step
+     losses that scatter widely: a tiny batch), a fall that noise alone could draw.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -40,13 +49,43 @@ from torch import nn
 from core import device as dev
 from core.data import BatchLoader, normalize_batch
 from core.errors import PlaygroundError
-from core.train import SHARED_OPTIONS, TrainConfig, add_shared_options, layers_option, load_data, make_model, make_optimizer
+from core.train import (
+    SHARED_OPTIONS,
+    TrainConfig,
+    add_shared_options,
+    layers_option,
+    load_data,
+    lr_factor,
+    make_model,
+    make_optimizer,
+)
 
 STEPS, MAX_STEPS = 100, 500
 START_LR, END_LR = 1e-7, 10.0
 BETA = 0.98  # fastai's smoothing of the per-step losses
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this many times its best
-FLAT = 0.02  # a fall or rise of the smoothed loss below 2% of it is noise, not learning (or blowing up)
+SKIP = 0.1  # the first tenth of the sweep: the moving average has too little history to read
+MIN_STEPS = 20  # fewer readable steps than this: no curve to read
+MIN_DROP = 0.05  # the valley must lower the smoothed loss by 5% of its level
+# ... and by 3.5 standard deviations of the noise in the smoothed loss: the valley of pure noise falls by up to about
+# 2.6 of them (the largest of 900 simulated sweeps of 30, 100 and 300 steps).
+NOISE_SIGMAS = 3.5
+REASONS = {
+    "too_few_steps": "the loss blew up after only {steps} steps (at lr {last:.2g}), too few to read a curve",
+    "no_descent": "the smoothed loss never fell by {min_drop:.0%} (at most {drop:.1%}) before {ended}: "
+    "a small network trained from scratch often needs more steps than the sweep has before it starts to learn",
+    "noisy": "the loss fell by {drop:.1%} but the per-step losses scatter by {noise:.2f}, so the fall is not clearly real",
+}
+
+
+class Reading(NamedTuple):
+    """What the curve says: the lr read off it (None when inconclusive), why, and the valley's ends (indices)."""
+
+    lr: float | None
+    how: str
+    valley: tuple[int, int] | None = None
+    drop: float = 0.0  # the valley's fall, as a fraction of the smoothed loss where it starts
+    noise: float = 0.0  # the spread of one step's loss (a robust standard deviation)
 
 
 def smooth(losses: list[float], beta: float = BETA) -> list[float]:
@@ -58,27 +97,71 @@ def smooth(losses: list[float], beta: float = BETA) -> list[float]:
     return out
 
 
-def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
-    """The suggested lr (see the module's docstring)."""
-    return suggestion(lrs, smoothed)[0]
+def longest_descent(values: list[float]) -> tuple[int, int]:
+    """The valley: (first, last) index of as many steps as the longest strictly decreasing subsequence of `values`
+    has, ending where it ends (the earliest on ties). As fastai's `valley`: the subsequence skips blips of noise, and
+    counting back its length from its end puts the start where the descent does start, not at whichever point of a
+    plateau before it the subsequence happened to begin with."""
+    y = np.asarray(values, dtype=float)
+    length = np.ones(len(y), dtype=int)
+    for i in range(1, len(y)):
+        higher = np.flatnonzero(y[:i] > y[i])
+        if higher.size:
+            length[i] = length[higher].max() + 1
+    last = int(np.argmax(length))
+    return last - int(length[last]) + 1, last
 
 
-def suggestion(lrs: list[float], smoothed: list[float]) -> tuple[float | None, str | None]:
-    """(lr, how): "steepest", the steepest descent of the smoothed loss before its minimum; "edge", a tenth of the
-    largest lr before the loss climbs above its best, when it hardly fell; (None, None) when there is too little."""
-    finite = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
-    if len(finite) < 5:
-        return None, None
-    end = min(finite, key=lambda i: smoothed[i])  # the minimum: beyond it the loss blows up
-    start = len(lrs) // 10
-    if end - start < 3 or smoothed[start] - smoothed[end] < FLAT * smoothed[start]:
-        edge = end
-        while edge + 1 < len(smoothed) and math.isfinite(smoothed[edge + 1]) and smoothed[edge + 1] <= (1 + FLAT) * smoothed[end]:
-            edge += 1
-        return lrs[edge] / 10, "edge"
-    x, y = np.log10(lrs[start : end + 1]), np.array(smoothed[start : end + 1])
-    slopes = np.gradient(y, x)
-    return float(lrs[start + int(np.argmin(slopes))]), "steepest"
+def step_noise(raw: list[float]) -> float:
+    """The spread of one step's loss around the trend: a robust standard deviation of successive differences / sqrt(2)
+    (differences cancel the trend, the median ignores the blow-up)."""
+    d = np.diff(np.asarray(raw, dtype=float))
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
+
+
+def suggestion(lrs: list[float], smoothed: list[float], raw: list[float] | None = None) -> Reading:
+    """Read the sweep's curve (see the module's docstring, steps 5 and 7): the valley's lr, or why there is none."""
+    readable = next((i for i, v in enumerate(smoothed) if not math.isfinite(v)), len(smoothed))
+    first = int(len(lrs) * SKIP)
+    if readable - first < MIN_STEPS:
+        return Reading(None, "too_few_steps")
+    start, end = (first + i for i in longest_descent(smoothed[first:readable]))
+    drop = (smoothed[start] - smoothed[end]) / abs(smoothed[start])
+    noise = step_noise((raw or smoothed)[first:readable])
+    valley = (start, end)
+    if drop < MIN_DROP:
+        return Reading(None, "no_descent", valley, drop, noise)
+    if smoothed[start] - smoothed[end] < NOISE_SIGMAS * noise * math.sqrt(_ema_variance(start + 1) + _ema_variance(end + 1)):
+        return Reading(None, "noisy", valley, drop, noise)
+    return Reading(lrs[(start + end) // 2], "valley", valley, drop, noise)
+
+
+def _ema_variance(i: int, beta: float = BETA) -> float:
+    """The variance of the debiased moving average after `i` steps of unit-variance noise: the sum of its squared
+    weights, (1 - beta) / (1 + beta) * (1 + beta**i) / (1 - beta**i); early on (few steps averaged) it is larger."""
+    return (1 - beta) / (1 + beta) * (1 + beta**i) / (1 - beta**i)
+
+
+def mean_lr_factor(config: TrainConfig, total: int = 1000) -> float:
+    """The run's lr averaged over its schedule, as a fraction of the peak (`lr`): about 0.5 for one-cycle."""
+    return sum(lr_factor(config.schedule, s, total, config.warmup, config.warmup_start) for s in range(total)) / total
+
+
+def explain(result: dict[str, Any]) -> str:
+    """Why a sweep is inconclusive, in words (REASONS filled in from `lr_find`'s result)."""
+    lrs = result["lrs"]
+    ended = f"it blew up at lr {lrs[-1]:.2g}" if result["stopped_early"] else "the sweep ended"
+    return REASONS[result["suggested_by"]].format(
+        steps=result["steps"],
+        last=lrs[-1] if lrs else math.nan,
+        min_drop=MIN_DROP,
+        drop=result.get("drop") or 0.0,
+        noise=result.get("noise") or 0.0,
+        ended=ended,
+    )
 
 
 def lr_find(
@@ -91,8 +174,10 @@ def lr_find(
 ) -> dict[str, Any]:
     """Sweep the learning rate on a throwaway copy of `config`'s model; see the module's docstring.
 
-    Returns {"lrs", "losses" (smoothed), "raw_losses", "suggested_lr", "suggested_by" ("steepest" | "edge" | None), "steps",
-    "stopped_early", "seconds"}.
+    Returns {"lrs", "losses" (smoothed), "raw_losses", "suggested_lr" (the schedule's peak lr; None when inconclusive),
+    "suggested_by" ("valley", or why there is no suggestion: a key of REASONS), "valley_lr" (the constant lr read off the
+    curve), "valley" (the lrs where the valley starts and ends), "schedule", "mean_lr_factor", "drop", "noise", "steps",
+    "stopped_early", "seconds", "note" (why it is inconclusive, in words; None otherwise)}.
     `on_step(i, lr, loss)` is told every step (a progress bar).
     """
     if not 5 <= steps <= MAX_STEPS:
@@ -143,22 +228,32 @@ def lr_find(
             break
         best = min(best, current)
     smoothed = smooth(raw)
-    suggested, how = suggestion(lrs, smoothed)
-    return {
+    reading = suggestion(lrs, smoothed, raw)
+    mean = mean_lr_factor(config)
+    result = {
         "lrs": [_sig(v) for v in lrs],
         "losses": [_sig(v) for v in smoothed],
         "raw_losses": [_sig(v) for v in raw],
-        "suggested_lr": _sig(suggested),
-        "suggested_by": how,
+        # Two significant digits: what the curve can tell apart, and what the Train page fills in.
+        "suggested_lr": _sig(reading.lr / mean, 2) if reading.lr else None,
+        "suggested_by": reading.how,
+        "valley_lr": _sig(reading.lr),  # the constant lr read off the curve; suggested_lr is the schedule's peak
+        "valley": [_sig(lrs[i]) for i in reading.valley] if reading.valley else None,
+        "schedule": config.schedule,
+        "mean_lr_factor": round(mean, 3),
+        "drop": round(reading.drop, 4),
+        "noise": round(reading.noise, 4),
         "steps": len(lrs),
         "stopped_early": stopped_early,
         "seconds": round(time.perf_counter() - started, 2),
     }
+    result["note"] = None if reading.lr else explain(result)
+    return result
 
 
-def _sig(value: float | None) -> float | None:
-    """5 significant digits; inf/NaN (a blown-up loss) become None, which JSON can carry."""
-    return float(f"{value:.5g}") if value is not None and math.isfinite(value) else None
+def _sig(value: float | None, digits: int = 5) -> float | None:
+    """`digits` significant digits; inf/NaN (a blown-up loss) become None, which JSON can carry."""
+    return float(f"{value:.{digits}g}") if value is not None and math.isfinite(value) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"step {i + 1}/{args.steps}  lr {lr:.2e}  loss {loss:.3f}", file=sys.stderr, flush=True)
 
         result = lr_find(config, steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, on_step=show)
-        print(
-            ("\n" if tty else "") + f"suggested lr {result['suggested_lr']} after {result['steps']} steps in {result['seconds']} s",
-            file=sys.stderr,
+        said = (
+            f"suggested lr {result['suggested_lr']:g} (the {config.schedule} schedule's peak; "
+            f"the loss falls steadily at a constant {result['valley_lr']:g})"
+            if result["suggested_lr"]
+            else f"no suggestion, keep the run's lr {config.lr:g}: {result['note']}"
         )
+        print(("\n" if tty else "") + f"{said}; {result['steps']} steps in {result['seconds']} s", file=sys.stderr)
     except PlaygroundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

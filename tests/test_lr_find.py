@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core import runs
 from core.health import check
-from core.lr_find import lr_find, smooth, suggest, suggestion
+from core.lr_find import lr_find, mean_lr_factor, smooth, suggestion
 from core.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,20 +25,72 @@ def test_smoothing_is_debiased():
     assert smooth([1.0, 3.0], beta=0.5) == pytest.approx([1.0, (0.25 * 1 + 0.5 * 3) / 0.75])
 
 
-def test_the_suggestion_is_the_steepest_descent_before_the_blow_up():
-    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
-    # Flat, then falling fastest at lr 1e-3 (a logistic step in log10(lr)), then exploding past 1e-1.
-    losses = [2.3 - 1.5 / (1 + math.exp(-4 * (math.log10(lr) + 3))) + (50 * (lr - 0.1) if lr > 0.1 else 0) for lr in lrs]
-    assert suggest(lrs, losses) == pytest.approx(1e-3, rel=0.15)
-    assert suggest(lrs[:4], losses[:4]) is None  # too short to say anything
+SWEEP = [10 ** (-7 + 8 * i / 99) for i in range(100)]  # the default sweep's lrs: 1e-7 to 10 in 100 steps
 
 
-def test_a_sweep_whose_loss_never_falls_suggests_a_tenth_of_where_it_starts_to_climb():
-    lrs = [10 ** (-7 + 8 * i / 59) for i in range(60)]
-    # A short sweep on a model that needs more steps to start learning: noise around ln(10), then the blow-up at 1e-2.
-    losses = [2.303 + 0.004 * math.sin(7 * i) + (30 * (lr - 1e-2) if lr > 1e-2 else 0) for i, lr in enumerate(lrs)]
-    lr, how = suggestion(lrs, losses)
-    assert how == "edge" and 5e-4 <= lr <= 2e-3, lr  # not the noise's lowest point near 1e-7
+def test_the_suggestion_is_halfway_along_the_longest_descent_not_at_its_steepest_point():
+    # Flat, then a long steady descent from 1e-4 to 5e-2, a steep cliff just before the minimum, then the blow-up.
+    # The old rule took the steepest point, on the cliff at the edge of divergence.
+    def loss(lr: float) -> float:
+        x = math.log10(lr)
+        if x < -4:
+            return 2.3
+        if x < math.log10(5e-2):
+            return 2.3 - 0.3 * (x + 4)
+        if x < -1:
+            return 2.3 - 0.3 * (math.log10(5e-2) + 4) - 3 * (x - math.log10(5e-2))
+        return 1.0 + 20 * (x + 1)
+
+    lrs = [lr for lr in SWEEP if lr < 0.3]
+    reading = suggestion(lrs, [loss(lr) for lr in lrs])
+    assert reading.how == "valley" and 1e-3 <= reading.lr <= 1e-2, reading
+    low, high = (lrs[i] for i in reading.valley)
+    assert low == pytest.approx(1e-4, rel=0.3) and high == pytest.approx(0.1, rel=0.3)
+
+
+def test_a_blip_of_noise_does_not_cut_the_valley_in_two():
+    lrs = SWEEP[:90]
+    losses = [2.3 - 1.2 * i / 89 + (0.05 if i == 45 else 0.0) for i in range(90)]  # one noisy step halfway down
+    reading = suggestion(lrs, losses)
+    assert reading.how == "valley" and reading.valley == (10, 89), reading  # 80 descending steps, the blip left out
+
+
+def test_a_sweep_whose_loss_hardly_falls_is_inconclusive():
+    # A short sweep on a model that needs more steps to start learning (cifar10_quick on shapes): the smoothed loss
+    # drifts down by 0.5% over most of the sweep, then blows up at 1e-2. There is nothing to read: no lr at all
+    # (the old rule filled in a tenth of the blow-up's lr, which trained worse than the recipe's).
+    lrs = [lr for lr in SWEEP if lr < 2e-2]
+    losses = [2.313 - 0.012 * i / len(lrs) + (30 * (lr - 1e-2) if lr > 1e-2 else 0) for i, lr in enumerate(lrs)]
+    reading = suggestion(lrs, losses)
+    assert reading.lr is None and reading.how == "no_descent" and reading.drop < 0.01, reading
+
+
+def test_a_loss_that_blows_up_before_it_falls_is_inconclusive():
+    rising = [2.3 * 1.05**i for i in range(40)]  # climbing from the first steps (an lr range far too high)
+    reading = suggestion(SWEEP[:40], rising)
+    assert reading.lr is None and reading.how == "no_descent", reading
+    reading = suggestion(SWEEP[:15], rising[:15])  # it blew up after 15 steps
+    assert reading.lr is None and reading.how == "too_few_steps", reading
+    assert suggestion(SWEEP[:4], rising[:4]).how == "too_few_steps"
+
+
+def test_a_fall_that_noise_could_draw_is_inconclusive():
+    rng = np.random.default_rng(4)
+    trend = [2.3 - 0.3 * i / 99 for i in range(100)]  # 13% lower at the end, but each step scatters by 1
+    raw = [t + rng.normal(0, 1.0) for t in trend]
+    reading = suggestion(SWEEP, smooth(raw), raw)
+    assert reading.lr is None and reading.how == "noisy" and reading.drop > 0.05 and reading.noise > 0.5, reading
+    calm = [t + rng.normal(0, 0.02) for t in trend]  # the same fall with calm steps is real
+    assert suggestion(SWEEP, smooth(calm), calm).how == "valley"
+
+
+def test_the_suggestion_is_the_peak_of_a_schedule_that_averages_the_lr_read_off():
+    onecycle = TrainConfig.for_model("cifar10_quick")
+    assert mean_lr_factor(onecycle) == pytest.approx(0.15 * 0.55 + 0.85 * 0.5, abs=0.01)  # warm-up from 0.1, then linear to 0
+    constant = TrainConfig.for_model("cifar10_quick", schedule="constant")
+    assert mean_lr_factor(constant) == pytest.approx(0.15 * 0.55 + 0.85, abs=0.01)  # it warms up too
+    assert mean_lr_factor(TrainConfig.for_model("cifar10_quick", schedule="constant", warmup=0)) == 1.0
+    assert mean_lr_factor(TrainConfig.for_model("speedrun")) == pytest.approx(0.23 * 0.6 + 0.77 * 0.5, abs=0.01)
 
 
 def test_a_sweep_on_shapes_suggests_a_sensible_lr_and_touches_no_run_folder(models_root):
