@@ -227,6 +227,11 @@ def lr_find(
             stopped_early = True
             break
         best = min(best, current)
+    return report(config, lrs, raw, stopped_early=stopped_early, seconds=time.perf_counter() - started)
+
+
+def report(config: TrainConfig, lrs: list[float], raw: list[float], *, stopped_early: bool, seconds: float) -> dict[str, Any]:
+    """`lr_find`'s result from a sweep's lrs and per-step losses: the curve, and what it says for `config`'s schedule."""
     smoothed = smooth(raw)
     reading = suggestion(lrs, smoothed, raw)
     mean = mean_lr_factor(config)
@@ -245,7 +250,7 @@ def lr_find(
         "noise": round(reading.noise, 4),
         "steps": len(lrs),
         "stopped_early": stopped_early,
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
     }
     result["note"] = None if reading.lr else explain(result)
     return result

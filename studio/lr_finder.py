@@ -116,19 +116,21 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     st.plotly_chart(figure(result), key="lr-find-chart")
     ended = "stopped when the loss blew up" if result["stopped_early"] else "the whole sweep"
     took = f"{result['steps']} steps ({ended}) in {result['seconds']:.1f} s."
+    recipe, current = found["recipe_lr"], overrides.get("lr", found["recipe_lr"])
     if result["suggested_lr"]:
-        current = overrides.get("lr", found["recipe_lr"])
         where = "filled in above" if math.isclose(current, result["suggested_lr"]) else f"the field holds {current:g}"
         st.caption(
-            f"Suggested **{result['suggested_lr']:g}** ({where}; the recipe's is {found['recipe_lr']:g}). "
+            f"Suggested **{result['suggested_lr']:g}** ({where}; the recipe's is {recipe:g}). "
             f"The loss falls steadily at a constant lr of {result['valley_lr']:.2g}, halfway along the longest "
             f"stretch where it keeps falling (shaded). {schedule_words(result)} {took}"
         )
     else:
-        st.info(
-            f"**The sweep is inconclusive, so the recipe's learning rate ({found['recipe_lr']:g}) is kept**: {explain(result)}. {took}",
-            icon=":material/info:",
+        kept = (
+            f"so the recipe's learning rate ({recipe:g}) is kept"
+            if math.isclose(current, recipe)
+            else f"so the learning rate field keeps your {current:g} (the recipe's is {recipe:g})"
         )
+        st.info(f"**The sweep is inconclusive, {kept}**: {explain(result)}. {took}", icon=":material/info:")
 
 
 def schedule_words(result: dict[str, Any]) -> str:
