@@ -118,9 +118,14 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     took = f"{result['steps']} steps ({ended}) in {result['seconds']:.1f} s."
     recipe, current = found["recipe_lr"], overrides.get("lr", found["recipe_lr"])
     if result["suggested_lr"]:
-        where = "filled in above" if math.isclose(current, result["suggested_lr"]) else f"the field holds {current:g}"
+        if math.isclose(current, result["suggested_lr"]):
+            where = f"filled in above; the recipe's is {recipe:g}"
+        elif math.isclose(current, recipe):
+            where = f"the field holds the recipe's {recipe:g}"
+        else:
+            where = f"the field holds {current:g}; the recipe's is {recipe:g}"
         st.caption(
-            f"Suggested **{result['suggested_lr']:g}** ({where}; the recipe's is {recipe:g}). "
+            f"Suggested **{result['suggested_lr']:g}** ({where}). "
             f"The loss falls steadily at a constant lr of {result['valley_lr']:.2g}, halfway along the longest "
             f"stretch where it keeps falling (shaded). {schedule_words(result)} {took}"
         )

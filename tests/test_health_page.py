@@ -150,7 +150,7 @@ def test_a_clear_sweep_fills_in_its_suggestion_and_one_click_restores_the_recipe
     at.run()
     assert at.number_input(key="hp-cifar10_quick-lr").value == pytest.approx(3e-3)
     assert not [b for b in at.button if b.label.startswith("Use the recipe's lr")]  # back at the recipe: nothing to undo
-    assert any(f"Suggested **{lr:g}** (the field holds 0.003" in c.value for c in at.caption)
+    assert any(f"Suggested **{lr:g}** (the field holds the recipe's 0.003)" in c.value for c in at.caption)
 
 
 def test_a_sweep_never_overwrites_a_typed_learning_rate_with_nothing(models_root, train_page, monkeypatch):
