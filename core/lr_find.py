@@ -28,7 +28,8 @@ way fastai's `lr_find` runs it:
    Measured (`python -m bench.lr_check`, the README's lr finder section): ... (filled in below, see MAPPING).
 7. Be honest when the curve says nothing. The sweep is *inconclusive* (`suggested_lr` None, `suggested_by` says
    why, `note` says it in words; the recipe's lr is the one to keep) when:
-   - "too_few_steps": fewer than 20 readable steps (the loss blew up almost at once, or --steps is tiny);
+   - "too_few_steps": fewer than 20 readable steps after the first tenth (the loss blew up almost at once, or
+     --steps is under 23);
    - "no_descent": the valley lowers the smoothed loss by less than 5%: in 100 steps a small network trained
      from scratch often has not started to learn yet, and a long, shallow slope is the moving average drifting;
    - "noisy": the valley's fall is under 3.5 standard deviations of the noise left in the smoothed loss (per-step
@@ -76,7 +77,7 @@ TRIM = 0.1  # the valley starts once it has made this fraction of its fall
 # 2.6 of them (the largest of 900 simulated sweeps of 30, 100 and 300 steps).
 NOISE_SIGMAS = 3.5
 REASONS = {
-    "too_few_steps": "the loss blew up after only {steps} steps (at lr {last:.2g}), too few to read a curve",
+    "too_few_steps": "{short}, too few to read a curve",
     "no_descent": "the smoothed loss never fell by {min_drop:.0%} (at most {drop:.1%}) before {ended}: "
     "a small network trained from scratch often needs more steps than the sweep has before it starts to learn",
     "noisy": "the loss fell by {drop:.1%} but the per-step losses scatter by {noise:.2f}, so the fall is not clearly real",
@@ -161,14 +162,15 @@ def mean_lr_factor(config: TrainConfig, total: int = 1000) -> float:
 def explain(result: dict[str, Any]) -> str:
     """Why a sweep is inconclusive, in words (REASONS filled in from `lr_find`'s result)."""
     lrs = result["lrs"]
-    ended = f"it blew up at lr {lrs[-1]:.2g}" if result["stopped_early"] else "the sweep ended"
+    blew_up = result["stopped_early"] and lrs
     return REASONS[result["suggested_by"]].format(
-        steps=result["steps"],
-        last=lrs[-1] if lrs else math.nan,
+        short=f"the loss blew up after only {result['steps']} steps (at lr {lrs[-1]:.2g})"
+        if blew_up
+        else f"the sweep had only {result['steps']} steps",
+        ended=f"it blew up at lr {lrs[-1]:.2g}" if blew_up else "the sweep ended",
         min_drop=MIN_DROP,
         drop=result.get("drop") or 0.0,
         noise=result.get("noise") or 0.0,
-        ended=ended,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -103,7 +104,7 @@ def test_the_suggestion_is_the_peak_of_a_schedule_that_averages_the_lr_read_off(
     assert mean_lr_factor(TrainConfig.for_model("speedrun")) == pytest.approx(0.23 * 0.6 + 0.77 * 0.5, abs=0.01)
 
 
-def test_a_sweep_on_shapes_suggests_a_sensible_lr_and_touches_no_run_folder(models_root):
+def test_a_real_sweep_on_shapes_says_it_is_inconclusive_and_touches_no_run_folder(models_root):
     config = TrainConfig.for_model("cifar10_quick", data="shapes:2000", precision="fp32")
     result = lr_find(config, steps=60)
     lrs, losses = result["lrs"], result["losses"]
@@ -111,17 +112,24 @@ def test_a_sweep_on_shapes_suggests_a_sensible_lr_and_touches_no_run_folder(mode
     assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
     assert lrs[1] / lrs[0] == pytest.approx(lrs[-1] / lrs[-2], rel=1e-3)  # exponential
     assert result["stopped_early"] and lrs[-1] < 10  # AdamW blows up well before lr 10
-    assert 1e-4 <= result["suggested_lr"] <= 3e-2, result["suggested_lr"]
+    # Issue #18: in 60 steps this model has not started to learn, so there is nothing to read (the old finder
+    # suggested a tenth of the blow-up's lr anyway, which trained 13 points worse than the recipe's lr).
+    assert result["suggested_lr"] is None and result["suggested_by"] == "no_descent" and result["drop"] < 0.05, result
+    assert "never fell by 5%" in result["note"] and "blew up at lr" in result["note"]
     assert list(models_root.iterdir()) == []  # nothing written where runs live
 
 
 @pytest.mark.slow
-def test_training_with_the_suggestion_works(models_root):
-    base = dict(data="shapes:6000", precision="fp32")
-    suggested = lr_find(TrainConfig.for_model("cifar10_quick", **base), steps=60)["suggested_lr"]
-    result = train(TrainConfig.for_model("cifar10_quick", **base, epochs=3, lr=suggested), models_root / "r")
-    assert result["status"] == "finished" and result["val_acc"] >= 0.4, (suggested, result)
-    records, _ = runs.read_metrics(models_root / "r")
+def test_the_suggestion_trains_as_well_as_the_recipes_lr_on_real_images(models_root, cifar_slice):
+    # Issue #18's bar, on one preset the sweep can read: the lr the Train page would leave in the field (the
+    # suggestion, or the recipe's when there is none) trains within 2 points of the recipe's, same seed and epochs.
+    config = TrainConfig.for_model("mycnn", data=f"imagefolder:{cifar_slice}", epochs=2, precision="fp32", health=False)
+    found = lr_find(config)
+    recipe = train(config, models_root / "recipe")
+    assert recipe["status"] == "finished"
+    suggested = train(dataclasses.replace(config, lr=found["suggested_lr"] or config.lr), models_root / "suggested")
+    assert suggested["val_acc"] >= recipe["val_acc"] - 0.02, (found["suggested_lr"], found["suggested_by"], suggested, recipe)
+    records, _ = runs.read_metrics(models_root / "suggested")
     assert "stuck" not in [w.code for w in check(records, num_classes=10)]
 
 
@@ -137,8 +145,8 @@ def test_command_line(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)  # stdout is exactly one JSON document
-    assert set(result) >= {"lrs", "losses", "suggested_lr"} and len(result["lrs"]) <= 20
-    assert "suggested lr" in done.stderr  # progress goes to stderr
+    assert set(result) >= {"lrs", "losses", "suggested_lr", "suggested_by", "note"} and len(result["lrs"]) <= 20
+    assert result["suggested_lr"] is None and "keep the run's lr 0.003" in done.stderr  # 20 steps: nothing to read
     bad = subprocess.run(
         [sys.executable, "-m", "core.lr_find", "--model", "lenet5", "--data", "shapes:600", "--steps", "5000"],
         cwd=ROOT,
