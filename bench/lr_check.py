@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     log(json.dumps(machine()))
     rows = []
-    print(HEADER + "\n" + "| --- " * HEADER.count(" | ") + "|", flush=True)
+    print(HEADER + "\n" + "| --- " * (HEADER.count("|") - 1) + "|", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="lr-check-") as tmp:
             for kind in args.data.split(","):

@@ -17,10 +17,10 @@ way fastai's `lr_find` runs it:
    descending stretch of the smoothed loss (its longest decreasing subsequence, so a blip of noise does not cut it
    in two), after the first tenth of the sweep (where the moving average has too little history), and starting once
    a tenth of its fall is done (a plateau before the descent may drift down by a hair for decades of lr). The lr
-   read off is halfway along it in log lr: the loss still falls steadily there, well short of the minimum. Neither
-   the steepest point (often a cliff right before the blow-up) nor the point halfway down in loss (it lands on that
-   cliff too, when the cliff makes most of the fall). Without the trim, a drifting plateau dragged the point towards
-   tiny lrs: mycnn on CIFAR read 1.4e-4 and trained 4 points worse than the recipe's 3e-3.
+   read off is halfway along it in log lr: the loss still falls steadily there, well short of the minimum. Not the
+   steepest point, often a cliff right before the blow-up; not the point halfway down in loss either, which lands
+   on that cliff too when the cliff makes most of the fall. Without the trim, a drifting plateau dragged the point
+   towards tiny lrs: mycnn on CIFAR read 1.4e-4, and its suggestion trained 4 points worse than the recipe's 3e-3.
 6. Map that lr to the run's schedule. The sweep holds each lr for one step: what it finds is a *constant* lr that
    still trains well. A run's schedule is not constant: one-cycle warms up from `warmup_start` x lr and decays
    linearly to 0, so its lr averages about half its peak (`mean_lr_factor`). The suggestion is the peak whose
@@ -72,10 +72,10 @@ DIVERGE = 4.0  # stop once the smoothed loss exceeds this many times its best
 SKIP = 0.1  # the first tenth of the sweep: the moving average has too little history to read
 MIN_STEPS = 20  # fewer readable steps than this: no curve to read
 MIN_DROP = 0.05  # the valley must lower the smoothed loss by 5% of its level
-TRIM = 0.1  # the valley starts once it has made this fraction of its fall
 # ... and by 3.5 standard deviations of the noise in the smoothed loss: the valley of pure noise falls by up to about
 # 2.6 of them (the largest of 900 simulated sweeps of 30, 100 and 300 steps).
 NOISE_SIGMAS = 3.5
+TRIM = 0.1  # the valley proper starts once it has made this fraction of its fall
 REASONS = {
     "too_few_steps": "{short}, too few to read a curve",
     "no_descent": "the smoothed loss never fell by {min_drop:.0%} (at most {drop:.1%}) before {ended}: "
