@@ -138,8 +138,9 @@ def test_a_clear_sweep_fills_in_its_suggestion_and_one_click_restores_the_recipe
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     found = at.session_state[lr_finder.RESULT_KEY]["result"]
-    # Read off at ~2e-3 (a constant lr); one-cycle averages about half its peak, so the peak suggested is about twice it.
-    assert found["suggested_by"] == "valley" and 1e-3 < found["valley_lr"] < 3e-3
+    # Read off inside the descent (a constant lr); one-cycle averages about half its peak, so the suggested peak is
+    # about twice it.
+    assert found["suggested_by"] == "valley" and 1e-3 < found["valley_lr"] < 1e-2
     assert found["suggested_lr"] == pytest.approx(found["valley_lr"] / found["mean_lr_factor"], rel=0.03)
     lr = at.number_input(key="hp-cifar10_quick-lr").value
     assert lr == found["suggested_lr"] and lr != pytest.approx(3e-3)
