@@ -3,7 +3,9 @@
 For each preset, data set and seed: one sweep (`core.lr_find`, as the Train page's button runs it), then two runs
 with the same seed and epochs, one at the recipe's lr and one at the suggested lr, and both accuracies on the
 held-out images. Where the sweep is inconclusive the page keeps the recipe's lr, so that row's two runs are the
-same run (trained once). The finder is doing its job when every row's difference is above -2 points.
+same run (trained once), and so are the rows where the sweep agrees with the recipe ("fits"). The finder is doing
+its job when every row's difference is above -2 points. `--set optimizer=sgd` (any TrainConfig field) checks a
+setting the recipe's lr was not tuned for: there the suggestion should move the lr and do better.
 
 Data: `shapes` (the default 12,000 training images, 3 epochs) and a slice of the real CIFAR-10 dev images
 (`--per-class` training and test images per class, extracted once into .bench/; 2 epochs). Prints a Markdown table,
@@ -59,18 +61,19 @@ def check(preset: str, kind: str, seed: int, args: argparse.Namespace, folder: P
         seed=seed,
         precision=args.precision,
         health=False,
+        **dict(args.set),
     )
     log(f"{preset} on {kind}, seed {seed}: sweeping")
     found = lr_find(config, steps=args.steps)
     log(f"  suggested {found['suggested_lr']} ({found['suggested_by']}) in {found['seconds']} s; training at the recipe's lr {config.lr:g}")
     recipe = accuracy(config, folder / f"{preset}-{kind}-{seed}-recipe")
-    if found["suggested_lr"] is None:
+    if found["suggested_lr"] in (None, config.lr):
         suggested = recipe  # the page keeps the recipe's lr: the same run
     else:
         log(f"  training at the suggested lr {found['suggested_lr']:g}")
         suggested = accuracy(dataclasses.replace(config, lr=found["suggested_lr"]), folder / f"{preset}-{kind}-{seed}-suggested")
     return {
-        "preset": preset,
+        "preset": preset + "".join(f", {k}={v}" for k, v in args.set),
         "data": kind,
         "seed": seed,
         "epochs": config.epochs,
@@ -84,9 +87,18 @@ def check(preset: str, kind: str, seed: int, args: argparse.Namespace, folder: P
     }
 
 
+def setting(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain word: optimizer=sgd
+
+
 def markdown_row(row: dict[str, Any]) -> str:
-    if row["suggested_lr"] is None:
-        lr = f"kept ({row['suggested_by']})"
+    if row["suggested_lr"] in (None, row["recipe_lr"]):
+        read = f"; read off {row['valley_lr']:.2g}" if row["valley_lr"] else ""
+        lr = f"kept ({row['suggested_by']}{read})"
     else:
         lr = f"{row['suggested_lr']:g} ({row['valley_lr']:.2g})"
     return (
@@ -104,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, nargs=2, default=(500, 100), metavar=("TRAIN", "TEST"))
     p.add_argument("--steps", type=int, default=STEPS, help="the sweep's steps (the Train page's: %(default)s)")
     p.add_argument("--precision", default="auto")
+    p.add_argument(
+        "--set",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a TrainConfig field that differs from the recipe (e.g. optimizer=sgd): a setting the recipe's lr may not fit",
+    )
     p.add_argument("--json", action="store_true", help="also print the rows as one JSON document at the end")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]

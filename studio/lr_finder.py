@@ -117,7 +117,14 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     ended = "stopped when the loss blew up" if result["stopped_early"] else "the whole sweep"
     took = f"{result['steps']} steps ({ended}) in {result['seconds']:.1f} s."
     recipe, current = found["recipe_lr"], overrides.get("lr", found["recipe_lr"])
-    if result["suggested_lr"]:
+    if result["suggested_by"] == "fits":
+        where = "so it stays" if math.isclose(current, recipe) else f"but the field holds {current:g}"
+        st.success(
+            f"**The sweep agrees with the recipe's learning rate ({recipe:g}), {where}**: {result['note']} "
+            f"(halfway along it, the lr read off, {result['valley_lr']:.2g}). {took}",
+            icon=":material/check_circle:",
+        )
+    elif result["suggested_lr"]:
         if math.isclose(current, result["suggested_lr"]):
             where = f"filled in above; the recipe's is {recipe:g}"
         elif math.isclose(current, recipe):

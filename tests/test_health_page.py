@@ -94,12 +94,16 @@ def lr_chart(at: AppTest) -> dict:
     )
 
 
-def clear_sweep(config: TrainConfig, steps: int, on_step=None) -> dict:
-    """A stand-in for lr_find with a curve that says something: flat, a long descent from 1e-4 to 3e-2, the blow-up."""
-    lrs = [lr for lr in (10 ** (-7 + 8 * i / 99) for i in range(100)) if lr < 0.2]
-    fall = [(math.log10(lr) + 4) / (math.log10(3e-2) + 4) for lr in lrs]
-    raw = [2.3 if lr < 1e-4 else 2.3 - 1.3 * f if lr < 3e-2 else 1.0 + 30 * (lr - 3e-2) for lr, f in zip(lrs, fall)]
-    return report(config, lrs, raw, stopped_early=True, seconds=0.1)
+def sweep_falling_between(low: float, high: float):
+    """A stand-in for lr_find whose loss is flat, falls steadily from lr `low` to `high`, then blows up."""
+
+    def fake(config: TrainConfig, steps: int, on_step=None) -> dict:
+        lrs = [lr for lr in (10 ** (-7 + 8 * i / 99) for i in range(100)) if lr < 6 * high]
+        fall = [(math.log10(lr / low)) / math.log10(high / low) for lr in lrs]
+        raw = [2.3 if lr < low else 2.3 - 1.3 * f if lr < high else 1.0 + 30 * (lr / high - 1) for lr, f in zip(lrs, fall)]
+        return report(config, lrs, raw, stopped_early=True, seconds=0.1)
+
+    return fake
 
 
 def flat_sweep(config: TrainConfig, steps: int, on_step=None) -> dict:
@@ -130,7 +134,9 @@ def test_a_real_sweep_that_says_nothing_leaves_the_recipes_learning_rate(models_
 
 
 def test_a_clear_sweep_fills_in_its_suggestion_and_one_click_restores_the_recipes(models_root, train_page, monkeypatch):
-    monkeypatch.setattr(lr_finder, "lr_find", clear_sweep)
+    # The loss falls between 1e-2 and 1 (as SGD's would): the recipe's 3e-3, averaging 1.5e-3 over one-cycle, is
+    # below where it starts falling.
+    monkeypatch.setattr(lr_finder, "lr_find", sweep_falling_between(1e-2, 1.0))
     at = train_page()
     at.select_slider(key="shapes_n").set_value(600)
     at.run()
@@ -140,7 +146,7 @@ def test_a_clear_sweep_fills_in_its_suggestion_and_one_click_restores_the_recipe
     found = at.session_state[lr_finder.RESULT_KEY]["result"]
     # Read off inside the descent (a constant lr); one-cycle averages about half its peak, so the suggested peak is
     # about twice it.
-    assert found["suggested_by"] == "valley" and 1e-3 < found["valley_lr"] < 1e-2
+    assert found["suggested_by"] == "valley" and 1e-2 < found["valley_lr"] < 1
     assert found["suggested_lr"] == pytest.approx(found["valley_lr"] / found["mean_lr_factor"], rel=0.03)
     lr = at.number_input(key="hp-cifar10_quick-lr").value
     assert lr == found["suggested_lr"] and lr != pytest.approx(3e-3)
@@ -152,6 +158,22 @@ def test_a_clear_sweep_fills_in_its_suggestion_and_one_click_restores_the_recipe
     assert at.number_input(key="hp-cifar10_quick-lr").value == pytest.approx(3e-3)
     assert not [b for b in at.button if b.label.startswith("Use the recipe's lr")]  # back at the recipe: nothing to undo
     assert any(f"Suggested **{lr:g}** (the field holds the recipe's 0.003)" in c.value for c in at.caption)
+
+
+def test_a_sweep_that_agrees_with_the_recipe_keeps_its_learning_rate(models_root, train_page, monkeypatch):
+    # The loss falls from 1e-4 to 3e-2; the recipe's 3e-3 averages 1.5e-3 over one-cycle, inside that stretch. The
+    # read-off point doubled would be a different number, but the sweep cannot tell it apart from the recipe's.
+    monkeypatch.setattr(lr_finder, "lr_find", sweep_falling_between(1e-4, 3e-2))
+    at = train_page()
+    at.number_input(key="hp-cifar10_quick-lr").set_value(0.05)  # typed in before the sweep
+    at.run()
+    at.button(key="lr-find").click()
+    at.run()
+    found = at.session_state[lr_finder.RESULT_KEY]["result"]
+    assert found["suggested_by"] == "fits" and found["suggested_lr"] == pytest.approx(3e-3), found
+    assert at.number_input(key="hp-cifar10_quick-lr").value == pytest.approx(3e-3)
+    (said,) = [s.value for s in at.success if "agrees" in s.value]
+    assert "recipe's learning rate (0.003), so it stays" in said and "averages 0.0015" in said, said
 
 
 def test_a_sweep_never_overwrites_a_typed_learning_rate_with_nothing(models_root, train_page, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 
 from core import runs
 from core.health import check
-from core.lr_find import lr_find, mean_lr_factor, smooth, suggestion
+from core.lr_find import lr_find, mean_lr_factor, report, smooth, suggestion
 from core.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,22 @@ def test_a_fall_that_noise_could_draw_is_inconclusive():
     assert reading.lr is None and reading.how == "noisy" and reading.drop > 0.05 and reading.noise > 0.5, reading
     calm = [t + rng.normal(0, 0.02) for t in trend]  # the same fall with calm steps is real
     assert suggestion(SWEEP, smooth(calm), calm).how == "valley"
+
+
+def test_the_runs_own_lr_stays_when_the_curve_agrees_with_it():
+    lrs = [lr for lr in SWEEP if lr < 0.1]
+    fall = [math.log10(lr / 1e-4) / math.log10(3e-2 / 1e-4) for lr in lrs]  # falls from 1e-4 to 3e-2, then blows up
+    raw = [2.3 if lr < 1e-4 else 2.3 - 1.3 * f if lr < 3e-2 else 1.0 + 30 * (lr / 3e-2 - 1) for lr, f in zip(lrs, fall)]
+
+    def read(lr: float) -> dict:
+        return report(TrainConfig.for_model("cifar10_quick", lr=lr), lrs, raw, stopped_early=True, seconds=0.0)
+
+    fits = read(3e-3)  # averages 1.5e-3 over one-cycle: inside the valley
+    assert fits["suggested_by"] == "fits" and fits["suggested_lr"] == 3e-3 and "inside the stretch" in fits["note"], fits
+    for wrong in (1e-6, 1.0):  # far below where the loss starts to fall; beyond where it stops
+        moved = read(wrong)
+        assert moved["suggested_by"] == "valley" and moved["note"] is None
+        assert moved["suggested_lr"] == pytest.approx(moved["valley_lr"] / moved["mean_lr_factor"], rel=0.03)
 
 
 def test_the_suggestion_is_the_peak_of_a_schedule_that_averages_the_lr_read_off():
