@@ -120,8 +120,7 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
     if result["suggested_by"] == "fits":
         where = "so it stays" if math.isclose(current, recipe) else f"but the field holds {current:g}"
         st.success(
-            f"**The sweep agrees with the recipe's learning rate ({recipe:g}), {where}**: {result['note']} "
-            f"(halfway along it, the lr read off, {result['valley_lr']:.2g}). {took}",
+            f"**The sweep agrees with the recipe's learning rate ({recipe:g}), {where}**: {result['note']}. {took}",
             icon=":material/check_circle:",
         )
     elif result["suggested_lr"]:
