@@ -4,8 +4,9 @@ For each preset, data set and seed: one sweep (`core.lr_find`, as the Train page
 with the same seed and epochs, one at the recipe's lr and one at the suggested lr, and both accuracies on the
 held-out images. Where the sweep is inconclusive the page keeps the recipe's lr, so that row's two runs are the
 same run (trained once), and so are the rows where the sweep agrees with the recipe ("fits"). The finder is doing
-its job when every row's difference is above -2 points. `--set optimizer=sgd` (any TrainConfig field) checks a
-setting the recipe's lr was not tuned for: there the suggestion should move the lr and do better.
+its job when every row's difference is above -2 points. `--set lr=1e-4` (any TrainConfig field: optimizer=sgd)
+starts from settings the recipe was not tuned for; where the sweep finds their lr outside its valley, the
+suggestion moves it and should do better.
 
 Data: `shapes` (the default 12,000 training images, 3 epochs) and a slice of the real CIFAR-10 dev images
 (`--per-class` training and test images per class, extracted once into .bench/; 2 epochs). Prints a Markdown table,
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a TrainConfig field that differs from the recipe (e.g. optimizer=sgd): a setting the recipe's lr may not fit",
+        help="a TrainConfig field that differs from the recipe (lr=1e-4, optimizer=sgd): settings it was not tuned for",
     )
     p.add_argument("--json", action="store_true", help="also print the rows as one JSON document at the end")
     args = p.parse_args(argv)
