@@ -1,8 +1,10 @@
-"""The Train page's "Find a learning rate" button: core.lr_find on the form's settings, its curve, and the lr filled in.
+"""The Train page's "Find a learning rate" button: core.lr_find on the form's settings, its curve, and its verdict.
 
-The sweep runs in this script run (with a spinner and a progress bar); the suggestion is written into the
-learning-rate widget's session_state key on the next run, before the widget is created (Streamlit forbids
-changing a widget's value after it exists in a run).
+The sweep runs in this script run (with a spinner and a progress bar); a suggestion (a new lr, or the recipe's
+when the curve agrees with it) is written into the learning-rate widget's session_state key on the next run,
+before the widget is created (Streamlit forbids changing a widget's value after it exists in a run). An
+inconclusive sweep writes nothing: the field keeps what it holds. Whenever the field differs from the recipe's lr,
+one button puts the recipe's back the same way.
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
             disabled=model is None or data is None,
             key="lr-find",
             help=f"Trains a throwaway copy of the model for up to {STEPS} steps while the learning rate grows from "
-            "1e-7 to 10, and reads the longest stretch where the loss keeps falling. When the curve says nothing "
-            "clear, the recipe's learning rate stays.",
+            "1e-7 to 10, and reads the longest stretch where the loss keeps falling. The recipe's learning rate "
+            "stays when it lies in that stretch, or when the curve says nothing clear.",
         )
         if name and "lr" in overrides:  # the field differs from the recipe (the finder's suggestion, or typed in)
             if st.button(f"Use the recipe's lr ({recipe_lr:g})", icon=":material/undo:", key="lr-recipe"):
@@ -93,7 +95,8 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
                 st.rerun()  # the field is set before it is drawn
         st.caption(
             f"A {STEPS}-step sweep on a copy of the model with these settings: seconds on a CPU for the small presets "
-            "(longer for big models). It fills in the learning rate only when the curve is clear; nothing is saved."
+            "(longer for big models). It changes the learning rate only when the curve clearly asks for another; "
+            "nothing is saved."
         )
     if clicked and model is not None and data is not None:
         config = train_form.make_config(model, data, {k: v for k, v in overrides.items() if k != "lr"})
