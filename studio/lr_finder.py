@@ -15,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.lr_find import explain, lr_find
+from core.lr_find import lr_find
 from studio import train_form
 from studio.charts import BLUE, FONT, ORANGE
 from studio.widgets import guard
@@ -144,7 +144,7 @@ def section(model: dict[str, Any] | None, data: str | None, overrides: dict[str,
             if math.isclose(current, recipe)
             else f"so the learning rate field keeps your {current:g} (the recipe's is {recipe:g})"
         )
-        st.info(f"**The sweep is inconclusive, {kept}**: {explain(result)}. {took}", icon=":material/info:")
+        st.info(f"**The sweep is inconclusive, {kept}**: {result['note']}. {took}", icon=":material/info:")
 
 
 def schedule_words(result: dict[str, Any]) -> str:
