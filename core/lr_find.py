@@ -37,7 +37,8 @@ way fastai's `lr_find` runs it:
    bench) read 6.3e-4, 4.3e-4 and 3.0e-4 on seeds 0, 1 and 2, and the doubled reads trained 0.9, 3.7 and 4.1 points
    below the recipe's 3e-3, which averages 1.5e-3 inside all three valleys. The reading moves the lr only when the
    run's lr is outside the valley: above where the loss stops falling (it would blow up) or below where it starts
-   (it would hardly train), e.g. a recipe's lr kept after switching its optimizer.
+   (it would hardly train). Measured: mycnn on CIFAR started at lr 1e-4 or 0.05 instead of the recipe's, the
+   suggested 1.2e-3 trained 8 and 28 points better than those.
 8. Be honest when the curve says nothing. The sweep is *inconclusive* (`suggested_lr` None, `suggested_by` says
    why, `note` says it in words; the recipe's lr is the one to keep) when:
    - "too_few_steps": fewer than 20 readable steps after the first tenth (the loss blew up almost at once, or
@@ -88,7 +89,7 @@ MIN_DROP = 0.05  # the valley must lower the smoothed loss by 5% of its level
 # 2.6 of them (the largest of 900 simulated sweeps of 30, 100 and 300 steps).
 NOISE_SIGMAS = 3.5
 TRIM = 0.1  # the valley proper starts once it has made this fraction of its fall
-REASONS = {
+NOTES = {
     "too_few_steps": "{short}, too few to read a curve",
     "no_descent": "the smoothed loss never fell by {min_drop:.0%} (at most {drop:.1%}) before {ended}: "
     "a small network trained from scratch often needs more steps than the sweep has before it starts to learn",
@@ -174,11 +175,11 @@ def mean_lr_factor(config: TrainConfig, total: int = 1000) -> float:
 
 
 def explain(result: dict[str, Any], average_lr: float = math.nan) -> str:
-    """Why the sweep suggests no new lr, in words (REASONS filled in from `lr_find`'s result; `average_lr`: the run's
+    """Why the sweep suggests no new lr, in words (NOTES filled in from `lr_find`'s result; `average_lr`: the run's
     lr averaged over its schedule)."""
     lrs = result["lrs"]
     blew_up = result["stopped_early"] and lrs
-    return REASONS[result["suggested_by"]].format(
+    return NOTES[result["suggested_by"]].format(
         lr=result["suggested_lr"] or math.nan,
         average=average_lr,
         schedule=result["schedule"],
@@ -204,7 +205,7 @@ def lr_find(
     """Sweep the learning rate on a throwaway copy of `config`'s model; see the module's docstring.
 
     Returns {"lrs", "losses" (smoothed), "raw_losses", "suggested_lr" (the schedule's peak lr; None when inconclusive),
-    "suggested_by" ("valley": a new lr; "fits": config's own lr; or why there is no suggestion: a key of REASONS),
+    "suggested_by" ("valley": a new lr; "fits": config's own lr; or why there is no suggestion: a key of NOTES),
     "valley_lr" (the constant lr read off the curve), "valley" (the lrs where the valley starts and ends), "schedule",
     "mean_lr_factor", "drop", "noise", "steps", "stopped_early", "seconds", "note" (why there is no new lr, in words;
     None for "valley")}.
