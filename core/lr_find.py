@@ -30,7 +30,7 @@ way fastai's `lr_find` runs it:
    the one-cycle peak it trains to 37.3%, 40.8%, 41.5% and 40.9%, so the read-off lr taken as the peak (fastai's
    use) would land about 2 points below the recipe, and the mapped 1.2e-3 trained 0.9 below it. These small
    networks want a peak near the top of the valley (cifar10_quick: 32.1%, 41.5%, 45.0%, 46.5% at the same four
-   lrs), so a suggestion that errs low costs accuracy fast: the doubling matters.
+   lrs), so a suggestion that errs low costs accuracy fast: the doubling helps, and step 7 guards the rest.
 7. Keep the run's own lr when the curve agrees with it (`suggested_by` "fits", `suggested_lr` that lr): when the
    lr (the recipe's, on the Train page), averaged over its schedule, lies inside the valley. The sweep reads an lr to
    within a factor of a few, and a tuned recipe inside that range is the better guess: mycnn on CIFAR (the same
