@@ -68,6 +68,26 @@ def ensure_dataset(path: str | None) -> Path:
     return target
 
 
+def extract_dev_slice(dest: Path, train_per_class: int, test_per_class: int) -> Path:
+    """The first N images per class of each split of the CIFAR-10 dev images, as an image folder (one pass over the
+    archive; the caller checks that DEV_TAR exists)."""
+    wanted = {"train": train_per_class, "test": test_per_class}
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(DEV_TAR) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) < 3:
+                continue
+            split, cls = parts[-3], parts[-2]
+            if split not in wanted or counts.get((split, cls), 0) >= wanted[split]:
+                continue
+            counts[(split, cls)] = counts.get((split, cls), 0) + 1
+            target = dest / split / cls / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+    return dest
+
+
 def tutorial_loop(folder: Path, batches: int, num_workers: int) -> float:
     """Images/s of the classic loop: ImageFolder -> DataLoader(ToTensor) -> zero_grad/backward/step."""
     import torchvision

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -41,21 +40,9 @@ def extract_dev_slice(dest: Path, train_per_class: int, test_per_class: int) -> 
     """Extract the first N images per class of each split (one pass over the archive)."""
     if not DEV_TAR.exists():
         pytest.skip(f"real CIFAR-10 dev images not found at {DEV_TAR} (only the project's CI machines have them)")
-    wanted = {"train": train_per_class, "test": test_per_class}
-    counts: dict[tuple[str, str], int] = {}
-    with tarfile.open(DEV_TAR) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) < 3:
-                continue
-            split, cls = parts[-3], parts[-2]
-            if split not in wanted or counts.get((split, cls), 0) >= wanted[split]:
-                continue
-            counts[(split, cls)] = counts.get((split, cls), 0) + 1
-            target = dest / split / cls / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(member).read())
-    return dest
+    from bench.measure import extract_dev_slice as extract
+
+    return extract(dest, train_per_class, test_per_class)
 
 
 @pytest.fixture(scope="session")
