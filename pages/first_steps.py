@@ -3,10 +3,7 @@ import streamlit as st
 from core.lessons import linreg, regression
 from studio import lesson_view, lessons
 from studio.charts import regression_chart
-from studio.state import through_navigation
 from studio.widgets import guard
-
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 lessons.header("regression")
 st.markdown(

@@ -2,9 +2,6 @@ import streamlit as st
 
 from core.lessons import device_mix
 from studio import lessons
-from studio.state import through_navigation
-
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 lessons.header("device")
 device = device_mix.lesson_device()

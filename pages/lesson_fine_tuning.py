@@ -4,14 +4,8 @@ import streamlit as st
 from core.lessons import fine_tune
 from core.models.inspect import freeze_map
 from studio import lessons
-from studio.state import through_navigation
 
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
-
-
-@st.cache_resource(show_spinner="Training a tiny net's new head for a few steps…")
-def freeze_demo() -> fine_tune.FreezeDemo:
-    return fine_tune.freeze_demo()
+freeze_demo = st.cache_resource(show_spinner="Training a tiny net's new head for a few steps…")(fine_tune.freeze_demo)
 
 
 lessons.header("fine_tuning")

@@ -4,9 +4,6 @@ import streamlit as st
 from core.lessons import loop
 from studio import lessons
 from studio.lesson_charts import gradients_chart
-from studio.state import through_navigation
-
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 lessons.header("loop")
 st.markdown(

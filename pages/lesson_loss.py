@@ -4,14 +4,8 @@ import streamlit as st
 from core.lessons import cross_entropy
 from studio import lessons
 from studio.lesson_charts import first_losses_chart
-from studio.state import through_navigation
 
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
-
-
-@st.cache_data(show_spinner="Training a fresh network for a few steps…")
-def first_steps() -> cross_entropy.FirstSteps:
-    return cross_entropy.first_steps()
+first_steps = st.cache_data(show_spinner="Training a fresh network for a few steps…")(cross_entropy.first_steps)
 
 
 lessons.header("loss")

@@ -6,20 +6,10 @@ from core.data.images import open_image
 from core.lessons import new_image
 from studio import lessons, workspace
 from studio.predict_view import IMAGE_TYPES
-from studio.state import through_navigation
 from studio.widgets import guard
 
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
-
-
-@st.cache_resource(show_spinner="Training the tiny net (a few seconds, once)…")
-def model_run():
-    return new_image.model_run()
-
-
-@st.cache_resource(show_spinner=False)
-def sample_picture():
-    return new_image.sample_picture()
+model_run = st.cache_resource(show_spinner="Training the tiny net (a few seconds, once)…")(new_image.model_run)
+sample_picture = st.cache_resource(show_spinner=False)(new_image.sample_picture)
 
 
 def show(guesses: list[new_image.Guess]) -> None:

@@ -3,9 +3,6 @@ import streamlit as st
 
 from core.lessons import padding
 from studio import lessons
-from studio.state import through_navigation
-
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 lessons.header("padding")
 st.markdown(

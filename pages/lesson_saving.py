@@ -4,9 +4,6 @@ import streamlit as st
 
 from core.lessons import saving
 from studio import lessons
-from studio.state import through_navigation
-
-through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
 
 @st.cache_resource(show_spinner="Training the tiny net for a few steps…")

@@ -15,6 +15,7 @@ import streamlit as st
 from core.lessons import LESSONS, Verdict, lesson
 from core.lessons.progress import Progress, progress_path
 from studio import workspace
+from studio.state import through_navigation
 
 # slug -> (page file, short title in the navigation). Each file sits in pages/ itself, its name its address
 # (/lesson_padding): a first visit to a fresh server finds it there (studio.state.through_navigation).
@@ -60,6 +61,9 @@ def navigation() -> list:
 
 
 def header(slug: str) -> None:
+    """The lesson's title, its progress and the studio page that uses its idea. First thing on a lesson page: it also
+    runs the page inside the app's navigation on a direct first visit (studio.state.through_navigation)."""
+    through_navigation()
     item = lesson(slug)
     st.title(f"{item.number} · {item.title}")
     passed = progress().passed()
