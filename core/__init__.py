@@ -17,7 +17,8 @@ command and testable. Its packages follow the path a learner takes through the s
   workspaces and quotas.
 - `core.lessons`: the tutorial's chapters as exercises, each with a task the studio checks.
 
-Beside them: `device` (device choice and precision per machine) and `errors` (PlaygroundError). The commands are
+Beside them: `device` (device choice and precision per machine), `errors` (PlaygroundError) and `files` (atomic
+writes and the safe torch.load every stage uses). The commands are
 `python -m core.train`, `core.evaluate`, `core.explain`, `core.predict`, `core.lr_find`, `core.sweep`,
 `core.jobs`, `core.worker` (small modules here, each calling its package's `main`) and `core.export`.
 """
