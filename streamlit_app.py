@@ -26,4 +26,5 @@ page = st.navigation(pages, expanded=True)  # every lesson's tick in sight, none
 device_badge(st.sidebar)
 training_note(st.sidebar)
 workspace.sidebar(state.all_runs())  # shared mode: this browser's workspace code (nothing otherwise)
+lessons.remember_learner(st.sidebar)  # outside shared mode: the cookie that keeps this browser's lesson progress
 page.run()

@@ -2,7 +2,9 @@ import pandas as pd
 import streamlit as st
 
 from core.data.spec import DataSpec
+from core.lessons import LESSONS
 from core.serving.runs import distinct_names
+from studio.lessons import OVERVIEW
 from studio.state import all_runs, through_navigation
 from studio.widgets import accuracy_text, device_line, duration
 
@@ -38,6 +40,9 @@ for column, (page, label, blurb) in zip(st.columns(len(steps)), steps):
     with column.container(border=True, height="stretch"):
         st.page_link(page, label=f"**{label}**")  # no icons: "2 · Architecture" must fit a fifth of the page
         st.caption(blurb)
+with st.container(border=True):
+    st.page_link(OVERVIEW, label=f"**Lessons**: the tutorial's {len(LESSONS)} chapters, each a short task the page checks", icon=":material/school:")
+    st.caption("After First steps: " + " · ".join(item.title for item in LESSONS[1:]))
 
 headline, detail = device_line()
 st.caption(f"Running on {headline.split(' ', 1)[1]} · {detail}")

@@ -28,7 +28,7 @@ for row in range(0, len(LESSONS), 2):
                 st.caption(f"{mark} · {task.title}")
             st.page_link(lessons.PAGES[item.slug][0], label="Open the lesson", icon=":material/arrow_forward:")
 
-where = "this workspace" if workspace.current() else "this computer"
+where = "this workspace" if workspace.current() else "this browser"
 with st.popover("Start over", icon=":material/restart_alt:", help=f"Forget which tasks {where} has passed."):
     st.markdown(f"Forget every passed task of {where}? The lessons stay as they are.")
     if st.button("Forget my progress", type="primary"):

@@ -2,7 +2,7 @@
 and the task box that runs a check from core.lessons and says how it went.
 
 Progress is kept per browser: in shared mode the browser's workspace (its code is in the address) has its own
-file; on your own machine there is one learner and one file (core.lessons.progress).
+file; otherwise the browser's learner id, kept in a cookie, names its file (core.lessons.progress).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Iterator
 import streamlit as st
 
 from core.lessons import LESSONS, Verdict, lesson
-from core.lessons.progress import Progress, progress_path
+from core.lessons.progress import Progress, clean_learner_id, new_learner_id, progress_path
 from studio import workspace
 from studio.state import through_navigation
 
@@ -44,8 +44,36 @@ STUDIO = {
 DONE_ICON, TODO_ICON = ":material/check_circle:", ":material/radio_button_unchecked:"
 
 
+LEARNER_COOKIE = "playground_learner"
+LEARNER_COOKIE_DAYS = 365
+
+
+def learner() -> str:
+    """This browser's learner id: the one this session already uses, else the browser's cookie, else a new one.
+
+    Streamlit reads cookies once, when a session opens, and cannot set one; `remember_learner` has the browser set
+    it, so a reload, a new tab or tomorrow's visit finds the same progress."""
+    code = st.session_state.get("learner") or clean_learner_id(_cookie()) or new_learner_id()
+    st.session_state["learner"] = code
+    return code
+
+
+def _cookie() -> str | None:
+    value = st.context.cookies.get(LEARNER_COOKIE)
+    return value if isinstance(value, str) else None  # AppTest's sessions have no browser: not a string there
+
+
 def progress() -> Progress:
-    return Progress(progress_path(workspace.current()))
+    code = workspace.current()
+    return Progress(progress_path(workspace=code) if code else progress_path(learner=learner()))
+
+
+def remember_learner(where) -> None:
+    """Outside shared mode, have the browser keep this session's learner id for a year (a first visit has none)."""
+    if workspace.current() is not None or _cookie() == learner():
+        return
+    cookie = f"{LEARNER_COOKIE}={learner()}; max-age={LEARNER_COOKIE_DAYS * 86400}; path=/; SameSite=Lax"
+    where.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
 
 
 def navigation() -> list:

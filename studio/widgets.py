@@ -85,7 +85,8 @@ def device_line() -> tuple[str, str]:
         numbers = "trains in bf16: 16‑bit numbers, which this CPU computes in hardware, so faster than 32‑bit at about the same accuracy"
     else:
         numbers = "trains in fp32 (32‑bit numbers): this CPU has no hardware for the faster 16‑bit kind (bf16)"
-    return f":material/computer: CPU · {d.get('cores', '?')} cores", f"{d.get('threads', '?')} torch threads · {numbers}"
+    threads = d.get("threads", "?")
+    return f":material/computer: CPU · {d.get('cores', '?')} cores", f"{threads} torch thread{'' if threads == 1 else 's'} · {numbers}"
 
 
 def device_badge(where=None) -> None:

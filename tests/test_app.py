@@ -376,7 +376,9 @@ def test_home_offers_one_first_step(models):
     starts = [m.value for m in at.markdown if "start here" in m.value.lower() or "quick start" in m.value.lower()]
     assert len(starts) == 1 and "First steps" in starts[0], starts
     (start,) = [b for b in at.button if b.proto.type == "primary"]  # one call to action
-    assert [link.proto.page for link in at.get("page_link")][:2] == ["first_steps", "architecture"]  # the path from 1
+    links = [link.proto.page for link in at.get("page_link")]
+    assert links[:2] == ["first_steps", "architecture"]  # the path from 1
+    assert "lessons" in links  # and the lessons beyond First steps, findable from Home
     start.click().run()
     no_exception(at)
     assert at.title[0].value.endswith("First steps") or "First steps" in at.title[0].value, at.title[0].value

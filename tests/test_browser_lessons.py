@@ -2,7 +2,8 @@
 
 A first visit goes straight to the lessons' overview (a fresh server), then lesson 2 from the navigation: the
 model with no padding fails with PyTorch's own error, a wrong padding gets its hint, the right ones pass, the
-navigation ticks the lesson, and the tick is still there after a reload (progress is kept on disk).
+navigation ticks the lesson, and the tick is still there after a reload and in a new tab (progress is kept on disk
+under the browser's cookie) but not in another browser.
 Set SCREENSHOTS=/some/dir to keep a PNG of each step.
 """
 
@@ -37,15 +38,24 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"CI is set but {CHROMIUM} is missing: install Debian's chromium package")
     with sync_playwright() as p:
-        browser = launch_chromium(p)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        tab.set_default_timeout(90_000)
-        yield tab
-        browser.close()
+        chromium = launch_chromium(p)
+        yield chromium
+        chromium.close()
+
+
+def _tab(context):
+    tab = context.new_page()
+    tab.set_default_timeout(90_000)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return _tab(browser.new_context(viewport={"width": 1400, "height": 1000}))  # a context: one browser's cookies
 
 
 def _settle(page) -> None:
@@ -78,7 +88,7 @@ def _set_padding(page, index: int, value: int) -> None:
     _settle(page)
 
 
-def test_lesson_two_end_to_end(server, page):
+def test_lesson_two_end_to_end(server, browser, page):
     page.goto(f"{server['url']}/lessons")  # a first visit to a fresh server, straight to a lesson page's address
     page.get_by_role("heading", name="Lessons").first.wait_for()
     _settle(page)
@@ -108,10 +118,20 @@ def test_lesson_two_end_to_end(server, page):
     assert page.get_by_text("tasks passed: 1 of 1").count() == 1
     _shot(page, "lesson-padding-passed")
 
-    page.reload()  # progress is on disk: a reload (or a new tab) still has the tick
+    page.reload()  # progress is on disk under this browser's cookie: a reload (or a new tab) still has the tick
     page.get_by_role("heading", name="nn.Sequential and conv padding").wait_for()
     _settle(page)
     assert "check_circle" in _nav_link(page, "Sequential & padding").inner_text()
     _nav_link(page, "All lessons").click()
     page.get_by_text("1 of 8 lessons done").wait_for()
-    assert (server["data"] / "lessons" / "progress.json").exists()
+    (learner,) = [c["value"] for c in page.context.cookies() if c["name"] == "playground_learner"]
+    assert [f.name for f in (server["data"] / "lessons").iterdir()] == [f"{learner}.json"]
+
+    new_tab = _tab(page.context)  # the same browser, a new session
+    new_tab.goto(f"{server['url']}/lessons")
+    new_tab.get_by_text("1 of 8 lessons done").wait_for()
+    new_tab.close()
+    classmate = _tab(browser.new_context(viewport={"width": 1400, "height": 1000}))  # another browser, same studio
+    classmate.goto(f"{server['url']}/lessons")
+    classmate.get_by_text("0 of 8 lessons done").wait_for()
+    classmate.context.close()

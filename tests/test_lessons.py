@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.lessons import LESSONS, cross_entropy, device_mix, fine_tune, lesson, linreg, loop, new_image, padding, regression, saving
-from core.lessons.progress import Progress, progress_path
+from core.lessons.progress import Progress, clean_learner_id, new_learner_id, progress_path
 from studio import charts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,8 +287,7 @@ def test_exactly_the_head_trains_on_the_real_alexnet(freeze, replace, order, hin
 
 
 def test_progress_is_kept_per_workspace_and_survives_a_bad_file(tmp_path):
-    mine, theirs = (Progress(progress_path(code, tmp_path)) for code in ("k7qm-3xpa", "zz22-abcd"))
-    assert progress_path(None, tmp_path) == tmp_path / "lessons" / "progress.json"
+    mine, theirs = (Progress(progress_path(workspace=code, data_dir=tmp_path)) for code in ("k7qm-3xpa", "zz22-abcd"))
     mine.mark("padding.same_size")
     mine.mark("padding.same_size")  # a second pass changes nothing
     assert set(mine.passed()) == {"padding.same_size"} and theirs.passed() == {}
@@ -303,6 +302,18 @@ def test_progress_is_kept_per_workspace_and_survives_a_bad_file(tmp_path):
     assert set(mine.passed()) == {"loss.uniform"}
     mine.reset()
     assert mine.passed() == {}
+
+
+def test_a_browsers_learner_id_names_its_own_file_and_nothing_else_passes_for_one(tmp_path):
+    one, two = new_learner_id(), new_learner_id()
+    assert one != two and clean_learner_id(f" {one} ") == one
+    Progress(progress_path(learner=one, data_dir=tmp_path)).mark("padding.same_size")
+    assert progress_path(learner=one, data_dir=tmp_path) == tmp_path / "lessons" / f"{one}.json"
+    assert Progress(progress_path(learner=two, data_dir=tmp_path)).passed() == {}  # a classmate's browser
+    for forged in ("../../etc/passwd", "ABCDEF0123456789", "0123", "", None):  # a cookie is the browser's to change
+        assert clean_learner_id(forged) is None
+        with pytest.raises(ValueError, match="not a learner id"):
+            progress_path(learner=forged, data_dir=tmp_path)
 
 
 def test_every_lesson_has_a_task_and_a_page():

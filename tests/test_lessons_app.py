@@ -1,6 +1,6 @@
 """The lessons on their pages, under Streamlit's AppTest: for every task, a right answer passes (and is remembered:
-the page's count, the overview, the navigation's tick) and a wrong one shows its hint. Progress is per workspace in
-shared mode."""
+the page's count, the overview, the navigation's tick) and a wrong one shows its hint. Progress is per browser: its
+learner id (a cookie), or its workspace in shared mode."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def data_dir(tmp_path, models_root, monkeypatch):
     return folder
 
 
-def passed(data_dir) -> set[str]:
-    return set(Progress(progress_path(None, data_dir)).passed())
+def passed(at, data_dir) -> set[str]:
+    """The tasks passed by the browser behind `at` (AppTest sends no cookie: each test is a new browser)."""
+    return set(Progress(progress_path(learner=at.session_state["learner"], data_dir=data_dir)).passed())
 
 
 def check(at, key: str):
@@ -66,11 +67,11 @@ def nav_icons(at) -> dict[str, str]:
 def test_first_steps_converge_task(data_dir):
     at = open_page("pages/first_steps.py")
     at.select_slider[0].set_value(0.05).run()  # the default: 57 steps
-    assert "57 steps" in hint(check(at, "regression.converge")) and not passed(data_dir)
+    assert "57 steps" in hint(check(at, "regression.converge")) and not passed(at, data_dir)
     at.select_slider[0].set_value(0.3).run()
     assert not any(w.value.startswith("**Not yet.**") for w in at.warning)  # a verdict for another lr is not shown
     check(at, "regression.converge")
-    assert "7 steps" in success(at) and passed(data_dir) == {"regression.converge"}
+    assert "7 steps" in success(at) and passed(at, data_dir) == {"regression.converge"}
     assert any("tasks passed: 1 of 2" in c.value for c in at.caption)
 
 
@@ -99,7 +100,7 @@ def test_padding_task(data_dir):
     assert "model[2] shrinks 16×16 to 14×14" in hint(check(at, "padding.same_size"))
     at.number_input(key="pad2").set_value(2).run()
     assert "keeps its size" in success(check(at, "padding.same_size"))
-    assert passed(data_dir) == {"padding.same_size"}
+    assert passed(at, data_dir) == {"padding.same_size"}
     assert nav_icons(at)["Sequential & padding"] == lessons.DONE_ICON
 
 
@@ -114,7 +115,7 @@ def test_loss_task_and_the_real_run_after_it(data_dir):
     assert not at.get("plotly_chart")  # the run is the reward, after the prediction
     at.number_input(key="uniform_guess").set_value(2.303).run()
     assert "ln 10" in success(check(at, "loss.uniform"))
-    assert at.get("plotly_chart") and passed(data_dir) == {"loss.uniform"}
+    assert at.get("plotly_chart") and passed(at, data_dir) == {"loss.uniform"}
 
 
 # --------------------------------------------------------------------------- lesson 4
@@ -140,7 +141,7 @@ def test_loop_steps_task(data_dir):
     assert "1563" in success(check(at, "loop.steps"))
     next(b for b in at.button if b.label == "Another one").click().run()
     assert any("10,000" in c.value for c in at.code)  # the next puzzle
-    assert passed(data_dir) == {"loop.steps"}
+    assert passed(at, data_dir) == {"loop.steps"}
 
 
 # --------------------------------------------------------------------------- lesson 5
@@ -154,7 +155,7 @@ def test_device_task(data_dir):
     assert "moved copy" in hint(check(at, "device.to_device"))
     at.selectbox(key="device_statement").set_value("images, labels = images.to(device), labels.to(device)").run()
     assert "It runs" in success(check(at, "device.to_device"))
-    assert passed(data_dir) == {"device.to_device"}
+    assert passed(at, data_dir) == {"device.to_device"}
 
 
 # --------------------------------------------------------------------------- lesson 6
@@ -168,7 +169,7 @@ def test_saving_task(data_dir):
     assert "training mode" in hint(check(at, "saving.reload"))
     at.selectbox(key="save_mode").set_value("model.eval()").run()
     assert "same prediction" in success(check(at, "saving.reload"))
-    assert passed(data_dir) == {"saving.reload"}
+    assert passed(at, data_dir) == {"saving.reload"}
 
 
 # --------------------------------------------------------------------------- lesson 7
@@ -182,7 +183,7 @@ def test_new_image_task(data_dir):
     assert "ImageNet" in hint(check(at, "new_image.eval_transform"))
     at.radio(key="new_image_choice").set_value("eval").run()
     assert "Deterministic" in success(check(at, "new_image.eval_transform"))
-    assert passed(data_dir) == {"new_image.eval_transform"}
+    assert passed(at, data_dir) == {"new_image.eval_transform"}
     at.file_uploader(key="new_image_upload").set_value(("mine.png", photo(), "image/png")).run()  # the learner's own
     no_exception(at)
     assert not at.success  # the verdict was for the sample picture
@@ -209,17 +210,18 @@ def test_fine_tuning_task(data_dir):
     assert "Nothing trains" in hint(check(at, "fine_tuning.head_only"))
     at.radio(key="ft_order").set_value("freeze, then replace").run()
     assert "Only classifier.6.weight and classifier.6.bias train" in success(check(at, "fine_tuning.head_only"))
-    assert passed(data_dir) == {"fine_tuning.head_only"}
+    assert passed(at, data_dir) == {"fine_tuning.head_only"}
 
 
 # --------------------------------------------------------------------------- progress
 
 
 def test_the_overview_shows_progress_and_starts_over(data_dir):
-    store = Progress(progress_path(None, data_dir))
+    at = open_page("pages/lessons.py")
+    store = Progress(progress_path(learner=at.session_state["learner"], data_dir=data_dir))
     for task in LESSONS[1].tasks + LESSONS[7].tasks:
         store.mark(task.key)
-    at = open_page("pages/lessons.py")
+    at.run()
     no_exception(at)
     assert "2 of 8 lessons done" in at.get("progress")[0].proto.text
     icons = nav_icons(at)
@@ -236,7 +238,7 @@ def test_shared_mode_keeps_progress_per_workspace(data_dir, monkeypatch):
         at.number_input(key=f"pad{i}").set_value(2)
     at.run()
     check(at, "padding.same_size")
-    assert set(Progress(progress_path(code, data_dir)).passed()) == {"padding.same_size"}
-    assert passed(data_dir) == set()  # not the machine-wide file
+    assert set(Progress(progress_path(workspace=code, data_dir=data_dir)).passed()) == {"padding.same_size"}
+    assert "learner" not in at.session_state and not (data_dir / "lessons").exists()  # no browser-wide file
     other = open_page("pages/lessons.py")
     assert other.session_state["workspace"] != code and "0 of 8 lessons done" in other.get("progress")[0].proto.text

@@ -189,3 +189,6 @@ def test_device_badge_says_in_plain_words_which_numbers_it_trains_with(monkeypat
     assert ("trains in bf16" if fast else "trains in fp32") in detail
     assert "16\u2011bit" in detail and ("faster" in detail)
     assert "AMX" in widgets.PRECISION_HELP and "fp32" in widgets.PRECISION_HELP
+    assert detail.startswith("8 torch threads ·")
+    monkeypatch.setattr(widgets, "device_info", lambda: {"kind": "cpu", "cores": 2, "threads": 1, "fast_bf16": fast})
+    assert widgets.device_line()[1].startswith("1 torch thread ·")  # OMP_NUM_THREADS=1, as the browser tests run

@@ -1,14 +1,18 @@
 """Which lesson tasks a learner has passed, kept in a small JSON file.
 
-On your own machine the studio has one learner: `data/lessons/progress.json`. In shared mode each browser works in
-a workspace (its code is in the page's address), and its progress lives with the workspace's other files:
-`data/workspaces/<code>/lessons.json`, beside its own classes. A missing or unreadable file is no progress; it is
-written whole (a temporary file, then a rename), so a crash never leaves half of one.
+Each browser is one learner. On your own machine (or a teacher's studio that is not shared) a browser is known by a
+random learner id the studio keeps in a cookie, and its progress is `data/lessons/<learner id>.json`: a classmate's
+browser at the same studio has its own. In shared mode each browser works in a workspace (its code is in the page's
+address), and its progress lives with the workspace's other files: `data/workspaces/<code>/lessons.json`, beside its
+own classes. A missing or unreadable file is no progress; it is written whole (a temporary file, then a rename), so a
+crash never leaves half of one.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from pathlib import Path
 
@@ -17,11 +21,28 @@ from core.files import atomic_write_bytes
 from core.lessons import LESSONS, Lesson, task_keys
 
 FILE_VERSION = 1
+# 64 random bits in hex: a learner id is a file name, so nothing else (no "/", no "..") may pass for one.
+LEARNER_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 
 
-def progress_path(workspace: str | None = None, data_dir: str | Path | None = None) -> Path:
+def new_learner_id() -> str:
+    return secrets.token_hex(8)
+
+
+def clean_learner_id(text: str | None) -> str | None:
+    """A learner id read back from a browser's cookie; None when it is not one this module made."""
+    code = (text or "").strip()
+    return code if LEARNER_PATTERN.match(code) else None
+
+
+def progress_path(*, workspace: str | None = None, learner: str | None = None, data_dir: str | Path | None = None) -> Path:
+    """The progress file of a shared-mode workspace or, outside shared mode, of one browser's learner id."""
     base = Path(data_dir or datasets.DATA_DIR)  # read when called: tests (and PLAYGROUND_DATA_DIR) move it
-    return base / "workspaces" / workspace / "lessons.json" if workspace else base / "lessons" / "progress.json"
+    if workspace:
+        return base / "workspaces" / workspace / "lessons.json"
+    if learner is None or clean_learner_id(learner) != learner:
+        raise ValueError(f"not a learner id: {learner!r}")
+    return base / "lessons" / f"{learner}.json"
 
 
 class Progress:
