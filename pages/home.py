@@ -41,7 +41,9 @@ for column, (page, label, blurb) in zip(st.columns(len(steps)), steps):
         st.page_link(page, label=f"**{label}**")  # no icons: "2 · Architecture" must fit a fifth of the page
         st.caption(blurb)
 with st.container(border=True):
-    st.page_link(OVERVIEW, label=f"**Lessons**: the tutorial's {len(LESSONS)} chapters, each a short task the page checks", icon=":material/school:")
+    st.page_link(
+        OVERVIEW, label=f"**Lessons**: the tutorial's {len(LESSONS)} chapters, each a short task the page checks", icon=":material/school:"
+    )
     st.caption("After First steps: " + " · ".join(item.title for item in LESSONS[1:]))
 
 headline, detail = device_line()
