@@ -1,0 +1,66 @@
+"""Every page of the studio as a user first sees it, one full-page PNG each, taken in Debian's Chromium.
+
+    python -m bench.screens OUT [--run]
+
+For looking at what was built the way a user does, and for the screenshots a closing note shows. `--run` first
+trains one short run (cifar10_quick on shapes:600, one epoch, about half a minute on a CPU) so that Train, Predict,
+Inside the model and Runs show a finished run instead of their empty states. The studio serves a fresh models and
+data folder, so what is on this machine never shows up in the pictures; lesson progress starts empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from bench.browser import CHROMIUM, launch_chromium, serve
+from bench.measure import run_train
+from studio.lessons import OVERVIEW, PAGES
+
+STUDIO_PAGES = ["pages/home.py", "pages/architecture.py", "pages/train.py", "pages/predict.py", "pages/inside.py", "pages/runs.py"]
+SHORT_RUN = ["--model", "cifar10_quick", "--data", "shapes:600", "--epochs", "1", "--name", "screens"]
+
+
+def address(page_file: str) -> str:
+    """A page's address: its file's name (studio.state.through_navigation), the home page's is the root."""
+    stem = Path(page_file).stem
+    return "" if stem == "home" else stem
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.screens", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder for the PNGs (made if missing)")
+    parser.add_argument("--run", action="store_true", help="train one short run first, so run pages are not empty")
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"bench.screens: {CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    pages = STUDIO_PAGES + [OVERVIEW] + [path for path, _ in PAGES.values()]
+    with tempfile.TemporaryDirectory() as tmp:
+        models, data = Path(tmp, "models"), Path(tmp, "data")
+        env = {"PLAYGROUND_MODELS_DIR": str(models), "PLAYGROUND_DATA_DIR": str(data)}
+        if args.run:
+            run_train(SHORT_RUN, env=env)
+        os.environ.update(env)  # serve() hands its environment to the studio
+        with serve(models, Path(tmp, "streamlit.log")) as url, sync_playwright() as p:
+            browser = launch_chromium(p)
+            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+            tab.set_default_timeout(120_000)
+            for page_file in pages:
+                tab.goto(f"{url}/{address(page_file)}")
+                tab.wait_for_selector("[data-testid=stMainBlockContainer] h1")
+                tab.wait_for_timeout(500)
+                tab.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")
+                tab.wait_for_timeout(1500)  # Plotly and Vega draw after the script ends
+                target = args.out / f"{Path(page_file).stem}.png"
+                tab.screenshot(path=str(target), full_page=True)
+                print(target)
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()
