@@ -29,6 +29,26 @@ def address(page_file: str) -> str:
     return "" if stem == "home" else stem
 
 
+# -1 while the script runs (a cached function's spinner shows, the status widget may not) or an image is still
+# loading; else the bottom of the main block's content.
+_HEIGHT_WHEN_DRAWN = """() => {
+    if (document.querySelector('[data-testid=stStatusWidget], [data-testid=stSpinner]')) return -1;
+    if (!Array.from(document.images).every(img => img.complete)) return -1;
+    const block = document.querySelector('[data-testid=stMainBlockContainer]').getBoundingClientRect();
+    return Math.ceil(block.bottom + document.querySelector('[data-testid=stMain]').scrollTop);
+}"""
+
+
+def settled_height(tab, quiet_polls: int = 6) -> int:
+    """The main block's height once the script has stopped running and the page has stopped growing (a lesson's
+    cached network, Plotly and Vega all draw after the first elements are there)."""
+    heights: list[int] = []
+    while len(heights) < quiet_polls or len(set(heights[-quiet_polls:])) > 1:
+        tab.wait_for_timeout(500)
+        heights.append(tab.evaluate(_HEIGHT_WHEN_DRAWN))
+    return heights[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.screens", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for the PNGs (made if missing)")
@@ -53,12 +73,15 @@ def main(argv: list[str] | None = None) -> None:
             for page_file in pages:
                 tab.goto(f"{url}/{address(page_file)}")
                 tab.wait_for_selector("[data-testid=stMainBlockContainer] h1")
-                tab.wait_for_timeout(500)
-                tab.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")
-                tab.wait_for_timeout(1500)  # Plotly and Vega draw after the script ends
+                height = settled_height(tab)
+                # Streamlit scrolls its main block, not the document, so a "full page" shot is the viewport: grow
+                # the viewport to the content, then put it back for the next page.
+                tab.set_viewport_size({"width": 1400, "height": max(1000, min(int(height), 12_000))})
+                tab.wait_for_timeout(800)
                 target = args.out / f"{Path(page_file).stem}.png"
                 tab.screenshot(path=str(target), full_page=True)
                 print(target)
+                tab.set_viewport_size({"width": 1400, "height": 1000})
             browser.close()
 
 
