@@ -1,10 +1,12 @@
 """Every page of the studio as a user first sees it, one full-page PNG each, taken in Debian's Chromium.
 
-    python -m bench.screens OUT [--run]
+    python -m bench.screens OUT [--run | --sweep]
 
 For looking at what was built the way a user does, and for the screenshots a closing note shows. `--run` first
 trains one short run (cifar10_quick on shapes:600, one epoch, about half a minute on a CPU) so that Train, Predict,
-Inside the model and Runs show a finished run instead of their empty states. The studio serves a fresh models and
+Inside the model and Runs show a finished run instead of their empty states; `--sweep` instead runs the README's
+sweep (three learning rates x two seeds on the 12,000 shapes, one epoch: about a minute), so Train shows its curves,
+table, parallel coordinates and verdict and Runs its folded row. The studio serves a fresh models and
 data folder, so what is on this machine never shows up in the pictures; lesson progress starts empty.
 """
 
@@ -12,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from bench.browser import CHROMIUM, launch_chromium, serve
-from bench.measure import run_train
+from bench.measure import ROOT, run_train
 from studio.lessons import OVERVIEW, PAGES
 
 STUDIO_PAGES = ["pages/home.py", "pages/architecture.py", "pages/train.py", "pages/predict.py", "pages/inside.py", "pages/runs.py"]
+SWEEP = ["--model", "cifar10_quick", "--data", "shapes", "--epochs", "1", "--grid", "lr=0.0003,0.003,0.03", "--seeds", "2"]
 SHORT_RUN = ["--model", "cifar10_quick", "--data", "shapes:600", "--epochs", "1", "--name", "screens"]
 
 
@@ -52,7 +57,9 @@ def settled_height(tab, quiet_polls: int = 6) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.screens", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for the PNGs (made if missing)")
-    parser.add_argument("--run", action="store_true", help="train one short run first, so run pages are not empty")
+    first = parser.add_mutually_exclusive_group()
+    first.add_argument("--run", action="store_true", help="train one short run first, so run pages are not empty")
+    first.add_argument("--sweep", action="store_true", help="run a 3 x 2 learning-rate sweep first")
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"bench.screens: {CHROMIUM} is missing: apt-get install -y chromium")
@@ -65,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         env = {"PLAYGROUND_MODELS_DIR": str(models), "PLAYGROUND_DATA_DIR": str(data)}
         if args.run:
             run_train(SHORT_RUN, env=env)
+        if args.sweep:
+            subprocess.run(
+                [sys.executable, "-m", "core.sweep", *SWEEP], cwd=ROOT, env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL
+            )
         os.environ.update(env)  # serve() hands its environment to the studio
         with serve(models, Path(tmp, "streamlit.log")) as url, sync_playwright() as p:
             browser = launch_chromium(p)

@@ -547,9 +547,10 @@ def sweep_parallel_figure(rows: Sequence[dict[str, Any]], grid: dict[str, list[A
         )
     )
     fig.update_layout(
-        height=360,
+        height=390,
         font=FONT,
-        margin=dict(l=60, r=60, t=70, b=20),
-        title=dict(text="<b>Settings → test accuracy</b>", x=0, font=dict(size=17)),
+        # Parcoords draws its axis titles in the top margin: the chart's title goes above them, not beside.
+        margin=dict(l=60, r=60, t=100, b=20),
+        title=dict(text="<b>Settings → test accuracy</b>", x=0, y=1, yref="container", yanchor="top", pad=dict(t=8), font=dict(size=17)),
     )
     return fig

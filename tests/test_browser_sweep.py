@@ -18,6 +18,16 @@ def _charts(tab) -> list[list[dict]]:
     return tab.evaluate(TRACES)
 
 
+# The parallel-coordinates chart's axis titles that its own title overlaps (Parcoords draws them in the top margin).
+TITLE_OVER_AXIS_TITLES = """chart => {
+    const title = chart.querySelector('.gtitle').getBoundingClientRect();
+    return Array.from(chart.querySelectorAll('.parcoords .axis-title')).filter(label => {
+        const box = label.getBoundingClientRect();
+        return !(box.right < title.left || box.left > title.right || box.bottom < title.top || box.top > title.bottom);
+    }).map(label => label.textContent);
+}"""
+
+
 def test_a_two_value_sweep_from_the_train_page(server, page):  # noqa: F811 - the fixtures imported above
     page.goto(f"{server['url']}/train")
     page.get_by_role("button", name="Start training").wait_for()
@@ -54,6 +64,8 @@ def test_a_two_value_sweep_from_the_train_page(server, page):  # noqa: F811 - th
     assert "seeds of one setting" not in best or "one seed" in best  # one seed each: the spread is unknown, and said so
     best_lr = re.search(r"Best: lr ([0-9.e-]+)", best).group(1)
     _shot(page, "sweep-results")
+    overlapping = parallel.first.evaluate(TITLE_OVER_AXIS_TITLES)
+    assert not overlapping, f"the chart's title covers the axis title(s) {overlapping}"
 
     page.get_by_role("button", name="Use the best setting").click()
     _settle(page, extra=1.0)
