@@ -1,5 +1,3 @@
-from datetime import datetime
-
 import pandas as pd
 import streamlit as st
 
@@ -10,7 +8,7 @@ from core.training.sweep import Sweep
 from studio import export_view, insight, run_compare, state, sweep_view, workspace
 from studio.charts import compare_figure
 from studio.state import through_navigation
-from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, duration, guard, run_labels, test_images_text
+from studio.widgets import THROUGHPUT_HELP, THROUGHPUT_LABEL, duration, guard, run_labels, started_text, test_images_text
 
 through_navigation()  # a direct first visit to /<page> must still get the app's navigation
 
@@ -49,7 +47,7 @@ st.dataframe(
                 "data": DataSpec.parse(str(r.config.get("data", ""))).name(),
                 "duration": duration(r.seconds),
                 THROUGHPUT_LABEL: r.img_per_s,
-                "started": datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else "",
+                "started": started_text(r.started),
                 "note": r.note,
                 "run id": r.run_id,
             }

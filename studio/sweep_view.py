@@ -21,7 +21,7 @@ from core.training.curves import curves_of, format_duration
 from core.training.losses import LOSSES
 from studio import state, train_form, workspace
 from studio.charts import PALETTE, compare_figure, sweep_parallel_figure
-from studio.widgets import guard, percent
+from studio.widgets import guard, percent, started_text
 
 # The fields the form can vary, with their labels and the form field each fills back in ("Use the best setting").
 FIELDS: dict[str, tuple[str, str]] = {
@@ -313,7 +313,7 @@ def row(plan: sweep.Sweep, by_id: dict[str, runs.RunInfo]) -> dict[str, Any]:
         "model": plan.base.get("model"),
         "data": DataSpec.parse(str(plan.base.get("data", ""))).name(),
         "duration": format_duration(sum(m.seconds or 0 for m in members)),
-        "started": "",
+        "started": started_text(min((m.started for m in members if m.started), default=None)),
         "note": document["verdict"],
         "run id": plan.sweep_id,
     }

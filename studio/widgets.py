@@ -205,6 +205,11 @@ def duration(seconds: float | None) -> str:
     return format_duration(seconds)
 
 
+def started_text(started: float | None) -> str:
+    """When a run (or a sweep's first run) started, as the Runs table shows it."""
+    return datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else ""
+
+
 def training_note(where=None) -> None:
     """Runs training right now, on every page, so switching pages never hides one. Markdown, not a link's label:
     the sidebar is narrow and a label is cut off on one line, where this wraps."""

@@ -76,7 +76,8 @@ def fake_sweep(root: Path, accs: dict[float, list[float | None]], sweep_id: str 
                 run_dir, {"model": "cifar10_quick", "data": "shapes", "seed": seed, "sweep": {"id": plan.sweep_id, "settings": {"lr": lr}}}
             )
             status = "finished" if acc is not None else "diverged"
-            records = [{"kind": "epoch", "epoch": 1, "test_acc": acc}] if acc is not None else []
+            records = [{"kind": "status", "status": "running", "time": 1_760_000_000 + 60 * len(plan.runs)}]
+            records += [{"kind": "epoch", "epoch": 1, "test_acc": acc}] if acc is not None else []
             with open(run_dir / runs.METRICS_FILE, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in [*records, {"kind": "status", "status": status}])
             plan.runs.append({"run_id": run_dir.name, "settings": {"lr": lr}, "seed": seed})

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.serving import runs
 from core.serving.jobs import JobRegistry
 from core.training import sweep
+from studio import widgets
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 pytestmark = pytest.mark.timeout(300)
@@ -92,6 +93,7 @@ def test_the_runs_page_shows_a_sweep_as_one_row_and_deletes_it_with_its_runs(mod
     at = open_page("pages/runs.py")
     names = list(at.dataframe[0].value["name"])
     assert len(names) == 1 and names[0].startswith("Sweep: lr 0.001/0.01 × 2 seeds")  # one row for its four runs
+    assert at.dataframe[0].value["started"][0] == widgets.started_text(min(r.started for r in runs.list_runs(models_root)))
     next(b for b in at.button if b.label == "Yes, delete them").click()
     at.run()
     assert not at.exception
