@@ -249,7 +249,17 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
             xaxis="x2",
             yaxis="y2",
         )
+    losses = np.array([y for trace in fig.data if trace.yaxis == "y" for y in trace.y if y is not None], dtype=float)
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    if losses.size and losses.max() > LOG_LOSS_RATIO * np.median(losses):
+        # One run blew up (a sweep's too-large lr): on a linear axis its peak flattens every other curve to zero.
+        fig.update_yaxes(
+            type="log", dtick=1, rangemode="normal", title="train loss (log scale)", selector=dict(title_text="train loss")
+        )  # dtick 1: a label per power of ten (1, 10, 100), not Plotly's unlabelled-decade "2, 5" in between
     return fig
+
+
+LOG_LOSS_RATIO = 20  # a loss peak this many times the runs' median puts the comparison's loss axis on a log scale
 
 
 # Short labels so a row of blocks stays readable; the full name and type are in each block's hover.

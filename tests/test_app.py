@@ -542,6 +542,19 @@ def test_eta_and_smoothing_and_formatting():
     assert format_duration(83) == "1:23" and format_duration(3725) == "1:02:05" and format_duration(None) == "–"
 
 
+def test_compared_losses_go_on_a_log_axis_only_when_one_run_blew_up():
+    def run(losses):
+        curves = Curves()
+        curves.add([{"kind": "step", "step": i + 1, "progress": (i + 1) / len(losses), "loss": v} for i, v in enumerate(losses)])
+        return curves
+
+    calm = {"lr 0.0003": run([2.3, 2.2, 2.1, 2.0]), "lr 0.003": run([2.3, 1.8, 1.4, 1.2])}
+    assert charts.compare_figure(calm, smoothing=0).layout.yaxis.type in (None, "linear")
+    blown = {**calm, "lr 0.03": run([2.3, 350.0, 410.0, 40.0])}  # the 3 x 2 sweep's lr 0.03 on shapes
+    axis = charts.compare_figure(blown, smoothing=0).layout.yaxis
+    assert axis.type == "log" and "log" in axis.title.text
+
+
 def test_layer_table_round_trips_and_orders_rows():
     spec = spec_of(build("cifar10_quick"))
     table = arch.spec_to_table(spec)
