@@ -54,7 +54,8 @@ with code_col:
         st.caption(f"A 224×224 picture gives {setup.output[-1]} class scores.")
 with map_col:
     table = freeze_map(setup.model)
-    st.dataframe(table[table["params"] > 0], hide_index=True)
+    counts = st.column_config.NumberColumn(format="localized")  # 37,752,832: the head's size reads at a glance
+    st.dataframe(table[table["params"] > 0], hide_index=True, column_config={"params": counts, "trainable": counts})
 lessons.task(
     "fine_tuning.head_only",
     f"Your data has **{fine_tune.CLASSES} classes**. Choose the lines so that **only the new head** trains: "
