@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_TAR = ROOT.parent / "shared" / "data" / "cifar10-dev.tar.gz"
@@ -21,6 +22,16 @@ class HostilePayload:
 
     def __reduce__(self):
         return (open, (self.target, "w"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny networks (the lessons'): one thread runs their many small ops fastest on a busy 2-core
+    machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@ Set SCREENSHOTS=/some/dir to keep a PNG of every page.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,16 +44,30 @@ def server(tmp_path_factory):
             (run / "STOP").touch()
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Debian's Chromium for one test module; `new_tab` opens its pages."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"CI is set but {CHROMIUM} is missing: install Debian's chromium package")
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        tab.set_default_timeout(60_000)
-        yield tab
+        yield browser
         browser.close()
+
+
+def new_tab(owner, timeout_ms: int = 60_000):
+    """A 1400 x 1000 tab of `owner`: the browser, or one of its contexts (`browser.new_context()`: another
+    browser's cookies)."""
+    tab = owner.new_page()  # a context's pages take no viewport argument: set it on the page
+    tab.set_viewport_size({"width": 1400, "height": 1000})
+    tab.set_default_timeout(timeout_ms)
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with chromium() as browser:
+        yield new_tab(browser)
 
 
 def _settle(page, extra: float = 0.5) -> None:

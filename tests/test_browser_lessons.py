@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.browser import CHROMIUM, launch_chromium, serve
+from bench.browser import CHROMIUM, serve
 
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (and CI is not set)", allow_module_level=True)
 
-from playwright.sync_api import sync_playwright  # noqa: E402 - after the skip: a browser-less laptop needs neither
+from test_browser import _no_exception, _settle, chromium, new_tab  # noqa: E402 - after the skip, as test_browser's own
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -39,35 +39,13 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"CI is set but {CHROMIUM} is missing: install Debian's chromium package")
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
-        yield chromium
-        chromium.close()
-
-
-def _tab(context):
-    tab = context.new_page()
-    tab.set_default_timeout(90_000)
-    return tab
+    with chromium() as chromium_browser:
+        yield chromium_browser
 
 
 @pytest.fixture(scope="module")
 def page(browser):
-    return _tab(browser.new_context(viewport={"width": 1400, "height": 1000}))  # a context: one browser's cookies
-
-
-def _settle(page) -> None:
-    page.wait_for_selector("[data-testid=stApp]")
-    page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
-    page.wait_for_timeout(500)
-
-
-def _no_exception(page, where: str) -> None:
-    boxes = page.locator("[data-testid=stException]")
-    assert boxes.count() == 0, f"{where}: {boxes.first.inner_text()[:500]}"
+    return new_tab(browser.new_context(), timeout_ms=90_000)  # a context: one browser's cookies
 
 
 def _shot(page, name: str) -> None:
@@ -127,11 +105,11 @@ def test_lesson_two_end_to_end(server, browser, page):
     (learner,) = [c["value"] for c in page.context.cookies() if c["name"] == "playground_learner"]
     assert [f.name for f in (server["data"] / "lessons").iterdir()] == [f"{learner}.json"]
 
-    new_tab = _tab(page.context)  # the same browser, a new session
-    new_tab.goto(f"{server['url']}/lessons")
-    new_tab.get_by_text("1 of 8 lessons done").wait_for()
-    new_tab.close()
-    classmate = _tab(browser.new_context(viewport={"width": 1400, "height": 1000}))  # another browser, same studio
+    same_browser = new_tab(page.context, timeout_ms=90_000)  # the same browser, a new session
+    same_browser.goto(f"{server['url']}/lessons")
+    same_browser.get_by_text("1 of 8 lessons done").wait_for()
+    same_browser.close()
+    classmate = new_tab(browser.new_context(), timeout_ms=90_000)  # another browser, same studio
     classmate.goto(f"{server['url']}/lessons")
     classmate.get_by_text("0 of 8 lessons done").wait_for()
     classmate.context.close()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import fake_run
-from test_browser import _no_exception, _settle
+from test_browser import _no_exception, _settle, chromium, new_tab
 
-from bench.browser import CHROMIUM, launch_chromium, serve
+from bench.browser import CHROMIUM, serve
 from core.models.build import build
 from core.models.layers import spec_of
 from core.serving import runs
@@ -25,7 +25,6 @@ from core.training.loop import train
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (and CI is not set)", allow_module_level=True)
 
-from playwright.sync_api import sync_playwright  # noqa: E402 - after the skip
 
 pytestmark = pytest.mark.timeout(420)
 T0 = 1_790_000_000.0
@@ -62,12 +61,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        tab.set_default_timeout(90_000)
-        yield tab
-        browser.close()
+    with chromium() as browser:
+        yield new_tab(browser, timeout_ms=90_000)
 
 
 def _shot(target, name: str) -> None:

@@ -17,7 +17,7 @@ from studio import charts
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("one_torch_thread")]
 
 
 # --------------------------------------------------------------------------- lesson 1: regression
@@ -77,15 +77,6 @@ def test_the_broadcasting_trap_warns_and_fits_a_flat_line(output_shape, target_s
         assert abs(result.b - sum(result.y) / len(result.y)) < 0.05
     else:
         assert abs(result.w - result.best[0]) < 0.01
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The lessons' networks are tiny: one thread runs their many small ops fastest on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- lesson 2: padding

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 from test_app import no_exception, open_page
 
@@ -16,16 +15,7 @@ from core.lessons import LESSONS
 from core.lessons.progress import Progress, progress_path
 from studio import lessons
 
-pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The lessons' networks are tiny: one thread runs their many small ops fastest on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_app
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+from test_app import no_exception
 
 from core.export import formats as export
 from core.serving import runs
@@ -21,19 +23,12 @@ from core.training.config import TrainConfig
 from core.training.loop import train
 from studio import state
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "streamlit_app.py")
-
 pytestmark = pytest.mark.timeout(600)
 
 
 def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.run()
-    if page != "pages/home.py":
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = test_app.open_page(page, timeout=300)
+    no_exception(at)
     return at
 
 
