@@ -253,9 +253,8 @@ def compare_figure(series: dict[str, Curves], smoothing: float = 0.6) -> go.Figu
     losses = losses[np.isfinite(losses) & (losses > 0)]
     if losses.size and losses.max() > LOG_LOSS_RATIO * np.median(losses):
         # One run blew up (a sweep's too-large lr): on a linear axis its peak flattens every other curve to zero.
-        fig.update_yaxes(
-            type="log", dtick=1, rangemode="normal", title="train loss (log scale)", selector=dict(title_text="train loss")
-        )  # dtick 1: a label per power of ten (1, 10, 100), not Plotly's unlabelled-decade "2, 5" in between
+        # dtick 1: a label per power of ten (1, 10, 100), not Plotly's "2, 5" between unlabelled decades.
+        fig.layout.yaxis.update(type="log", dtick=1, rangemode="normal", title="train loss (log scale)")
     return fig
 
 

@@ -40,7 +40,7 @@ def progress_path(*, workspace: str | None = None, learner: str | None = None, d
     base = Path(data_dir or datasets.DATA_DIR)  # read when called: tests (and PLAYGROUND_DATA_DIR) move it
     if workspace:
         return base / "workspaces" / workspace / "lessons.json"
-    if learner is None or clean_learner_id(learner) != learner:
+    if not LEARNER_PATTERN.match(learner or ""):
         raise ValueError(f"not a learner id: {learner!r}")
     return base / "lessons" / f"{learner}.json"
 
