@@ -67,8 +67,10 @@ def queue_spots() -> dict[str, QueueSpot]:
 
 
 def runs_changed() -> None:
-    """After starting, resuming or deleting a run: the next listing must see it."""
+    """After starting, resuming or deleting a run: the next listing, and the queue's places, must see it (another
+    session's page may have filled either cache a moment ago)."""
     _runs.clear()
+    _spots.clear()
 
 
 def training_now() -> list[runs.RunInfo]:

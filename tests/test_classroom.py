@@ -130,7 +130,7 @@ def test_a_queued_run_shows_its_place_and_leaves_the_queue_on_stop(shared):
         assert not at.exception and not at.error, [e.value for e in at.error]
         (mine,) = runs.list_runs(shared["root"], "carol-3")
         assert mine.status == "queued"
-        assert any("Waiting in the queue" in i.value and "next" in i.value for i in at.info)
+        assert any("Waiting in the queue" in i.value and "next" in i.value for i in at.info), [i.value for i in at.info]
         next(b for b in at.button if b.label.startswith("Stop (leave the queue)")).click().run()
         assert runs.run_info(mine.path).status == "stopped"
         assert any("Removed from the queue" in w.value for w in at.warning)
